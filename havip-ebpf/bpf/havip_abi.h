@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * The kernel/user ABI of havip: every map key and value, event record and
+ * counter index shared by the XDP programs and the agent. havip-common mirrors
+ * this file in #[repr(C)] Rust; a test compares both against the BTF of the
+ * compiled object, and the asserts at the bottom pin the sizes here.
+ *
+ * Rules: fixed-width fields only, explicit padding, IPv4 addresses and MACs
+ * as byte arrays in network order (bpftool then prints them readably).
+ * Changing any layout means bumping HAVIP_ABI_VERSION, which moves the pins
+ * to a new directory (/sys/fs/bpf/havip/v<N>).
+ */
+#ifndef HAVIP_ABI_H
+#define HAVIP_ABI_H
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+
+#define HAVIP_ABI_VERSION 1
+
+/* Default map capacities; the agent may size vips/members/tx_ports per host. */
+#define HAVIP_DEFAULT_MAX_VIPS 16384
+#define HAVIP_DEFAULT_MAX_MEMBERS 65536
+#define HAVIP_DEFAULT_MAX_VNICS 1024
+#define HAVIP_EVENTS_BYTES (256 * 1024)
+/* VRRP adverts list the addresses they cover; we look at this many. */
+#define HAVIP_VRRP_MAX_ADDRS 4
+
+/* vips: one entry per HAVIP. Key: the VIP. */
+struct vip_key {
+	__u8 addr[4];
+};
+
+struct vip_state {
+	/* Serialises claims (kernel) against holder clears (agent, BPF_F_LOCK).
+	 * The forwarding path reads without it: a racing read can at worst send
+	 * one packet to the previous holder. */
+	struct bpf_spin_lock lock;
+	__u32 holder_ifindex; /* 0: no holder yet, or holder cleared */
+	__u8 vmac[6];         /* MAC we answer ARP for the VIP with; never changes */
+	__u8 holder_mac[6];   /* the holder's guest MAC */
+	__u32 slot;           /* index into vip_stats; fixed for the VIP's life */
+	__u64 epoch;          /* grows by one on every holder change */
+	__u64 since_ns;       /* CLOCK_MONOTONIC of the claim that made the holder */
+	__u64 last_claim_ns;  /* CLOCK_MONOTONIC of the last accepted claim */
+};
+
+/* members: who may claim a VIP. A claim must arrive on `ifindex` with both
+ * the Ethernet source and the ARP sender hardware address equal to `mac`. */
+struct member_key {
+	__u8 vip[4];
+	__u32 ifindex;
+};
+
+struct member_info {
+	__u8 mac[6];
+	__u8 _pad[2];
+};
+
+/* vrrp: the last VRRP advertisement seen for a VIP (the holder's heartbeat
+ * as the platform sees it). Key: struct vip_key. */
+struct vrrp_seen {
+	__u8 advertiser[4]; /* IPv4 source of the advert */
+	__u8 vrid;
+	__u8 priority;
+	__u8 version;
+	__u8 _pad0;
+	__u32 ifindex;      /* vNIC the advert arrived on */
+	__u32 _pad1;
+	__u64 last_ns;      /* CLOCK_MONOTONIC */
+};
+
+/* vip_stats: per-CPU array indexed by vip_state.slot. */
+enum vip_counter {
+	VIP_CTR_REDIRECT_PACKETS = 0, /* forwarded to the holder */
+	VIP_CTR_REDIRECT_BYTES,
+	VIP_CTR_CLAIMS_ACCEPTED,
+	VIP_CTR_CLAIMS_REJECTED,
+	VIP_CTR_NO_HOLDER_DROPS, /* no holder, or holder vNIC not in tx_ports */
+	VIP_CTR_ARP_REPLIES,     /* ARP requests for the VIP answered in XDP */
+	VIP_CTR_VRRP_ADVERTS,
+	VIP_CTR__MAX,
+};
+
+struct vip_counters {
+	__u64 c[VIP_CTR__MAX];
+};
+
+/* global_stats: per-CPU array indexed by enum global_counter. */
+enum global_counter {
+	GLB_CTR_PASSED = 0,   /* not ours: handed to the kernel untouched */
+	GLB_CTR_PARSE_ERRORS, /* truncated/malformed Ethernet, ARP, IPv4 or VRRP: passed untouched */
+	GLB_CTR_EVENTS_LOST,  /* ring buffer full (agent stopped or slow) */
+	GLB_CTR__MAX,
+};
+
+/* events: ring buffer records. */
+enum havip_event_kind {
+	HAVIP_EV_CLAIM = 1,          /* a member claimed; `changed` says whether the holder moved */
+	HAVIP_EV_CLAIM_REJECTED = 2, /* a claim that was dropped; `reason` says why */
+};
+
+enum havip_reject_reason {
+	HAVIP_REJECT_NONE = 0,
+	HAVIP_REJECT_NOT_MEMBER = 1,   /* the vNIC is not a member of the VIP */
+	HAVIP_REJECT_MAC_MISMATCH = 2, /* member vNIC, but a MAC that is not the member's */
+};
+
+struct havip_event {
+	__u64 ts_ns;        /* CLOCK_MONOTONIC */
+	__u64 epoch;        /* the VIP's epoch after this claim */
+	__u32 kind;         /* enum havip_event_kind */
+	__u8 vip[4];
+	__u32 ifindex;      /* vNIC the claim arrived on */
+	__u32 prev_ifindex; /* holder before the claim (0: none) */
+	__u8 mac[6];        /* Ethernet source of the claim */
+	__u8 reason;        /* enum havip_reject_reason */
+	__u8 changed;       /* 1: the claim moved the holder */
+};
+
+_Static_assert(sizeof(struct vip_key) == 4, "vip_key layout");
+_Static_assert(sizeof(struct vip_state) == 48, "vip_state layout");
+_Static_assert(__builtin_offsetof(struct vip_state, epoch) == 24, "vip_state layout");
+_Static_assert(sizeof(struct member_key) == 8, "member_key layout");
+_Static_assert(sizeof(struct member_info) == 8, "member_info layout");
+_Static_assert(sizeof(struct vrrp_seen) == 24, "vrrp_seen layout");
+_Static_assert(sizeof(struct vip_counters) == 8 * VIP_CTR__MAX, "vip_counters layout");
+_Static_assert(sizeof(struct havip_event) == 40, "havip_event layout");
+
+#endif /* HAVIP_ABI_H */
