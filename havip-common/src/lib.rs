@@ -30,7 +30,7 @@ pub mod maps {
 pub const PROG_VNIC: &str = "xdp_vnic";
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct VipKey {
     pub addr: [u8; 4],
 }
@@ -62,7 +62,7 @@ pub struct VipState {
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MemberKey {
     pub vip: [u8; 4],
     pub ifindex: u32,
@@ -226,7 +226,11 @@ pub struct Mac<'a>(pub &'a [u8; 6]);
 impl fmt::Display for Mac<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -252,7 +256,16 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
         layout!(
             "vip_state",
             VipState,
-            [lock, holder_ifindex, vmac, holder_mac, slot, epoch, since_ns, last_claim_ns]
+            [
+                lock,
+                holder_ifindex,
+                vmac,
+                holder_mac,
+                slot,
+                epoch,
+                since_ns,
+                last_claim_ns
+            ]
         ),
         layout!("member_key", MemberKey, [vip, ifindex]),
         layout!("member_info", MemberInfo, [mac, _pad]),
@@ -265,7 +278,17 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
         layout!(
             "havip_event",
             HavipEvent,
-            [ts_ns, epoch, kind, vip, ifindex, prev_ifindex, mac, reason, changed]
+            [
+                ts_ns,
+                epoch,
+                kind,
+                vip,
+                ifindex,
+                prev_ifindex,
+                mac,
+                reason,
+                changed
+            ]
         ),
     ]
 }

@@ -59,7 +59,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
 	__uint(max_entries, HAVIP_DEFAULT_MAX_VNICS);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct bpf_devmap_val);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } tx_ports SEC(".maps");
 
@@ -303,11 +303,11 @@ static __always_inline void observe_vrrp(struct xdp_md *ctx, struct iphdr *iph,
 
 /* VIP traffic goes to the holder's vNIC, looking as if it came from the
  * VIP's virtual router MAC. */
-static __always_inline int forward_to_holder(struct xdp_md *ctx, struct ethhdr *eth,
+static __always_inline int forward_to_holder(struct ethhdr *eth, void *data_end,
 					     struct vip_state *vs)
 {
 	__u32 ifindex = *(volatile __u32 *)&vs->holder_ifindex;
-	__u64 bytes = ctx->data_end - ctx->data;
+	__u64 bytes = data_end - (void *)eth;
 	int act;
 
 	if (!ifindex) {
@@ -341,7 +341,7 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx, struct ethhdr *eth, v
 
 	vs = bpf_map_lookup_elem(&vips, &iph->daddr);
 	if (vs)
-		return forward_to_holder(ctx, eth, vs);
+		return forward_to_holder(eth, data_end, vs);
 	return pass_untouched();
 }
 

@@ -38,7 +38,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
 	__uint(max_entries, 16);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct bpf_devmap_val);
 } limit_ports SEC(".maps");
 
 SEC("xdp")

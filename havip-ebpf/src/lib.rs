@@ -6,4 +6,3 @@ pub static HAVIP_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"
 
 /// Lab and benchmark helpers: `xdp_pass`, `xdp_sink`, `xdp_limit`.
 pub static LAB_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lab.bpf.o"));
-

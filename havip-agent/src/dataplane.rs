@@ -1,0 +1,308 @@
+//! The XDP data plane: load the embedded object, reuse or create the pinned
+//! maps under a versioned directory, and attach `xdp_vnic` to vNICs through
+//! pinned links, so the programs outlive the agent and a restart swaps the
+//! program in place without dropping a packet.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context, Result};
+use aya::{
+    maps::{DevMapHash, HashMap, MapData, MapInfo, MapType, PerCpuArray, RingBuf},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+        Xdp, XdpMode,
+    },
+    Ebpf, EbpfLoader,
+};
+use havip_common::{
+    maps, GlobalCounter, MemberInfo, MemberKey, VipCounters, VipKey, VipState, VrrpSeen,
+    ABI_VERSION, EVENTS_BYTES, PROG_VNIC,
+};
+use tracing::{info, warn};
+
+use crate::{bpffs, config::Capacity};
+
+/// The maps of `havip_abi.h`, typed.
+pub struct Maps {
+    pub vips: HashMap<MapData, VipKey, VipState>,
+    pub members: HashMap<MapData, MemberKey, MemberInfo>,
+    pub vrrp: HashMap<MapData, VipKey, VrrpSeen>,
+    pub tx_ports: DevMapHash<MapData>,
+    pub vip_stats: PerCpuArray<MapData, VipCounters>,
+    pub global_stats: PerCpuArray<MapData, u64>,
+    pub events: RingBuf<MapData>,
+}
+
+/// What attaching to a vNIC did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// No link was pinned: attached and pinned a new one.
+    New,
+    /// A pinned link existed: the program was swapped in place (hitless).
+    Swapped,
+}
+
+pub struct Dataplane {
+    ebpf: Ebpf,
+    dir: PathBuf,
+}
+
+/// `DIR/v<ABI>`: a layout change moves to a new directory rather than
+/// misreading old maps.
+pub fn versioned_dir(pin_root: &Path) -> PathBuf {
+    pin_root.join(format!("v{ABI_VERSION}"))
+}
+
+fn links_dir(dir: &Path) -> PathBuf {
+    dir.join("links")
+}
+
+struct MapSpec {
+    name: &'static str,
+    ty: MapType,
+    key: usize,
+    value: usize,
+    max_entries: u32,
+}
+
+/// What every pinned map must look like for this build (aya, unlike libbpf,
+/// reuses a pinned map without checking it).
+fn expected_maps(cap: Capacity) -> [MapSpec; 7] {
+    // struct bpf_devmap_val: egress ifindex + optional program fd/id.
+    let devmap_val = 8;
+    [
+        MapSpec {
+            name: maps::VIPS,
+            ty: MapType::Hash,
+            key: size_of::<VipKey>(),
+            value: size_of::<VipState>(),
+            max_entries: cap.max_vips,
+        },
+        MapSpec {
+            name: maps::MEMBERS,
+            ty: MapType::Hash,
+            key: size_of::<MemberKey>(),
+            value: size_of::<MemberInfo>(),
+            max_entries: cap.max_members,
+        },
+        MapSpec {
+            name: maps::VRRP,
+            ty: MapType::Hash,
+            key: size_of::<VipKey>(),
+            value: size_of::<VrrpSeen>(),
+            max_entries: cap.max_vips,
+        },
+        MapSpec {
+            name: maps::TX_PORTS,
+            ty: MapType::DevMapHash,
+            key: 4,
+            value: devmap_val,
+            max_entries: cap.max_vnics,
+        },
+        MapSpec {
+            name: maps::VIP_STATS,
+            ty: MapType::PerCpuArray,
+            key: 4,
+            value: size_of::<VipCounters>(),
+            max_entries: cap.max_vips,
+        },
+        MapSpec {
+            name: maps::GLOBAL_STATS,
+            ty: MapType::PerCpuArray,
+            key: 4,
+            value: 8,
+            max_entries: GlobalCounter::MAX as u32,
+        },
+        MapSpec {
+            name: maps::EVENTS,
+            ty: MapType::RingBuf,
+            key: 0,
+            value: 0,
+            max_entries: EVENTS_BYTES,
+        },
+    ]
+}
+
+fn check_pinned(dir: &Path, cap: Capacity) -> Result<()> {
+    for spec in expected_maps(cap) {
+        let path = dir.join(spec.name);
+        if !path.exists() {
+            continue;
+        }
+        let info = MapInfo::from_pin(&path)
+            .with_context(|| format!("reading pinned map {}", path.display()))?;
+        let ty = info
+            .map_type()
+            .with_context(|| format!("type of {}", path.display()))?;
+        let found = (
+            ty,
+            info.key_size() as usize,
+            info.value_size() as usize,
+            info.max_entries(),
+        );
+        let want = (spec.ty, spec.key, spec.value, spec.max_entries);
+        if found != want {
+            bail!(
+                "pinned map {} does not match this agent: found {:?} key {} value {} max_entries {}, \
+                 expected {:?} key {} value {} max_entries {}. It was made by another havip build or \
+                 capacity; run `havip-agent teardown` (detaches and forgets holders) or use another --pin-dir",
+                path.display(),
+                found.0, found.1, found.2, found.3, want.0, want.1, want.2, want.3
+            );
+        }
+    }
+    Ok(())
+}
+
+impl Dataplane {
+    /// Loads the program, reusing compatible pinned maps under
+    /// `pin_root/v<ABI>/` or creating and pinning them.
+    pub fn open(pin_root: &Path, cap: Capacity) -> Result<Self> {
+        bpffs::ensure_mounted(pin_root)?;
+        let dir = versioned_dir(pin_root);
+        fs::create_dir_all(links_dir(&dir))
+            .with_context(|| format!("creating pin directory {}", dir.display()))?;
+        check_pinned(&dir, cap)?;
+
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&dir)
+            .map_max_entries(maps::VIPS, cap.max_vips)
+            .map_max_entries(maps::VRRP, cap.max_vips)
+            .map_max_entries(maps::VIP_STATS, cap.max_vips)
+            .map_max_entries(maps::MEMBERS, cap.max_members)
+            .map_max_entries(maps::TX_PORTS, cap.max_vnics)
+            .load(havip_ebpf::HAVIP_OBJ)
+            .context("loading the havip XDP object")?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROG_VNIC)
+            .context("the object has no xdp_vnic program")?
+            .try_into()
+            .context("xdp_vnic is not an XDP program")?;
+        prog.load().context("verifying and loading xdp_vnic")?;
+        Ok(Self { ebpf, dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn program(&mut self) -> Result<&mut Xdp> {
+        Ok(self
+            .ebpf
+            .program_mut(PROG_VNIC)
+            .context("xdp_vnic missing")?
+            .try_into()?)
+    }
+
+    /// Attaches to `ifname`, swapping the program into its pinned link if
+    /// one exists (hitless), else attaching anew and pinning the link.
+    pub fn attach(&mut self, ifname: &str) -> Result<Attach> {
+        let pin = links_dir(&self.dir).join(ifname);
+        if pin.exists() {
+            match self.swap(&pin) {
+                Ok(()) => return Ok(Attach::Swapped),
+                // The vNIC was deleted and made again: its old link is defunct.
+                Err(e) => {
+                    warn!(vnic = ifname, error = %format!("{e:#}"), "pinned link is stale; attaching anew");
+                    unpin_link(&pin)?;
+                }
+            }
+        }
+        let prog = self.program()?;
+        let id = prog
+            .attach(ifname, XdpMode::default())
+            .with_context(|| format!("attaching xdp_vnic to {ifname}"))?;
+        let link = FdLink::try_from(prog.take_link(id)?)
+            .context("XDP link is not a bpf_link (kernel too old?)")?;
+        link.pin(&pin)
+            .with_context(|| format!("pinning link at {}", pin.display()))?;
+        Ok(Attach::New)
+    }
+
+    fn swap(&mut self, pin: &Path) -> Result<()> {
+        let pinned = PinnedLink::from_pin(pin)
+            .with_context(|| format!("opening pinned link {}", pin.display()))?;
+        let link = XdpLink::try_from(FdLink::from(pinned)).context("pinned link is not XDP")?;
+        self.program()?
+            .attach_to_link(link)
+            .context("swapping the program into the link")?;
+        Ok(())
+    }
+
+    /// vNIC names that have a pinned link.
+    pub fn attached(&self) -> Result<Vec<String>> {
+        list_names(&links_dir(&self.dir))
+    }
+
+    /// Detaches from `ifname` by removing its pinned link.
+    pub fn detach(&mut self, ifname: &str) -> Result<()> {
+        unpin_link(&links_dir(&self.dir).join(ifname))
+    }
+
+    /// Hands out the maps; call once.
+    pub fn take_maps(&mut self) -> Result<Maps> {
+        let mut take = |name: &str| {
+            self.ebpf
+                .take_map(name)
+                .with_context(|| format!("map {name} missing"))
+        };
+        Ok(Maps {
+            vips: take(maps::VIPS)?.try_into()?,
+            members: take(maps::MEMBERS)?.try_into()?,
+            vrrp: take(maps::VRRP)?.try_into()?,
+            tx_ports: take(maps::TX_PORTS)?.try_into()?,
+            vip_stats: take(maps::VIP_STATS)?.try_into()?,
+            global_stats: take(maps::GLOBAL_STATS)?.try_into()?,
+            events: take(maps::EVENTS)?.try_into()?,
+        })
+    }
+}
+
+fn list_names(dir: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        names.push(entry?.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn unpin_link(pin: &Path) -> Result<()> {
+    let link = PinnedLink::from_pin(pin)
+        .with_context(|| format!("opening pinned link {}", pin.display()))?;
+    // Dropping the unpinned link closes the last reference: detached.
+    link.unpin()
+        .with_context(|| format!("unpinning {}", pin.display()))?;
+    Ok(())
+}
+
+/// Detaches havip from every vNIC and removes every pin under
+/// `pin_root/v<ABI>/`: holders and counters are forgotten.
+pub fn teardown(pin_root: &Path) -> Result<()> {
+    let dir = versioned_dir(pin_root);
+    if !dir.exists() {
+        info!(dir = %dir.display(), "nothing pinned");
+        return Ok(());
+    }
+    let links = links_dir(&dir);
+    if links.exists() {
+        for name in list_names(&links)? {
+            unpin_link(&links.join(&name))?;
+            info!(vnic = %name, "detached");
+        }
+        fs::remove_dir(&links).with_context(|| format!("removing {}", links.display()))?;
+    }
+    for name in list_names(&dir)? {
+        let path = dir.join(&name);
+        fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
+    }
+    fs::remove_dir(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    // The root goes too if this was the only version in it.
+    let _ = fs::remove_dir(pin_root);
+    info!(dir = %dir.display(), "removed all pins");
+    Ok(())
+}

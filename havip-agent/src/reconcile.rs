@@ -1,0 +1,205 @@
+//! One idempotent step from desired state to the maps: computes what differs
+//! and applies only that. Safe at start, after a crash, on every change. It
+//! never resets a holder the kernel learned, unless that holder is no longer
+//! a member.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use anyhow::{Context, Result};
+use aya::maps::PerCpuValues;
+use havip_common::{MemberInfo, MemberKey, VipCounters, VipKey, VipState};
+
+use crate::{config::Config, dataplane::Maps};
+
+const BPF_NOEXIST: u64 = 1;
+const BPF_F_LOCK: u64 = 4;
+
+/// The desired contents of the maps, by ifindex.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    /// Every attached vNIC: a possible redirect target.
+    pub ports: BTreeSet<u32>,
+    /// VIP -> member ifindex -> member guest MAC.
+    pub vips: BTreeMap<VipKey, BTreeMap<u32, [u8; 6]>>,
+}
+
+impl Desired {
+    /// Members whose vNIC is not present (no ifindex) are left out until it is.
+    pub fn from_config(cfg: &Config, ifindex: &HashMap<String, u32>) -> Self {
+        let ports = ifindex.values().copied().collect();
+        let vips = cfg
+            .havips
+            .values()
+            .map(|h| {
+                let members = h
+                    .members
+                    .iter()
+                    .filter_map(|m| Some((*ifindex.get(m)?, cfg.vnics[m].mac)))
+                    .collect();
+                (VipKey::from(h.vip), members)
+            })
+            .collect();
+        Self { ports, vips }
+    }
+}
+
+/// The MAC a VIP answers ARP with: locally administered, derived from the
+/// VIP alone, so it is the same on every host and never changes on failover.
+pub fn vmac(vip: &VipKey) -> [u8; 6] {
+    let a = vip.addr;
+    [0x02, 0x48, a[0], a[1], a[2], a[3]]
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub ports_added: usize,
+    pub ports_removed: usize,
+    pub vips_added: usize,
+    pub vips_removed: usize,
+    pub members_set: usize,
+    pub members_removed: usize,
+    pub holders_cleared: usize,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Applies `desired` to the maps. Additions go first and removals last, so
+/// traffic to a VIP that stays never sees a half-applied state.
+pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes> {
+    let mut ch = Changes::default();
+
+    let ports: BTreeSet<u32> = maps
+        .tx_ports
+        .keys()
+        .collect::<Result<_, _>>()
+        .context("listing tx_ports")?;
+    for &p in desired.ports.difference(&ports) {
+        maps.tx_ports
+            .insert(p, p, None, 0)
+            .with_context(|| format!("adding ifindex {p} to tx_ports"))?;
+        ch.ports_added += 1;
+    }
+
+    let current: BTreeMap<VipKey, VipState> = maps
+        .vips
+        .iter()
+        .collect::<Result<_, _>>()
+        .context("listing vips")?;
+    let mut used_slots: BTreeSet<u32> = current
+        .iter()
+        .filter(|(k, _)| desired.vips.contains_key(k))
+        .map(|(_, v)| v.slot)
+        .collect();
+    for key in desired.vips.keys().filter(|k| !current.contains_key(k)) {
+        let slot = (0..)
+            .find(|s| !used_slots.contains(s))
+            .expect("a free slot below max_vips");
+        used_slots.insert(slot);
+        zero_stats(maps, slot)?;
+        let state = VipState {
+            vmac: vmac(key),
+            slot,
+            ..Default::default()
+        };
+        maps.vips.insert(key, state, BPF_NOEXIST).with_context(|| {
+            format!(
+                "adding VIP {} (is dataplane.max_vips large enough?)",
+                key.ip()
+            )
+        })?;
+        ch.vips_added += 1;
+    }
+
+    let members: BTreeMap<MemberKey, MemberInfo> = maps
+        .members
+        .iter()
+        .collect::<Result<_, _>>()
+        .context("listing members")?;
+    let want_members: BTreeMap<MemberKey, MemberInfo> = desired
+        .vips
+        .iter()
+        .flat_map(|(vip, ms)| {
+            ms.iter().map(|(&ifindex, &mac)| {
+                (
+                    MemberKey {
+                        vip: vip.addr,
+                        ifindex,
+                    },
+                    MemberInfo { mac, _pad: [0; 2] },
+                )
+            })
+        })
+        .collect();
+    for (k, v) in &want_members {
+        if members.get(k) != Some(v) {
+            maps.members
+                .insert(k, v, 0)
+                .with_context(|| format!("setting member {k:?}"))?;
+            ch.members_set += 1;
+        }
+    }
+
+    for (key, ms) in &desired.vips {
+        ch.holders_cleared += clear_holder_unless_member(maps, key, ms)? as usize;
+    }
+
+    for k in members.keys().filter(|k| !want_members.contains_key(k)) {
+        maps.members
+            .remove(k)
+            .with_context(|| format!("removing member {k:?}"))?;
+        ch.members_removed += 1;
+    }
+    for key in current.keys().filter(|k| !desired.vips.contains_key(k)) {
+        maps.vips
+            .remove(key)
+            .with_context(|| format!("removing VIP {}", key.ip()))?;
+        // The VRRP record may never have existed.
+        let _ = maps.vrrp.remove(key);
+        ch.vips_removed += 1;
+    }
+    for &p in ports.difference(&desired.ports) {
+        maps.tx_ports
+            .remove(p)
+            .with_context(|| format!("removing ifindex {p} from tx_ports"))?;
+        ch.ports_removed += 1;
+    }
+    Ok(ch)
+}
+
+/// A holder that is no longer a member must not keep receiving the VIP's
+/// traffic: clear it (a holder change, so the epoch grows). Written under
+/// the value's spin lock so a concurrent claim is not torn.
+fn clear_holder_unless_member(
+    maps: &mut Maps,
+    key: &VipKey,
+    members: &BTreeMap<u32, [u8; 6]>,
+) -> Result<bool> {
+    let mut state = maps
+        .vips
+        .get(key, BPF_F_LOCK)
+        .with_context(|| format!("reading VIP {}", key.ip()))?;
+    if state.holder_ifindex == 0 || members.get(&state.holder_ifindex) == Some(&state.holder_mac) {
+        return Ok(false);
+    }
+    state.holder_ifindex = 0;
+    state.holder_mac = [0; 6];
+    state.epoch += 1;
+    maps.vips
+        .insert(key, state, BPF_F_LOCK)
+        .with_context(|| format!("clearing holder of {}", key.ip()))?;
+    tracing::info!(vip = %key.ip(), epoch = state.epoch, "holder cleared: no longer a member");
+    Ok(true)
+}
+
+fn zero_stats(maps: &mut Maps, slot: u32) -> Result<()> {
+    let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+    let zeros =
+        PerCpuValues::try_from(vec![VipCounters::default(); cpus]).context("per-CPU values")?;
+    maps.vip_stats
+        .set(slot, zeros, 0)
+        .with_context(|| format!("zeroing counters slot {slot}"))
+}
