@@ -20,9 +20,7 @@ fn main() {
         let src = format!("bpf/{name}.bpf.c");
         let obj = out_dir.join(format!("{name}.bpf.o"));
         let status = Command::new(&clang)
-            .args([
-                "-O2", "-g", "-target", "bpfel", "-mcpu=v3", "-Wall", "-Werror",
-            ])
+            .args(["-O2", "-g", "-target", "bpfel", "-mcpu=v3", "-Wall", "-Werror"])
             .arg(format!("-I{multiarch}"))
             .args(["-c", &src, "-o"])
             .arg(&obj)

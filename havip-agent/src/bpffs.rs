@@ -14,17 +14,14 @@ fn is_bpffs(path: &Path) -> Result<bool> {
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: c is a valid C string and st a valid out-pointer.
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("statfs {}", path.display()));
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("statfs {}", path.display()));
     }
     Ok(st.f_type as i64 == BPF_FS_MAGIC)
 }
 
 /// The nearest existing ancestor of `path` (itself included).
 fn existing_ancestor(path: &Path) -> &Path {
-    path.ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"))
+    path.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"))
 }
 
 pub fn ensure_mounted(pin_root: &Path) -> Result<()> {
@@ -32,21 +29,16 @@ pub fn ensure_mounted(pin_root: &Path) -> Result<()> {
         return Ok(());
     }
     if !pin_root.starts_with(DEFAULT_BPFFS) {
-        bail!("pin directory {} is not on a BPF filesystem (mount bpffs there, or pin under {DEFAULT_BPFFS})", pin_root.display());
+        bail!(
+            "pin directory {} is not on a BPF filesystem (mount bpffs there, or pin under {DEFAULT_BPFFS})",
+            pin_root.display()
+        );
     }
     info!("mounting bpffs at {DEFAULT_BPFFS}");
     let target = CString::new(DEFAULT_BPFFS).expect("no NUL");
     let fstype = CString::new("bpf").expect("no NUL");
     // SAFETY: valid C strings; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
+    let rc = unsafe { libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error()).context("mounting bpffs at /sys/fs/bpf");
     }

@@ -21,10 +21,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_members_per_havip: 10,
-            max_havips_per_instance: 5,
-        }
+        Self { max_members_per_havip: 10, max_havips_per_instance: 5 }
     }
 }
 
@@ -164,10 +161,7 @@ impl Config {
         for s in raw.subnets {
             let subnet = parse_cidr(&s.cidr).with_context(|| format!("subnet {:?}", s.name))?;
             if subnets.insert(s.name.clone(), subnet).is_some() {
-                bail!(
-                    "duplicate subnet name {:?}: subnet names must be unique",
-                    s.name
-                );
+                bail!("duplicate subnet name {:?}: subnet names must be unique", s.name);
             }
         }
 
@@ -178,25 +172,13 @@ impl Config {
             let subnet = lookup_subnet(&subnets, &v.subnet).with_context(ctx)?;
             let ip = parse_ipv4(&v.ip).with_context(ctx)?;
             if !subnet.contains(ip) {
-                bail!(
-                    "vNIC {:?}: address {ip} is outside its subnet {subnet}",
-                    v.name
-                );
+                bail!("vNIC {:?}: address {ip} is outside its subnet {subnet}", v.name);
             }
             if !vnic_ips.insert(ip) {
-                bail!(
-                    "vNIC {:?}: address {ip} is already used by another vNIC",
-                    v.name
-                );
+                bail!("vNIC {:?}: address {ip} is already used by another vNIC", v.name);
             }
             let mac = parse_mac(&v.mac).with_context(ctx)?;
-            let vnic = Vnic {
-                name: v.name.clone(),
-                instance: v.instance,
-                subnet: v.subnet,
-                ip,
-                mac,
-            };
+            let vnic = Vnic { name: v.name.clone(), instance: v.instance, subnet: v.subnet, ip, mac };
             if vnics.insert(v.name.clone(), vnic).is_some() {
                 bail!("duplicate vNIC {:?}: vNIC names must be unique", v.name);
             }
@@ -218,9 +200,9 @@ impl Config {
             }
             let mut seen = HashSet::new();
             for m in &h.members {
-                let vnic = vnics.get(m).with_context(|| {
-                    format!("HAVIP {vip}: member {m:?} is not a configured vNIC")
-                })?;
+                let vnic = vnics
+                    .get(m)
+                    .with_context(|| format!("HAVIP {vip}: member {m:?} is not a configured vNIC"))?;
                 if vnic.subnet != h.subnet {
                     bail!(
                         "HAVIP {vip}: member {m:?} is in subnet {:?}, but a HAVIP and its members \
@@ -242,11 +224,7 @@ impl Config {
                     );
                 }
             }
-            let havip = Havip {
-                vip,
-                subnet: h.subnet,
-                members: h.members,
-            };
+            let havip = Havip { vip, subnet: h.subnet, members: h.members };
             if havips.insert(vip, havip).is_some() {
                 bail!("duplicate HAVIP {vip}: a VIP may be configured once");
             }
@@ -259,20 +237,12 @@ impl Config {
             );
         }
 
-        Ok(Self {
-            limits: raw.limits,
-            capacity: raw.dataplane,
-            subnets,
-            vnics,
-            havips,
-        })
+        Ok(Self { limits: raw.limits, capacity: raw.dataplane, subnets, vnics, havips })
     }
 }
 
 fn lookup_subnet<'a>(subnets: &'a BTreeMap<String, Subnet>, name: &str) -> Result<&'a Subnet> {
-    subnets
-        .get(name)
-        .with_context(|| format!("subnet {name:?} is not configured"))
+    subnets.get(name).with_context(|| format!("subnet {name:?} is not configured"))
 }
 
 fn check_vip_address(vip: Ipv4Addr, subnet: &Subnet, vnic_ips: &HashSet<Ipv4Addr>) -> Result<()> {
@@ -298,9 +268,8 @@ pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr> {
 }
 
 pub fn parse_cidr(s: &str) -> Result<Subnet> {
-    let (addr, prefix) = s
-        .split_once('/')
-        .with_context(|| format!("{s:?} is not a CIDR (address/prefix)"))?;
+    let (addr, prefix) =
+        s.split_once('/').with_context(|| format!("{s:?} is not a CIDR (address/prefix)"))?;
     let network = parse_ipv4(addr)?;
     let prefix: u8 = prefix
         .parse()
@@ -327,9 +296,7 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
         *b = u8::from_str_radix(p, 16)
             .ok()
             .filter(|_| p.len() == 2)
-            .with_context(|| {
-                format!("{s:?} is not a MAC address (six hex bytes separated by ':')")
-            })?;
+            .with_context(|| format!("{s:?} is not a MAC address (six hex bytes separated by ':')"))?;
     }
     if mac[0] & 1 == 1 {
         bail!("{s:?} is a multicast MAC: a vNIC's MAC must be unicast");
@@ -373,10 +340,7 @@ mod tests {
     }
 
     fn refusal(text: &str) -> String {
-        format!(
-            "{:#}",
-            Config::parse(text).expect_err("config must be refused")
-        )
+        format!("{:#}", Config::parse(text).expect_err("config must be refused"))
     }
 
     #[test]
@@ -388,9 +352,7 @@ mod tests {
 
     #[test]
     fn refuses_vip_outside_subnet() {
-        assert!(
-            refusal(&with_havip("198.18.9.50", "")).contains("outside its subnet 198.18.1.0/24")
-        );
+        assert!(refusal(&with_havip("198.18.9.50", "")).contains("outside its subnet 198.18.1.0/24"));
     }
 
     #[test]
@@ -407,17 +369,13 @@ mod tests {
 
     #[test]
     fn refuses_member_in_another_subnet() {
-        assert!(
-            refusal(&with_havip("198.18.1.50", r#""vnic-x""#)).contains("must share one subnet")
-        );
+        assert!(refusal(&with_havip("198.18.1.50", r#""vnic-x""#)).contains("must share one subnet"));
     }
 
     #[test]
     fn refuses_unknown_and_duplicate_members() {
         assert!(refusal(&with_havip("198.18.1.50", r#""nope""#)).contains("not a configured vNIC"));
-        assert!(
-            refusal(&with_havip("198.18.1.50", r#""vnic-a", "vnic-a""#)).contains("listed twice")
-        );
+        assert!(refusal(&with_havip("198.18.1.50", r#""vnic-a", "vnic-a""#)).contains("listed twice"));
     }
 
     #[test]
@@ -448,18 +406,13 @@ mod tests {
                 50 + i
             );
         }
-        assert!(
-            refusal(&text).contains("instance \"vm-a\" would be a member of more than 5 HAVIPs")
-        );
+        assert!(refusal(&text).contains("instance \"vm-a\" would be a member of more than 5 HAVIPs"));
     }
 
     #[test]
     fn refuses_bad_cidr_and_mac() {
         assert!(Config::parse("[[subnets]]\nname=\"s\"\ncidr=\"198.18.1.5/24\"").is_err());
-        assert!(parse_mac("01:00:5e:00:00:01")
-            .unwrap_err()
-            .to_string()
-            .contains("multicast"));
+        assert!(parse_mac("01:00:5e:00:00:01").unwrap_err().to_string().contains("multicast"));
         assert!(parse_mac("02:00:00:00:00").is_err());
     }
 }

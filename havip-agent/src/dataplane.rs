@@ -19,8 +19,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use havip_common::{
-    maps, GlobalCounter, MemberInfo, MemberKey, VipCounters, VipKey, VipState, VrrpSeen,
-    ABI_VERSION, EVENTS_BYTES, PROG_VNIC,
+    maps, GlobalCounter, MemberInfo, MemberKey, VipCounters, VipKey, VipState, VrrpSeen, ABI_VERSION,
+    EVENTS_BYTES, PROG_VNIC,
 };
 use tracing::{info, warn};
 
@@ -117,13 +117,7 @@ fn expected_maps(cap: Capacity) -> [MapSpec; 7] {
             value: 8,
             max_entries: GlobalCounter::MAX as u32,
         },
-        MapSpec {
-            name: maps::EVENTS,
-            ty: MapType::RingBuf,
-            key: 0,
-            value: 0,
-            max_entries: EVENTS_BYTES,
-        },
+        MapSpec { name: maps::EVENTS, ty: MapType::RingBuf, key: 0, value: 0, max_entries: EVENTS_BYTES },
     ]
 }
 
@@ -133,17 +127,10 @@ fn check_pinned(dir: &Path, cap: Capacity) -> Result<()> {
         if !path.exists() {
             continue;
         }
-        let info = MapInfo::from_pin(&path)
-            .with_context(|| format!("reading pinned map {}", path.display()))?;
-        let ty = info
-            .map_type()
-            .with_context(|| format!("type of {}", path.display()))?;
-        let found = (
-            ty,
-            info.key_size() as usize,
-            info.value_size() as usize,
-            info.max_entries(),
-        );
+        let info =
+            MapInfo::from_pin(&path).with_context(|| format!("reading pinned map {}", path.display()))?;
+        let ty = info.map_type().with_context(|| format!("type of {}", path.display()))?;
+        let found = (ty, info.key_size() as usize, info.value_size() as usize, info.max_entries());
         let want = (spec.ty, spec.key, spec.value, spec.max_entries);
         if found != want {
             bail!(
@@ -191,11 +178,7 @@ impl Dataplane {
     }
 
     fn program(&mut self) -> Result<&mut Xdp> {
-        Ok(self
-            .ebpf
-            .program_mut(PROG_VNIC)
-            .context("xdp_vnic missing")?
-            .try_into()?)
+        Ok(self.ebpf.program_mut(PROG_VNIC).context("xdp_vnic missing")?.try_into()?)
     }
 
     /// Attaches to `ifname`, swapping the program into its pinned link if
@@ -216,20 +199,17 @@ impl Dataplane {
         let id = prog
             .attach(ifname, XdpMode::default())
             .with_context(|| format!("attaching xdp_vnic to {ifname}"))?;
-        let link = FdLink::try_from(prog.take_link(id)?)
-            .context("XDP link is not a bpf_link (kernel too old?)")?;
-        link.pin(&pin)
-            .with_context(|| format!("pinning link at {}", pin.display()))?;
+        let link =
+            FdLink::try_from(prog.take_link(id)?).context("XDP link is not a bpf_link (kernel too old?)")?;
+        link.pin(&pin).with_context(|| format!("pinning link at {}", pin.display()))?;
         Ok(Attach::New)
     }
 
     fn swap(&mut self, pin: &Path) -> Result<()> {
-        let pinned = PinnedLink::from_pin(pin)
-            .with_context(|| format!("opening pinned link {}", pin.display()))?;
+        let pinned =
+            PinnedLink::from_pin(pin).with_context(|| format!("opening pinned link {}", pin.display()))?;
         let link = XdpLink::try_from(FdLink::from(pinned)).context("pinned link is not XDP")?;
-        self.program()?
-            .attach_to_link(link)
-            .context("swapping the program into the link")?;
+        self.program()?.attach_to_link(link).context("swapping the program into the link")?;
         Ok(())
     }
 
@@ -245,11 +225,7 @@ impl Dataplane {
 
     /// Hands out the maps; call once.
     pub fn take_maps(&mut self) -> Result<Maps> {
-        let mut take = |name: &str| {
-            self.ebpf
-                .take_map(name)
-                .with_context(|| format!("map {name} missing"))
-        };
+        let mut take = |name: &str| self.ebpf.take_map(name).with_context(|| format!("map {name} missing"));
         Ok(Maps {
             vips: take(maps::VIPS)?.try_into()?,
             members: take(maps::MEMBERS)?.try_into()?,
@@ -272,11 +248,9 @@ fn list_names(dir: &Path) -> Result<Vec<String>> {
 }
 
 fn unpin_link(pin: &Path) -> Result<()> {
-    let link = PinnedLink::from_pin(pin)
-        .with_context(|| format!("opening pinned link {}", pin.display()))?;
+    let link = PinnedLink::from_pin(pin).with_context(|| format!("opening pinned link {}", pin.display()))?;
     // Dropping the unpinned link closes the last reference: detached.
-    link.unpin()
-        .with_context(|| format!("unpinning {}", pin.display()))?;
+    link.unpin().with_context(|| format!("unpinning {}", pin.display()))?;
     Ok(())
 }
 

@@ -19,7 +19,6 @@ pub fn notify(state: &str) -> Result<()> {
     }
     .with_context(|| format!("NOTIFY_SOCKET {path:?} is not a socket address"))?;
     let sock = UnixDatagram::unbound().context("creating a notify socket")?;
-    sock.send_to_addr(state.as_bytes(), &addr)
-        .with_context(|| format!("notifying {path}"))?;
+    sock.send_to_addr(state.as_bytes(), &addr).with_context(|| format!("notifying {path}"))?;
     Ok(())
 }

@@ -31,11 +31,8 @@ impl Desired {
             .havips
             .values()
             .map(|h| {
-                let members = h
-                    .members
-                    .iter()
-                    .filter_map(|m| Some((*ifindex.get(m)?, cfg.vnics[m].mac)))
-                    .collect();
+                let members =
+                    h.members.iter().filter_map(|m| Some((*ifindex.get(m)?, cfg.vnics[m].mac))).collect();
                 (VipKey::from(h.vip), members)
             })
             .collect();
@@ -72,73 +69,41 @@ impl Changes {
 pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes> {
     let mut ch = Changes::default();
 
-    let ports: BTreeSet<u32> = maps
-        .tx_ports
-        .keys()
-        .collect::<Result<_, _>>()
-        .context("listing tx_ports")?;
+    let ports: BTreeSet<u32> = maps.tx_ports.keys().collect::<Result<_, _>>().context("listing tx_ports")?;
     for &p in desired.ports.difference(&ports) {
-        maps.tx_ports
-            .insert(p, p, None, 0)
-            .with_context(|| format!("adding ifindex {p} to tx_ports"))?;
+        maps.tx_ports.insert(p, p, None, 0).with_context(|| format!("adding ifindex {p} to tx_ports"))?;
         ch.ports_added += 1;
     }
 
-    let current: BTreeMap<VipKey, VipState> = maps
-        .vips
-        .iter()
-        .collect::<Result<_, _>>()
-        .context("listing vips")?;
-    let mut used_slots: BTreeSet<u32> = current
-        .iter()
-        .filter(|(k, _)| desired.vips.contains_key(k))
-        .map(|(_, v)| v.slot)
-        .collect();
+    let current: BTreeMap<VipKey, VipState> =
+        maps.vips.iter().collect::<Result<_, _>>().context("listing vips")?;
+    let mut used_slots: BTreeSet<u32> =
+        current.iter().filter(|(k, _)| desired.vips.contains_key(k)).map(|(_, v)| v.slot).collect();
     for key in desired.vips.keys().filter(|k| !current.contains_key(k)) {
-        let slot = (0..)
-            .find(|s| !used_slots.contains(s))
-            .expect("a free slot below max_vips");
+        let slot = (0..).find(|s| !used_slots.contains(s)).expect("a free slot below max_vips");
         used_slots.insert(slot);
         zero_stats(maps, slot)?;
-        let state = VipState {
-            vmac: vmac(key),
-            slot,
-            ..Default::default()
-        };
-        maps.vips.insert(key, state, BPF_NOEXIST).with_context(|| {
-            format!(
-                "adding VIP {} (is dataplane.max_vips large enough?)",
-                key.ip()
-            )
-        })?;
+        let state = VipState { vmac: vmac(key), slot, ..Default::default() };
+        maps.vips
+            .insert(key, state, BPF_NOEXIST)
+            .with_context(|| format!("adding VIP {} (is dataplane.max_vips large enough?)", key.ip()))?;
         ch.vips_added += 1;
     }
 
-    let members: BTreeMap<MemberKey, MemberInfo> = maps
-        .members
-        .iter()
-        .collect::<Result<_, _>>()
-        .context("listing members")?;
+    let members: BTreeMap<MemberKey, MemberInfo> =
+        maps.members.iter().collect::<Result<_, _>>().context("listing members")?;
     let want_members: BTreeMap<MemberKey, MemberInfo> = desired
         .vips
         .iter()
         .flat_map(|(vip, ms)| {
             ms.iter().map(|(&ifindex, &mac)| {
-                (
-                    MemberKey {
-                        vip: vip.addr,
-                        ifindex,
-                    },
-                    MemberInfo { mac, _pad: [0; 2] },
-                )
+                (MemberKey { vip: vip.addr, ifindex }, MemberInfo { mac, _pad: [0; 2] })
             })
         })
         .collect();
     for (k, v) in &want_members {
         if members.get(k) != Some(v) {
-            maps.members
-                .insert(k, v, 0)
-                .with_context(|| format!("setting member {k:?}"))?;
+            maps.members.insert(k, v, 0).with_context(|| format!("setting member {k:?}"))?;
             ch.members_set += 1;
         }
     }
@@ -148,23 +113,17 @@ pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes> {
     }
 
     for k in members.keys().filter(|k| !want_members.contains_key(k)) {
-        maps.members
-            .remove(k)
-            .with_context(|| format!("removing member {k:?}"))?;
+        maps.members.remove(k).with_context(|| format!("removing member {k:?}"))?;
         ch.members_removed += 1;
     }
     for key in current.keys().filter(|k| !desired.vips.contains_key(k)) {
-        maps.vips
-            .remove(key)
-            .with_context(|| format!("removing VIP {}", key.ip()))?;
+        maps.vips.remove(key).with_context(|| format!("removing VIP {}", key.ip()))?;
         // The VRRP record may never have existed.
         let _ = maps.vrrp.remove(key);
         ch.vips_removed += 1;
     }
     for &p in ports.difference(&desired.ports) {
-        maps.tx_ports
-            .remove(p)
-            .with_context(|| format!("removing ifindex {p} from tx_ports"))?;
+        maps.tx_ports.remove(p).with_context(|| format!("removing ifindex {p} from tx_ports"))?;
         ch.ports_removed += 1;
     }
     Ok(ch)
@@ -178,28 +137,20 @@ fn clear_holder_unless_member(
     key: &VipKey,
     members: &BTreeMap<u32, [u8; 6]>,
 ) -> Result<bool> {
-    let mut state = maps
-        .vips
-        .get(key, BPF_F_LOCK)
-        .with_context(|| format!("reading VIP {}", key.ip()))?;
+    let mut state = maps.vips.get(key, BPF_F_LOCK).with_context(|| format!("reading VIP {}", key.ip()))?;
     if state.holder_ifindex == 0 || members.get(&state.holder_ifindex) == Some(&state.holder_mac) {
         return Ok(false);
     }
     state.holder_ifindex = 0;
     state.holder_mac = [0; 6];
     state.epoch += 1;
-    maps.vips
-        .insert(key, state, BPF_F_LOCK)
-        .with_context(|| format!("clearing holder of {}", key.ip()))?;
+    maps.vips.insert(key, state, BPF_F_LOCK).with_context(|| format!("clearing holder of {}", key.ip()))?;
     tracing::info!(vip = %key.ip(), epoch = state.epoch, "holder cleared: no longer a member");
     Ok(true)
 }
 
 fn zero_stats(maps: &mut Maps, slot: u32) -> Result<()> {
     let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
-    let zeros =
-        PerCpuValues::try_from(vec![VipCounters::default(); cpus]).context("per-CPU values")?;
-    maps.vip_stats
-        .set(slot, zeros, 0)
-        .with_context(|| format!("zeroing counters slot {slot}"))
+    let zeros = PerCpuValues::try_from(vec![VipCounters::default(); cpus]).context("per-CPU values")?;
+    maps.vip_stats.set(slot, zeros, 0).with_context(|| format!("zeroing counters slot {slot}"))
 }

@@ -63,8 +63,7 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
 
     let present = attach_vnics(&mut dp, &cfg)?;
     let mut maps = dp.take_maps()?;
-    let changes =
-        reconcile(&mut maps, &Desired::from_config(&cfg, &present)).context("reconciling maps")?;
+    let changes = reconcile(&mut maps, &Desired::from_config(&cfg, &present)).context("reconciling maps")?;
     info!(?changes, "maps reconciled");
 
     let names: PortNames = present

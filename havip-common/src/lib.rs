@@ -226,11 +226,7 @@ pub struct Mac<'a>(pub &'a [u8; 6]);
 impl fmt::Display for Mac<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
     }
 }
 
@@ -256,39 +252,16 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
         layout!(
             "vip_state",
             VipState,
-            [
-                lock,
-                holder_ifindex,
-                vmac,
-                holder_mac,
-                slot,
-                epoch,
-                since_ns,
-                last_claim_ns
-            ]
+            [lock, holder_ifindex, vmac, holder_mac, slot, epoch, since_ns, last_claim_ns]
         ),
         layout!("member_key", MemberKey, [vip, ifindex]),
         layout!("member_info", MemberInfo, [mac, _pad]),
-        layout!(
-            "vrrp_seen",
-            VrrpSeen,
-            [advertiser, vrid, priority, version, _pad0, ifindex, _pad1, last_ns]
-        ),
+        layout!("vrrp_seen", VrrpSeen, [advertiser, vrid, priority, version, _pad0, ifindex, _pad1, last_ns]),
         layout!("vip_counters", VipCounters, [c]),
         layout!(
             "havip_event",
             HavipEvent,
-            [
-                ts_ns,
-                epoch,
-                kind,
-                vip,
-                ifindex,
-                prev_ifindex,
-                mac,
-                reason,
-                changed
-            ]
+            [ts_ns, epoch, kind, vip, ifindex, prev_ifindex, mac, reason, changed]
         ),
     ]
 }
