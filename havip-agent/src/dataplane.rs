@@ -177,7 +177,8 @@ impl Dataplane {
         &self.dir
     }
 
-    fn program(&mut self) -> Result<&mut Xdp> {
+    /// The loaded `xdp_vnic`, e.g. for BPF_PROG_TEST_RUN.
+    pub fn program(&mut self) -> Result<&mut Xdp> {
         Ok(self.ebpf.program_mut(PROG_VNIC).context("xdp_vnic missing")?.try_into()?)
     }
 

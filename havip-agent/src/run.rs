@@ -45,7 +45,7 @@ fn attach_vnics(dp: &mut Dataplane, cfg: &Config) -> Result<HashMap<String, u32>
     Ok(present)
 }
 
-fn log_holders<'a>(vips: impl Iterator<Item = (VipKey, VipState)>, names: &'a PortNames) {
+fn log_holders(vips: impl Iterator<Item = (VipKey, VipState)>, names: &PortNames) {
     for (key, st) in vips {
         match names.get(&st.holder_ifindex) {
             Some((vnic, instance)) => info!(

@@ -238,9 +238,11 @@ unsafe impl aya::Pod for MemberInfo {}
 unsafe impl aya::Pod for VrrpSeen {}
 unsafe impl aya::Pod for VipCounters {}
 
-/// `(C struct name, Rust size, [(field, offset)])` for every shared struct:
-/// the table the BTF layout test walks.
-pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
+/// One shared struct as Rust lays it out: C name, size, `(field, offset)`s.
+pub type Layout = (&'static str, usize, Vec<(&'static str, usize)>);
+
+/// Every shared struct: the table the BTF layout test walks.
+pub fn layouts() -> Vec<Layout> {
     use std::mem::offset_of;
     macro_rules! layout {
         ($c:literal, $t:ty, [$($f:ident),*]) => {
