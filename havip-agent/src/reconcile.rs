@@ -21,6 +21,27 @@ pub struct Desired {
     pub ports: BTreeSet<u32>,
     /// VIP -> member ifindex -> member guest MAC.
     pub vips: BTreeMap<VipKey, BTreeMap<u32, [u8; 6]>>,
+    /// VIP -> its bound EIP (1:1 NAT on the uplink).
+    pub eips: BTreeMap<VipKey, EipBinding>,
+    /// The host's uplink, once attached and its next hop resolved.
+    pub uplink: Option<Uplink>,
+}
+
+/// An EIP bound to a HAVIP, and the VPC subnet traffic must leave to be NATed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EipBinding {
+    pub eip: std::net::Ipv4Addr,
+    pub subnet: crate::config::Subnet,
+}
+
+/// The uplink NIC: where traffic to EIPs arrives and from EIPs leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uplink {
+    pub ifindex: u32,
+    /// The uplink's own MAC (source of frames we send out).
+    pub mac: [u8; 6],
+    /// The next hop's MAC (destination of frames we send out).
+    pub next_hop_mac: [u8; 6],
 }
 
 impl Desired {
@@ -36,7 +57,7 @@ impl Desired {
                 (VipKey::from(h.vip), members)
             })
             .collect();
-        Self { ports, vips }
+        Self { ports, vips, ..Self::default() }
     }
 }
 

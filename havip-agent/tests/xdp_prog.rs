@@ -111,6 +111,7 @@ fn desired(members: &[(u32, [u8; 6])], ports: &[u32]) -> Desired {
     Desired {
         ports: ports.iter().copied().collect::<BTreeSet<_>>(),
         vips: BTreeMap::from([(VipKey { addr: VIP }, members.iter().copied().collect())]),
+        ..Desired::default()
     }
 }
 
