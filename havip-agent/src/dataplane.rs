@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use aya::{
-    maps::{DevMapHash, HashMap, MapData, MapInfo, MapType, PerCpuArray, RingBuf},
+    maps::{Array, DevMapHash, HashMap, MapData, MapInfo, MapType, PerCpuArray, RingBuf},
     programs::{
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
@@ -19,8 +19,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use havip_common::{
-    maps, GlobalCounter, MemberInfo, MemberKey, VipCounters, VipKey, VipState, VrrpSeen, ABI_VERSION,
-    EVENTS_BYTES, PROG_VNIC,
+    maps, EipBinding, EipKey, GlobalCounter, MemberInfo, MemberKey, UplinkPort, VipCounters, VipKey, VipNat,
+    VipState, VrrpSeen, ABI_VERSION, EVENTS_BYTES, PROG_UPLINK, PROG_VNIC,
 };
 use tracing::{info, warn};
 
@@ -35,6 +35,9 @@ pub struct Maps {
     pub vip_stats: PerCpuArray<MapData, VipCounters>,
     pub global_stats: PerCpuArray<MapData, u64>,
     pub events: RingBuf<MapData>,
+    pub eips: HashMap<MapData, EipKey, EipBinding>,
+    pub vip_nat: HashMap<MapData, VipKey, VipNat>,
+    pub uplink: Array<MapData, UplinkPort>,
 }
 
 /// What attaching to a vNIC did.
@@ -61,6 +64,10 @@ fn links_dir(dir: &Path) -> PathBuf {
     dir.join("links")
 }
 
+fn uplink_dir(dir: &Path) -> PathBuf {
+    dir.join("uplink")
+}
+
 struct MapSpec {
     name: &'static str,
     ty: MapType,
@@ -71,7 +78,7 @@ struct MapSpec {
 
 /// What every pinned map must look like for this build (aya, unlike libbpf,
 /// reuses a pinned map without checking it).
-fn expected_maps(cap: Capacity) -> [MapSpec; 7] {
+fn expected_maps(cap: Capacity) -> [MapSpec; 10] {
     // struct bpf_devmap_val: egress ifindex + optional program fd/id.
     let devmap_val = 8;
     [
@@ -118,6 +125,27 @@ fn expected_maps(cap: Capacity) -> [MapSpec; 7] {
             max_entries: GlobalCounter::MAX as u32,
         },
         MapSpec { name: maps::EVENTS, ty: MapType::RingBuf, key: 0, value: 0, max_entries: EVENTS_BYTES },
+        MapSpec {
+            name: maps::EIPS,
+            ty: MapType::Hash,
+            key: size_of::<EipKey>(),
+            value: size_of::<EipBinding>(),
+            max_entries: cap.max_vips,
+        },
+        MapSpec {
+            name: maps::VIP_NAT,
+            ty: MapType::Hash,
+            key: size_of::<VipKey>(),
+            value: size_of::<VipNat>(),
+            max_entries: cap.max_vips,
+        },
+        MapSpec {
+            name: maps::UPLINK,
+            ty: MapType::Array,
+            key: 4,
+            value: size_of::<UplinkPort>(),
+            max_entries: 1,
+        },
     ]
 }
 
@@ -160,16 +188,20 @@ impl Dataplane {
             .map_max_entries(maps::VIPS, cap.max_vips)
             .map_max_entries(maps::VRRP, cap.max_vips)
             .map_max_entries(maps::VIP_STATS, cap.max_vips)
+            .map_max_entries(maps::EIPS, cap.max_vips)
+            .map_max_entries(maps::VIP_NAT, cap.max_vips)
             .map_max_entries(maps::MEMBERS, cap.max_members)
             .map_max_entries(maps::TX_PORTS, cap.max_vnics)
             .load(havip_ebpf::HAVIP_OBJ)
             .context("loading the havip XDP object")?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(PROG_VNIC)
-            .context("the object has no xdp_vnic program")?
-            .try_into()
-            .context("xdp_vnic is not an XDP program")?;
-        prog.load().context("verifying and loading xdp_vnic")?;
+        for name in [PROG_VNIC, PROG_UPLINK] {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .with_context(|| format!("the object has no {name} program"))?
+                .try_into()
+                .with_context(|| format!("{name} is not an XDP program"))?;
+            prog.load().with_context(|| format!("verifying and loading {name}"))?;
+        }
         Ok(Self { ebpf, dir })
     }
 
@@ -177,40 +209,65 @@ impl Dataplane {
         &self.dir
     }
 
-    /// The loaded `xdp_vnic`, e.g. for BPF_PROG_TEST_RUN.
-    pub fn program(&mut self) -> Result<&mut Xdp> {
-        Ok(self.ebpf.program_mut(PROG_VNIC).context("xdp_vnic missing")?.try_into()?)
+    fn named_program(&mut self, name: &str) -> Result<&mut Xdp> {
+        Ok(self.ebpf.program_mut(name).with_context(|| format!("{name} missing"))?.try_into()?)
     }
 
-    /// Attaches to `ifname`, swapping the program into its pinned link if
-    /// one exists (hitless), else attaching anew and pinning the link.
+    /// The loaded `xdp_vnic`, e.g. for BPF_PROG_TEST_RUN.
+    pub fn program(&mut self) -> Result<&mut Xdp> {
+        self.named_program(PROG_VNIC)
+    }
+
+    /// The loaded `xdp_uplink`.
+    pub fn uplink_program(&mut self) -> Result<&mut Xdp> {
+        self.named_program(PROG_UPLINK)
+    }
+
+    /// Attaches `xdp_vnic` to the vNIC `ifname`, swapping the program into
+    /// its pinned link if one exists (hitless), else attaching anew and
+    /// pinning the link.
     pub fn attach(&mut self, ifname: &str) -> Result<Attach> {
-        let pin = links_dir(&self.dir).join(ifname);
+        self.attach_program(PROG_VNIC, &links_dir(&self.dir).join(ifname), ifname)
+    }
+
+    /// Attaches `xdp_uplink` to the host's uplink NIC, the same way. Its link
+    /// is pinned apart from the vNICs' (`uplink/`).
+    pub fn attach_uplink(&mut self, ifname: &str) -> Result<Attach> {
+        let dir = uplink_dir(&self.dir);
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for stale in list_names(&dir)?.iter().filter(|n| n.as_str() != ifname) {
+            unpin_link(&dir.join(stale))?;
+            info!(uplink = %stale, "detached: no longer the uplink");
+        }
+        self.attach_program(PROG_UPLINK, &dir.join(ifname), ifname)
+    }
+
+    fn attach_program(&mut self, prog_name: &str, pin: &Path, ifname: &str) -> Result<Attach> {
         if pin.exists() {
-            match self.swap(&pin) {
+            match self.swap(prog_name, pin) {
                 Ok(()) => return Ok(Attach::Swapped),
                 // The vNIC was deleted and made again: its old link is defunct.
                 Err(e) => {
-                    warn!(vnic = ifname, error = %format!("{e:#}"), "pinned link is stale; attaching anew");
-                    unpin_link(&pin)?;
+                    warn!(interface = ifname, error = %format!("{e:#}"), "pinned link is stale; attaching anew");
+                    unpin_link(pin)?;
                 }
             }
         }
-        let prog = self.program()?;
+        let prog = self.named_program(prog_name)?;
         let id = prog
             .attach(ifname, XdpMode::default())
-            .with_context(|| format!("attaching xdp_vnic to {ifname}"))?;
+            .with_context(|| format!("attaching {prog_name} to {ifname}"))?;
         let link =
             FdLink::try_from(prog.take_link(id)?).context("XDP link is not a bpf_link (kernel too old?)")?;
-        link.pin(&pin).with_context(|| format!("pinning link at {}", pin.display()))?;
+        link.pin(pin).with_context(|| format!("pinning link at {}", pin.display()))?;
         Ok(Attach::New)
     }
 
-    fn swap(&mut self, pin: &Path) -> Result<()> {
+    fn swap(&mut self, prog_name: &str, pin: &Path) -> Result<()> {
         let pinned =
             PinnedLink::from_pin(pin).with_context(|| format!("opening pinned link {}", pin.display()))?;
         let link = XdpLink::try_from(FdLink::from(pinned)).context("pinned link is not XDP")?;
-        self.program()?.attach_to_link(link).context("swapping the program into the link")?;
+        self.named_program(prog_name)?.attach_to_link(link).context("swapping the program into the link")?;
         Ok(())
     }
 
@@ -235,6 +292,9 @@ impl Dataplane {
             vip_stats: take(maps::VIP_STATS)?.try_into()?,
             global_stats: take(maps::GLOBAL_STATS)?.try_into()?,
             events: take(maps::EVENTS)?.try_into()?,
+            eips: take(maps::EIPS)?.try_into()?,
+            vip_nat: take(maps::VIP_NAT)?.try_into()?,
+            uplink: take(maps::UPLINK)?.try_into()?,
         })
     }
 }
@@ -263,11 +323,13 @@ pub fn teardown(pin_root: &Path) -> Result<()> {
         info!(dir = %dir.display(), "nothing pinned");
         return Ok(());
     }
-    let links = links_dir(&dir);
-    if links.exists() {
+    for links in [links_dir(&dir), uplink_dir(&dir)] {
+        if !links.exists() {
+            continue;
+        }
         for name in list_names(&links)? {
             unpin_link(&links.join(&name))?;
-            info!(vnic = %name, "detached");
+            info!(interface = %name, "detached");
         }
         fs::remove_dir(&links).with_context(|| format!("removing {}", links.display()))?;
     }

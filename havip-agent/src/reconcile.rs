@@ -6,8 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::{Context, Result};
-use aya::maps::PerCpuValues;
-use havip_common::{MemberInfo, MemberKey, VipCounters, VipKey, VipState};
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuValues},
+    Pod,
+};
+use havip_common::{
+    EipBinding as EipValue, EipKey, MemberInfo, MemberKey, UplinkPort, VipCounters, VipKey, VipNat, VipState,
+};
 
 use crate::{config::Config, dataplane::Maps};
 
@@ -77,6 +82,9 @@ pub struct Changes {
     pub members_set: usize,
     pub members_removed: usize,
     pub holders_cleared: usize,
+    pub eips_set: usize,
+    pub eips_removed: usize,
+    pub uplink_set: bool,
 }
 
 impl Changes {
@@ -90,8 +98,10 @@ impl Changes {
 pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes> {
     let mut ch = Changes::default();
 
+    let mut want_ports = desired.ports.clone();
+    want_ports.extend(desired.uplink.map(|u| u.ifindex));
     let ports: BTreeSet<u32> = maps.tx_ports.keys().collect::<Result<_, _>>().context("listing tx_ports")?;
-    for &p in desired.ports.difference(&ports) {
+    for &p in want_ports.difference(&ports) {
         maps.tx_ports.insert(p, p, None, 0).with_context(|| format!("adding ifindex {p} to tx_ports"))?;
         ch.ports_added += 1;
     }
@@ -111,8 +121,6 @@ pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes> {
         ch.vips_added += 1;
     }
 
-    let members: BTreeMap<MemberKey, MemberInfo> =
-        maps.members.iter().collect::<Result<_, _>>().context("listing members")?;
     let want_members: BTreeMap<MemberKey, MemberInfo> = desired
         .vips
         .iter()
@@ -122,32 +130,95 @@ pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes> {
             })
         })
         .collect();
-    for (k, v) in &want_members {
-        if members.get(k) != Some(v) {
-            maps.members.insert(k, v, 0).with_context(|| format!("setting member {k:?}"))?;
-            ch.members_set += 1;
-        }
-    }
+    let (want_eips, want_nat) = nat_entries(desired);
+    ch.members_set = upsert(&mut maps.members, &want_members, "members")?;
+    ch.eips_set = upsert(&mut maps.vip_nat, &want_nat, "vip_nat")?;
+    upsert(&mut maps.eips, &want_eips, "eips")?;
+    ch.uplink_set = set_uplink(maps, desired.uplink.as_ref())?;
 
     for (key, ms) in &desired.vips {
         ch.holders_cleared += clear_holder_unless_member(maps, key, ms)? as usize;
     }
 
-    for k in members.keys().filter(|k| !want_members.contains_key(k)) {
-        maps.members.remove(k).with_context(|| format!("removing member {k:?}"))?;
-        ch.members_removed += 1;
-    }
+    ch.members_removed = prune(&mut maps.members, &want_members, "members")?;
+    ch.eips_removed = prune(&mut maps.eips, &want_eips, "eips")?;
+    prune(&mut maps.vip_nat, &want_nat, "vip_nat")?;
     for key in current.keys().filter(|k| !desired.vips.contains_key(k)) {
         maps.vips.remove(key).with_context(|| format!("removing VIP {}", key.ip()))?;
         // The VRRP record may never have existed.
         let _ = maps.vrrp.remove(key);
         ch.vips_removed += 1;
     }
-    for &p in ports.difference(&desired.ports) {
+    for &p in ports.difference(&want_ports) {
         maps.tx_ports.remove(p).with_context(|| format!("removing ifindex {p} from tx_ports"))?;
         ch.ports_removed += 1;
     }
     Ok(ch)
+}
+
+/// The `eips` (EIP -> VIP) and `vip_nat` (VIP -> EIP, subnet) entries for
+/// every binding whose VIP is desired.
+fn nat_entries(desired: &Desired) -> (BTreeMap<EipKey, EipValue>, BTreeMap<VipKey, VipNat>) {
+    let bound = desired.eips.iter().filter(|(vip, _)| desired.vips.contains_key(vip));
+    let eips =
+        bound.clone().map(|(vip, b)| (EipKey { addr: b.eip.octets() }, EipValue { vip: vip.addr })).collect();
+    let nat = bound
+        .map(|(vip, b)| {
+            let mask = u32::MAX.checked_shl(32 - u32::from(b.subnet.prefix)).unwrap_or(0);
+            let nat =
+                VipNat { eip: b.eip.octets(), subnet: b.subnet.network.octets(), mask: mask.to_be_bytes() };
+            (*vip, nat)
+        })
+        .collect();
+    (eips, nat)
+}
+
+fn set_uplink(maps: &mut Maps, uplink: Option<&Uplink>) -> Result<bool> {
+    let want = uplink.map_or_else(UplinkPort::default, |u| UplinkPort {
+        ifindex: u.ifindex,
+        mac: u.mac,
+        next_hop_mac: u.next_hop_mac,
+    });
+    if maps.uplink.get(&0, 0).context("reading uplink")? == want {
+        return Ok(false);
+    }
+    maps.uplink.set(0, want, 0).context("setting uplink")?;
+    Ok(true)
+}
+
+/// Writes every entry of `want` that the map lacks or holds differently.
+fn upsert<K: Pod + Ord + std::fmt::Debug, V: Pod + PartialEq>(
+    map: &mut BpfHashMap<MapData, K, V>,
+    want: &BTreeMap<K, V>,
+    what: &str,
+) -> Result<usize> {
+    let mut n = 0;
+    for (k, v) in want {
+        if map.get(k, 0).ok().as_ref() != Some(v) {
+            map.insert(k, v, 0).with_context(|| format!("setting {what} entry {k:?}"))?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Removes every entry the map holds that `want` does not.
+fn prune<K: Pod + Ord + std::fmt::Debug, V: Pod>(
+    map: &mut BpfHashMap<MapData, K, V>,
+    want: &BTreeMap<K, V>,
+    what: &str,
+) -> Result<usize> {
+    let extra: Vec<K> = map
+        .keys()
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("listing {what}"))?
+        .into_iter()
+        .filter(|k| !want.contains_key(k))
+        .collect();
+    for k in &extra {
+        map.remove(k).with_context(|| format!("removing {what} entry {k:?}"))?;
+    }
+    Ok(extra.len())
 }
 
 /// A holder that is no longer a member must not keep receiving the VIP's

@@ -24,10 +24,15 @@ pub mod maps {
     pub const VIP_STATS: &str = "vip_stats";
     pub const GLOBAL_STATS: &str = "global_stats";
     pub const EVENTS: &str = "events";
+    pub const EIPS: &str = "eips";
+    pub const VIP_NAT: &str = "vip_nat";
+    pub const UPLINK: &str = "uplink";
 }
 
 /// The production XDP program, attached to every vNIC.
 pub const PROG_VNIC: &str = "xdp_vnic";
+/// The EIP program, attached to the host's uplink.
+pub const PROG_UPLINK: &str = "xdp_uplink";
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -88,6 +93,34 @@ pub struct VrrpSeen {
     pub last_ns: u64,
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EipKey {
+    pub addr: [u8; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EipBinding {
+    pub vip: [u8; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipNat {
+    pub eip: [u8; 4],
+    pub subnet: [u8; 4],
+    pub mask: [u8; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UplinkPort {
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub next_hop_mac: [u8; 6],
+}
+
 /// Indices into [`VipCounters::c`] (`enum vip_counter`).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,10 +132,17 @@ pub enum VipCounter {
     NoHolderDrops,
     ArpReplies,
     VrrpAdverts,
+    EipInPackets,
+    EipInBytes,
+    EipOutPackets,
+    EipOutBytes,
+    EipOutNotHolder,
+    EipOutNoUplink,
+    EipTtlExceeded,
 }
 
 impl VipCounter {
-    pub const MAX: usize = 7;
+    pub const MAX: usize = 14;
     pub const ALL: [VipCounter; Self::MAX] = [
         Self::RedirectPackets,
         Self::RedirectBytes,
@@ -111,6 +151,13 @@ impl VipCounter {
         Self::NoHolderDrops,
         Self::ArpReplies,
         Self::VrrpAdverts,
+        Self::EipInPackets,
+        Self::EipInBytes,
+        Self::EipOutPackets,
+        Self::EipOutBytes,
+        Self::EipOutNotHolder,
+        Self::EipOutNoUplink,
+        Self::EipTtlExceeded,
     ];
 
     /// Metric-style name, as operators see it.
@@ -123,6 +170,13 @@ impl VipCounter {
             Self::NoHolderDrops => "no_holder_drops",
             Self::ArpReplies => "arp_replies",
             Self::VrrpAdverts => "vrrp_adverts",
+            Self::EipInPackets => "eip_in_packets",
+            Self::EipInBytes => "eip_in_bytes",
+            Self::EipOutPackets => "eip_out_packets",
+            Self::EipOutBytes => "eip_out_bytes",
+            Self::EipOutNotHolder => "eip_out_not_holder",
+            Self::EipOutNoUplink => "eip_out_no_uplink",
+            Self::EipTtlExceeded => "eip_ttl_exceeded",
         }
     }
 }
@@ -237,6 +291,10 @@ unsafe impl aya::Pod for MemberKey {}
 unsafe impl aya::Pod for MemberInfo {}
 unsafe impl aya::Pod for VrrpSeen {}
 unsafe impl aya::Pod for VipCounters {}
+unsafe impl aya::Pod for EipKey {}
+unsafe impl aya::Pod for EipBinding {}
+unsafe impl aya::Pod for VipNat {}
+unsafe impl aya::Pod for UplinkPort {}
 
 /// One shared struct as Rust lays it out: C name, size, `(field, offset)`s.
 pub type Layout = (&'static str, usize, Vec<(&'static str, usize)>);
@@ -260,6 +318,10 @@ pub fn layouts() -> Vec<Layout> {
         layout!("member_info", MemberInfo, [mac, _pad]),
         layout!("vrrp_seen", VrrpSeen, [advertiser, vrid, priority, version, _pad0, ifindex, _pad1, last_ns]),
         layout!("vip_counters", VipCounters, [c]),
+        layout!("eip_key", EipKey, [addr]),
+        layout!("eip_binding", EipBinding, [vip]),
+        layout!("vip_nat", VipNat, [eip, subnet, mask]),
+        layout!("uplink_port", UplinkPort, [ifindex, mac, next_hop_mac]),
         layout!(
             "havip_event",
             HavipEvent,
@@ -277,4 +339,8 @@ const _: () = {
     assert!(size_of::<VrrpSeen>() == 24);
     assert!(size_of::<VipCounters>() == 8 * VipCounter::MAX);
     assert!(size_of::<HavipEvent>() == 40);
+    assert!(size_of::<EipKey>() == 4);
+    assert!(size_of::<EipBinding>() == 4);
+    assert!(size_of::<VipNat>() == 12);
+    assert!(size_of::<UplinkPort>() == 16);
 };

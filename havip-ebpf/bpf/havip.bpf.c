@@ -11,15 +11,29 @@
  *                                       any IPv4 packet below.
  *   IPv4 to a VIP                    -> MACs rewritten, redirected to the
  *                                       holder's vNIC; no holder: dropped.
+ *   IPv4 from a VIP with an EIP, to  -> from the holder: SNAT to the EIP,
+ *   outside the VPC subnet              redirected out of the uplink; from
+ *                                       anyone else: dropped, counted.
+ *   anything else                    -> XDP_PASS, untouched.
+ * xdp_uplink: attached to the host's uplink NIC.
+ *   IPv4 to a bound EIP              -> DNAT to the VIP, redirected to the
+ *                                       holder exactly like VIP traffic.
  *   anything else                    -> XDP_PASS, untouched.
  * Malformed rule: a frame too short or inconsistent for the header we must
  * read is passed untouched (the kernel stack will judge it) and counted in
- * GLB_CTR_PARSE_ERRORS; it never changes any state.
+ * GLB_CTR_PARSE_ERRORS; it never changes any state. The one exception is a
+ * packet we would NAT whose L4 header is truncated: it is dropped (and
+ * counted), so a VIP address never leaks out of the uplink un-NATed.
+ * NAT rule for fragments: every fragment's IP address is rewritten; the L4
+ * checksum is updated in the fragment that carries the L4 header (offset 0),
+ * which is exact for 1:1 NAT since ports never change.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
 #include <linux/in.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -30,6 +44,7 @@
 #define ARPOP_REQUEST 1
 #define ARPOP_REPLY 2
 #define ARPHRD_ETHER 1
+#define IP_OFFSET 0x1fff
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -54,6 +69,30 @@ struct {
 	__type(value, struct vrrp_seen);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vrrp SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HAVIP_DEFAULT_MAX_VIPS);
+	__type(key, struct eip_key);
+	__type(value, struct eip_binding);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} eips SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HAVIP_DEFAULT_MAX_VIPS);
+	__type(key, struct vip_key);
+	__type(value, struct vip_nat);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vip_nat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct uplink_port);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} uplink SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
@@ -134,6 +173,17 @@ static __always_inline int pass_malformed(void)
 {
 	count_global(GLB_CTR_PARSE_ERRORS);
 	return XDP_PASS;
+}
+
+static __always_inline int drop_malformed(void)
+{
+	count_global(GLB_CTR_PARSE_ERRORS);
+	return XDP_DROP;
+}
+
+static __always_inline int mac_is_zero(const __u8 *m)
+{
+	return (m[0] | m[1] | m[2] | m[3] | m[4] | m[5]) == 0;
 }
 
 static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
@@ -291,6 +341,69 @@ static __always_inline void observe_vrrp(struct xdp_md *ctx, struct iphdr *iph,
 	}
 }
 
+/* RFC 1624: HC' = ~(~HC + ~m + m'), on 16-bit words as they lie in memory
+ * (the one's complement sum does not care about byte order). */
+static __always_inline __u16 csum_fold(__u32 c)
+{
+	c = (c & 0xffff) + (c >> 16);
+	c = (c & 0xffff) + (c >> 16);
+	return (__u16)~c;
+}
+
+static __always_inline void csum_replace2(__u16 *sum, __u16 from, __u16 to)
+{
+	*sum = csum_fold((__u16)~*sum + (__u16)~from + to);
+}
+
+static __always_inline void csum_replace4(__u16 *sum, __u32 from, __u32 to)
+{
+	__u32 c = (__u16)~*sum;
+
+	c += (__u16)~(from & 0xffff) + (__u16)~(from >> 16);
+	c += (to & 0xffff) + (to >> 16);
+	*sum = csum_fold(c);
+}
+
+/* Fixes the L4 checksum for an address change from -> to. Checks bounds
+ * before writing anything: -1 means truncated, nothing was changed. */
+static __always_inline int nat_l4(struct iphdr *iph, void *data_end, __u32 from, __u32 to)
+{
+	void *l4 = (void *)iph + iph->ihl * 4;
+
+	if (iph->frag_off & bpf_htons(IP_OFFSET))
+		return 0; /* a later fragment: no L4 header here */
+	if (iph->protocol == IPPROTO_TCP) {
+		struct tcphdr *tcp = l4;
+
+		if ((void *)(tcp + 1) > data_end)
+			return -1;
+		csum_replace4(&tcp->check, from, to);
+	} else if (iph->protocol == IPPROTO_UDP) {
+		struct udphdr *udp = l4;
+
+		if ((void *)(udp + 1) > data_end)
+			return -1;
+		if (udp->check) { /* 0: the sender chose no checksum */
+			csum_replace4(&udp->check, from, to);
+			if (!udp->check)
+				udp->check = 0xffff;
+		}
+	}
+	/* ICMP's checksum has no pseudo-header: nothing to fix. */
+	return 0;
+}
+
+/* The address and TTL half of a routed NAT hop; L4 must be fixed first. */
+static __always_inline void nat_ip(struct iphdr *iph, __u32 *field, __u32 to)
+{
+	__u16 old_ttl_proto = *(__u16 *)&iph->ttl;
+
+	csum_replace4(&iph->check, *field, to);
+	*field = to;
+	iph->ttl -= 1;
+	csum_replace2(&iph->check, old_ttl_proto, *(__u16 *)&iph->ttl);
+}
+
 /* VIP traffic goes to the holder's vNIC, looking as if it came from the
  * VIP's virtual router MAC. */
 static __always_inline int forward_to_holder(struct ethhdr *eth, void *data_end,
@@ -316,15 +429,78 @@ static __always_inline int forward_to_holder(struct ethhdr *eth, void *data_end,
 	return act;
 }
 
-static __always_inline int handle_ipv4(struct xdp_md *ctx, struct ethhdr *eth, void *data_end)
+/* Traffic the holder sends from the VIP to outside the VPC leaves from the
+ * EIP. Only the holder may: a standby's packets from the VIP are dropped. */
+static __always_inline int snat_to_uplink(struct xdp_md *ctx, struct ethhdr *eth, struct iphdr *iph,
+					  void *data_end, struct vip_nat *nat)
+{
+	__u32 vip = iph->saddr, eip = *(__u32 *)nat->eip, zero = 0;
+	__u64 bytes = data_end - (void *)eth;
+	struct uplink_port *up;
+	struct vip_state *vs;
+	int act;
+
+	if ((iph->daddr & *(__u32 *)nat->mask) == *(__u32 *)nat->subnet)
+		return pass_untouched(); /* inside the VPC: no NAT */
+	vs = bpf_map_lookup_elem(&vips, &vip);
+	if (!vs)
+		return pass_untouched();
+	if (ctx->ingress_ifindex != vs->holder_ifindex) {
+		count_vip(vs->slot, VIP_CTR_EIP_OUT_NOT_HOLDER, 1);
+		return XDP_DROP;
+	}
+	up = bpf_map_lookup_elem(&uplink, &zero);
+	if (!up || !up->ifindex || mac_is_zero(up->next_hop_mac)) {
+		count_vip(vs->slot, VIP_CTR_EIP_OUT_NO_UPLINK, 1);
+		return XDP_DROP;
+	}
+	if (iph->ttl <= 1) {
+		/* The kernel sends time-exceeded; it never forwards TTL 1. */
+		count_vip(vs->slot, VIP_CTR_EIP_TTL_EXCEEDED, 1);
+		return XDP_PASS;
+	}
+	if (nat_l4(iph, data_end, vip, eip) < 0)
+		return drop_malformed();
+	nat_ip(iph, &iph->saddr, eip);
+	__builtin_memcpy(eth->h_dest, up->next_hop_mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, up->mac, ETH_ALEN);
+	act = bpf_redirect_map(&tx_ports, up->ifindex, XDP_DROP);
+	if (act != XDP_REDIRECT) {
+		count_vip(vs->slot, VIP_CTR_EIP_OUT_NO_UPLINK, 1);
+		return act;
+	}
+	count_vip(vs->slot, VIP_CTR_EIP_OUT_PACKETS, 1);
+	count_vip(vs->slot, VIP_CTR_EIP_OUT_BYTES, bytes);
+	return act;
+}
+
+/* The Ethernet + IPv4 headers of a frame, or NULL if it is not IPv4.
+ * *verdict says what to do with a frame that is not. */
+static __always_inline struct iphdr *parse_ipv4(struct ethhdr *eth, void *data_end, int *verdict)
 {
 	struct iphdr *iph = (void *)(eth + 1);
-	struct vip_state *vs;
 
-	if ((void *)(iph + 1) > data_end)
-		return pass_malformed();
-	if (iph->version != 4 || iph->ihl < 5)
-		return pass_malformed();
+	if (eth->h_proto != bpf_htons(ETH_P_IP)) {
+		*verdict = pass_untouched();
+		return NULL;
+	}
+	if ((void *)(iph + 1) > data_end || iph->version != 4 || iph->ihl < 5) {
+		*verdict = pass_malformed();
+		return NULL;
+	}
+	return iph;
+}
+
+static __always_inline int handle_ipv4(struct xdp_md *ctx, struct ethhdr *eth, void *data_end)
+{
+	struct vip_state *vs;
+	struct vip_nat *nat;
+	struct iphdr *iph;
+	int verdict;
+
+	iph = parse_ipv4(eth, data_end, &verdict);
+	if (!iph)
+		return verdict;
 
 	if (iph->protocol == IPPROTO_VRRP)
 		observe_vrrp(ctx, iph, data_end);
@@ -332,6 +508,9 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx, struct ethhdr *eth, v
 	vs = bpf_map_lookup_elem(&vips, &iph->daddr);
 	if (vs)
 		return forward_to_holder(eth, data_end, vs);
+	nat = bpf_map_lookup_elem(&vip_nat, &iph->saddr);
+	if (nat)
+		return snat_to_uplink(ctx, eth, iph, data_end, nat);
 	return pass_untouched();
 }
 
@@ -348,9 +527,48 @@ int xdp_vnic(struct xdp_md *ctx)
 	/* A vNIC carries untagged frames; anything tagged is not ours. */
 	if (eth->h_proto == bpf_htons(ETH_P_ARP))
 		return handle_arp(ctx, eth, data_end);
-	if (eth->h_proto == bpf_htons(ETH_P_IP))
-		return handle_ipv4(ctx, eth, data_end);
-	return pass_untouched();
+	return handle_ipv4(ctx, eth, data_end);
+}
+
+/* Traffic to an EIP goes to the VIP's holder, as if sent to the VIP. */
+SEC("xdp")
+int xdp_uplink(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct eip_binding *eb;
+	struct vip_state *vs;
+	struct iphdr *iph;
+	__u32 eip, vip;
+	int verdict;
+
+	if ((void *)(eth + 1) > data_end)
+		return pass_malformed();
+	iph = parse_ipv4(eth, data_end, &verdict);
+	if (!iph)
+		return verdict;
+	eb = bpf_map_lookup_elem(&eips, &iph->daddr);
+	if (!eb)
+		return pass_untouched();
+	vs = bpf_map_lookup_elem(&vips, eb->vip);
+	if (!vs)
+		return pass_untouched();
+	if (iph->ttl <= 1) {
+		count_vip(vs->slot, VIP_CTR_EIP_TTL_EXCEEDED, 1);
+		return XDP_PASS;
+	}
+	eip = iph->daddr;
+	vip = *(__u32 *)eb->vip;
+	if (nat_l4(iph, data_end, eip, vip) < 0)
+		return pass_malformed();
+	nat_ip(iph, &iph->daddr, vip);
+	verdict = forward_to_holder(eth, data_end, vs);
+	if (verdict == XDP_REDIRECT) {
+		count_vip(vs->slot, VIP_CTR_EIP_IN_PACKETS, 1);
+		count_vip(vs->slot, VIP_CTR_EIP_IN_BYTES, data_end - data);
+	}
+	return verdict;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -70,7 +70,32 @@ struct vrrp_seen {
 	__u64 last_ns;      /* CLOCK_MONOTONIC */
 };
 
-/* vip_stats: per-CPU array indexed by vip_state.slot. */
+/* eips: EIP -> the VIP it is bound to (1:1 NAT; DNAT on the uplink). */
+struct eip_key {
+	__u8 addr[4];
+};
+
+struct eip_binding {
+	__u8 vip[4];
+};
+
+/* vip_nat: VIP -> its EIP and VPC subnet, for traffic leaving from the VIP:
+ * to a destination outside the subnet it is SNATed to the EIP. Key: vip_key. */
+struct vip_nat {
+	__u8 eip[4];
+	__u8 subnet[4]; /* network address */
+	__u8 mask[4];
+};
+
+/* uplink: one-entry array; the host's uplink NIC. ifindex 0: none yet. */
+struct uplink_port {
+	__u32 ifindex;
+	__u8 mac[6];          /* the uplink's own MAC */
+	__u8 next_hop_mac[6]; /* where frames to the outside go */
+};
+
+/* vip_stats: per-CPU array indexed by vip_state.slot. A HAVIP has at most
+ * one EIP, so the EIP's counters live in the same slot. */
 enum vip_counter {
 	VIP_CTR_REDIRECT_PACKETS = 0, /* forwarded to the holder */
 	VIP_CTR_REDIRECT_BYTES,
@@ -79,6 +104,13 @@ enum vip_counter {
 	VIP_CTR_NO_HOLDER_DROPS, /* no holder, or holder vNIC not in tx_ports */
 	VIP_CTR_ARP_REPLIES,     /* ARP requests for the VIP answered in XDP */
 	VIP_CTR_VRRP_ADVERTS,
+	VIP_CTR_EIP_IN_PACKETS,  /* to the EIP, DNATed and sent to the holder */
+	VIP_CTR_EIP_IN_BYTES,
+	VIP_CTR_EIP_OUT_PACKETS, /* from the holder, SNATed out of the uplink */
+	VIP_CTR_EIP_OUT_BYTES,
+	VIP_CTR_EIP_OUT_NOT_HOLDER, /* from the VIP by a non-holder: dropped */
+	VIP_CTR_EIP_OUT_NO_UPLINK,  /* uplink or its next hop unknown: dropped */
+	VIP_CTR_EIP_TTL_EXCEEDED,   /* TTL would expire: left to the kernel (ICMP) */
 	VIP_CTR__MAX,
 };
 
@@ -124,6 +156,10 @@ _Static_assert(__builtin_offsetof(struct vip_state, epoch) == 24, "vip_state lay
 _Static_assert(sizeof(struct member_key) == 8, "member_key layout");
 _Static_assert(sizeof(struct member_info) == 8, "member_info layout");
 _Static_assert(sizeof(struct vrrp_seen) == 24, "vrrp_seen layout");
+_Static_assert(sizeof(struct eip_key) == 4, "eip_key layout");
+_Static_assert(sizeof(struct eip_binding) == 4, "eip_binding layout");
+_Static_assert(sizeof(struct vip_nat) == 12, "vip_nat layout");
+_Static_assert(sizeof(struct uplink_port) == 16, "uplink_port layout");
 _Static_assert(sizeof(struct vip_counters) == 8 * VIP_CTR__MAX, "vip_counters layout");
 _Static_assert(sizeof(struct havip_event) == 40, "havip_event layout");
 

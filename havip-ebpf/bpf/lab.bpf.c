@@ -7,6 +7,18 @@
  *   xdp_sink  - counts and drops: proves delivery in the benchmark.
  *   xdp_limit - the practical XDP ceiling: swap in fixed MACs and redirect
  *               through a devmap, nothing else.
+ * Benchmark only (havip-bench):
+ *   xdp_sink_stamp   - xdp_sink that also stamps the first packet after
+ *                      userspace zeroes sink_first_ns: the far end of the
+ *                      re-point latency.
+ *   xdp_restore_pass - rewrites the frame from frame_template, then XDP_PASS:
+ *                      injects live frames into the kernel stack, whose
+ *                      forwarding (TTL, checksum) would otherwise wear down
+ *                      the recycled live-frame pages.
+ *   xdp_harness      - rewrites the frame from frame_template, then tail-calls
+ *                      harness_target[0]: a plain test run repeated over a
+ *                      program that changes the frame (ARP answer) measures
+ *                      the same branch every time.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -40,6 +52,35 @@ struct {
 	__type(key, __u32);
 	__type(value, struct bpf_devmap_val);
 } limit_ports SEC(".maps");
+
+/* Every benchmark frame is this long (the Ethernet minimum with FCS). */
+#define BENCH_FRAME_LEN 64
+
+struct frame {
+	__u8 b[BENCH_FRAME_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct frame);
+} frame_template SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} harness_target SEC(".maps");
+
+/* CLOCK_MONOTONIC of the first packet xdp_sink_stamp saw since it was zeroed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} sink_first_ns SEC(".maps");
 
 SEC("xdp")
 int xdp_pass(struct xdp_md *ctx)
@@ -75,6 +116,54 @@ int xdp_limit(struct xdp_md *ctx)
 	__builtin_memcpy(eth->h_dest, cfg->dst, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, cfg->src, ETH_ALEN);
 	return bpf_redirect_map(&limit_ports, cfg->ifindex, XDP_DROP);
+}
+
+SEC("xdp")
+int xdp_sink_stamp(struct xdp_md *ctx)
+{
+	__u32 zero = 0;
+	__u64 *c = bpf_map_lookup_elem(&sink_count, &zero);
+	__u64 *first = bpf_map_lookup_elem(&sink_first_ns, &zero);
+
+	if (c)
+		*c += 1;
+	if (first && !*first)
+		*first = bpf_ktime_get_ns();
+	return XDP_DROP;
+}
+
+static __always_inline int restore_frame(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 zero = 0;
+	struct frame *t;
+
+	if (data + BENCH_FRAME_LEN > data_end)
+		return -1;
+	t = bpf_map_lookup_elem(&frame_template, &zero);
+	if (!t)
+		return -1;
+	__builtin_memcpy(data, t->b, BENCH_FRAME_LEN);
+	return 0;
+}
+
+SEC("xdp")
+int xdp_restore_pass(struct xdp_md *ctx)
+{
+	if (restore_frame(ctx))
+		return XDP_ABORTED;
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int xdp_harness(struct xdp_md *ctx)
+{
+	if (restore_frame(ctx))
+		return XDP_ABORTED;
+	bpf_tail_call(ctx, &harness_target, 0);
+	/* No target installed. */
+	return XDP_ABORTED;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,1 +1,1 @@
-
+//! Integration tests live in `tests/`; they build on `havip-lab`.

@@ -1,0 +1,120 @@
+//! `havip-lab run|up|down`: the lab demo, and a lab left standing for hands-on use.
+
+use std::{fs, path::Path, time::Duration};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use havip_lab::{
+    agent, interrupt,
+    netns::{self, LabId, RUN_DIR},
+    report,
+    scenario::{Lab, FAILOVER_TIMEOUT},
+    topology::{VIP, VM_A, VM_B, VM_C},
+};
+
+/// The probe rate of the demo: 200 packets/s.
+const PROBE_INTERVAL: Duration = Duration::from_millis(5);
+/// The stem of the lab `up` leaves standing: no owner pid, so never swept.
+const UP_STEM: &str = "up";
+
+#[derive(Parser)]
+#[command(about = "The havip network-namespace lab")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The demo: fail over with keepalived under a steady probe, print the timeline.
+    Run,
+    /// Create the lab, start keepalived and the agent, and leave it standing.
+    Up,
+    /// Remove what `up` created.
+    Down,
+}
+
+fn main() -> Result<()> {
+    interrupt::install()?;
+    match Cli::parse().cmd {
+        Cmd::Run => run(),
+        Cmd::Up => up(),
+        Cmd::Down => down(),
+    }
+}
+
+fn run() -> Result<()> {
+    let mut lab = Lab::start(LabId::unique("lab"), true)?;
+    let t = lab.timeline.clone();
+    t.step("probing the VIP from vm-c");
+    let prober = lab.prober(PROBE_INTERVAL)?;
+    prober.wait_answered_by(VM_A.name, FAILOVER_TIMEOUT)?;
+
+    t.step("stopping keepalived on vm-a (the holder)");
+    lab.keepalived(VM_A)?.stop()?;
+    lab.wait_holder(VM_B, FAILOVER_TIMEOUT)?;
+    prober.wait_answered_by(VM_B.name, FAILOVER_TIMEOUT)?;
+    t.step("vm-b holds the VIP and answers");
+
+    t.step("restarting keepalived on vm-a (it preempts)");
+    lab.keepalived(VM_A)?.restart()?;
+    lab.wait_holder(VM_A, FAILOVER_TIMEOUT)?;
+    prober.wait_answered_by(VM_A.name, FAILOVER_TIMEOUT)?;
+    t.step("vm-a holds the VIP again and answers");
+
+    let probe = prober.finish();
+    print!("{}", report::render(&lab.timeline.lines(), &probe, PROBE_INTERVAL));
+    t.step("removing the lab");
+    Ok(())
+}
+
+fn state_file() -> std::path::PathBuf {
+    Path::new(RUN_DIR).join("up.json")
+}
+
+fn up() -> Result<()> {
+    let state = state_file();
+    if state.exists() {
+        anyhow::bail!("a lab is up already ({}): `cargo xtask lab down` first", state.display());
+    }
+    let mut lab = Lab::start(LabId::fixed("lab", UP_STEM), false)?;
+    let spec = lab.agent()?.spec().clone();
+    fs::write(&state, serde_json::to_string_pretty(&spec)?)
+        .with_context(|| format!("writing {}", state.display()))?;
+    let id = &lab.topo.id;
+    let (hv, vmc, pins) = (id.netns("hv"), id.netns(VM_C.role), spec.pin_dir.display().to_string());
+    println!(
+        "The lab is up: keepalived in {} and {}, havip-agent in {hv} (pins in {pins}).\n\
+         Try:\n  \
+         ip netns exec {vmc} ping -c3 {VIP}\n  \
+         ip -n {vmc} neigh show {VIP}\n  \
+         bpftool map dump pinned {pins}/v1/vips\n  \
+         bpftool map dump pinned {pins}/v1/vip_stats\n  \
+         ip netns pids {} | xargs -n1 kill    # stop keepalived on vm-a: vm-b takes over\n  \
+         tail -f {}/*.log\n\
+         Remove it with `cargo xtask lab down`.",
+        id.netns(VM_A.role),
+        id.netns(VM_B.role),
+        id.netns(VM_A.role),
+        spec.dir.display(),
+    );
+    lab.keep()
+}
+
+fn down() -> Result<()> {
+    netns::stop_processes(UP_STEM)?;
+    let state = state_file();
+    if let Ok(text) = fs::read_to_string(&state) {
+        let spec: agent::Spec =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", state.display()))?;
+        if Path::new("/run/netns").join(&spec.netns).exists() {
+            spec.teardown_or_unpin();
+        }
+    }
+    netns::remove_lab(UP_STEM)?;
+    if state.exists() {
+        fs::remove_file(&state).with_context(|| format!("removing {}", state.display()))?;
+    }
+    println!("the lab is down");
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! Network namespaces: unique lab ids, an RAII namespace, running code inside
+//! one, and sweeping what dead labs left behind.
+//!
+//! Naming: a lab's id ("stem") is `<owner pid>-<tag>` (or a fixed word such as
+//! `up` for a lab meant to outlive its creator). Its namespaces are
+//! `havip-<stem>-<role>`, its pins `/sys/fs/bpf/havip-<purpose>-<stem>`, its
+//! files `/run/havip-lab/<purpose>-<stem>`. The pid in the stem lets the
+//! sweeper tell a dead lab from a live one without touching live ones.
+
+use std::{
+    fs,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd;
+
+/// Where bpffs is mounted; lab pin dirs live directly below it.
+pub const BPFFS: &str = "/sys/fs/bpf";
+/// Where labs keep their configs, pid files and logs.
+pub const RUN_DIR: &str = "/run/havip-lab";
+const PURPOSES: [&str; 2] = ["lab", "test"];
+
+/// The identity of one lab: what its namespaces, pins and files are named after.
+#[derive(Clone, Debug)]
+pub struct LabId {
+    /// "lab" (the demo) or "test" (an integration test): shows in pin dir names.
+    pub purpose: &'static str,
+    pub stem: String,
+}
+
+impl LabId {
+    /// A fresh id owned by this process: pid + per-process counter + random.
+    pub fn unique(purpose: &'static str) -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        // Random enough to keep a recycled pid from meeting its predecessor's names.
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+        let stem = format!("{}-{:x}{:03x}", std::process::id(), n, nanos & 0xfff);
+        Self { purpose, stem }
+    }
+
+    /// An id with no owner pid (never swept): for a lab left standing by `up`.
+    pub fn fixed(purpose: &'static str, stem: &str) -> Self {
+        Self { purpose, stem: stem.to_owned() }
+    }
+
+    pub fn netns(&self, role: &str) -> String {
+        format!("havip-{}-{role}", self.stem)
+    }
+
+    pub fn pin_dir(&self) -> PathBuf {
+        Path::new(BPFFS).join(format!("havip-{}-{}", self.purpose, self.stem))
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        Path::new(RUN_DIR).join(format!("{}-{}", self.purpose, self.stem))
+    }
+}
+
+/// A network namespace, deleted on drop (processes in it must be gone by then).
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+    armed: bool,
+}
+
+impl Netns {
+    pub fn create(name: &str) -> Result<Self> {
+        cmd::ip(&["netns", "add", name]).with_context(|| format!("creating netns {name}"))?;
+        Ok(Self { name: name.to_owned(), armed: true })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Leaves the namespace in place when this handle goes (`lab up`).
+    pub fn keep(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Err(e) = cmd::ip(&["netns", "del", &self.name]) {
+                eprintln!("havip-lab: cleanup: {e:#}");
+            }
+        }
+    }
+}
+
+/// Moves the calling thread into namespace `ns` (for good: use a thread of its own).
+pub fn enter(ns: &str) -> Result<()> {
+    let path = format!("/run/netns/{ns}");
+    let f = fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+    // SAFETY: a valid fd; CLONE_NEWNET only affects this thread.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns into {ns}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs `f` on a fresh thread inside namespace `ns`. Sockets created there stay
+/// bound to `ns` and can be returned and used from any thread.
+pub fn run_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    let ns = ns.to_owned();
+    thread::spawn(move || {
+        enter(&ns)?;
+        f().with_context(|| format!("inside netns {ns}"))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("a thread inside a netns panicked"))?
+}
+
+/// Removes everything named after lab `stem`: processes in its namespaces,
+/// its pins, its namespaces and its files. Idempotent.
+pub fn remove_lab(stem: &str) -> Result<()> {
+    stop_processes(stem)?;
+    for purpose in PURPOSES {
+        let id = LabId { purpose, stem: stem.to_owned() };
+        for dir in [id.pin_dir(), id.run_dir()] {
+            if dir.exists() {
+                // Unlinking a link pin detaches its XDP program once nothing else holds it.
+                fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+            }
+        }
+    }
+    for ns in lab_netns(stem)? {
+        cmd::ip(&["netns", "del", &ns])?;
+    }
+    Ok(())
+}
+
+/// Stops every process inside lab `stem`'s namespaces (SIGTERM, then SIGKILL).
+pub fn stop_processes(stem: &str) -> Result<()> {
+    for ns in lab_netns(stem)? {
+        kill_pids_in(&ns)?;
+    }
+    Ok(())
+}
+
+fn lab_netns(stem: &str) -> Result<Vec<String>> {
+    let prefix = format!("havip-{stem}-");
+    Ok(list_netns()?.into_iter().filter(|n| n.starts_with(&prefix)).collect())
+}
+
+/// Removes the labs whose owning process is dead. Live labs, and labs with no
+/// owner pid in their name, are left alone.
+pub fn sweep_stale() -> Result<()> {
+    let mut stems: Vec<String> = list_netns()?
+        .iter()
+        .filter_map(|n| n.strip_prefix("havip-"))
+        .filter_map(|rest| rest.rsplit_once('-').map(|(stem, _role)| stem.to_owned()))
+        .collect();
+    for (dir, prefixes) in [(BPFFS, ["havip-lab-", "havip-test-"]), (RUN_DIR, ["lab-", "test-"])] {
+        let Ok(entries) = fs::read_dir(dir) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(stem) = prefixes.iter().find_map(|p| name.strip_prefix(p)) {
+                stems.push(stem.to_owned());
+            }
+        }
+    }
+    stems.sort();
+    stems.dedup();
+    for stem in stems {
+        let owner = stem.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = owner {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                eprintln!("havip-lab: removing stale lab {stem} (pid {pid} is gone)");
+                remove_lab(&stem).with_context(|| format!("removing stale lab {stem}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn list_netns() -> Result<Vec<String>> {
+    let Ok(entries) = fs::read_dir("/run/netns") else { return Ok(Vec::new()) };
+    Ok(entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+}
+
+/// SIGTERM, then SIGKILL, every process in `ns`.
+fn kill_pids_in(ns: &str) -> Result<()> {
+    let pids = || -> Result<Vec<i32>> {
+        Ok(cmd::ip(&["netns", "pids", ns])?.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+    };
+    for sig in [libc::SIGTERM, libc::SIGKILL] {
+        let found = pids()?;
+        if found.is_empty() {
+            return Ok(());
+        }
+        for pid in &found {
+            // SAFETY: plain kill(2); a pid that just exited gives ESRCH, which is fine.
+            unsafe { libc::kill(*pid, sig) };
+        }
+        let gone =
+            crate::wait::cleanup_until(&format!("processes in {ns} to exit"), Duration::from_secs(3), || {
+                Ok(pids()?.is_empty().then_some(()))
+            });
+        if gone.is_ok() {
+            return Ok(());
+        }
+    }
+    bail!("processes in {ns} survived SIGKILL: {:?}", pids()?)
+}

@@ -1,0 +1,92 @@
+//! The readable timeline the lab prints: who held the VIP when (from the
+//! agent's JSON log), every claim, keepalived's state changes, the lab's own
+//! steps, and what vm-c's probe saw.
+
+use std::{fmt::Write, time::Duration};
+
+use serde_json::Value;
+
+use crate::{log::Line, probe::Report};
+
+/// keepalived lines worth a place in the timeline.
+const KEEPALIVED_MARKS: [&str; 4] = ["Entering", "Stopped", "Starting VRRP", "priority 0"];
+
+fn secs(d: Duration) -> String {
+    format!("{:>8.3}s", d.as_secs_f64())
+}
+
+/// One agent JSON log line, as a timeline entry (`None`: not worth showing).
+fn agent_line(text: &str) -> Option<String> {
+    let Ok(v) = serde_json::from_str::<Value>(text) else { return Some(text.to_owned()) };
+    let f = &v["fields"];
+    let s = |k: &str| match &f[k] {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    };
+    let msg = s("message");
+    let level = v["level"].as_str().unwrap_or("");
+    if msg == "holder changed" {
+        Some(format!(
+            "HOLDER {} -> {} ({}), epoch {} (was {})",
+            s("vip"),
+            s("vnic"),
+            s("instance"),
+            s("epoch"),
+            s("prev_vnic")
+        ))
+    } else if msg.contains("claim") {
+        let reason = if f["reason"].is_null() { String::new() } else { format!(", reason: {}", s("reason")) };
+        Some(format!("{msg}: {} from {} mac {}{reason}", s("vip"), s("vnic"), s("mac")))
+    } else if matches!(level, "WARN" | "ERROR") {
+        Some(format!("{level} {msg}"))
+    } else {
+        None
+    }
+}
+
+/// Renders the lab's timeline and the probe's view of it.
+pub fn render(lines: &[Line], probe: &Report, interval: Duration) -> String {
+    let mut out = String::from("\n=== timeline (seconds since the lab started) ===\n");
+    for l in lines {
+        let entry = match l.source.as_str() {
+            "agent" => agent_line(&l.text),
+            "lab" => Some(l.text.clone()),
+            src if src.starts_with("keepalived") => {
+                KEEPALIVED_MARKS.iter().any(|m| l.text.contains(m)).then(|| l.text.clone())
+            }
+            _ => None,
+        };
+        if let Some(e) = entry {
+            let _ = writeln!(out, "{} {:<16} {e}", secs(l.at), l.source);
+        }
+    }
+
+    let _ = writeln!(out, "\n=== vm-c probe: UDP to the VIP every {interval:?} ===");
+    for s in probe.spans() {
+        let _ = writeln!(
+            out,
+            "{} .. {}  answered by {} ({} probes)",
+            secs(s.from),
+            secs(s.to),
+            s.responder,
+            s.count
+        );
+    }
+    for g in probe.gaps() {
+        let _ = writeln!(out, "{} .. {}  no answer ({} probes lost)", secs(g.from), secs(g.to), g.lost);
+    }
+    let _ = writeln!(out, "sent {}, lost {}", probe.sent(), probe.lost());
+    match probe.longest_gap() {
+        Some(g) => {
+            let _ = writeln!(
+                out,
+                "longest outage seen by vm-c: {:.3}s ({} probes lost)",
+                (g.to - g.from).as_secs_f64(),
+                g.lost
+            );
+        }
+        None => out.push_str("longest outage seen by vm-c: none, every probe was answered\n"),
+    }
+    out
+}

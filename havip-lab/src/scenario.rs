@@ -1,0 +1,224 @@
+//! A whole lab, assembled: topology, agent, echo responders, keepalived in
+//! both members. Fields drop in order, so processes stop (and the agent tears
+//! down) before the namespaces go, and the lab's files go last.
+
+use std::{fs, net::Ipv4Addr, path::PathBuf, time::Duration};
+
+use anyhow::{bail, Context, Result};
+use havip_common::VipState;
+
+use crate::{
+    agent::{self, Agent},
+    cmd,
+    keepalived::Keepalived,
+    log::Timeline,
+    netns::{self, LabId},
+    probe::{Prober, Responder},
+    state,
+    topology::{Guest, Topology, MEMBERS, VIP, VM_A, VM_B, VM_C},
+    wait,
+};
+
+/// keepalived priorities: vm-a is the preferred master and preempts.
+const PRIORITY_A: u8 = 150;
+const PRIORITY_B: u8 = 100;
+/// How long a failover may take to show: VRRP master-down is ~0.4 s here.
+pub const FAILOVER_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Lab {
+    pub timeline: Timeline,
+    attached: bool,
+    responders: Vec<Responder>,
+    keepalived: Vec<Keepalived>,
+    agent: Option<Agent>,
+    pub topo: Topology,
+    dir: RunDir,
+}
+
+impl Lab {
+    /// Sweeps dead labs, then builds the namespaces. `attached`: processes
+    /// log into the timeline and die with this lab; otherwise they are
+    /// detached (for `lab up`).
+    pub fn create(id: LabId, attached: bool) -> Result<Self> {
+        netns::sweep_stale().context("sweeping stale labs")?;
+        let timeline = Timeline::new();
+        let dir = RunDir::create(id.run_dir())?;
+        timeline.step(&format!("creating lab {} (namespaces {}*)", id.stem, id.netns("")));
+        let topo = Topology::create(id, &dir.path)?;
+        Ok(Self {
+            timeline,
+            attached,
+            responders: Vec::new(),
+            keepalived: Vec::new(),
+            agent: None,
+            topo,
+            dir,
+        })
+    }
+
+    /// The full lab: agent first (so it sees keepalived's first claims), then
+    /// echo responders (attached labs only) and keepalived; returns once vm-a holds.
+    pub fn start(id: LabId, attached: bool) -> Result<Self> {
+        let mut lab = Self::create(id, attached)?;
+        let started = (|| {
+            lab.start_agent()?;
+            if attached {
+                lab.start_responders()?;
+            }
+            lab.start_keepalived()?;
+            lab.wait_holder(VM_A, FAILOVER_TIMEOUT)
+        })();
+        lab.on_error(started)?;
+        Ok(lab)
+    }
+
+    /// Runs `body` on the lab, printing the lab's logs first if it fails.
+    pub fn run(mut self, body: impl FnOnce(&mut Lab) -> Result<()>) -> Result<()> {
+        let result = body(&mut self);
+        self.on_error(result)
+    }
+
+    /// Passes `result` through; on an error, first prints the end of every
+    /// log of the lab: the best clue to a failure, and gone with the lab.
+    pub fn on_error<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.dir.print_logs();
+        }
+        result
+    }
+
+    fn attach(&self) -> Option<&Timeline> {
+        self.attached.then_some(&self.timeline)
+    }
+
+    pub fn start_agent(&mut self) -> Result<()> {
+        let config = self.dir.path.join("havip.toml");
+        fs::write(&config, self.topo.agent_config()).context("writing the agent config")?;
+        let spec = agent::Spec {
+            bin: agent::locate_binary()?,
+            config,
+            netns: self.topo.hv().to_owned(),
+            pin_dir: self.topo.id.pin_dir(),
+            dir: self.dir.path.clone(),
+        };
+        self.timeline.step("starting havip-agent in hv");
+        self.agent = Some(Agent::start(spec, self.attach())?);
+        Ok(())
+    }
+
+    pub fn start_responders(&mut self) -> Result<()> {
+        for g in MEMBERS {
+            self.responders.push(Responder::start(&self.topo.ns(g), g.name)?);
+        }
+        Ok(())
+    }
+
+    pub fn start_keepalived(&mut self) -> Result<()> {
+        for (g, peer, prio) in [(VM_A, VM_B, PRIORITY_A), (VM_B, VM_A, PRIORITY_B)] {
+            self.timeline.step(&format!("starting keepalived in {} (priority {prio})", g.name));
+            let ka = Keepalived::start(&self.dir.path, &self.topo.ns(g), g, peer, prio, self.attach())?;
+            self.keepalived.push(ka);
+        }
+        Ok(())
+    }
+
+    /// keepalived of member `g`.
+    pub fn keepalived(&mut self, g: Guest) -> Result<&mut Keepalived> {
+        let i =
+            MEMBERS.iter().position(|m| *m == g).with_context(|| format!("{} runs no keepalived", g.name))?;
+        self.keepalived.get_mut(i).context("keepalived is not started")
+    }
+
+    pub fn agent(&mut self) -> Result<&mut Agent> {
+        self.agent.as_mut().context("the agent is not started")
+    }
+
+    /// The VIP's state in the data plane and the guest behind its holder vNIC.
+    pub fn holder(&self) -> Result<Option<(Guest, VipState)>> {
+        let Some(st) = state::vip_state(&self.topo.id.pin_dir(), VIP)? else { return Ok(None) };
+        if st.holder_ifindex == 0 {
+            return Ok(None);
+        }
+        let vnic = state::ifname(self.topo.hv(), st.holder_ifindex)?;
+        let guest = Guest::by_vnic(&vnic).with_context(|| format!("holder vNIC {vnic} is no lab guest"))?;
+        Ok(Some((guest, st)))
+    }
+
+    /// Waits until the data plane says `g` holds the VIP.
+    pub fn wait_holder(&self, g: Guest, timeout: Duration) -> Result<VipState> {
+        wait::until(&format!("{} to hold {VIP} in the vips map", g.name), timeout, || {
+            Ok(self.holder()?.and_then(|(h, st)| (h == g).then_some(st)))
+        })
+    }
+
+    /// A prober in vm-c aimed at the VIP.
+    pub fn prober(&self, interval: Duration) -> Result<Prober> {
+        Prober::start(&self.topo.ns(VM_C), VIP, interval, &self.timeline)
+    }
+
+    /// The MAC in `g`'s neighbour table for `ip`, if any.
+    pub fn neigh_mac(&self, g: Guest, ip: Ipv4Addr) -> Result<Option<String>> {
+        let out = cmd::ip(&["-n", &self.topo.ns(g), "-j", "neigh", "show", &ip.to_string()])?;
+        let v: serde_json::Value = serde_json::from_str(&out).context("parsing `ip -j neigh`")?;
+        Ok(v.as_array().and_then(|a| a.first()).and_then(|n| n["lladdr"].as_str()).map(str::to_owned))
+    }
+
+    pub fn pin_dir(&self) -> PathBuf {
+        self.topo.id.pin_dir()
+    }
+
+    /// Leaves everything standing when this handle goes (`lab up`).
+    pub fn keep(mut self) -> Result<()> {
+        if self.attached {
+            // Attached processes die with their creator by design.
+            bail!("only a detached lab can be left standing");
+        }
+        self.keepalived.iter_mut().for_each(Keepalived::keep);
+        self.agent.iter_mut().for_each(Agent::keep);
+        self.topo.keep();
+        self.dir.armed = false;
+        Ok(())
+    }
+}
+
+/// The lab's directory of configs, pid files and logs, removed on drop.
+struct RunDir {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl RunDir {
+    fn create(path: PathBuf) -> Result<Self> {
+        if path.exists() {
+            bail!("{} exists already: is another lab with this id running?", path.display());
+        }
+        fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self { path, armed: true })
+    }
+}
+
+impl RunDir {
+    /// The end of every log: a failing test's best clue, gone with the dir.
+    fn print_logs(&self) {
+        let Ok(entries) = fs::read_dir(&self.path) else { return };
+        for e in entries.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "log")) {
+            let text = fs::read_to_string(e.path()).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("----- {} (last 40 lines)", e.path().display());
+            eprintln!("{}", lines[lines.len().saturating_sub(40)..].join("\n"));
+        }
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_logs();
+        }
+        if self.armed {
+            if let Err(e) = fs::remove_dir_all(&self.path) {
+                eprintln!("havip-lab: cleanup: removing {}: {e}", self.path.display());
+            }
+        }
+    }
+}

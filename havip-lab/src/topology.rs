@@ -1,0 +1,174 @@
+//! The lab network of ARCHITECTURE.md: a host namespace `hv` that routes like
+//! an SDN host (per-VM /32 routes, proxy ARP, no bridge) and guest namespaces
+//! `vm-a`, `vm-b`, `vm-c`, each on its own veth "vNIC". Nothing routes the VIP:
+//! without havip, vm-c cannot reach it, which is the problem havip solves.
+
+use std::{fs, net::Ipv4Addr, path::Path};
+
+use anyhow::{Context, Result};
+
+use crate::{
+    cmd,
+    netns::{self, LabId, Netns},
+};
+
+/// The VPC subnet, its gateway on the host, and the HAVIP: test ranges only.
+pub const SUBNET: &str = "198.18.1.0/24";
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 50);
+
+/// One guest VM: its namespace role, its vNIC on the host, its address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Guest {
+    /// Instance id, as the agent config and the timeline name it.
+    pub name: &'static str,
+    /// Namespace suffix.
+    pub role: &'static str,
+    /// Host-side veth in `hv`; the guest side is always `eth0`.
+    pub vnic: &'static str,
+    pub ip: Ipv4Addr,
+}
+
+pub const VM_A: Guest =
+    Guest { name: "vm-a", role: "vma", vnic: "vnic-a", ip: Ipv4Addr::new(198, 18, 1, 11) };
+pub const VM_B: Guest =
+    Guest { name: "vm-b", role: "vmb", vnic: "vnic-b", ip: Ipv4Addr::new(198, 18, 1, 12) };
+pub const VM_C: Guest =
+    Guest { name: "vm-c", role: "vmc", vnic: "vnic-c", ip: Ipv4Addr::new(198, 18, 1, 13) };
+pub const GUESTS: [Guest; 3] = [VM_A, VM_B, VM_C];
+/// The HAVIP's members; vm-c is the client (and the would-be spoofer).
+pub const MEMBERS: [Guest; 2] = [VM_A, VM_B];
+/// The guest interface inside every VM namespace.
+pub const GUEST_IF: &str = "eth0";
+
+impl Guest {
+    /// Deterministic guest MAC: `02:00:` + the IP's octets.
+    pub fn mac(&self) -> [u8; 6] {
+        let o = self.ip.octets();
+        [0x02, 0x00, o[0], o[1], o[2], o[3]]
+    }
+
+    pub fn mac_str(&self) -> String {
+        havip_common::Mac(&self.mac()).to_string()
+    }
+
+    pub fn by_vnic(vnic: &str) -> Option<Guest> {
+        GUESTS.into_iter().find(|g| g.vnic == vnic)
+    }
+}
+
+/// The namespaces and wiring of one lab. Dropping it deletes the namespaces
+/// (and with them the veths); stop processes inside them first.
+pub struct Topology {
+    pub id: LabId,
+    hv: Netns,
+    guests: Vec<Netns>,
+}
+
+impl Topology {
+    /// Builds the lab; `dir` is the lab's directory for files it needs.
+    pub fn create(id: LabId, dir: &Path) -> Result<Self> {
+        let hv = Netns::create(&id.netns("hv"))?;
+        let mut topo = Self { guests: Vec::new(), hv, id };
+        for g in GUESTS {
+            topo.guests.push(Netns::create(&topo.id.netns(g.role))?);
+        }
+        topo.wire(dir).context("wiring the lab topology")?;
+        Ok(topo)
+    }
+
+    pub fn hv(&self) -> &str {
+        self.hv.name()
+    }
+
+    /// The namespace of guest `g`.
+    pub fn ns(&self, g: Guest) -> String {
+        self.id.netns(g.role)
+    }
+
+    fn wire(&self, dir: &Path) -> Result<()> {
+        let hv = self.hv();
+        // iproute2 loads the guests' XDP_PASS program from a file.
+        let obj = dir.join("lab.bpf.o");
+        fs::write(&obj, havip_ebpf::LAB_OBJ).with_context(|| format!("writing {}", obj.display()))?;
+        cmd::ip(&["-n", hv, "link", "set", "lo", "up"])?;
+        let mut sysctls = vec![
+            "ipv4/ip_forward=1".to_owned(),
+            // The VIP's traffic comes back from whichever member holds it, on
+            // a vNIC the reverse path check would not expect.
+            "ipv4/conf/all/rp_filter=0".to_owned(),
+            "ipv4/conf/default/rp_filter=0".to_owned(),
+        ];
+        for g in GUESTS {
+            let ns = self.ns(g);
+            let (ip, mac) = (format!("{}/24", g.ip), g.mac_str());
+            cmd::ip(&[
+                "-n", hv, "link", "add", g.vnic, "type", "veth", "peer", "name", GUEST_IF, "netns", &ns,
+            ])?;
+            cmd::ip(&["-n", &ns, "link", "set", GUEST_IF, "address", &mac])?;
+            cmd::ip(&["-n", &ns, "addr", "add", &ip, "dev", GUEST_IF])?;
+            cmd::ip(&["-n", &ns, "link", "set", GUEST_IF, "up"])?;
+            cmd::ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            // A frame that XDP redirects (or XDP_TXes) into a veth is dropped
+            // silently unless the peer, this eth0, can take XDP frames. GRO on
+            // suffices for redirects, but on kernel 6.18 the ARP replies the
+            // host XDP_TXes back to the sender were still lost (vnic-c counted
+            // rx_queue_0_xdp_tx, vm-c's eth0 saw nothing): an XDP_PASS program
+            // on eth0 makes both work. A real guest's virtio NIC needs neither.
+            let obj = obj.to_str().context("lab object path")?;
+            cmd::ip(&["-n", &ns, "link", "set", GUEST_IF, "xdpdrv", "obj", obj, "program", "xdp_pass"])
+                .context("attaching xdp_pass to the guest's eth0")?;
+            // Locally sent UDP leaves a veth with its checksum left to
+            // "hardware"; XDP redirects the frame as is and the receiver drops
+            // it as corrupt. Guests compute checksums themselves, as a VM's
+            // virtio NIC without offload would.
+            cmd::in_ns(&ns, "ethtool", &["-K", GUEST_IF, "tx", "off"])?;
+
+            cmd::ip(&["-n", hv, "addr", "add", &format!("{GATEWAY}/32"), "dev", g.vnic])?;
+            cmd::ip(&["-n", hv, "link", "set", g.vnic, "up"])?;
+            cmd::ip(&["-n", hv, "route", "add", &format!("{}/32", g.ip), "dev", g.vnic])?;
+            sysctls.push(format!("ipv4/conf/{}/rp_filter=0", g.vnic));
+            // Guests ARP for each other on their /24; the host answers for
+            // every address it has a route for (never the VIP: it has none).
+            sysctls.push(format!("ipv4/conf/{}/proxy_arp=1", g.vnic));
+            // Proxy ARP answers are delayed up to 0.8 s by default; an SDN
+            // host answers at once, and VRRP adverts must not wait for it.
+            sysctls.push(format!("ipv4/neigh/{}/proxy_delay=0", g.vnic));
+        }
+        netns::run_in(hv, move || {
+            for s in sysctls {
+                let (key, value) = s.split_once('=').context("sysctl key=value")?;
+                let path = Path::new("/proc/sys/net").join(key);
+                fs::write(&path, value).with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The agent's config for this lab: every guest's vNIC, one HAVIP whose
+    /// members are vm-a and vm-b.
+    pub fn agent_config(&self) -> String {
+        let mut cfg = format!("[[subnets]]\nname = \"vpc1\"\ncidr = \"{SUBNET}\"\n");
+        for g in GUESTS {
+            cfg += &format!(
+                "\n[[vnics]]\nname = \"{}\"\ninstance = \"{}\"\nsubnet = \"vpc1\"\nip = \"{}\"\nmac = \"{}\"\n",
+                g.vnic,
+                g.name,
+                g.ip,
+                g.mac_str()
+            );
+        }
+        let members: Vec<String> = MEMBERS.iter().map(|g| format!("\"{}\"", g.vnic)).collect();
+        cfg += &format!(
+            "\n[[havips]]\nvip = \"{VIP}\"\nsubnet = \"vpc1\"\nmembers = [{}]\n",
+            members.join(", ")
+        );
+        cfg
+    }
+
+    /// Leaves the namespaces in place when this handle goes (`lab up`).
+    pub fn keep(&mut self) {
+        self.hv.keep();
+        self.guests.iter_mut().for_each(Netns::keep);
+    }
+}
