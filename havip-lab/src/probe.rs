@@ -157,17 +157,18 @@ impl Prober {
         Ok(Self { probes, timeline: timeline.clone(), sender, receiver })
     }
 
-    /// Waits until a probe sent from now on is answered by `responder`.
-    pub fn wait_answered_by(&self, responder: &str, timeout: Duration) -> Result<()> {
+    /// Waits until `count` probes sent from now on are answered by `responder`.
+    pub fn wait_answered_by(&self, responder: &str, count: usize, timeout: Duration) -> Result<()> {
         let from = self.timeline.now();
-        wait::until(&format!("probes to the VIP to be answered by {responder}"), timeout, || {
+        wait::until(&format!("{count} probes to the VIP to be answered by {responder}"), timeout, || {
             let list = self.probes.lock().unwrap();
-            let hit = list
+            let hits = list
                 .iter()
                 .rev()
                 .take_while(|p| p.sent >= from)
-                .any(|p| p.answer.as_ref().is_some_and(|(who, _)| who == responder));
-            Ok(hit.then_some(()))
+                .filter(|p| p.answer.as_ref().is_some_and(|(who, _)| who == responder))
+                .count();
+            Ok((hits >= count).then_some(()))
         })
     }
 
@@ -210,6 +211,11 @@ pub struct Report {
 }
 
 impl Report {
+    /// Only the probes sent at or after `from`.
+    pub fn since(&self, from: Duration) -> Report {
+        Report { probes: self.probes.iter().filter(|p| p.sent >= from).cloned().collect() }
+    }
+
     pub fn sent(&self) -> usize {
         self.probes.len()
     }

@@ -4,6 +4,7 @@
 
 use std::{fmt::Write, time::Duration};
 
+use havip_common::{VipCounter, VipCounters};
 use serde_json::Value;
 
 use crate::{log::Line, probe::Report};
@@ -13,6 +14,15 @@ const KEEPALIVED_MARKS: [&str; 4] = ["Entering", "Stopped", "Starting VRRP", "pr
 
 fn secs(d: Duration) -> String {
     format!("{:>8.3}s", d.as_secs_f64())
+}
+
+/// keepalived's console lines start with their own wall-clock date
+/// ("Sat Nov 21 16:00:07 2026: "): the timeline has a better clock.
+fn strip_date(text: &str) -> &str {
+    match text.find(": ") {
+        Some(i) if i >= 4 && text[i - 4..i].bytes().all(|b| b.is_ascii_digit()) => &text[i + 2..],
+        _ => text,
+    }
 }
 
 /// One agent JSON log line, as a timeline entry (`None`: not worth showing).
@@ -45,15 +55,15 @@ fn agent_line(text: &str) -> Option<String> {
     }
 }
 
-/// Renders the lab's timeline and the probe's view of it.
-pub fn render(lines: &[Line], probe: &Report, interval: Duration) -> String {
+/// Renders the lab's timeline, the probe's view of it and the VIP's counters.
+pub fn render(lines: &[Line], probe: &Report, interval: Duration, counters: &VipCounters) -> String {
     let mut out = String::from("\n=== timeline (seconds since the lab started) ===\n");
     for l in lines {
         let entry = match l.source.as_str() {
             "agent" => agent_line(&l.text),
             "lab" => Some(l.text.clone()),
             src if src.starts_with("keepalived") => {
-                KEEPALIVED_MARKS.iter().any(|m| l.text.contains(m)).then(|| l.text.clone())
+                KEEPALIVED_MARKS.iter().any(|m| l.text.contains(m)).then(|| strip_date(&l.text).to_owned())
             }
             _ => None,
         };
@@ -63,18 +73,26 @@ pub fn render(lines: &[Line], probe: &Report, interval: Duration) -> String {
     }
 
     let _ = writeln!(out, "\n=== vm-c probe: UDP to the VIP every {interval:?} ===");
-    for s in probe.spans() {
-        let _ = writeln!(
-            out,
-            "{} .. {}  answered by {} ({} probes)",
-            secs(s.from),
-            secs(s.to),
-            s.responder,
-            s.count
-        );
-    }
-    for g in probe.gaps() {
-        let _ = writeln!(out, "{} .. {}  no answer ({} probes lost)", secs(g.from), secs(g.to), g.lost);
+    let mut windows: Vec<(Duration, String)> = probe
+        .spans()
+        .into_iter()
+        .map(|s| {
+            let text = format!(
+                "{} .. {}  answered by {} ({} probes)",
+                secs(s.from),
+                secs(s.to),
+                s.responder,
+                s.count
+            );
+            (s.from, text)
+        })
+        .collect();
+    windows.extend(probe.gaps().into_iter().map(|g| {
+        (g.from, format!("{} .. {}  no answer ({} probes lost)", secs(g.from), secs(g.to), g.lost))
+    }));
+    windows.sort_by_key(|(from, _)| *from);
+    for (_, text) in windows {
+        let _ = writeln!(out, "{text}");
     }
     let _ = writeln!(out, "sent {}, lost {}", probe.sent(), probe.lost());
     match probe.longest_gap() {
@@ -87,6 +105,10 @@ pub fn render(lines: &[Line], probe: &Report, interval: Duration) -> String {
             );
         }
         None => out.push_str("longest outage seen by vm-c: none, every probe was answered\n"),
+    }
+    let _ = writeln!(out, "\n=== VIP counters (vip_stats, summed over CPUs) ===");
+    for c in VipCounter::ALL {
+        let _ = writeln!(out, "{:<18} {}", c.name(), counters.get(c));
     }
     out
 }

@@ -36,7 +36,7 @@ fn vip_unreachable(lab: &mut Lab) -> Result<()> {
     })?;
 
     let direct = Prober::start(&lab.topo.ns(VM_C), VM_A.ip, PROBE_INTERVAL, &lab.timeline)?;
-    direct.wait_answered_by(VM_A.name, FAILOVER_TIMEOUT).context("vm-c reaching vm-a's own address")?;
+    direct.wait_answered_by(VM_A.name, 1, FAILOVER_TIMEOUT).context("vm-c reaching vm-a's own address")?;
     let to_vip = lab.prober(PROBE_INTERVAL)?;
     // A negative check needs an observation window: 200 probes' worth.
     thread::sleep(Duration::from_secs(1));
@@ -54,12 +54,12 @@ fn keepalived_failover_and_spoofed_claim() -> Result<()> {
 
 fn failover_and_spoof(lab: &mut Lab) -> Result<()> {
     let prober = lab.prober(PROBE_INTERVAL)?;
-    prober.wait_answered_by(VM_A.name, FAILOVER_TIMEOUT).context("vm-c reaching the VIP on vm-a")?;
+    prober.wait_answered_by(VM_A.name, 1, FAILOVER_TIMEOUT).context("vm-c reaching the VIP on vm-a")?;
     let mac_before = lab.neigh_mac(VM_C, VIP)?.context("vm-c has no neighbour entry for the VIP")?;
 
     lab.keepalived(VM_A)?.stop()?;
     let on_b = lab.wait_holder(VM_B, FAILOVER_TIMEOUT)?;
-    prober.wait_answered_by(VM_B.name, FAILOVER_TIMEOUT).context("vm-c reaching the VIP on vm-b")?;
+    prober.wait_answered_by(VM_B.name, 1, FAILOVER_TIMEOUT).context("vm-c reaching the VIP on vm-b")?;
     let mac_after = lab.neigh_mac(VM_C, VIP)?.context("vm-c lost its neighbour entry for the VIP")?;
     ensure!(
         mac_before == mac_after,
@@ -69,7 +69,7 @@ fn failover_and_spoof(lab: &mut Lab) -> Result<()> {
     lab.keepalived(VM_A)?.restart()?;
     let back = lab.wait_holder(VM_A, FAILOVER_TIMEOUT)?;
     ensure!(back.epoch > on_b.epoch, "epoch did not grow on failback: {} -> {}", on_b.epoch, back.epoch);
-    prober.wait_answered_by(VM_A.name, FAILOVER_TIMEOUT).context("vm-c reaching the VIP on vm-a again")?;
+    prober.wait_answered_by(VM_A.name, 1, FAILOVER_TIMEOUT).context("vm-c reaching the VIP on vm-a again")?;
 
     // vm-c, not a member, claims the VIP with a gratuitous ARP from its own MAC.
     let pins = lab.pin_dir();
@@ -88,7 +88,7 @@ fn failover_and_spoof(lab: &mut Lab) -> Result<()> {
         "the spoof changed the holder: {held:?} -> {after:?}"
     );
     prober
-        .wait_answered_by(VM_A.name, FAILOVER_TIMEOUT)
+        .wait_answered_by(VM_A.name, 1, FAILOVER_TIMEOUT)
         .context("vm-c reaching the VIP on vm-a after the spoof")?;
     ensure!(
         lab.neigh_mac(VM_C, VIP)?.as_deref() == Some(mac_before.as_str()),

@@ -1,1 +1,160 @@
-fn main(){}
+//! `cargo xtask`: the project's commands. Runs before anything is installed,
+//! so it needs nothing but std, anyhow and clap.
+
+use std::{
+    env,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+/// What the build, the lab and the tests need from Debian.
+const APT_PACKAGES: [&str; 8] =
+    ["clang-19", "llvm-19", "libbpf-dev", "bpftool", "keepalived", "iproute2", "ethtool", "iputils-ping"];
+
+#[derive(Parser)]
+#[command(about = "havip project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the missing apt packages (idempotent).
+    Deps,
+    /// Build every crate and binary.
+    Build,
+    /// The lab demo: keepalived fails over under a probe, havip follows; prints the timeline.
+    Run,
+    /// A lab left standing for hands-on use.
+    Lab {
+        #[command(subcommand)]
+        action: LabAction,
+    },
+    /// Every test: unit, kernel-program and integration (needs root).
+    Test {
+        /// Passed on to `cargo test`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    // ---- bench ----
+    // Reserved for `cargo xtask bench`, which the benchmark work adds here
+    // (variant, and its arm in `main`). Not implemented by this file.
+}
+
+#[derive(Subcommand)]
+enum LabAction {
+    /// Create the lab, start keepalived and the agent, leave it running.
+    Up,
+    /// Remove what `up` created.
+    Down,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Deps => deps(),
+        Cmd::Build => build(),
+        Cmd::Run => {
+            require_root("the lab creates network namespaces and attaches XDP")?;
+            lab(&["run"])
+        }
+        Cmd::Lab { action } => {
+            require_root("the lab creates network namespaces and attaches XDP")?;
+            lab(&[match action {
+                LabAction::Up => "up",
+                LabAction::Down => "down",
+            }])
+        }
+        Cmd::Test { args } => test(&args),
+    }
+}
+
+fn root_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+}
+
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| root_dir().join("target"), PathBuf::from)
+}
+
+fn is_root() -> Result<bool> {
+    let out = Command::new("id").arg("-u").output().context("running `id -u`")?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+fn require_root(why: &str) -> Result<()> {
+    if !is_root()? {
+        bail!("this needs root: {why}; run as root (e.g. sudo -E cargo xtask ...)");
+    }
+    Ok(())
+}
+
+/// Runs `cmd` in the workspace root, failing if it fails.
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: {cmd:?}");
+    let status = cmd.current_dir(root_dir()).status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg").args(["-s", pkg]).output().is_ok_and(|o| {
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("install ok installed")
+    })
+}
+
+fn deps() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES.into_iter().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        eprintln!("xtask: apt packages present: {}", APT_PACKAGES.join(" "));
+        return Ok(());
+    }
+    if !is_root()? {
+        bail!(
+            "missing apt packages: {}; installing them needs root (sudo -E cargo xtask deps)",
+            missing.join(" ")
+        );
+    }
+    eprintln!("xtask: installing missing apt packages: {}", missing.join(" "));
+    run(Command::new("apt-get").arg("update"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn build() -> Result<()> {
+    deps()?;
+    run(cargo().args(["build", "--workspace", "--bins"]))
+}
+
+/// Builds, then becomes `havip-lab ARGS` (so Ctrl-C reaches it directly).
+fn lab(args: &[&str]) -> Result<()> {
+    build()?;
+    let bin = target_dir().join("debug/havip-lab");
+    let err = Command::new(&bin).args(args).exec();
+    Err(err).with_context(|| format!("running {}", bin.display()))
+}
+
+fn test(args: &[String]) -> Result<()> {
+    if !is_root()? {
+        eprintln!(
+            "the tests need root: they create network namespaces, attach XDP and pin to bpffs; \
+             run as root (e.g. sudo -E cargo xtask test)"
+        );
+        std::process::exit(1);
+    }
+    // The integration tests run the agent binary: build the bins first.
+    build()?;
+    run(cargo().args(["test", "--workspace"]).args(args))
+}

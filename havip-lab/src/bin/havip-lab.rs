@@ -4,12 +4,15 @@ use std::{fs, path::Path, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use havip_common::VipCounter;
 use havip_lab::{
-    agent, interrupt,
+    agent, garp, interrupt,
     netns::{self, LabId, RUN_DIR},
     report,
     scenario::{Lab, FAILOVER_TIMEOUT},
-    topology::{VIP, VM_A, VM_B, VM_C},
+    state,
+    topology::{GUEST_IF, VIP, VM_A, VM_B, VM_C},
+    wait,
 };
 
 /// The probe rate of the demo: 200 packets/s.
@@ -48,22 +51,35 @@ fn run() -> Result<()> {
     let t = lab.timeline.clone();
     t.step("probing the VIP from vm-c");
     let prober = lab.prober(PROBE_INTERVAL)?;
-    prober.wait_answered_by(VM_A.name, FAILOVER_TIMEOUT)?;
+    prober.wait_answered_by(VM_A.name, 1, FAILOVER_TIMEOUT)?;
 
     t.step("stopping keepalived on vm-a (the holder)");
     lab.keepalived(VM_A)?.stop()?;
     lab.wait_holder(VM_B, FAILOVER_TIMEOUT)?;
-    prober.wait_answered_by(VM_B.name, FAILOVER_TIMEOUT)?;
+    prober.wait_answered_by(VM_B.name, 1, FAILOVER_TIMEOUT)?;
     t.step("vm-b holds the VIP and answers");
 
     t.step("restarting keepalived on vm-a (it preempts)");
     lab.keepalived(VM_A)?.restart()?;
     lab.wait_holder(VM_A, FAILOVER_TIMEOUT)?;
-    prober.wait_answered_by(VM_A.name, FAILOVER_TIMEOUT)?;
+    prober.wait_answered_by(VM_A.name, 1, FAILOVER_TIMEOUT)?;
     t.step("vm-a holds the VIP again and answers");
 
+    t.step("vm-c (no member) claims the VIP with a gratuitous ARP");
+    let pins = lab.pin_dir();
+    let rejected =
+        |pins: &Path| -> Result<u64> { Ok(state::vip_counters(pins, VIP)?.get(VipCounter::ClaimsRejected)) };
+    let before = rejected(&pins)?;
+    garp::send(&lab.topo.ns(VM_C), GUEST_IF, VIP, VM_C.mac())?;
+    wait::until("the spoofed claim to be rejected", FAILOVER_TIMEOUT, || {
+        Ok((rejected(&pins)? > before).then_some(()))
+    })?;
+    prober.wait_answered_by(VM_A.name, 1, FAILOVER_TIMEOUT)?;
+    t.step("rejected: vm-a still holds the VIP and answers");
+
     let probe = prober.finish();
-    print!("{}", report::render(&lab.timeline.lines(), &probe, PROBE_INTERVAL));
+    let counters = state::vip_counters(&pins, VIP)?;
+    print!("{}", report::render(&lab.timeline.lines(), &probe, PROBE_INTERVAL, &counters));
     t.step("removing the lab");
     Ok(())
 }
