@@ -9,3 +9,4 @@ pub mod netns;
 pub mod notify;
 pub mod reconcile;
 pub mod run;
+pub mod uplink;
