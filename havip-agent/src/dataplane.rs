@@ -64,8 +64,9 @@ fn links_dir(dir: &Path) -> PathBuf {
     dir.join("links")
 }
 
+/// Apart from `links/` (one pin per vNIC) and from the `uplink` map.
 fn uplink_dir(dir: &Path) -> PathBuf {
-    dir.join("uplink")
+    dir.join("links-uplink")
 }
 
 struct MapSpec {
@@ -231,7 +232,7 @@ impl Dataplane {
     }
 
     /// Attaches `xdp_uplink` to the host's uplink NIC, the same way. Its link
-    /// is pinned apart from the vNICs' (`uplink/`).
+    /// is pinned apart from the vNICs' (`links-uplink/`).
     pub fn attach_uplink(&mut self, ifname: &str) -> Result<Attach> {
         let dir = uplink_dir(&self.dir);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
