@@ -95,9 +95,13 @@ fn up() -> Result<()> {
     }
     let mut lab = Lab::start(LabId::fixed("lab", UP_STEM), false)?;
     let spec = lab.agent()?.spec().clone();
-    fs::write(&state, serde_json::to_string_pretty(&spec)?)
-        .with_context(|| format!("writing {}", state.display()))?;
     let id = &lab.topo.id;
+    // `down` finds the processes through the namespaces; the rest is for people.
+    let namespaces: Vec<String> =
+        ["hv", VM_A.role, VM_B.role, VM_C.role].iter().map(|r| id.netns(r)).collect();
+    let record = serde_json::json!({ "agent": spec, "namespaces": namespaces });
+    fs::write(&state, serde_json::to_string_pretty(&record)?)
+        .with_context(|| format!("writing {}", state.display()))?;
     let (hv, vmc, pins) = (id.netns("hv"), id.netns(VM_C.role), spec.pin_dir.display().to_string());
     println!(
         "The lab is up: keepalived in {} and {}, havip-agent in {hv} (pins in {pins}).\n\
@@ -120,11 +124,12 @@ fn up() -> Result<()> {
 fn down() -> Result<()> {
     netns::stop_processes(UP_STEM)?;
     let state = state_file();
-    if let Ok(text) = fs::read_to_string(&state) {
-        let spec: agent::Spec =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", state.display()))?;
-        if Path::new("/run/netns").join(&spec.netns).exists() {
-            spec.teardown_or_unpin();
+    if state.exists() {
+        match read_agent_spec(&state) {
+            Ok(spec) if Path::new("/run/netns").join(&spec.netns).exists() => spec.teardown_or_unpin(),
+            Ok(_) => {}
+            // Whatever the record says, the lab's names are known: remove it anyway.
+            Err(e) => eprintln!("havip-lab: {e:#}"),
         }
     }
     netns::remove_lab(UP_STEM)?;
@@ -133,4 +138,12 @@ fn down() -> Result<()> {
     }
     println!("the lab is down");
     Ok(())
+}
+
+fn read_agent_spec(state: &Path) -> Result<agent::Spec> {
+    let text = fs::read_to_string(state).with_context(|| format!("reading {}", state.display()))?;
+    let record: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", state.display()))?;
+    serde_json::from_value(record["agent"].clone())
+        .with_context(|| format!("reading the agent's settings from {}", state.display()))
 }
