@@ -58,6 +58,14 @@ struct RawConfig {
     vnics: Vec<RawVnic>,
     #[serde(default)]
     havips: Vec<RawHavip>,
+    uplink: Option<RawUplink>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUplink {
+    name: String,
+    next_hop: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +92,7 @@ struct RawHavip {
     subnet: String,
     #[serde(default)]
     members: Vec<String>,
+    eip: Option<String>,
 }
 
 /// An IPv4 subnet.
@@ -132,6 +141,8 @@ pub struct Havip {
     pub subnet: String,
     /// vNIC names.
     pub members: Vec<String>,
+    /// The EIP bound 1:1 to this HAVIP, if any.
+    pub eip: Option<Ipv4Addr>,
 }
 
 /// Validated desired state.
@@ -142,6 +153,8 @@ pub struct Config {
     pub subnets: BTreeMap<String, Subnet>,
     pub vnics: BTreeMap<String, Vnic>,
     pub havips: BTreeMap<Ipv4Addr, Havip>,
+    /// The uplink NIC that carries EIP traffic.
+    pub uplink: Option<crate::uplink::UplinkSpec>,
 }
 
 impl Config {
@@ -224,7 +237,9 @@ impl Config {
                     );
                 }
             }
-            let havip = Havip { vip, subnet: h.subnet, members: h.members };
+            let eip =
+                h.eip.as_deref().map(|e| check_eip(e, &subnets, &havips)).transpose().with_context(ctx)?;
+            let havip = Havip { vip, subnet: h.subnet, members: h.members, eip };
             if havips.insert(vip, havip).is_some() {
                 bail!("duplicate HAVIP {vip}: a VIP may be configured once");
             }
@@ -237,12 +252,35 @@ impl Config {
             );
         }
 
-        Ok(Self { limits: raw.limits, capacity: raw.dataplane, subnets, vnics, havips })
+        let uplink = raw
+            .uplink
+            .map(|u| {
+                let next_hop = parse_ipv4(&u.next_hop).context("uplink next_hop")?;
+                anyhow::Ok(crate::uplink::UplinkSpec { name: u.name, next_hop })
+            })
+            .transpose()?;
+        Ok(Self { limits: raw.limits, capacity: raw.dataplane, subnets, vnics, havips, uplink })
     }
 }
 
 fn lookup_subnet<'a>(subnets: &'a BTreeMap<String, Subnet>, name: &str) -> Result<&'a Subnet> {
     subnets.get(name).with_context(|| format!("subnet {name:?} is not configured"))
+}
+
+/// An EIP is IPv4, outside every VPC subnet, and bound to one HAVIP only.
+fn check_eip(
+    eip: &str,
+    subnets: &BTreeMap<String, Subnet>,
+    havips: &BTreeMap<Ipv4Addr, Havip>,
+) -> Result<Ipv4Addr> {
+    let eip = parse_ipv4(eip).context("EIP")?;
+    if let Some((name, s)) = subnets.iter().find(|(_, s)| s.contains(eip)) {
+        bail!("EIP {eip} overlaps VPC subnet {name:?} ({s}): an EIP must be outside the VPC");
+    }
+    if let Some(other) = havips.values().find(|h| h.eip == Some(eip)) {
+        bail!("EIP {eip} is already bound to HAVIP {}: an EIP binds to one HAVIP", other.vip);
+    }
+    Ok(eip)
 }
 
 fn check_vip_address(vip: Ipv4Addr, subnet: &Subnet, vnic_ips: &HashSet<Ipv4Addr>) -> Result<()> {
@@ -407,6 +445,21 @@ mod tests {
             );
         }
         assert!(refusal(&text).contains("instance \"vm-a\" would be a member of more than 5 HAVIPs"));
+    }
+
+    #[test]
+    fn binds_an_eip_and_refuses_overlap_and_double_binding() {
+        let one = format!("{}eip = \"203.0.113.10\"\n", with_havip("198.18.1.50", r#""vnic-a""#));
+        let c = Config::parse(&one).unwrap();
+        assert_eq!(c.havips[&"198.18.1.50".parse().unwrap()].eip, Some("203.0.113.10".parse().unwrap()));
+
+        let inside = format!("{}eip = \"198.18.2.9\"\n", with_havip("198.18.1.50", ""));
+        assert!(refusal(&inside).contains("EIP 198.18.2.9 overlaps VPC subnet \"vpc2\""));
+        let twice =
+            format!("{one}[[havips]]\nvip = \"198.18.1.51\"\nsubnet = \"vpc1\"\neip = \"203.0.113.10\"\n");
+        assert!(refusal(&twice).contains("EIP 203.0.113.10 is already bound to HAVIP 198.18.1.50"));
+        let v6 = format!("{}eip = \"2001:db8::1\"\n", with_havip("198.18.1.50", ""));
+        assert!(refusal(&v6).contains("only IPv4 is supported"));
     }
 
     #[test]

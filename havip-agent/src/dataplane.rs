@@ -26,7 +26,8 @@ use tracing::{info, warn};
 
 use crate::{bpffs, config::Capacity};
 
-/// The maps of `havip_abi.h`, typed.
+/// The maps of `havip_abi.h`, typed; the events ring buffer is handed out
+/// apart ([`Dataplane::take_events`]) since its reader runs on its own.
 pub struct Maps {
     pub vips: HashMap<MapData, VipKey, VipState>,
     pub members: HashMap<MapData, MemberKey, MemberInfo>,
@@ -34,7 +35,6 @@ pub struct Maps {
     pub tx_ports: DevMapHash<MapData>,
     pub vip_stats: PerCpuArray<MapData, VipCounters>,
     pub global_stats: PerCpuArray<MapData, u64>,
-    pub events: RingBuf<MapData>,
     pub eips: HashMap<MapData, EipKey, EipBinding>,
     pub vip_nat: HashMap<MapData, VipKey, VipNat>,
     pub uplink: Array<MapData, UplinkPort>,
@@ -282,6 +282,11 @@ impl Dataplane {
         unpin_link(&links_dir(&self.dir).join(ifname))
     }
 
+    /// Hands out the events ring buffer; call once.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        Ok(self.ebpf.take_map(maps::EVENTS).context("map events missing")?.try_into()?)
+    }
+
     /// Hands out the maps; call once.
     pub fn take_maps(&mut self) -> Result<Maps> {
         let mut take = |name: &str| self.ebpf.take_map(name).with_context(|| format!("map {name} missing"));
@@ -292,7 +297,6 @@ impl Dataplane {
             tx_ports: take(maps::TX_PORTS)?.try_into()?,
             vip_stats: take(maps::VIP_STATS)?.try_into()?,
             global_stats: take(maps::GLOBAL_STATS)?.try_into()?,
-            events: take(maps::EVENTS)?.try_into()?,
             eips: take(maps::EIPS)?.try_into()?,
             vip_nat: take(maps::VIP_NAT)?.try_into()?,
             uplink: take(maps::UPLINK)?.try_into()?,

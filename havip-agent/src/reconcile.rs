@@ -62,7 +62,15 @@ impl Desired {
                 (VipKey::from(h.vip), members)
             })
             .collect();
-        Self { ports, vips, ..Self::default() }
+        let eips = cfg
+            .havips
+            .values()
+            .filter_map(|h| {
+                let binding = EipBinding { eip: h.eip?, subnet: cfg.subnets[&h.subnet] };
+                Some((VipKey::from(h.vip), binding))
+            })
+            .collect();
+        Self { ports, vips, eips, uplink: None }
     }
 }
 

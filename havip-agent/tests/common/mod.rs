@@ -37,6 +37,7 @@ pub const BROADCAST: [u8; 6] = [0xff; 6];
 pub struct Fixture {
     pub dp: Dataplane,
     pub maps: Maps,
+    pub events: aya::maps::RingBuf<aya::maps::MapData>,
     pub a: u32,
     pub b: u32,
     pub c: u32,
@@ -86,8 +87,9 @@ pub fn with_fixture(body: impl FnOnce(&mut Fixture) + Send + 'static) {
         let (a, b, c, up) = (ifindex("vnic-a"), ifindex("vnic-b"), ifindex("vnic-c"), ifindex("uplink0"));
         let mut dp = Dataplane::open(&pin_root, Capacity::default()).expect("loading the data plane");
         let mut maps = dp.take_maps().expect("maps");
+        let events = dp.take_events().expect("events");
         reconcile(&mut maps, &desired(&[(a, MAC_A), (b, MAC_B)], &[a, b, c])).expect("reconcile");
-        body(&mut Fixture { dp, maps, a, b, c, up });
+        body(&mut Fixture { dp, maps, events, a, b, c, up });
     })
     .join();
     drop(cleanup);
@@ -149,7 +151,7 @@ impl Fixture {
 
     pub fn events(&mut self) -> Vec<HavipEvent> {
         let mut evs = Vec::new();
-        while let Some(item) = self.maps.events.next() {
+        while let Some(item) = self.events.next() {
             evs.push(HavipEvent::from_bytes(&item).expect("a havip_event"));
         }
         evs
