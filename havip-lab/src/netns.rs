@@ -98,8 +98,8 @@ impl Drop for Netns {
 
 /// Moves the calling thread into namespace `ns` (for good: use a thread of its own).
 pub fn enter(ns: &str) -> Result<()> {
-    let path = format!("/run/netns/{ns}");
-    let f = fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+    let path = netns_path(ns);
+    let f = fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     // SAFETY: a valid fd; CLONE_NEWNET only affects this thread.
     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         bail!("setns into {ns}: {}", std::io::Error::last_os_error());
@@ -126,16 +126,28 @@ pub fn remove_lab(stem: &str) -> Result<()> {
     for purpose in PURPOSES {
         let id = LabId { purpose, stem: stem.to_owned() };
         for dir in [id.pin_dir(), id.run_dir()] {
-            if dir.exists() {
-                // Unlinking a link pin detaches its XDP program once nothing else holds it.
-                fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-            }
+            // Unlinking a link pin detaches its XDP program once nothing else holds it.
+            let removed = fs::remove_dir_all(&dir);
+            unless_gone(removed, &dir).with_context(|| format!("removing {}", dir.display()))?;
         }
     }
     for ns in lab_netns(stem)? {
-        cmd::ip(&["netns", "del", &ns])?;
+        unless_gone(cmd::ip(&["netns", "del", &ns]), &netns_path(&ns))?;
     }
     Ok(())
+}
+
+/// Two labs may sweep the same stale lab at once: a removal that failed
+/// because the other got there first is a success.
+fn unless_gone<T, E: Into<anyhow::Error>>(result: Result<T, E>, path: &Path) -> Result<()> {
+    match result {
+        Err(e) if path.exists() => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+fn netns_path(ns: &str) -> PathBuf {
+    Path::new("/run/netns").join(ns)
 }
 
 /// Stops every process inside lab `stem`'s namespaces (SIGTERM, then SIGKILL).
@@ -173,13 +185,22 @@ pub fn sweep_stale() -> Result<()> {
     for stem in stems {
         let owner = stem.split('-').next().and_then(|p| p.parse::<u32>().ok());
         if let Some(pid) = owner {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
+            if !alive(pid) {
                 eprintln!("havip-lab: removing stale lab {stem} (pid {pid} is gone)");
                 remove_lab(&stem).with_context(|| format!("removing stale lab {stem}"))?;
             }
         }
     }
     Ok(())
+}
+
+/// Whether `pid` runs: a zombie (killed, not yet reaped) does not.
+fn alive(pid: u32) -> bool {
+    // The state follows the parenthesised command name, which may hold spaces.
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
 }
 
 fn list_netns() -> Result<Vec<String>> {
@@ -190,7 +211,13 @@ fn list_netns() -> Result<Vec<String>> {
 /// SIGTERM, then SIGKILL, every process in `ns`.
 fn kill_pids_in(ns: &str) -> Result<()> {
     let pids = || -> Result<Vec<i32>> {
-        Ok(cmd::ip(&["netns", "pids", ns])?.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        let listed = match cmd::ip(&["netns", "pids", ns]) {
+            Ok(out) => out,
+            // Deleted meanwhile (a concurrent sweep): nothing left to stop.
+            Err(_) if !netns_path(ns).exists() => String::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(listed.split_whitespace().filter_map(|p| p.parse().ok()).collect())
     };
     for sig in [libc::SIGTERM, libc::SIGKILL] {
         let found = pids()?;
