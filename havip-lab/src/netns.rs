@@ -238,3 +238,20 @@ fn kill_pids_in(ns: &str) -> Result<()> {
     }
     bail!("processes in {ns} survived SIGKILL: {:?}", pids()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lab_names_carry_the_owner() {
+        let id = LabId::unique("test");
+        let pid = std::process::id();
+        assert!(id.stem.starts_with(&format!("{pid}-")));
+        assert_eq!(id.netns("hv"), format!("havip-{}-hv", id.stem));
+        assert_eq!(id.pin_dir(), Path::new(BPFFS).join(format!("havip-test-{}", id.stem)));
+        assert_ne!(LabId::unique("test").stem, id.stem);
+        assert!(alive(pid));
+        assert!(!alive(u32::MAX));
+    }
+}

@@ -263,3 +263,64 @@ impl Report {
         self.gaps().into_iter().max_by_key(|g| g.to - g.from)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(answers: &[Option<&str>]) -> Report {
+        let probes = answers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Probe {
+                seq: i as u64,
+                sent: Duration::from_millis(10 * i as u64),
+                answer: a.map(|who| (who.to_owned(), Duration::from_micros(100))),
+            })
+            .collect();
+        Report { probes }
+    }
+
+    #[test]
+    fn spans_and_gaps_follow_the_responders() {
+        let r = report(&[Some("vm-a"), Some("vm-a"), None, None, Some("vm-b"), Some("vm-a")]);
+        let spans: Vec<(String, usize)> = r.spans().into_iter().map(|s| (s.responder, s.count)).collect();
+        assert_eq!(spans, [("vm-a".into(), 2), ("vm-b".into(), 1), ("vm-a".into(), 1)]);
+        let gap = r.longest_gap().expect("one gap");
+        // From the last answered probe before it to the first answered after it.
+        assert_eq!((gap.from, gap.to, gap.lost), (Duration::from_millis(10), Duration::from_millis(40), 2));
+        assert_eq!((r.sent(), r.lost()), (6, 2));
+        assert_eq!(r.since(Duration::from_millis(40)).sent(), 2);
+    }
+
+    #[test]
+    fn gaps_at_the_edges_are_bounded_by_the_lost_probes() {
+        let r = report(&[None, Some("vm-a"), None]);
+        let gaps: Vec<(Duration, Duration, usize)> =
+            r.gaps().into_iter().map(|g| (g.from, g.to, g.lost)).collect();
+        assert_eq!(
+            gaps,
+            [
+                (Duration::ZERO, Duration::from_millis(10), 1),
+                (Duration::from_millis(10), Duration::from_millis(20), 1)
+            ]
+        );
+        assert!(report(&[Some("vm-a")]).longest_gap().is_none());
+    }
+
+    #[test]
+    fn only_test_ranges_are_probed() {
+        assert!(ensure_test_range(Ipv4Addr::new(198, 18, 1, 50)).is_ok());
+        assert!(ensure_test_range(Ipv4Addr::new(203, 0, 113, 7)).is_ok());
+        assert!(ensure_test_range(Ipv4Addr::new(8, 8, 8, 8)).is_err());
+        assert!(ensure_test_range(Ipv4Addr::new(198, 20, 0, 1)).is_err());
+    }
+
+    #[test]
+    fn answers_carry_sequence_and_responder() {
+        let mut buf = 7u64.to_be_bytes().to_vec();
+        buf.extend_from_slice(b"|vm-b");
+        assert_eq!(parse_answer(&buf), Some((7, "vm-b".to_owned())));
+        assert_eq!(parse_answer(b"short"), None);
+    }
+}

@@ -112,3 +112,28 @@ pub fn render(lines: &[Line], probe: &Report, interval: Duration, counters: &Vip
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keepalived_dates_are_stripped() {
+        assert_eq!(
+            strip_date("Sat Nov 21 16:00:07 2026: (VI_50) Entering MASTER STATE"),
+            "(VI_50) Entering MASTER STATE"
+        );
+        assert_eq!(strip_date("no date: here"), "no date: here");
+    }
+
+    #[test]
+    fn agent_holder_changes_and_rejections_are_shown() {
+        let holder = r#"{"level":"INFO","fields":{"message":"holder changed","vip":"198.18.1.50","vnic":"vnic-b","instance":"vm-b","prev_vnic":"vnic-a","epoch":3}}"#;
+        assert_eq!(agent_line(holder).unwrap(), "HOLDER 198.18.1.50 -> vnic-b (vm-b), epoch 3 (was vnic-a)");
+        let rejected = r#"{"level":"INFO","fields":{"message":"claim rejected","vip":"198.18.1.50","vnic":"vnic-c","mac":"02:00:c6:12:01:0d","reason":"not a member"}}"#;
+        assert!(agent_line(rejected)
+            .unwrap()
+            .contains("from vnic-c mac 02:00:c6:12:01:0d, reason: not a member"));
+        assert_eq!(agent_line(r#"{"level":"INFO","fields":{"message":"attached"}}"#), None);
+    }
+}

@@ -15,7 +15,7 @@ use crate::{
     netns::{self, LabId},
     probe::{Prober, Responder},
     state,
-    topology::{Guest, Topology, MEMBERS, VIP, VM_A, VM_B, VM_C},
+    topology::{self, Guest, Topology, MEMBERS, VIP, VM_A, VM_B, VM_C},
     wait,
 };
 
@@ -93,7 +93,7 @@ impl Lab {
 
     pub fn start_agent(&mut self) -> Result<()> {
         let config = self.dir.path.join("havip.toml");
-        fs::write(&config, self.topo.agent_config()).context("writing the agent config")?;
+        fs::write(&config, topology::agent_config()).context("writing the agent config")?;
         let spec = agent::Spec {
             bin: agent::locate_binary()?,
             config,

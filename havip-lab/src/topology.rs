@@ -145,30 +145,40 @@ impl Topology {
         })
     }
 
-    /// The agent's config for this lab: every guest's vNIC, one HAVIP whose
-    /// members are vm-a and vm-b.
-    pub fn agent_config(&self) -> String {
-        let mut cfg = format!("[[subnets]]\nname = \"vpc1\"\ncidr = \"{SUBNET}\"\n");
-        for g in GUESTS {
-            cfg += &format!(
-                "\n[[vnics]]\nname = \"{}\"\ninstance = \"{}\"\nsubnet = \"vpc1\"\nip = \"{}\"\nmac = \"{}\"\n",
-                g.vnic,
-                g.name,
-                g.ip,
-                g.mac_str()
-            );
-        }
-        let members: Vec<String> = MEMBERS.iter().map(|g| format!("\"{}\"", g.vnic)).collect();
-        cfg += &format!(
-            "\n[[havips]]\nvip = \"{VIP}\"\nsubnet = \"vpc1\"\nmembers = [{}]\n",
-            members.join(", ")
-        );
-        cfg
-    }
-
     /// Leaves the namespaces in place when this handle goes (`lab up`).
     pub fn keep(&mut self) {
         self.hv.keep();
         self.guests.iter_mut().for_each(Netns::keep);
+    }
+}
+
+/// The agent's config for this lab: every guest's vNIC, one HAVIP whose
+/// members are vm-a and vm-b.
+pub fn agent_config() -> String {
+    let mut cfg = format!("[[subnets]]\nname = \"vpc1\"\ncidr = \"{SUBNET}\"\n");
+    for g in GUESTS {
+        cfg += &format!(
+            "\n[[vnics]]\nname = \"{}\"\ninstance = \"{}\"\nsubnet = \"vpc1\"\nip = \"{}\"\nmac = \"{}\"\n",
+            g.vnic,
+            g.name,
+            g.ip,
+            g.mac_str()
+        );
+    }
+    let members: Vec<String> = MEMBERS.iter().map(|g| format!("\"{}\"", g.vnic)).collect();
+    cfg += &format!("\n[[havips]]\nvip = \"{VIP}\"\nsubnet = \"vpc1\"\nmembers = [{}]\n", members.join(", "));
+    cfg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_config_names_every_vnic_and_the_members() {
+        let cfg = agent_config();
+        assert!(cfg.contains("name = \"vnic-a\"\ninstance = \"vm-a\"\nsubnet = \"vpc1\"\nip = \"198.18.1.11\"\nmac = \"02:00:c6:12:01:0b\""));
+        assert!(cfg.contains("vip = \"198.18.1.50\"\nsubnet = \"vpc1\"\nmembers = [\"vnic-a\", \"vnic-b\"]"));
+        assert_eq!(cfg.matches("[[vnics]]").count(), 3);
     }
 }
