@@ -41,9 +41,12 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    // ---- bench ----
-    // Reserved for `cargo xtask bench`, which the benchmark work adds here
-    // (variant, and its arm in `main`). Not implemented by this file.
+    /// The benchmark: havip against the XDP limit and the kernel, as ratios in one run (needs root).
+    Bench {
+        /// Passed on to havip-bench (`cargo xtask bench -- --help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -70,6 +73,10 @@ fn main() -> Result<()> {
             }])
         }
         Cmd::Test { args } => test(&args),
+        Cmd::Bench { args } => {
+            require_root("the bench creates network namespaces and runs XDP programs")?;
+            bench(&args)
+        }
     }
 }
 
@@ -157,4 +164,18 @@ fn test(args: &[String]) -> Result<()> {
     // The integration tests run the agent binary: build the bins first.
     build()?;
     run(cargo().args(["test", "--workspace"]).args(args))
+}
+
+/// Builds the bench in release mode, then becomes `havip-bench ARGS`,
+/// writing under `<target>/bench` unless told otherwise.
+fn bench(args: &[String]) -> Result<()> {
+    deps()?;
+    run(cargo().args(["build", "--release", "-p", "havip-bench"]))?;
+    let bin = target_dir().join("release/havip-bench");
+    let mut cmd = Command::new(&bin);
+    if !args.iter().any(|a| a == "--out" || a.starts_with("--out=")) {
+        cmd.arg("--out").arg(target_dir().join("bench"));
+    }
+    let err = cmd.args(args).current_dir(root_dir()).exec();
+    Err(err).with_context(|| format!("running {}", bin.display()))
 }

@@ -1,0 +1,348 @@
+//! havip-bench (`cargo xtask bench`): havip's XDP fast path against the
+//! practical XDP limit and plain kernel forwarding, as paired ratios taken in
+//! one run on one core, plus per-branch cost, the HAVIP-count scale curve and
+//! re-point latency. See issue 5 for the method.
+
+mod branches;
+mod cpu;
+mod fill;
+mod frames;
+mod livefire;
+mod netns;
+mod plot;
+mod progs;
+mod repoint;
+mod report;
+mod stats;
+mod stop;
+mod topo;
+
+use std::{
+    fs,
+    path::PathBuf,
+    process::ExitCode,
+    thread,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{bail, Context, Result};
+use aya::programs::Xdp;
+use clap::Parser;
+
+use crate::{
+    branches::Branch,
+    fill::{Pins, Plane},
+    livefire::Path,
+    progs::{Lab, Sink},
+    report::{
+        Control, Goal, Latency, Machine, Named, ProgInfo, Repoint, RepointRun, Results, ScalePoint, Settings,
+    },
+    stats::{percentile, Spread},
+    topo::{Topology, CLIENT_IP, NOT_A_VIP, VIP, VIP_NO_HOLDER},
+};
+
+#[derive(Parser)]
+#[command(about = "havip's XDP fast path against the XDP limit and the kernel, as ratios in one run")]
+struct Args {
+    /// Rounds of every measurement (order rotated each round).
+    #[arg(long, default_value_t = 10)]
+    rounds: usize,
+    /// Packets per live run of an XDP path.
+    #[arg(long, default_value_t = 2_000_000)]
+    packets: u32,
+    /// Packets per live run of kernel forwarding (about 4x slower).
+    #[arg(long, default_value_t = 500_000)]
+    kernel_packets: u32,
+    /// HAVIPs in the production-like maps (10 members each).
+    #[arg(long, default_value_t = 10_000)]
+    havips: u32,
+    /// Failovers for the re-point latency.
+    #[arg(long, default_value_t = 1000)]
+    failovers: usize,
+    /// The CPU every measurement runs on (default: the last one).
+    #[arg(long)]
+    cpu: Option<usize>,
+    /// Where the JSON and the SVG go.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+}
+
+const SCALE: [u32; 3] = [1, 1_000, 100_000];
+const MEMBERS: u32 = 10;
+/// Live batch sizes of the traffic during failovers: full NAPI-sized batches
+/// (the throughput runs' setting), and one frame at a time (light load).
+const REPOINT_BATCHES: [u32; 2] = [progs::LIVE_BATCH, 1];
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("havip-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args = Args::parse();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("havip-bench needs root (namespaces, XDP, bpffs)");
+    }
+    if args.rounds == 0 || args.failovers == 0 {
+        bail!("--rounds and --failovers must be at least 1");
+    }
+    let cpus = thread::available_parallelism()?.get();
+    let bench_cpu = args.cpu.unwrap_or(cpus - 1);
+    if bench_cpu >= cpus {
+        bail!("--cpu {bench_cpu}: this machine has {cpus} CPUs");
+    }
+    stop::install();
+    netns::sweep_stale()?;
+
+    // Owned here, so they are removed after the worker is done, whatever it returned.
+    let topo = Topology::build()?;
+    let pins = Pins::new();
+    let results = thread::scope(|s| {
+        s.spawn(|| bench(&args, &topo, &pins, cpus, bench_cpu))
+            .join()
+            .map_err(|_| anyhow::anyhow!("the bench thread panicked"))?
+    })?;
+
+    report::print(&results);
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    report::write_json(&args.out, &results, stamp)?;
+    plot::write(&args.out.join("bench.svg"), &results)?;
+    println!("\nwrote {0}/latest.json, {0}/bench-{stamp}.json, {0}/bench.svg", args.out.display());
+    Ok(())
+}
+
+fn mpps(rounds: &[Vec<f64>], i: usize) -> Spread {
+    Spread::of(&rounds.iter().map(|r| r[i] / 1e6).collect::<Vec<_>>())
+}
+
+fn ratio(rounds: &[Vec<f64>], a: usize, b: usize) -> Spread {
+    Spread::of(&rounds.iter().map(|r| r[a] / r[b]).collect::<Vec<_>>())
+}
+
+fn latency(mut ns: Vec<u64>) -> Latency {
+    ns.sort_unstable();
+    Latency { p50_ns: percentile(&ns, 50.0), p99_ns: percentile(&ns, 99.0), max_ns: percentile(&ns, 100.0) }
+}
+
+fn prog_info(name: &str, prog: &Xdp) -> Result<ProgInfo> {
+    let info = prog.info().with_context(|| format!("info of {name}"))?;
+    Ok(ProgInfo {
+        name: name.to_owned(),
+        xlated_insns: info.size_translated().unwrap_or(0) / 8,
+        jited_bytes: info.size_jitted(),
+        verified_insns: info.verified_instruction_count().unwrap_or(0),
+    })
+}
+
+fn goal(goal: &str, measured: String, met: bool) -> Goal {
+    Goal { goal: goal.to_owned(), measured, met: Some(met) }
+}
+
+/// Everything that runs inside the namespaces, on one pinned thread.
+fn bench(args: &Args, topo: &Topology, pins: &Pins, cpus: usize, bench_cpu: usize) -> Result<Results> {
+    netns::enter(topo.sink.name())?;
+    let mut sink_a = Sink::attach(topo.a.guest_name)?;
+    let mut sink_b = Sink::attach(topo.b.guest_name)?;
+    netns::enter(topo.hv.name())?;
+    cpu::pin_to(bench_cpu)?;
+
+    eprintln!(
+        "havip-bench: loading; {} HAVIPs × {MEMBERS} members through the agent's reconciler",
+        args.havips
+    );
+    let mut lab = Lab::load(&topo.a)?;
+    let (mut prod, reconcile_time) = fill::production(pins, topo, args.havips)?;
+    let mut scaled: Vec<Plane> = Vec::new();
+    for n in SCALE {
+        stop::check()?;
+        scaled.push(fill::scaled(pins, topo, n)?);
+    }
+
+    let c = &topo.client;
+    let to_vip = frames::udp(c.host_mac, c.guest_mac, CLIENT_IP, VIP);
+
+    eprintln!("havip-bench: throughput, {} rounds", args.rounds);
+    lab.set_template(&to_vip)?;
+    let path = |name: &str, prog, packets| Path {
+        name: name.to_owned(),
+        prog,
+        frame: to_vip,
+        ingress: c.host_ifindex,
+        packets,
+        sink: &sink_a,
+    };
+    let paths = [
+        path("limit", lab.prog(Lab::LIMIT)?, args.packets),
+        path("havip", prod.dp.program()?, args.packets),
+        path("kernel", lab.prog(Lab::KERNEL)?, args.kernel_packets),
+    ];
+    let tp = livefire::rounds(&paths, args.rounds)?;
+    let throughput: Vec<Named> =
+        paths.iter().enumerate().map(|(i, p)| Named { name: p.name.clone(), value: mpps(&tp, i) }).collect();
+    let ratios = vec![
+        Named { name: "havip / limit".into(), value: ratio(&tp, 1, 0) },
+        Named { name: "havip / kernel".into(), value: ratio(&tp, 1, 2) },
+        Named { name: "limit / kernel".into(), value: ratio(&tp, 0, 2) },
+    ];
+
+    eprintln!("havip-bench: scale curve");
+    let scale_paths: Vec<Path> = scaled
+        .iter_mut()
+        .zip(SCALE)
+        .map(|(p, n)| Ok(path(&format!("{n} HAVIPs"), p.dp.program()?, args.packets)))
+        .collect::<Result<_>>()?;
+    let sc = livefire::rounds(&scale_paths, args.rounds)?;
+    let scale: Vec<ScalePoint> = SCALE
+        .iter()
+        .enumerate()
+        .map(|(i, &havips)| ScalePoint { havips, mpps: mpps(&sc, i), vs_one: ratio(&sc, i, 0) })
+        .collect();
+    drop(scale_paths);
+    drop(paths);
+
+    eprintln!("havip-bench: per-branch cost");
+    let fd = |prog: &Xdp| -> Result<_> { Ok(prog.fd()?.try_clone()?) };
+    let havip_fd = fd(prod.dp.program()?)?;
+    let udp_to = |dst| frames::udp(c.host_mac, c.guest_mac, CLIENT_IP, dst);
+    let empty = Branch {
+        name: "empty",
+        target: fd(lab.prog(Lab::EMPTY)?)?,
+        frame: to_vip,
+        ingress: c.host_ifindex,
+        verdict: progs::XDP_PASS,
+    };
+    let branch = |name, frame, ingress, verdict| -> Result<Branch> {
+        Ok(Branch { name, target: havip_fd.try_clone()?, frame, ingress, verdict })
+    };
+    let all = [
+        Branch {
+            name: "limit (MACs + devmap redirect)",
+            target: fd(lab.prog(Lab::LIMIT)?)?,
+            frame: to_vip,
+            ingress: c.host_ifindex,
+            verdict: progs::XDP_REDIRECT,
+        },
+        branch("VIP hit", to_vip, c.host_ifindex, progs::XDP_REDIRECT)?,
+        branch("VIP without holder", udp_to(VIP_NO_HOLDER), c.host_ifindex, progs::XDP_DROP)?,
+        branch(
+            "claim (GARP from holder)",
+            frames::garp(topo.a.guest_mac, VIP),
+            topo.a.host_ifindex,
+            progs::XDP_DROP,
+        )?,
+        branch(
+            "ARP request answered",
+            frames::who_has(c.guest_mac, CLIENT_IP, VIP),
+            c.host_ifindex,
+            progs::XDP_TX,
+        )?,
+        branch("pass-through (not a VIP)", udp_to(NOT_A_VIP), c.host_ifindex, progs::XDP_PASS)?,
+    ];
+    let (base, costs) = branches::measure(&mut lab, &mut prod, &empty, &all, args.rounds.max(15))?;
+    let branch_cost_ns: Vec<Named> = all
+        .iter()
+        .enumerate()
+        .map(|(i, b)| Named {
+            name: b.name.to_owned(),
+            value: Spread::of(&costs.iter().map(|r| r[i]).collect::<Vec<_>>()),
+        })
+        .collect();
+    let hit_vs_limit = Spread::of(&costs.iter().map(|r| r[1] / r[0]).collect::<Vec<_>>());
+
+    eprintln!("havip-bench: re-point latency, {} failovers per batch size", args.failovers);
+    if cpus < 2 {
+        bail!("the re-point latency needs 2 CPUs: traffic on one, claims from the other");
+    }
+    let setup = repoint::Setup {
+        topo,
+        traffic_cpu: bench_cpu,
+        claim_cpu: (bench_cpu + 1) % cpus,
+        packets: args.packets,
+    };
+    let mut a = repoint::Member { port: &topo.a, sink: &mut sink_a };
+    let mut b = repoint::Member { port: &topo.b, sink: &mut sink_b };
+    let mut runs = Vec::new();
+    for batch in REPOINT_BATCHES {
+        let ns = repoint::run(&setup, &mut prod, &mut a, &mut b, args.failovers, batch)?;
+        runs.push(RepointRun { batch, latency: latency(ns) });
+    }
+    let repoint = Repoint { failovers: args.failovers, runs };
+
+    let programs = vec![
+        prog_info("xdp_vnic (havip)", prod.dp.program()?)?,
+        prog_info("xdp_limit", lab.prog(Lab::LIMIT)?)?,
+        prog_info("xdp_pass (empty)", lab.prog(Lab::EMPTY)?)?,
+    ];
+
+    let hl = &ratios[0].value;
+    let hk = &ratios[1].value;
+    let loss = &scale[2].vs_one;
+    let saturated = &repoint.runs[0].latency;
+    let goals = vec![
+        goal("havip >= 0.90 x limit throughput", format!("{:.3}", hl.median), hl.median >= 0.90),
+        goal("havip >= 4 x kernel throughput", format!("{:.2}", hk.median), hk.median >= 4.0),
+        goal(
+            "VIP-hit cost <= 1.3 x limit cost",
+            format!("{:.2}", hit_vs_limit.median),
+            hit_vs_limit.median <= 1.3,
+        ),
+        goal(
+            "<= 10% throughput lost, 1 -> 100,000 HAVIPs",
+            format!("{:.1}% lost", (1.0 - loss.median) * 100.0),
+            loss.median >= 0.90,
+        ),
+        goal(
+            "re-point p99 < 10 us (traffic in batches of 64)",
+            format!("{:.2} us", saturated.p99_ns as f64 / 1e3),
+            saturated.p99_ns < 10_000,
+        ),
+        Goal { goal: "platform-added keepalived failover < 1 ms".into(), measured: "-".into(), met: None },
+    ];
+
+    Ok(Results {
+        machine: Machine { kernel: kernel_release(), cpu_model: cpu_model(), cpus, bench_cpu },
+        settings: Settings {
+            rounds: args.rounds,
+            xdp_packets_per_run: args.packets,
+            kernel_packets_per_run: args.kernel_packets,
+            frame_bytes: frames::LEN,
+            live_batch: progs::LIVE_BATCH,
+            havips: args.havips,
+            members_per_havip: MEMBERS,
+            failovers: args.failovers,
+        },
+        throughput,
+        ratios,
+        harness_empty_ns: Spread::of(&base),
+        branch_cost_ns,
+        scale,
+        repoint,
+        control: Control {
+            reconcile_havips: args.havips,
+            reconcile_members: args.havips * MEMBERS,
+            reconcile_ms: reconcile_time.as_secs_f64() * 1e3,
+        },
+        programs,
+        goals,
+    })
+}
+
+fn kernel_release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default()
+}
+
+fn cpu_model() -> String {
+    fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name")?.split(':').nth(1).map(|m| m.trim().to_owned()))
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,106 @@
+//! A small hand-written SVG: median throughput with min–max whiskers for
+//! limit/havip/kernel, and for the VIP hit against HAVIP count. One y axis
+//! for both panels, so bars compare across them.
+
+use std::{fmt::Write, fs, path::Path};
+
+use anyhow::{Context, Result};
+
+use crate::{report::Results, stats::Spread};
+
+const W: f64 = 860.0;
+const H: f64 = 380.0;
+const TOP: f64 = 50.0;
+const BOTTOM: f64 = 320.0;
+const COLORS: [&str; 3] = ["#4e79a7", "#f28e2b", "#59a14f"];
+
+fn panel(svg: &mut String, x0: f64, title: &str, bars: &[(String, Spread)], ymax: f64) {
+    let width = 360.0;
+    let y = |v: f64| BOTTOM - (BOTTOM - TOP) * v / ymax;
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="30" font-size="15" text-anchor="middle">{title}</text>"#,
+        x0 + width / 2.0
+    );
+    let _ =
+        writeln!(svg, r#"<line x1="{x0}" y1="{BOTTOM}" x2="{}" y2="{BOTTOM}" stroke="black"/>"#, x0 + width);
+    let _ = writeln!(svg, r#"<line x1="{x0}" y1="{TOP}" x2="{x0}" y2="{BOTTOM}" stroke="black"/>"#);
+    let step = if ymax > 10.0 { 2.0 } else { 1.0 };
+    let mut t = 0.0;
+    while t <= ymax {
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{x0}" y1="{yy}" x2="{x2}" y2="{yy}" stroke="#ddd"/><text x="{tx}" y="{ty}" font-size="11" text-anchor="end">{t}</text>"##,
+            yy = y(t),
+            x2 = x0 + width,
+            tx = x0 - 5.0,
+            ty = y(t) + 4.0
+        );
+        t += step;
+    }
+    let slot = width / bars.len() as f64;
+    for (i, (label, s)) in bars.iter().enumerate() {
+        let cx = x0 + slot * (i as f64 + 0.5);
+        let bw = slot * 0.55;
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{}" y="{}" width="{bw}" height="{}" fill="{}"/>"#,
+            cx - bw / 2.0,
+            y(s.median),
+            BOTTOM - y(s.median),
+            COLORS[i % COLORS.len()]
+        );
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{cx}" y1="{}" x2="{cx}" y2="{}" stroke="black"/><line x1="{}" y1="{}" x2="{}" y2="{}" stroke="black"/><line x1="{}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
+            y(s.min),
+            y(s.max),
+            cx - 6.0,
+            y(s.min),
+            cx + 6.0,
+            y(s.min),
+            cx - 6.0,
+            y(s.max),
+            cx + 6.0,
+            y(s.max)
+        );
+        let _ = writeln!(
+            svg,
+            r#"<text x="{cx}" y="{}" font-size="12" text-anchor="middle">{:.2}</text><text x="{cx}" y="{}" font-size="12" text-anchor="middle">{label}</text>"#,
+            y(s.max) - 6.0,
+            s.median,
+            BOTTOM + 18.0
+        );
+    }
+}
+
+pub fn write(path: &Path, r: &Results) -> Result<()> {
+    let paths: Vec<(String, Spread)> = r.throughput.iter().map(|t| (t.name.clone(), t.value)).collect();
+    let scale: Vec<(String, Spread)> =
+        r.scale.iter().map(|p| (format!("{} HAVIPs", p.havips), p.mpps)).collect();
+    let ymax = paths.iter().chain(&scale).map(|(_, s)| s.max).fold(1.0, f64::max) * 1.12;
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif"><rect width="{W}" height="{H}" fill="white"/>"#
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text x="14" y="{}" font-size="12" transform="rotate(-90 14 {})" text-anchor="middle">Mpps, one core (median, min–max)</text>"#,
+        (TOP + BOTTOM) / 2.0,
+        (TOP + BOTTOM) / 2.0
+    );
+    panel(&mut svg, 60.0, "limit / havip / kernel", &paths, ymax);
+    panel(&mut svg, 480.0, "havip VIP hit vs HAVIPs in the map", &scale, ymax);
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="{}" font-size="11" text-anchor="middle">{} × {}, kernel {}, {} rounds</text></svg>"#,
+        W / 2.0,
+        H - 12.0,
+        r.machine.cpus,
+        r.machine.cpu_model,
+        r.machine.kernel,
+        r.settings.rounds
+    );
+    fs::write(path, svg).with_context(|| format!("writing {}", path.display()))
+}

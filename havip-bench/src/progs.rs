@@ -1,0 +1,181 @@
+//! The programs under test and the helpers around them: BPF_PROG_TEST_RUN in
+//! live-frames and plain mode, the lab object in hv (limit, kernel injector,
+//! harness) and the counting, time-stamping sinks.
+
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use aya::{
+    maps::{Array, DevMapHash, PerCpuArray, ProgramArray},
+    programs::{ProgramFd, TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
+    Ebpf,
+};
+
+use crate::{
+    frames::{xdp_md, Frame},
+    topo::Port,
+};
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
+
+/// Frames per live-frames batch: the kernel's default, and what a NAPI poll takes.
+pub const LIVE_BATCH: u32 = 64;
+
+/// Runs `prog` on `repeat` live frames arriving on `ingress`: verdicts act
+/// for real (redirects are sent, XDP_PASS enters the stack). Wall time of
+/// the whole run, syscall included.
+pub fn live(prog: &Xdp, frame: &Frame, ingress: u32, repeat: u32, batch: u32) -> Result<Duration> {
+    let ctx = xdp_md(ingress);
+    let start = Instant::now();
+    prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        ctx_in: Some(&ctx),
+        repeat,
+        attrs: TestRunAttrs::new().xdp_live_frames(batch),
+        ..Default::default()
+    })
+    .context("live-frames test run")?;
+    Ok(start.elapsed())
+}
+
+/// Runs `prog` `repeat` times on one frame without acting on the verdict.
+/// Returns the verdict and the kernel's own time per run (whole ns).
+pub fn plain(prog: &Xdp, frame: &Frame, ingress: u32, repeat: u32) -> Result<(u32, u32)> {
+    let ctx = xdp_md(ingress);
+    let r = prog
+        .test_run(TestRunOptions { data_in: Some(frame), ctx_in: Some(&ctx), repeat, ..Default::default() })
+        .context("plain test run")?;
+    Ok((r.return_value, r.duration.as_nanos() as u32))
+}
+
+pub fn xdp<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Xdp> {
+    ebpf.program(name).with_context(|| format!("program {name} missing"))?.try_into().context(name.to_owned())
+}
+
+fn load(ebpf: &mut Ebpf, name: &str) -> Result<()> {
+    let p: &mut Xdp =
+        ebpf.program_mut(name).with_context(|| format!("program {name} missing"))?.try_into()?;
+    p.load().with_context(|| format!("loading {name}"))
+}
+
+/// `struct limit_cfg` in lab.bpf.c.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct LimitCfg {
+    ifindex: u32,
+    dst: [u8; 6],
+    src: [u8; 6],
+    _pad: [u8; 2],
+}
+
+// SAFETY: plain old data, no padding the C side lacks.
+unsafe impl aya::Pod for LimitCfg {}
+
+/// The lab object loaded in hv: the empty program, the limit, the kernel
+/// injector and the plain-test-run harness.
+pub struct Lab {
+    ebpf: Ebpf,
+}
+
+impl Lab {
+    pub const EMPTY: &str = "xdp_pass";
+    pub const LIMIT: &str = "xdp_limit";
+    pub const KERNEL: &str = "xdp_restore_pass";
+    pub const HARNESS: &str = "xdp_harness";
+
+    /// Loads it, with the limit sending to `out`'s guest end like havip would.
+    pub fn load(out: &Port) -> Result<Self> {
+        let mut ebpf = Ebpf::load(havip_ebpf::LAB_OBJ).context("loading the lab object")?;
+        for name in [Self::EMPTY, Self::LIMIT, Self::KERNEL, Self::HARNESS] {
+            load(&mut ebpf, name)?;
+        }
+        let mut cfg: Array<_, LimitCfg> =
+            ebpf.map_mut("limit_config").context("limit_config missing")?.try_into()?;
+        let src = [0x02, 0x48, 198, 18, 1, 50];
+        cfg.set(0, LimitCfg { ifindex: out.host_ifindex, dst: out.guest_mac, src, _pad: [0; 2] }, 0)?;
+        let mut ports: DevMapHash<_> =
+            ebpf.map_mut("limit_ports").context("limit_ports missing")?.try_into()?;
+        ports.insert(out.host_ifindex, out.host_ifindex, None, 0).context("limit_ports")?;
+        Ok(Self { ebpf })
+    }
+
+    pub fn prog(&self, name: &str) -> Result<&Xdp> {
+        xdp(&self.ebpf, name)
+    }
+
+    /// The frame xdp_restore_pass and xdp_harness write before each run.
+    pub fn set_template(&mut self, frame: &Frame) -> Result<()> {
+        let mut t: Array<_, Frame> =
+            self.ebpf.map_mut("frame_template").context("frame_template missing")?.try_into()?;
+        t.set(0, frame, 0).context("setting frame_template")
+    }
+
+    /// The program xdp_harness tail-calls.
+    pub fn set_target(&mut self, fd: &ProgramFd) -> Result<()> {
+        let mut a: ProgramArray<_> =
+            self.ebpf.map_mut("harness_target").context("harness_target missing")?.try_into()?;
+        a.set(0, fd, 0).context("setting harness_target")
+    }
+}
+
+/// A guest end that counts and drops everything (xdp_sink_stamp), and
+/// stamps the first packet after being armed.
+pub struct Sink {
+    ebpf: Ebpf,
+}
+
+impl Sink {
+    /// Attaches to `ifname` in the calling thread's namespace.
+    pub fn attach(ifname: &str) -> Result<Self> {
+        let mut ebpf = Ebpf::load(havip_ebpf::LAB_OBJ).context("loading the lab object")?;
+        load(&mut ebpf, "xdp_sink_stamp")?;
+        let p: &mut Xdp = ebpf.program_mut("xdp_sink_stamp").context("xdp_sink_stamp")?.try_into()?;
+        p.attach(ifname, XdpMode::default()).with_context(|| format!("attaching the sink to {ifname}"))?;
+        Ok(Self { ebpf })
+    }
+
+    pub fn count(&self) -> Result<u64> {
+        let c: PerCpuArray<_, u64> = self.ebpf.map("sink_count").context("sink_count")?.try_into()?;
+        Ok(c.get(&0, 0)?.iter().sum())
+    }
+
+    /// Waits (bounded) for the count to reach `want`; frames still in a
+    /// veth ring when the test run returns arrive within microseconds.
+    pub fn settle(&self, want: u64) -> Result<u64> {
+        let deadline = Instant::now() + Duration::from_millis(200);
+        loop {
+            let n = self.count()?;
+            if n >= want || Instant::now() > deadline {
+                return Ok(n);
+            }
+            thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Zeroes the stamp: the next packet records its arrival time.
+    pub fn arm(&mut self) -> Result<()> {
+        let mut a: Array<_, u64> = self.ebpf.map_mut("sink_first_ns").context("sink_first_ns")?.try_into()?;
+        a.set(0, 0, 0).context("arming the sink")
+    }
+
+    /// CLOCK_MONOTONIC ns of the first packet since `arm` (0: none yet).
+    pub fn first_ns(&self) -> Result<u64> {
+        let a: Array<_, u64> = self.ebpf.map("sink_first_ns").context("sink_first_ns")?.try_into()?;
+        Ok(a.get(&0, 0)?)
+    }
+}
+
+/// Checks that all `sent` packets reached the sink (`before` = its count first).
+pub fn check_delivered(what: &str, sink: &Sink, before: u64, sent: u64) -> Result<()> {
+    let got = sink.settle(before + sent)? - before;
+    if got != sent {
+        bail!("{what}: sent {sent} packets, the sink counted {got}");
+    }
+    Ok(())
+}

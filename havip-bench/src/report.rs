@@ -1,0 +1,194 @@
+//! The run's results: one serialisable record, printed as a table and
+//! written as JSON.
+
+use std::{fs, path::Path};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::stats::Spread;
+
+#[derive(Serialize)]
+pub struct Results {
+    pub machine: Machine,
+    pub settings: Settings,
+    /// limit, havip, kernel: Mpps.
+    pub throughput: Vec<Named>,
+    pub ratios: Vec<Named>,
+    /// ns per packet of the empty program through the harness (subtracted below).
+    pub harness_empty_ns: Spread,
+    /// ns per packet above the empty program.
+    pub branch_cost_ns: Vec<Named>,
+    pub scale: Vec<ScalePoint>,
+    pub repoint: Repoint,
+    pub control: Control,
+    pub programs: Vec<ProgInfo>,
+    pub goals: Vec<Goal>,
+}
+
+#[derive(Serialize)]
+pub struct Machine {
+    pub kernel: String,
+    pub cpu_model: String,
+    pub cpus: usize,
+    pub bench_cpu: usize,
+}
+
+#[derive(Serialize)]
+pub struct Settings {
+    pub rounds: usize,
+    pub xdp_packets_per_run: u32,
+    pub kernel_packets_per_run: u32,
+    pub frame_bytes: usize,
+    pub live_batch: u32,
+    pub havips: u32,
+    pub members_per_havip: u32,
+    pub failovers: usize,
+}
+
+#[derive(Serialize)]
+pub struct Named {
+    pub name: String,
+    #[serde(flatten)]
+    pub value: Spread,
+}
+
+#[derive(Serialize)]
+pub struct ScalePoint {
+    pub havips: u32,
+    pub mpps: Spread,
+    /// Paired ratio to the 1-HAVIP point of the same round.
+    pub vs_one: Spread,
+}
+
+#[derive(Serialize)]
+pub struct Latency {
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+}
+
+/// Claim accepted -> first packet at the new holder, under continuous traffic.
+#[derive(Serialize)]
+pub struct Repoint {
+    pub failovers: usize,
+    pub runs: Vec<RepointRun>,
+}
+
+#[derive(Serialize)]
+pub struct RepointRun {
+    /// Live-frames batch of the traffic: redirects are flushed once per batch.
+    pub batch: u32,
+    pub latency: Latency,
+}
+
+#[derive(Serialize)]
+pub struct Control {
+    pub reconcile_havips: u32,
+    pub reconcile_members: u32,
+    pub reconcile_ms: f64,
+}
+
+#[derive(Serialize)]
+pub struct ProgInfo {
+    pub name: String,
+    pub xlated_insns: u32,
+    pub jited_bytes: u32,
+    pub verified_insns: u32,
+}
+
+#[derive(Serialize)]
+pub struct Goal {
+    pub goal: String,
+    pub measured: String,
+    pub met: Option<bool>,
+}
+
+fn spread(s: &Spread, digits: usize) -> String {
+    format!("{:.d$}  ({:.d$} – {:.d$})", s.median, s.min, s.max, d = digits)
+}
+
+fn latency(l: &Latency) -> String {
+    format!(
+        "p50 {:.2} µs  p99 {:.2} µs  max {:.2} µs",
+        l.p50_ns as f64 / 1e3,
+        l.p99_ns as f64 / 1e3,
+        l.max_ns as f64 / 1e3
+    )
+}
+
+pub fn print(r: &Results) {
+    let m = &r.machine;
+    let s = &r.settings;
+    println!(
+        "\nhavip bench — kernel {}, {} × {}, pinned to CPU {}",
+        m.kernel, m.cpus, m.cpu_model, m.bench_cpu
+    );
+    println!(
+        "{} rounds, order rotated; {}-byte frames, live batch {}; havip maps: {} HAVIPs × {} members",
+        s.rounds, s.frame_bytes, s.live_batch, s.havips, s.members_per_havip
+    );
+    println!("medians (min – max)\n");
+    println!("Throughput, one core (Mpps)");
+    for t in &r.throughput {
+        println!("  {:<34} {}", t.name, spread(&t.value, 2));
+    }
+    println!("Paired ratios");
+    for t in &r.ratios {
+        println!("  {:<34} {}", t.name, spread(&t.value, 3));
+    }
+    println!(
+        "Per-branch cost (ns/packet above the empty program; harness+empty {:.1} ns)",
+        r.harness_empty_ns.median
+    );
+    for t in &r.branch_cost_ns {
+        println!("  {:<34} {}", t.name, spread(&t.value, 1));
+    }
+    println!("VIP hit vs HAVIPs in the map (Mpps; ratio to 1 HAVIP)");
+    for p in &r.scale {
+        println!(
+            "  {:<34} {}   ×{}",
+            format!("{} HAVIPs", p.havips),
+            spread(&p.mpps, 2),
+            spread(&p.vs_one, 3)
+        );
+    }
+    let rp = &r.repoint;
+    println!(
+        "Re-point latency ({} failovers each; claim -> first packet at the new holder, traffic flowing)",
+        rp.failovers
+    );
+    for run in &rp.runs {
+        println!("  {:<34} {}", format!("traffic in batches of {}", run.batch), latency(&run.latency));
+    }
+    println!("Control plane");
+    println!(
+        "  {:<34} {:.0} ms",
+        format!("reconcile {} HAVIPs/{} members", r.control.reconcile_havips, r.control.reconcile_members),
+        r.control.reconcile_ms
+    );
+    println!("Programs (xlated insns / JIT bytes / verifier-processed insns)");
+    for p in &r.programs {
+        println!("  {:<34} {} / {} / {}", p.name, p.xlated_insns, p.jited_bytes, p.verified_insns);
+    }
+    println!("Goals");
+    for g in &r.goals {
+        let verdict = match g.met {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "not measured",
+        };
+        println!("  {:<44} {:<28} {verdict}", g.goal, g.measured);
+    }
+}
+
+/// Writes `bench-<unix time>.json` and `latest.json` under `dir`.
+pub fn write_json(dir: &Path, r: &Results, stamp: u64) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let text = serde_json::to_string_pretty(r)?;
+    for name in [format!("bench-{stamp}.json"), "latest.json".to_owned()] {
+        let path = dir.join(name);
+        fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
