@@ -1,13 +1,16 @@
 //! Follows the kernel's claim events (ring buffer) and reports them: every
-//! holder change is logged with the vNIC and instance that took the VIP.
+//! holder change is logged with the vNIC and instance that took the VIP, and
+//! handed to the [`Observer`] for the store and the event feed.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
 use havip_common::{HavipEvent, Mac, RejectReason, VipKey, EV_CLAIM, EV_CLAIM_REJECTED};
 use tokio::io::{unix::AsyncFd, Interest};
 use tracing::{debug, info, warn};
+
+use crate::observe::Observer;
 
 /// ifindex -> (vNIC name, instance), to report names rather than numbers.
 pub type PortNames = HashMap<u32, (String, String)>;
@@ -50,7 +53,7 @@ pub fn report(ev: &HavipEvent, names: &PortNames) {
 }
 
 /// Drains the ring buffer whenever it becomes readable, until an error.
-pub async fn follow(events: RingBuf<MapData>, names: PortNames) -> Result<()> {
+pub async fn follow(events: RingBuf<MapData>, observer: Arc<Observer>) -> Result<()> {
     // SAFETY: the RingBuf owns its map fd and keeps it open until the
     // AsyncFd (which owns the RingBuf) is dropped.
     let mut fd = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
@@ -59,12 +62,21 @@ pub async fn follow(events: RingBuf<MapData>, names: PortNames) -> Result<()> {
     loop {
         let mut guard = fd.readable_mut().await.context("waiting for events")?;
         let rb = guard.get_inner_mut();
+        let mut batch = Vec::new();
         while let Some(item) = rb.next() {
             match HavipEvent::from_bytes(&item) {
-                Some(ev) => report(&ev, &names),
+                Some(ev) => batch.push(ev),
                 None => warn!(len = item.len(), "short record in the events ring buffer"),
             }
         }
         guard.clear_ready();
+        let names = observer.names();
+        batch.iter().for_each(|ev| report(ev, &names));
+        let observer = observer.clone();
+        // One store commit per batch (it waits for fsync): off the async threads.
+        tokio::task::spawn_blocking(move || observer.events(&batch, &names))
+            .await
+            .context("observer task")?
+            .context("recording claims")?;
     }
 }

@@ -73,7 +73,8 @@ fn main_inner(cli: Cli) -> Result<()> {
         netns::enter(ns)?;
     }
     match &cli.cmd {
-        Cmd::Run { config, at } => tokio::runtime::Builder::new_current_thread()
+        Cmd::Run { config, at } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
             .enable_all()
             .build()
             .context("starting the tokio runtime")?

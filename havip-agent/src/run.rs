@@ -1,11 +1,13 @@
-//! `havip-agent run`: bring the data plane to the configured state, then
-//! report claims and follow the uplink until told to stop. Stopping leaves
-//! everything attached.
+//! `havip-agent run`: open the store, apply the config's desired state, bring
+//! the data plane to it, then serve the API and follow links, claims and
+//! changes until told to stop. Stopping leaves everything attached.
 
-use std::{collections::HashMap, ffi::CString, path::Path};
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+};
 
 use anyhow::{Context, Result};
-use havip_common::{Mac, VipKey, VipState};
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::watch,
@@ -13,49 +15,32 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
+    api::{self, Control},
     config::Config,
-    dataplane::{Attach, Dataplane, Maps},
-    events::{self, PortNames},
+    dataplane::{Attach, Dataplane},
+    events,
+    feed::Feed,
+    metrics,
+    netlink::{self, Links},
     notify,
-    reconcile::{reconcile, Desired, Uplink},
-    uplink,
+    observe::{Observer, Sync},
+    reconcile::Uplink,
+    reconciler::{Inputs, Reconciler},
+    rules,
+    store::{RedbStore, Store},
+    uplink, verbs,
 };
-
-fn ifindex_of(name: &str) -> Option<u32> {
-    let c = CString::new(name).ok()?;
-    // SAFETY: a valid C string; returns 0 when there is no such interface.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (i != 0).then_some(i)
-}
-
-/// Attaches to every configured vNIC that exists, detaches from the ones no
-/// longer configured; returns vNIC name -> ifindex.
-fn attach_vnics(dp: &mut Dataplane, cfg: &Config) -> Result<HashMap<String, u32>> {
-    let mut present = HashMap::new();
-    for name in cfg.vnics.keys() {
-        let Some(ifindex) = ifindex_of(name) else {
-            warn!(vnic = %name, "vNIC not present: its memberships wait until it appears");
-            continue;
-        };
-        let how = dp.attach(name)?;
-        info!(vnic = %name, ifindex, hitless = how == Attach::Swapped, "attached");
-        present.insert(name.clone(), ifindex);
-    }
-    for name in dp.attached()? {
-        if !cfg.vnics.contains_key(&name) {
-            dp.detach(&name)?;
-            info!(vnic = %name, "detached: no longer configured");
-        }
-    }
-    Ok(present)
-}
 
 /// Attaches `xdp_uplink` and starts following the uplink's next hop; the
 /// receiver sees the uplink once it is usable.
-async fn start_uplink(dp: &mut Dataplane, cfg: &Config) -> Result<watch::Receiver<Option<Uplink>>> {
+async fn start_uplink(
+    dp: &mut Dataplane,
+    cfg: &Config,
+    links: &watch::Receiver<Links>,
+) -> Result<watch::Receiver<Option<Uplink>>> {
     let (tx, rx) = watch::channel(None);
     let Some(spec) = cfg.uplink.clone() else { return Ok(rx) };
-    if ifindex_of(&spec.name).is_none() {
+    if !links.borrow().contains_key(&spec.name) {
         warn!(uplink = %spec.name, "uplink not present: EIPs wait until it appears and the agent restarts");
         return Ok(rx);
     }
@@ -67,60 +52,68 @@ async fn start_uplink(dp: &mut Dataplane, cfg: &Config) -> Result<watch::Receive
     Ok(rx)
 }
 
-fn log_holders(maps: &Maps, names: &PortNames) {
-    for (key, st) in maps.vips.iter().filter_map(Result::ok) {
-        log_holder(key, &st, names);
-    }
-}
-
-fn log_holder(key: VipKey, st: &VipState, names: &PortNames) {
-    match names.get(&st.holder_ifindex) {
-        Some((vnic, instance)) => {
-            info!(vip = %key.ip(), vnic, instance, epoch = st.epoch, mac = %Mac(&st.holder_mac), "holder kept")
-        }
-        None => info!(vip = %key.ip(), epoch = st.epoch, "no holder yet"),
-    }
+/// Applies the config's desired-state sections, like `havipctl apply -f`.
+fn apply_config(store: &dyn Store, cfg: &Config) -> Result<()> {
+    let snap = store
+        .update(&mut |s| {
+            verbs::apply(s, cfg.desired.clone());
+            rules::check(s, &cfg.limits)?;
+            Ok(())
+        })
+        .context("applying the config's desired state")?;
+    info!(revision = snap.revision, havips = snap.state.havips.len(), "desired state loaded");
+    Ok(())
 }
 
 pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
     let cfg = Config::load(config)?;
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&cfg.agent.store)?);
+    apply_config(&*store, &cfg)?;
+
     let mut dp = Dataplane::open(pin_root, cfg.capacity)?;
     info!(dir = %dp.dir().display(), "data plane loaded");
+    let (links, follow_links) = netlink::watch_links().await?;
+    let uplink = start_uplink(&mut dp, &cfg, &links).await?;
+    let events = dp.take_events()?;
+    let maps = Arc::new(Mutex::new(dp.take_maps()?));
 
-    let present = attach_vnics(&mut dp, &cfg)?;
-    let mut uplink_rx = start_uplink(&mut dp, &cfg).await?;
-    let mut maps = dp.take_maps()?;
-    let ring = dp.take_events()?;
-    let mut desired = Desired::from_config(&cfg, &present);
-    desired.uplink = *uplink_rx.borrow_and_update();
-    let changes = reconcile(&mut maps, &desired).context("reconciling maps")?;
-    info!(?changes, "maps reconciled");
+    let feed = Arc::new(Feed::default());
+    let observer = Arc::new(Observer::new(store.clone(), feed.clone(), links.clone()));
+    let mut reconciler = Reconciler::new(Inputs {
+        dp,
+        maps: maps.clone(),
+        store: store.clone(),
+        links: links.clone(),
+        uplink,
+        observer: observer.clone(),
+        feed: feed.clone(),
+    });
+    // At start the vips map is the truth about holders: nothing is reset.
+    reconciler.pass(Sync::Start)?;
 
-    let names: PortNames = present
-        .iter()
-        .map(|(name, &ifindex)| (ifindex, (name.clone(), cfg.vnics[name].instance.clone())))
-        .collect();
-    log_holders(&maps, &names);
+    let ctl = Arc::new(Control { store, limits: cfg.limits.clone(), maps, feed, links });
+    let serve_api = api::bind(ctl.clone(), &cfg.agent.api_socket)?;
+    let serve_metrics = metrics::bind(ctl, cfg.agent.metrics).await?;
 
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     notify::notify("READY=1")?;
-    info!(havips = cfg.havips.len(), vnics = present.len(), "ready");
+    info!(api = %cfg.agent.api_socket.display(), "ready");
 
-    let events = events::follow(ring, names);
-    tokio::pin!(events);
-    loop {
-        tokio::select! {
-            r = &mut events => return r,
-            Ok(()) = uplink_rx.changed() => {
-                desired.uplink = *uplink_rx.borrow_and_update();
-                let changes = reconcile(&mut maps, &desired).context("reconciling the uplink")?;
-                info!(?changes, "maps reconciled");
-            }
-            _ = term.recv() => break info!("SIGTERM: stopping; programs stay attached and holders stay in the kernel"),
-            _ = int.recv() => break info!("SIGINT: stopping; programs stay attached and holders stay in the kernel"),
-        }
+    let outcome = tokio::select! {
+        r = reconciler.run() => r.map(|()| "reconciler"),
+        r = events::follow(events, observer) => r.map(|()| "events"),
+        r = follow_links => r.map(|()| "links"),
+        r = serve_api => r.map(|()| "API"),
+        r = serve_metrics => r.map(|()| "metrics"),
+        _ = term.recv() => Ok("SIGTERM"),
+        _ = int.recv() => Ok("SIGINT"),
+    };
+    if let Ok(signal) = &outcome {
+        info!("{signal}: stopping; programs stay attached and holders stay in the kernel");
     }
+    // The next agent would remove it as stale; removing it now says "stopped".
+    let _ = std::fs::remove_file(&cfg.agent.api_socket);
     notify::notify("STOPPING=1")?;
-    Ok(())
+    outcome.map(drop)
 }

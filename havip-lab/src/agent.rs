@@ -39,6 +39,21 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// The agent's API socket: in the lab dir, so parallel labs never share one.
+    pub fn api_socket(&self) -> PathBuf {
+        self.dir.join("api.sock")
+    }
+
+    /// The `[agent]` config section that keeps the agent's store and API
+    /// socket in the lab dir.
+    pub fn agent_section(&self) -> String {
+        format!(
+            "[agent]\nstore = \"{}\"\napi_socket = \"{}\"\n\n",
+            self.dir.join("state.redb").display(),
+            self.api_socket().display()
+        )
+    }
+
     fn common_args(&self, cmd: &mut Command) {
         cmd.arg("--netns").arg(&self.netns).arg("--pin-dir").arg(&self.pin_dir);
     }

@@ -92,15 +92,15 @@ impl Lab {
     }
 
     pub fn start_agent(&mut self) -> Result<()> {
-        let config = self.dir.path.join("havip.toml");
-        fs::write(&config, topology::agent_config()).context("writing the agent config")?;
         let spec = agent::Spec {
             bin: agent::locate_binary()?,
-            config,
+            config: self.dir.path.join("havip.toml"),
             netns: self.topo.hv().to_owned(),
             pin_dir: self.topo.id.pin_dir(),
             dir: self.dir.path.clone(),
         };
+        let config = spec.agent_section() + &topology::agent_config();
+        fs::write(&spec.config, config).context("writing the agent config")?;
         self.timeline.step("starting havip-agent in hv");
         self.agent = Some(Agent::start(spec, self.attach())?);
         Ok(())

@@ -1,0 +1,411 @@
+//! The operator API: HTTP/JSON on a Unix socket, versioned paths (`/v1/`).
+//! Every change is one store transaction checked against every rule; a
+//! refusal answers 404 (no such object), 400 (malformed) or 409 (a rule),
+//! with the rule's name, and changes nothing.
+
+pub mod client;
+pub mod view;
+
+use std::{
+    collections::BTreeMap,
+    convert::Infallible,
+    net::Ipv4Addr,
+    os::unix::fs::{FileTypeExt, PermissionsExt},
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::{bail, Context, Result};
+use axum::{
+    body::{Body, Bytes},
+    extract::{Path as UrlPath, Query, State},
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post, put},
+    Json, Router,
+};
+use futures::{stream, Future, StreamExt};
+use havip_common::{VipCounter, VipCounters, VipKey};
+use serde::Deserialize;
+use tokio::{net::UnixListener, sync::watch};
+
+use self::view::{
+    Applied, DesiredView, EipRequest, ErrorBody, HavipView, LinkState, MemberView, Status, SubnetView,
+    VnicView,
+};
+use crate::{
+    dataplane::Maps,
+    feed::{Event, Feed, Kind},
+    model::{rfc3339, DesiredState, Havip, MacAddr, Observed},
+    netlink::Links,
+    rules::{self, parse_ipv4, Limits, Refusal, Rule},
+    store::{update_with, Store},
+    verbs::{self, DesiredFile, HavipSpec, SubnetSpec, VnicSpec},
+};
+
+pub const DEFAULT_SOCKET: &str = "/run/havip/api.sock";
+
+/// What the API reads and changes.
+pub struct Control {
+    pub store: Arc<dyn Store>,
+    pub limits: Limits,
+    pub maps: Arc<Mutex<Maps>>,
+    pub feed: Arc<Feed>,
+    pub links: watch::Receiver<Links>,
+}
+
+impl Control {
+    /// Runs `edit` on the desired state and commits it if every rule holds.
+    async fn change<T: Send + 'static>(
+        self: &Arc<Self>,
+        vip: Option<Ipv4Addr>,
+        what: String,
+        mut edit: impl FnMut(&mut DesiredState) -> Result<T, Refusal> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let ctl = self.clone();
+        // A commit waits for fsync: off the async threads.
+        let (out, snap) = tokio::task::spawn_blocking(move || {
+            update_with(&*ctl.store, |s| {
+                let out = edit(s)?;
+                rules::check(s, &ctl.limits)?;
+                Ok(out)
+            })
+        })
+        .await
+        .context("store task")??;
+        self.feed.publish(Kind::Changed, vip, None, format!("{what} (revision {})", snap.revision));
+        Ok(out)
+    }
+
+    pub(crate) fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
+        self.maps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn describe(&self, vips: impl Fn(&Ipv4Addr) -> bool) -> Vec<HavipView> {
+        let state = self.store.desired().state;
+        let observed = self.store.observed();
+        let links = self.links.borrow().clone();
+        let maps = self.maps();
+        state
+            .havips
+            .values()
+            .filter(|h| vips(&h.vip))
+            .map(|h| view_havip(&state, h, observed.get(&h.vip), &links, &maps))
+            .collect()
+    }
+
+    fn describe_one(&self, vip: Ipv4Addr) -> Result<HavipView, ApiError> {
+        match self.describe(|v| *v == vip).pop() {
+            Some(v) => Ok(v),
+            None => {
+                Err(Refusal { rule: Rule::UnknownHavip, message: format!("HAVIP {vip} does not exist") }
+                    .into())
+            }
+        }
+    }
+}
+
+fn link_state(links: &Links, vnic: &str) -> LinkState {
+    match links.get(vnic) {
+        Some(l) if l.up => LinkState::Up,
+        Some(_) => LinkState::Down,
+        None => LinkState::Absent,
+    }
+}
+
+fn view_havip(
+    state: &DesiredState,
+    h: &Havip,
+    o: Option<&Observed>,
+    links: &Links,
+    maps: &Maps,
+) -> HavipView {
+    let o = o.cloned().unwrap_or_default();
+    let instance = |vnic: &str| state.vnics.get(vnic).map(|v| v.instance.clone());
+    HavipView {
+        vip: h.vip,
+        subnet: h.subnet.clone(),
+        status: if h.members.is_empty() { Status::Available } else { Status::InUse },
+        members: h
+            .members
+            .iter()
+            .map(|m| MemberView {
+                vnic: m.clone(),
+                instance: instance(m).unwrap_or_default(),
+                link: link_state(links, m),
+            })
+            .collect(),
+        eip: h.eip,
+        holder_instance: o.holder.as_deref().and_then(instance),
+        holder: o.holder,
+        since: o.since_ms.map(rfc3339),
+        epoch: o.epoch,
+        failovers: o.failovers,
+        last_claims: o.last_claims.into(),
+        counters: counters(maps, h.vip),
+    }
+}
+
+/// The VIP's per-CPU counters, summed; empty until the VIP is in the maps.
+pub fn counters(maps: &Maps, vip: Ipv4Addr) -> BTreeMap<String, u64> {
+    let Ok(state) = maps.vips.get(&VipKey::from(vip), 0) else { return BTreeMap::new() };
+    let Ok(per_cpu) = maps.vip_stats.get(&state.slot, 0) else { return BTreeMap::new() };
+    let sum = |c: VipCounter| per_cpu.iter().map(|v: &VipCounters| v.get(c)).sum::<u64>();
+    VipCounter::ALL.iter().map(|&c| (c.name().to_owned(), sum(c))).collect()
+}
+
+/// A refusal or failure as an HTTP answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        let status = match r.rule {
+            rule if rule.is_not_found() => StatusCode::NOT_FOUND,
+            Rule::Malformed | Rule::Ipv4Only => StatusCode::BAD_REQUEST,
+            _ => StatusCode::CONFLICT,
+        };
+        Self { status, body: ErrorBody { error: r.to_string(), rule: Some(r.rule.name().to_owned()) } }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        match e.downcast::<Refusal>() {
+            Ok(r) => r.into(),
+            Err(e) => Self {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                body: ErrorBody { error: format!("{e:#}"), rule: None },
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+type Ctl = State<Arc<Control>>;
+type Answer<T> = Result<Json<T>, ApiError>;
+
+fn vip_of(text: &str) -> Result<Ipv4Addr, ApiError> {
+    Ok(parse_ipv4(text)?)
+}
+
+async fn list_havips(State(c): Ctl) -> Answer<Vec<HavipView>> {
+    Ok(Json(c.describe(|_| true)))
+}
+
+async fn get_havip(State(c): Ctl, UrlPath(vip): UrlPath<String>) -> Answer<HavipView> {
+    Ok(Json(c.describe_one(vip_of(&vip)?)?))
+}
+
+async fn create_havip(
+    State(c): Ctl,
+    Json(spec): Json<HavipSpec>,
+) -> Result<(StatusCode, Json<HavipView>), ApiError> {
+    let vip = c.change(None, "HAVIP created".into(), move |s| verbs::create_havip(s, &spec)).await?;
+    Ok((StatusCode::CREATED, Json(c.describe_one(vip)?)))
+}
+
+#[derive(Deserialize)]
+struct Force {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn delete_havip(State(c): Ctl, UrlPath(vip): UrlPath<String>, Query(q): Query<Force>) -> Answer<Havip> {
+    let vip = vip_of(&vip)?;
+    let what = if q.force { "HAVIP deleted (forced)" } else { "HAVIP deleted" };
+    Ok(Json(c.change(Some(vip), what.into(), move |s| verbs::delete_havip(s, vip, q.force)).await?))
+}
+
+async fn associate(State(c): Ctl, UrlPath((vip, vnic)): UrlPath<(String, String)>) -> Answer<HavipView> {
+    let vip = vip_of(&vip)?;
+    let what = format!("{vnic} associated");
+    c.change(Some(vip), what, move |s| verbs::associate(s, vip, &vnic)).await?;
+    Ok(Json(c.describe_one(vip)?))
+}
+
+async fn disassociate(State(c): Ctl, UrlPath((vip, vnic)): UrlPath<(String, String)>) -> Answer<HavipView> {
+    let vip = vip_of(&vip)?;
+    let what = format!("{vnic} disassociated");
+    c.change(Some(vip), what, move |s| verbs::disassociate(s, vip, &vnic)).await?;
+    Ok(Json(c.describe_one(vip)?))
+}
+
+async fn bind_eip(
+    State(c): Ctl,
+    UrlPath(vip): UrlPath<String>,
+    Json(req): Json<EipRequest>,
+) -> Answer<HavipView> {
+    let vip = vip_of(&vip)?;
+    let max = c.limits.max_eips_per_havip;
+    let what = format!("EIP {} bound", req.eip);
+    c.change(Some(vip), what, move |s| verbs::bind_eip(s, vip, &req.eip, max)).await?;
+    Ok(Json(c.describe_one(vip)?))
+}
+
+async fn unbind_eip(State(c): Ctl, UrlPath(vip): UrlPath<String>) -> Answer<HavipView> {
+    let vip = vip_of(&vip)?;
+    c.change(Some(vip), "EIP unbound".into(), move |s| verbs::unbind_eip(s, vip)).await?;
+    Ok(Json(c.describe_one(vip)?))
+}
+
+async fn list_vnics(State(c): Ctl) -> Answer<Vec<VnicView>> {
+    let state = c.store.desired().state;
+    let links = c.links.borrow().clone();
+    let views = state
+        .vnics
+        .values()
+        .map(|v| VnicView {
+            name: v.name.clone(),
+            instance: v.instance.clone(),
+            subnet: v.subnet.clone(),
+            ip: v.ip,
+            mac: MacAddr(v.mac).to_string(),
+            link: link_state(&links, &v.name),
+            ifindex: links.get(&v.name).map(|l| l.ifindex),
+            havips: state.havips.values().filter(|h| h.members.contains(&v.name)).map(|h| h.vip).collect(),
+        })
+        .collect();
+    Ok(Json(views))
+}
+
+async fn put_vnic(State(c): Ctl, Json(spec): Json<VnicSpec>) -> Answer<()> {
+    let what = format!("vNIC {} registered", spec.name);
+    c.change(None, what, move |s| verbs::put_vnic(s, &spec)).await?;
+    Ok(Json(()))
+}
+
+async fn delete_vnic(State(c): Ctl, UrlPath(name): UrlPath<String>) -> Answer<()> {
+    let what = format!("vNIC {name} removed");
+    c.change(None, what, move |s| verbs::delete_vnic(s, &name)).await?;
+    Ok(Json(()))
+}
+
+async fn list_subnets(State(c): Ctl) -> Answer<Vec<SubnetView>> {
+    let state = c.store.desired().state;
+    let views = state
+        .subnets
+        .iter()
+        .map(|(name, sn)| SubnetView {
+            name: name.clone(),
+            cidr: sn.to_string(),
+            vnics: state.vnics.values().filter(|v| &v.subnet == name).count(),
+            havips: state.havips.values().filter(|h| &h.subnet == name).count(),
+        })
+        .collect();
+    Ok(Json(views))
+}
+
+async fn put_subnet(State(c): Ctl, Json(spec): Json<SubnetSpec>) -> Answer<()> {
+    let what = format!("subnet {} registered", spec.name);
+    c.change(None, what, move |s| verbs::put_subnet(s, &spec)).await?;
+    Ok(Json(()))
+}
+
+async fn delete_subnet(State(c): Ctl, UrlPath(name): UrlPath<String>) -> Answer<()> {
+    let what = format!("subnet {name} removed");
+    c.change(None, what, move |s| verbs::delete_subnet(s, &name)).await?;
+    Ok(Json(()))
+}
+
+async fn get_desired(State(c): Ctl) -> Answer<DesiredView> {
+    let snap = c.store.desired();
+    Ok(Json(DesiredView { revision: snap.revision, state: (*snap.state).clone() }))
+}
+
+/// The body is the declarative TOML file itself.
+async fn apply(State(c): Ctl, text: String) -> Answer<Applied> {
+    let file: DesiredFile = toml::from_str(&text)
+        .map_err(|e| Refusal { rule: Rule::Malformed, message: format!("reading the file: {e}") })?;
+    let objects = file.parse()?;
+    let counts = (objects.subnets.len(), objects.vnics.len(), objects.havips.len());
+    let what = format!("applied {} subnets, {} vNICs, {} HAVIPs", counts.0, counts.1, counts.2);
+    c.change(None, what, move |s| {
+        verbs::apply(s, objects.clone());
+        Ok(())
+    })
+    .await?;
+    let revision = c.store.desired().revision;
+    Ok(Json(Applied { revision, subnets: counts.0, vnics: counts.1, havips: counts.2 }))
+}
+
+#[derive(Deserialize)]
+struct Follow {
+    #[serde(default)]
+    follow: bool,
+}
+
+/// NDJSON: the kept events, then (with `follow`) every new one as it happens.
+async fn events(State(c): Ctl, Query(q): Query<Follow>) -> Response {
+    fn line(ev: Event) -> Result<Bytes, Infallible> {
+        let mut v = serde_json::to_vec(&ev).expect("events serialise");
+        v.push(b'\n');
+        Ok(v.into())
+    }
+    let (past, rx) = c.feed.follow();
+    let head = stream::iter(past).map(line);
+    let body = if q.follow {
+        let live = stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(ev) => return Some((ev, rx)),
+                    // A slow reader misses some; it keeps following.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Body::from_stream(head.chain(live.map(line)))
+    } else {
+        Body::from_stream(head)
+    };
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+pub fn router(ctl: Arc<Control>) -> Router {
+    Router::new()
+        .route("/v1/havips", get(list_havips).post(create_havip))
+        .route("/v1/havips/{vip}", get(get_havip).delete(delete_havip))
+        .route("/v1/havips/{vip}/members/{vnic}", put(associate).delete(disassociate))
+        .route("/v1/havips/{vip}/eip", put(bind_eip).delete(unbind_eip))
+        .route("/v1/vnics", get(list_vnics).post(put_vnic))
+        .route("/v1/vnics/{name}", axum::routing::delete(delete_vnic))
+        .route("/v1/subnets", get(list_subnets).post(put_subnet))
+        .route("/v1/subnets/{name}", axum::routing::delete(delete_subnet))
+        .route("/v1/desired", get(get_desired))
+        .route("/v1/apply", post(apply))
+        .route("/v1/events", get(events))
+        .with_state(ctl)
+}
+
+/// Binds the API socket (owner-only: the API changes the data plane) and
+/// returns the server to run.
+pub fn bind(ctl: Arc<Control>, path: &Path) -> Result<impl Future<Output = Result<()>>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            bail!("{} exists and is not a socket", path.display());
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("another agent serves the API at {}", path.display());
+        }
+        // Left behind by an agent that did not stop cleanly.
+        std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding the API socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {}", path.display()))?;
+    let app = router(ctl);
+    Ok(async move { axum::serve(listener, app).await.context("serving the API") })
+}

@@ -1,0 +1,116 @@
+//! What the API answers with: the same types on both ends (agent and
+//! `havipctl`), so the JSON cannot drift between them.
+
+use std::{collections::BTreeMap, fmt, net::Ipv4Addr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Claim, DesiredState};
+
+/// The cloud's status words: Available (no members) / InUse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    Available,
+    InUse,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A vNIC's link as this host sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    Up,
+    Down,
+    Absent,
+}
+
+impl fmt::Display for LinkState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Up => "up",
+            Self::Down => "down",
+            Self::Absent => "absent",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub vnic: String,
+    pub instance: String,
+    pub link: LinkState,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HavipView {
+    pub vip: Ipv4Addr,
+    pub subnet: String,
+    pub status: Status,
+    pub members: Vec<MemberView>,
+    pub eip: Option<Ipv4Addr>,
+    /// The vNIC holding the VIP, as observed.
+    pub holder: Option<String>,
+    pub holder_instance: Option<String>,
+    /// Since when the holder (or the absence of one) holds, RFC 3339.
+    pub since: Option<String>,
+    pub epoch: u64,
+    pub failovers: u64,
+    pub last_claims: Vec<Claim>,
+    /// The data plane's per-VIP counters, by name.
+    pub counters: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VnicView {
+    pub name: String,
+    pub instance: String,
+    pub subnet: String,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    pub link: LinkState,
+    pub ifindex: Option<u32>,
+    /// HAVIPs it is a member of.
+    pub havips: Vec<Ipv4Addr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetView {
+    pub name: String,
+    pub cidr: String,
+    pub vnics: usize,
+    pub havips: usize,
+}
+
+/// The whole desired state and the revision that committed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredView {
+    pub revision: u64,
+    pub state: DesiredState,
+}
+
+/// What an apply did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub revision: u64,
+    pub subnets: usize,
+    pub vnics: usize,
+    pub havips: usize,
+}
+
+/// Every refusal and failure, as the API sends it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    /// The rule that refused the request, if one did.
+    pub rule: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EipRequest {
+    pub eip: String,
+}

@@ -1,0 +1,376 @@
+//! havipctl: the operator's CLI for a running havip-agent. Human tables by
+//! default, `--json` for scripts; every refusal is printed with the rule
+//! that made it, and the exit status is 1.
+
+use std::{io::Write, path::PathBuf, process::ExitCode};
+
+use anyhow::{Context, Result};
+use clap::{CommandFactory, Parser, Subcommand};
+use futures::StreamExt;
+use havip_agent::{
+    api::{
+        client::{Body, Client},
+        view::{Applied, DesiredView, EipRequest, HavipView, SubnetView, VnicView},
+        DEFAULT_SOCKET,
+    },
+    feed::Event,
+    model::rfc3339,
+    verbs::{DesiredFile, HavipSpec, SubnetSpec, VnicSpec},
+};
+use hyper::Method;
+use serde::{de::DeserializeOwned, Serialize};
+
+#[derive(Parser)]
+#[command(
+    name = "havipctl",
+    version,
+    about = "Operate havip: HAVIPs, their members and EIPs, and who holds them"
+)]
+struct Cli {
+    /// The agent's API socket (`[agent] api_socket`).
+    #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print JSON (one document, or one event per line) instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a HAVIP at --vip, or at the next free address of the subnet.
+    Create {
+        #[arg(long)]
+        subnet: String,
+        #[arg(long)]
+        vip: Option<String>,
+        /// A member vNIC (repeatable).
+        #[arg(long = "member")]
+        members: Vec<String>,
+        #[arg(long)]
+        eip: Option<String>,
+    },
+    /// Delete a HAVIP; one with members or an EIP only with --force.
+    Delete {
+        vip: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Make a vNIC a member: it may then claim the VIP.
+    Associate {
+        vip: String,
+        vnic: String,
+    },
+    /// Remove a member; if it held the VIP, the VIP has no holder.
+    Disassociate {
+        vip: String,
+        vnic: String,
+    },
+    /// Bind an EIP to a HAVIP (1:1 NAT to its holder).
+    BindEip {
+        vip: String,
+        eip: String,
+    },
+    UnbindEip {
+        vip: String,
+    },
+    /// One HAVIP in detail, or a table of all.
+    Describe {
+        vip: Option<String>,
+    },
+    /// Holder changes, refused claims, vNICs and changes; --follow waits for more.
+    Events {
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Create or update every object of a declarative TOML file.
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Print the whole desired state as a file for `apply -f`.
+    Export,
+    /// Register, remove or list vNICs.
+    #[command(subcommand)]
+    Vnic(VnicCmd),
+    /// Register, remove or list subnets.
+    #[command(subcommand)]
+    Subnet(SubnetCmd),
+    /// Print a shell completion script.
+    Completions {
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum VnicCmd {
+    /// Register a vNIC by its host-side interface name (or update it).
+    Add {
+        name: String,
+        #[arg(long)]
+        instance: String,
+        #[arg(long)]
+        subnet: String,
+        #[arg(long)]
+        ip: String,
+        /// The guest's MAC.
+        #[arg(long)]
+        mac: String,
+    },
+    Delete {
+        name: String,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+enum SubnetCmd {
+    Add { name: String, cidr: String },
+    Delete { name: String },
+    List,
+}
+
+/// Prints `v` as JSON with `--json`, else through `human`.
+fn show<T: Serialize>(json: bool, v: &T, human: impl FnOnce(&T) -> String) -> Result<()> {
+    let text = if json { serde_json::to_string_pretty(v)? } else { human(v) };
+    out(&text)
+}
+
+/// Writes a line to stdout; a reader that went away (`| head`) is no error.
+fn out(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{}", text.trim_end()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
+    }
+}
+
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        padded.join("  ").trim_end().to_owned() + "\n"
+    };
+    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
+    rows.into_iter().for_each(|r| out += &line(r));
+    out
+}
+
+fn or_dash(v: Option<impl ToString>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn havip_table(hs: &[HavipView]) -> String {
+    let rows = hs
+        .iter()
+        .map(|h| {
+            vec![
+                h.vip.to_string(),
+                h.subnet.clone(),
+                h.status.to_string(),
+                or_dash(h.holder.as_ref()),
+                or_dash(h.since.as_ref()),
+                h.epoch.to_string(),
+                h.failovers.to_string(),
+                h.members.iter().map(|m| m.vnic.as_str()).collect::<Vec<_>>().join(","),
+                or_dash(h.eip),
+            ]
+        })
+        .collect();
+    table(&["VIP", "SUBNET", "STATUS", "HOLDER", "SINCE", "EPOCH", "FAILOVERS", "MEMBERS", "EIP"], rows)
+}
+
+fn havip_detail(h: &HavipView) -> String {
+    let holder = match (&h.holder, &h.holder_instance) {
+        (Some(v), Some(i)) => format!("{v} ({i})"),
+        (Some(v), None) => v.clone(),
+        _ => "none".to_owned(),
+    };
+    let mut out = format!(
+        "VIP:        {}\nSubnet:     {}\nStatus:     {}\nHolder:     {holder}\nSince:      {}\nEpoch:      {}\nFailovers:  {}\nEIP:        {}\nMembers:\n",
+        h.vip,
+        h.subnet,
+        h.status,
+        or_dash(h.since.as_ref()),
+        h.epoch,
+        h.failovers,
+        or_dash(h.eip)
+    );
+    for m in &h.members {
+        out += &format!("  {:<16} {:<16} {}\n", m.vnic, m.instance, m.link);
+    }
+    out += "Last claims:\n";
+    for c in &h.last_claims {
+        let verdict = if c.accepted { "accepted" } else { "rejected" };
+        out += &format!("  {}  {:<16} {verdict}: {}\n", rfc3339(c.at_ms), c.vnic, c.detail);
+    }
+    out += "Counters:\n";
+    for (name, v) in h.counters.iter().filter(|(_, v)| **v > 0) {
+        out += &format!("  {name:<20} {v}\n");
+    }
+    out
+}
+
+fn event_line(e: &Event) -> String {
+    let kind =
+        serde_json::to_value(e.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    format!(
+        "{}  {kind:<15} {:<15} {:<15} {}",
+        rfc3339(e.at_ms),
+        or_dash(e.vip),
+        or_dash(e.vnic.as_ref()),
+        e.detail
+    )
+}
+
+struct Ctl {
+    client: Client,
+    json: bool,
+}
+
+impl Ctl {
+    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Body) -> Result<T> {
+        self.client.call(method, path, body).await
+    }
+
+    async fn havip(&self, method: Method, path: &str, body: Body) -> Result<()> {
+        let h: HavipView = self.call(method, path, body).await?;
+        show(self.json, &h, havip_detail)
+    }
+
+    async fn done(&self, method: Method, path: &str, body: Body, what: String) -> Result<()> {
+        self.call::<serde_json::Value>(method, path, body).await?;
+        show(self.json, &serde_json::json!({ "ok": what }), |_| what.clone())
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let ctl = Ctl { client: Client::new(&cli.socket), json: cli.json };
+    match cli.cmd {
+        Cmd::Create { subnet, vip, members, eip } => {
+            let spec = HavipSpec { vip, subnet, members, eip };
+            ctl.havip(Method::POST, "/v1/havips", Body::json(&spec)?).await
+        }
+        Cmd::Delete { vip, force } => {
+            let path = format!("/v1/havips/{vip}?force={force}");
+            ctl.done(Method::DELETE, &path, Body::None, format!("HAVIP {vip} deleted")).await
+        }
+        Cmd::Associate { vip, vnic } => {
+            ctl.havip(Method::PUT, &format!("/v1/havips/{vip}/members/{vnic}"), Body::None).await
+        }
+        Cmd::Disassociate { vip, vnic } => {
+            ctl.havip(Method::DELETE, &format!("/v1/havips/{vip}/members/{vnic}"), Body::None).await
+        }
+        Cmd::BindEip { vip, eip } => {
+            ctl.havip(Method::PUT, &format!("/v1/havips/{vip}/eip"), Body::json(&EipRequest { eip })?).await
+        }
+        Cmd::UnbindEip { vip } => {
+            ctl.havip(Method::DELETE, &format!("/v1/havips/{vip}/eip"), Body::None).await
+        }
+        Cmd::Describe { vip: Some(vip) } => {
+            ctl.havip(Method::GET, &format!("/v1/havips/{vip}"), Body::None).await
+        }
+        Cmd::Describe { vip: None } => {
+            let all: Vec<HavipView> = ctl.call(Method::GET, "/v1/havips", Body::None).await?;
+            show(ctl.json, &all, |all| havip_table(all))
+        }
+        Cmd::Events { follow } => {
+            let mut lines = Box::pin(ctl.client.lines(&format!("/v1/events?follow={follow}")).await?);
+            while let Some(line) = lines.next().await {
+                let line = line?;
+                let text = if ctl.json { line } else { event_line(&serde_json::from_str(&line)?) };
+                // Flushed per line: `events --follow | grep` must see each at once.
+                out(&text)?;
+            }
+            Ok(())
+        }
+        Cmd::Apply { file } => {
+            let text =
+                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let a: Applied = ctl.call(Method::POST, "/v1/apply", Body::Toml(text)).await?;
+            show(ctl.json, &a, |a| {
+                format!(
+                    "applied {} subnets, {} vNICs, {} HAVIPs (revision {})",
+                    a.subnets, a.vnics, a.havips, a.revision
+                )
+            })
+        }
+        Cmd::Export => {
+            let d: DesiredView = ctl.call(Method::GET, "/v1/desired", Body::None).await?;
+            let text = toml::to_string(&DesiredFile::from(&d.state)).context("writing TOML")?;
+            show(ctl.json, &d, |_| text)
+        }
+        Cmd::Vnic(VnicCmd::Add { name, instance, subnet, ip, mac }) => {
+            let what = format!("vNIC {name} registered");
+            let spec = VnicSpec { name, instance, subnet, ip, mac };
+            ctl.done(Method::POST, "/v1/vnics", Body::json(&spec)?, what).await
+        }
+        Cmd::Vnic(VnicCmd::Delete { name }) => {
+            ctl.done(Method::DELETE, &format!("/v1/vnics/{name}"), Body::None, format!("vNIC {name} removed"))
+                .await
+        }
+        Cmd::Vnic(VnicCmd::List) => {
+            let vs: Vec<VnicView> = ctl.call(Method::GET, "/v1/vnics", Body::None).await?;
+            show(ctl.json, &vs, |vs| {
+                let rows = vs
+                    .iter()
+                    .map(|v| {
+                        let havips: Vec<String> = v.havips.iter().map(|h| h.to_string()).collect();
+                        vec![
+                            v.name.clone(),
+                            v.instance.clone(),
+                            v.subnet.clone(),
+                            v.ip.to_string(),
+                            v.mac.clone(),
+                            v.link.to_string(),
+                            or_dash(v.ifindex),
+                            havips.join(","),
+                        ]
+                    })
+                    .collect();
+                table(&["NAME", "INSTANCE", "SUBNET", "IP", "MAC", "LINK", "IFINDEX", "HAVIPS"], rows)
+            })
+        }
+        Cmd::Subnet(SubnetCmd::Add { name, cidr }) => {
+            let what = format!("subnet {name} registered");
+            ctl.done(Method::POST, "/v1/subnets", Body::json(&SubnetSpec { name, cidr })?, what).await
+        }
+        Cmd::Subnet(SubnetCmd::Delete { name }) => {
+            let what = format!("subnet {name} removed");
+            ctl.done(Method::DELETE, &format!("/v1/subnets/{name}"), Body::None, what).await
+        }
+        Cmd::Subnet(SubnetCmd::List) => {
+            let ss: Vec<SubnetView> = ctl.call(Method::GET, "/v1/subnets", Body::None).await?;
+            show(ctl.json, &ss, |ss| {
+                let rows = ss
+                    .iter()
+                    .map(|s| vec![s.name.clone(), s.cidr.clone(), s.vnics.to_string(), s.havips.to_string()])
+                    .collect();
+                table(&["NAME", "CIDR", "VNICS", "HAVIPS"], rows)
+            })
+        }
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "havipctl", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let result = rt.context("starting the tokio runtime").and_then(|rt| rt.block_on(run(cli)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("havipctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Prometheus `/metrics` on a TCP address (`[agent] metrics`): per-VIP data
+//! plane counters, holder epoch and failovers, and the global counters.
+
+use std::{fmt::Write, net::SocketAddr, sync::Arc};
+
+use anyhow::{Context, Result};
+use axum::{extract::State, http::header, response::IntoResponse, routing::get, Router};
+use futures::Future;
+use havip_common::GlobalCounter;
+use tokio::net::TcpListener;
+
+use crate::api::{counters, Control};
+
+/// Binds the metrics address, if one is configured, and returns the server
+/// to run (one that never ends when there is none).
+pub async fn bind(ctl: Arc<Control>, addr: Option<SocketAddr>) -> Result<impl Future<Output = Result<()>>> {
+    let listener = match addr {
+        Some(a) => Some(TcpListener::bind(a).await.with_context(|| format!("binding metrics on {a}"))?),
+        None => None,
+    };
+    Ok(async move {
+        match listener {
+            Some(l) => {
+                let app = Router::new().route("/metrics", get(metrics)).with_state(ctl);
+                axum::serve(l, app).await.context("serving metrics")
+            }
+            None => futures::future::pending().await,
+        }
+    })
+}
+
+async fn metrics(State(ctl): State<Arc<Control>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render(&ctl))
+}
+
+fn render(ctl: &Control) -> String {
+    let state = ctl.store.desired().state;
+    let observed = ctl.store.observed();
+    let maps = ctl.maps();
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP havip_{name} {help}\n# TYPE havip_{name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "havip_{name}{labels} {v}");
+        }
+    };
+    let vip_label = |vip: &std::net::Ipv4Addr| format!("{{vip=\"{vip}\"}}");
+
+    let per_vip: Vec<(String, std::collections::BTreeMap<String, u64>)> =
+        state.havips.keys().map(|vip| (vip_label(vip), counters(&maps, *vip))).collect();
+    for c in havip_common::VipCounter::ALL {
+        let samples: Vec<(String, u64)> =
+            per_vip.iter().filter_map(|(l, cs)| Some((l.clone(), *cs.get(c.name())?))).collect();
+        family(&format!("vip_{}_total", c.name()), "counter", "Data plane per-VIP counter.", &samples);
+    }
+    let obs = |f: fn(&crate::model::Observed) -> u64| -> Vec<(String, u64)> {
+        state.havips.keys().map(|vip| (vip_label(vip), observed.get(vip).map_or(0, f))).collect()
+    };
+    family("vip_epoch", "gauge", "Holder epoch: grows on every holder change.", &obs(|o| o.epoch));
+    family("vip_failovers_total", "counter", "Times the VIP moved to another vNIC.", &obs(|o| o.failovers));
+    family("vip_held", "gauge", "1 if some vNIC holds the VIP.", &obs(|o| o.holder.is_some() as u64));
+    let members: Vec<(String, u64)> =
+        state.havips.values().map(|h| (vip_label(&h.vip), h.members.len() as u64)).collect();
+    family("vip_members", "gauge", "Members of the HAVIP.", &members);
+    for g in GlobalCounter::ALL {
+        let v = maps.global_stats.get(&(g as u32), 0).map_or(0, |per_cpu| per_cpu.iter().sum());
+        family(
+            &format!("{}_total", g.name()),
+            "counter",
+            "Data plane global counter.",
+            &[(String::new(), v)],
+        );
+    }
+    family("havips", "gauge", "HAVIPs in the desired state.", &[(String::new(), state.havips.len() as u64)]);
+    out
+}

@@ -1,0 +1,226 @@
+//! The control plane's objects: desired state (subnets, vNICs, HAVIPs) as the
+//! operator declares it, and observed state (who holds each VIP) as the data
+//! plane reports it. Both are stored as JSON, so every type here is serde.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    fmt,
+    net::Ipv4Addr,
+    str::FromStr,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::rules::{parse_cidr, parse_mac, Refusal};
+
+/// An IPv4 subnet, written `network/prefix`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subnet {
+    pub network: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Subnet {
+    pub fn mask(&self) -> u32 {
+        u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0)
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.network)
+    }
+
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) | !self.mask())
+    }
+
+    /// Addresses a host may use: all but network and broadcast, except in
+    /// /31 and /32 where there are none of those.
+    pub fn hosts(&self) -> impl Iterator<Item = Ipv4Addr> {
+        let (first, last) = (u32::from(self.network), u32::from(self.broadcast()));
+        let (first, last) = if self.prefix < 31 { (first + 1, last - 1) } else { (first, last) };
+        (first..=last).map(Ipv4Addr::from)
+    }
+}
+
+impl fmt::Display for Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+impl FromStr for Subnet {
+    type Err = Refusal;
+    fn from_str(s: &str) -> Result<Self, Refusal> {
+        parse_cidr(s)
+    }
+}
+
+/// A MAC address, written `02:00:c6:12:01:0b`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        havip_common::Mac(&self.0).fmt(f)
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = Refusal;
+    fn from_str(s: &str) -> Result<Self, Refusal> {
+        parse_mac(s).map(Self)
+    }
+}
+
+/// Serde as the text form, through Display and FromStr.
+macro_rules! serde_as_text {
+    ($($t:ty),*) => {$(
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    )*};
+}
+serde_as_text!(Subnet, MacAddr);
+
+/// A guest's network interface, known by the name of its host end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vnic {
+    pub name: String,
+    pub instance: String,
+    pub subnet: String,
+    pub ip: Ipv4Addr,
+    /// The guest's MAC: the source MAC its claims must carry.
+    #[serde(with = "mac_text")]
+    pub mac: [u8; 6],
+}
+
+mod mac_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::MacAddr;
+
+    pub fn serialize<S: Serializer>(mac: &[u8; 6], s: S) -> Result<S::Ok, S::Error> {
+        MacAddr(*mac).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 6], D::Error> {
+        MacAddr::deserialize(d).map(|m| m.0)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Havip {
+    pub vip: Ipv4Addr,
+    pub subnet: String,
+    /// vNIC names, in the order they were associated.
+    #[serde(default)]
+    pub members: Vec<String>,
+    #[serde(default)]
+    pub eip: Option<Ipv4Addr>,
+}
+
+/// Everything the operator declared.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredState {
+    pub subnets: BTreeMap<String, Subnet>,
+    pub vnics: BTreeMap<String, Vnic>,
+    pub havips: BTreeMap<Ipv4Addr, Havip>,
+}
+
+/// How many claims each HAVIP remembers.
+pub const LAST_CLAIMS: usize = 8;
+
+/// What the data plane reported about one HAVIP.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observed {
+    /// The vNIC holding the VIP, if any.
+    pub holder: Option<String>,
+    pub holder_ifindex: u32,
+    /// When the current holder (or the absence of one) began, Unix ms.
+    pub since_ms: Option<u64>,
+    /// The kernel's holder epoch: grows on every holder change.
+    pub epoch: u64,
+    /// Times the VIP moved to another vNIC than the one that last held it.
+    pub failovers: u64,
+    /// The last vNIC that held the VIP, to tell a failover from a reclaim.
+    pub last_holder: Option<String>,
+    /// Most recent first, at most [`LAST_CLAIMS`].
+    pub last_claims: VecDeque<Claim>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub at_ms: u64,
+    pub vnic: String,
+    pub accepted: bool,
+    /// Why a claim was refused, or what an accepted one changed.
+    pub detail: String,
+}
+
+impl Observed {
+    pub fn remember(&mut self, claim: Claim) {
+        self.last_claims.push_front(claim);
+        self.last_claims.truncate(LAST_CLAIMS);
+    }
+}
+
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+pub fn now_ms() -> u64 {
+    unix_ms(SystemTime::now())
+}
+
+/// RFC 3339 (UTC, milliseconds) of a Unix ms timestamp.
+pub fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_forms_round_trip_through_json() {
+        let v = Vnic {
+            name: "vnic-a".into(),
+            instance: "vm-a".into(),
+            subnet: "vpc1".into(),
+            ip: "198.18.1.11".parse().unwrap(),
+            mac: [2, 0, 0xc6, 0x12, 1, 0x0b],
+        };
+        let json = serde_json::to_string(&v).unwrap();
+        assert!(json.contains(r#""mac":"02:00:c6:12:01:0b""#), "{json}");
+        assert_eq!(serde_json::from_str::<Vnic>(&json).unwrap(), v);
+        let s: Subnet = serde_json::from_str(r#""198.18.1.0/24""#).unwrap();
+        assert_eq!(serde_json::to_string(&s).unwrap(), r#""198.18.1.0/24""#);
+    }
+
+    #[test]
+    fn hosts_skip_network_and_broadcast() {
+        let s: Subnet = "198.18.1.0/30".parse().unwrap();
+        let hosts: Vec<_> = s.hosts().map(|h| h.to_string()).collect();
+        assert_eq!(hosts, ["198.18.1.1", "198.18.1.2"]);
+        let p2p: Subnet = "198.18.1.0/31".parse().unwrap();
+        assert_eq!(p2p.hosts().count(), 2);
+    }
+
+    #[test]
+    fn last_claims_are_bounded_newest_first() {
+        let mut o = Observed::default();
+        for i in 0..20 {
+            o.remember(Claim { at_ms: i, vnic: "v".into(), accepted: true, detail: String::new() });
+        }
+        assert_eq!(o.last_claims.len(), LAST_CLAIMS);
+        assert_eq!(o.last_claims[0].at_ms, 19);
+    }
+}

@@ -1,0 +1,217 @@
+//! What the data plane decided, written back to the store: the holder of
+//! every VIP, since when, its epoch, how many failovers, the last claims.
+//! Two sources feed it: claim events from the ring buffer as they happen,
+//! and the vips map itself, read after every reconcile and at start, which
+//! catches what no event told (a holder cleared because its vNIC went away,
+//! claims made while the agent was stopped).
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::Result;
+use havip_common::{HavipEvent, RejectReason, VipKey, EV_CLAIM, EV_CLAIM_REJECTED};
+use tokio::sync::watch;
+
+use crate::{
+    dataplane::Maps,
+    events::PortNames,
+    feed::{Feed, Kind},
+    model::{now_ms, Claim, Observed},
+    netlink::Links,
+    store::Store,
+};
+
+pub struct Observer {
+    store: Arc<dyn Store>,
+    feed: Arc<Feed>,
+    links: watch::Receiver<Links>,
+    /// Serialises read-modify-write of the observed state between the
+    /// ring-buffer task and the reconciler.
+    lock: Mutex<()>,
+}
+
+/// Whether the vips map is read at start (anything may have happened while
+/// the agent was away) or while running (only newer epochs count).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Sync {
+    Start,
+    Running,
+}
+
+impl Observer {
+    pub fn new(store: Arc<dyn Store>, feed: Arc<Feed>, links: watch::Receiver<Links>) -> Self {
+        Self { store, feed, links, lock: Mutex::new(()) }
+    }
+
+    /// ifindex -> (vNIC, instance) of every registered vNIC present now.
+    pub fn names(&self) -> PortNames {
+        let desired = self.store.desired().state;
+        let links = self.links.borrow();
+        desired
+            .vnics
+            .values()
+            .filter_map(|v| Some((links.get(&v.name)?.ifindex, (v.name.clone(), v.instance.clone()))))
+            .collect()
+    }
+
+    /// Records a batch of claim events from the ring buffer.
+    pub fn events(&self, events: &[HavipEvent], names: &PortNames) -> Result<()> {
+        let _serial = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let desired = self.store.desired().state;
+        let mut observed = self.store.observed();
+        let mut touched = BTreeMap::new();
+        for ev in events {
+            let vip = Ipv4Addr::from(ev.vip);
+            if !desired.havips.contains_key(&vip) || (ev.kind == EV_CLAIM && ev.changed == 0) {
+                // A refresh by the holder changes nothing worth a write.
+                continue;
+            }
+            let o: &mut Observed =
+                touched.entry(vip).or_insert_with(|| observed.remove(&vip).unwrap_or_default());
+            let vnic =
+                names.get(&ev.ifindex).map_or_else(|| format!("ifindex {}", ev.ifindex), |(n, _)| n.clone());
+            let at_ms = wall_ms(ev.ts_ns);
+            match ev.kind {
+                EV_CLAIM => {
+                    let previous = o.holder.clone().unwrap_or_else(|| "none".into());
+                    if ev.epoch > o.epoch {
+                        note_holder(o, Some(vnic.clone()), ev.ifindex, at_ms, ev.epoch);
+                        self.feed.publish(
+                            Kind::HolderChanged,
+                            Some(vip),
+                            Some(&vnic),
+                            format!(
+                                "{vnic} holds {vip} (was {previous}), epoch {}, failovers {}",
+                                o.epoch, o.failovers
+                            ),
+                        );
+                    }
+                    o.remember(Claim {
+                        at_ms,
+                        vnic,
+                        accepted: true,
+                        detail: format!("took over from {previous}"),
+                    });
+                }
+                EV_CLAIM_REJECTED => {
+                    let reason = RejectReason::from_raw(ev.reason)
+                        .map_or_else(|| format!("reason {}", ev.reason), |r| r.to_string());
+                    self.feed.publish(Kind::ClaimRejected, Some(vip), Some(&vnic), reason.clone());
+                    o.remember(Claim { at_ms, vnic, accepted: false, detail: reason });
+                }
+                _ => {}
+            }
+        }
+        self.store.record(&touched)
+    }
+
+    /// Brings the observed holders up to date with the vips map.
+    pub fn sync(&self, maps: &Maps, mode: Sync) -> Result<()> {
+        let _serial = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let desired = self.store.desired().state;
+        let mut observed = self.store.observed();
+        let names = self.names();
+        let links = self.links.borrow().clone();
+        let mut touched = BTreeMap::new();
+        for (vip, havip) in &desired.havips {
+            let Ok(st) = maps.vips.get(&VipKey::from(*vip), 0) else { continue };
+            let mut o = observed.remove(vip).unwrap_or_default();
+            let news = match mode {
+                Sync::Running => st.epoch > o.epoch,
+                Sync::Start => (st.epoch, st.holder_ifindex) != (o.epoch, o.holder_ifindex),
+            };
+            if !news {
+                continue;
+            }
+            let previous = o.holder.clone();
+            if st.holder_ifindex == 0 {
+                note_holder(&mut o, None, 0, now_ms(), st.epoch);
+                if let Some(p) = previous {
+                    let why = match links.get(&p) {
+                        None => format!("vNIC {p} is gone"),
+                        Some(l) if !l.up => format!("vNIC {p} is down"),
+                        Some(_) if !havip.members.contains(&p) => format!("{p} is no longer a member"),
+                        Some(_) => "cleared in the data plane".to_owned(),
+                    };
+                    self.feed.publish(
+                        Kind::HolderCleared,
+                        Some(*vip),
+                        Some(&p),
+                        format!("{vip} has no holder: {why}"),
+                    );
+                }
+            } else {
+                let vnic = names
+                    .get(&st.holder_ifindex)
+                    .map_or_else(|| format!("ifindex {}", st.holder_ifindex), |(n, _)| n.clone());
+                note_holder(&mut o, Some(vnic.clone()), st.holder_ifindex, wall_ms(st.since_ns), st.epoch);
+                self.feed.publish(
+                    Kind::HolderChanged,
+                    Some(*vip),
+                    Some(&vnic),
+                    format!(
+                        "{vnic} holds {vip} (seen in the vips map), epoch {}, failovers {}",
+                        o.epoch, o.failovers
+                    ),
+                );
+            }
+            touched.insert(*vip, o);
+        }
+        self.store.record(&touched)
+    }
+}
+
+/// A holder change: a failover when the VIP goes to another vNIC than the
+/// last one that held it (not when it first gets a holder, nor when the
+/// same vNIC takes it back after it had none).
+fn note_holder(o: &mut Observed, holder: Option<String>, ifindex: u32, since_ms: u64, epoch: u64) {
+    if let Some(h) = &holder {
+        if o.last_holder.as_ref().is_some_and(|last| last != h) {
+            o.failovers += 1;
+        }
+        o.last_holder = Some(h.clone());
+    }
+    o.holder = holder;
+    o.holder_ifindex = ifindex;
+    o.since_ms = Some(since_ms);
+    o.epoch = epoch;
+}
+
+/// Wall-clock Unix ms of a CLOCK_MONOTONIC timestamp (the kernel's
+/// bpf_ktime_get_ns), as of now.
+fn wall_ms(mono_ns: u64) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid out-pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let now_ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    now_ms().saturating_sub(now_ns.saturating_sub(mono_ns) / 1_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failovers_count_moves_to_another_vnic() {
+        let mut o = Observed::default();
+        note_holder(&mut o, Some("a".into()), 1, 0, 1);
+        note_holder(&mut o, Some("b".into()), 2, 0, 2);
+        note_holder(&mut o, None, 0, 0, 3);
+        note_holder(&mut o, Some("b".into()), 2, 0, 4);
+        note_holder(&mut o, Some("a".into()), 1, 0, 5);
+        assert_eq!((o.failovers, o.epoch, o.holder.as_deref()), (2, 5, Some("a")));
+    }
+
+    #[test]
+    fn monotonic_to_wall_clock() {
+        let now = now_ms();
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let ten_s_ago = (ts.tv_sec as u64 - 10) * 1_000_000_000 + ts.tv_nsec as u64;
+        let got = wall_ms(ten_s_ago);
+        assert!((now - 10_000).abs_diff(got) < 100, "{got} vs {now}");
+    }
+}

@@ -1,0 +1,431 @@
+//! The product's rules, in one place for the config file, `havipctl apply`
+//! and every API verb: a change is applied to a copy of the desired state,
+//! the whole copy is checked here, and only a copy that passes is stored.
+//! Every refusal names the rule it breaks.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    fmt,
+    net::{IpAddr, Ipv4Addr},
+};
+
+use serde::Deserialize;
+
+use crate::model::{DesiredState, Subnet};
+
+/// The rules, by the name a refusal shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// Text that is not what it should be (CIDR, MAC, interface name).
+    Malformed,
+    Ipv4Only,
+    UnknownSubnet,
+    UnknownVnic,
+    UnknownHavip,
+    VnicInSubnet,
+    VnicAddressUnique,
+    VipInSubnet,
+    VipNotNetworkOrBroadcast,
+    VipNotVnicAddress,
+    VipUnique,
+    SubnetHasFreeAddress,
+    MemberInSubnet,
+    MemberOnce,
+    MaxMembersPerHavip,
+    MaxHavipsPerInstance,
+    MaxEipsPerHavip,
+    EipOutsideVpc,
+    EipBoundOnce,
+    DeleteInUse,
+    VnicInUse,
+    SubnetInUse,
+    DataplaneCapacity,
+}
+
+impl Rule {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Malformed => "well-formed",
+            Self::Ipv4Only => "ipv4-only",
+            Self::UnknownSubnet => "subnet-exists",
+            Self::UnknownVnic => "vnic-exists",
+            Self::UnknownHavip => "havip-exists",
+            Self::VnicInSubnet => "vnic-in-subnet",
+            Self::VnicAddressUnique => "vnic-address-unique",
+            Self::VipInSubnet => "vip-in-subnet",
+            Self::VipNotNetworkOrBroadcast => "vip-not-network-or-broadcast",
+            Self::VipNotVnicAddress => "vip-not-vnic-address",
+            Self::VipUnique => "vip-unique",
+            Self::SubnetHasFreeAddress => "subnet-has-free-address",
+            Self::MemberInSubnet => "member-in-subnet",
+            Self::MemberOnce => "member-once",
+            Self::MaxMembersPerHavip => "max-members-per-havip",
+            Self::MaxHavipsPerInstance => "max-havips-per-instance",
+            Self::MaxEipsPerHavip => "max-eips-per-havip",
+            Self::EipOutsideVpc => "eip-outside-vpc",
+            Self::EipBoundOnce => "eip-bound-once",
+            Self::DeleteInUse => "delete-only-unused",
+            Self::VnicInUse => "vnic-unused",
+            Self::SubnetInUse => "subnet-unused",
+            Self::DataplaneCapacity => "dataplane-capacity",
+        }
+    }
+
+    /// Whether the refusal is about something that does not exist (HTTP 404)
+    /// rather than a rule the request breaks.
+    pub fn is_not_found(self) -> bool {
+        matches!(self, Self::UnknownSubnet | Self::UnknownVnic | Self::UnknownHavip)
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A request refused by a rule; nothing was changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub rule: Rule,
+    pub message: String,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "refused by rule {}: {}", self.rule, self.message)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+pub fn refuse<T>(rule: Rule, message: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal { rule, message: message.into() })
+}
+
+/// Product quotas: the cloud's defaults, configurable under `[limits]`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_members_per_havip: usize,
+    pub max_havips_per_instance: usize,
+    /// 0 or 1: the data plane NATs at most one EIP per VIP.
+    pub max_eips_per_havip: usize,
+    /// HAVIPs in all: the data plane's map capacity (`[dataplane] max_vips`).
+    #[serde(skip)]
+    pub max_havips: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_members_per_havip: 10,
+            max_havips_per_instance: 5,
+            max_eips_per_havip: 1,
+            max_havips: havip_common::DEFAULT_MAX_VIPS as usize,
+        }
+    }
+}
+
+/// Checks the whole desired state against every rule that is about state
+/// (rather than about a verb, such as deleting something in use).
+pub fn check(s: &DesiredState, limits: &Limits) -> Result<(), Refusal> {
+    let mut vnic_by_ip: HashMap<Ipv4Addr, &str> = HashMap::new();
+    for v in s.vnics.values() {
+        check_ifname(&v.name)?;
+        let subnet = subnet(s, &v.subnet, || format!("vNIC {}", v.name))?;
+        if !subnet.contains(v.ip) {
+            refuse(
+                Rule::VnicInSubnet,
+                format!("vNIC {}: address {} is outside its subnet {subnet}", v.name, v.ip),
+            )?;
+        }
+        if let Some(other) = vnic_by_ip.insert(v.ip, &v.name) {
+            refuse(
+                Rule::VnicAddressUnique,
+                format!("vNIC {}: address {} is vNIC {other}'s already", v.name, v.ip),
+            )?;
+        }
+    }
+
+    if s.havips.len() > limits.max_havips {
+        refuse(
+            Rule::DataplaneCapacity,
+            format!(
+                "{} HAVIPs, more than the data plane holds (dataplane.max_vips = {})",
+                s.havips.len(),
+                limits.max_havips
+            ),
+        )?;
+    }
+    let mut per_instance: HashMap<&str, BTreeSet<Ipv4Addr>> = HashMap::new();
+    let mut havip_by_eip: HashMap<Ipv4Addr, Ipv4Addr> = HashMap::new();
+    for h in s.havips.values() {
+        let vip = h.vip;
+        let subnet = subnet(s, &h.subnet, || format!("HAVIP {vip}"))?;
+        check_vip_address(vip, subnet, &vnic_by_ip)?;
+        if h.members.len() > limits.max_members_per_havip {
+            refuse(
+                Rule::MaxMembersPerHavip,
+                format!(
+                    "HAVIP {vip} would have {} members; a HAVIP may have at most {}",
+                    h.members.len(),
+                    limits.max_members_per_havip
+                ),
+            )?;
+        }
+        let mut seen = BTreeSet::new();
+        for m in &h.members {
+            let vnic = s.vnics.get(m).map_or_else(
+                || refuse(Rule::UnknownVnic, format!("HAVIP {vip}: member {m} is not a registered vNIC")),
+                Ok,
+            )?;
+            if vnic.subnet != h.subnet {
+                refuse(
+                    Rule::MemberInSubnet,
+                    format!(
+                        "HAVIP {vip}: member {m} is in subnet {}, but a HAVIP and its members share one subnet ({})",
+                        vnic.subnet, h.subnet
+                    ),
+                )?;
+            }
+            if !seen.insert(m) {
+                refuse(Rule::MemberOnce, format!("HAVIP {vip}: {m} is a member already"))?;
+            }
+            per_instance.entry(&vnic.instance).or_default().insert(vip);
+        }
+        if let Some(eip) = h.eip {
+            if limits.max_eips_per_havip == 0 {
+                refuse(
+                    Rule::MaxEipsPerHavip,
+                    format!("HAVIP {vip}: EIPs are disabled (limits.max_eips_per_havip = 0)"),
+                )?;
+            }
+            if let Some((name, sn)) = s.subnets.iter().find(|(_, sn)| sn.contains(eip)) {
+                refuse(
+                    Rule::EipOutsideVpc,
+                    format!("EIP {eip} is inside VPC subnet {name} ({sn}): an EIP is a public address outside the VPC"),
+                )?;
+            }
+            if let Some(other) = havip_by_eip.insert(eip, vip) {
+                refuse(Rule::EipBoundOnce, format!("EIP {eip} is bound to HAVIP {other} already"))?;
+            }
+        }
+    }
+    let mut crowded: Vec<_> =
+        per_instance.iter().filter(|(_, v)| v.len() > limits.max_havips_per_instance).collect();
+    crowded.sort();
+    if let Some((instance, vips)) = crowded.first() {
+        refuse(
+            Rule::MaxHavipsPerInstance,
+            format!(
+                "instance {instance} would be a member of {} HAVIPs; an instance may be a member of at most {}",
+                vips.len(),
+                limits.max_havips_per_instance
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+fn subnet<'a>(s: &'a DesiredState, name: &str, what: impl Fn() -> String) -> Result<&'a Subnet, Refusal> {
+    s.subnets
+        .get(name)
+        .map_or_else(|| refuse(Rule::UnknownSubnet, format!("{}: subnet {name} does not exist", what())), Ok)
+}
+
+fn check_vip_address(
+    vip: Ipv4Addr,
+    subnet: &Subnet,
+    vnic_by_ip: &HashMap<Ipv4Addr, &str>,
+) -> Result<(), Refusal> {
+    if !subnet.contains(vip) {
+        refuse(Rule::VipInSubnet, format!("HAVIP {vip} is outside its subnet {subnet}"))?;
+    }
+    if subnet.prefix < 31 && (vip == subnet.network || vip == subnet.broadcast()) {
+        refuse(
+            Rule::VipNotNetworkOrBroadcast,
+            format!("HAVIP {vip} is the network or broadcast address of {subnet}"),
+        )?;
+    }
+    if let Some(vnic) = vnic_by_ip.get(&vip) {
+        refuse(Rule::VipNotVnicAddress, format!("HAVIP {vip} is vNIC {vnic}'s own address"))?;
+    }
+    Ok(())
+}
+
+/// A vNIC is named after its host-side interface: at most 15 bytes, no
+/// slash or whitespace (the kernel's IFNAMSIZ and dev_valid_name).
+pub fn check_ifname(name: &str) -> Result<(), Refusal> {
+    if name.is_empty()
+        || name.len() > 15
+        || name.contains(['/', ':'])
+        || name.chars().any(char::is_whitespace)
+    {
+        refuse(
+            Rule::Malformed,
+            format!("{name:?} is not an interface name (1-15 bytes, no '/', ':' or spaces)"),
+        )?;
+    }
+    Ok(())
+}
+
+/// Parses an IPv4 address; IPv6 is refused by name.
+pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr, Refusal> {
+    match s.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => Ok(ip),
+        Ok(IpAddr::V6(_)) => refuse(Rule::Ipv4Only, format!("{s} is IPv6: only IPv4 is supported")),
+        Err(_) => refuse(Rule::Malformed, format!("{s:?} is not an IPv4 address")),
+    }
+}
+
+pub fn parse_cidr(s: &str) -> Result<Subnet, Refusal> {
+    let Some((addr, prefix)) = s.split_once('/') else {
+        return refuse(Rule::Malformed, format!("{s:?} is not a CIDR (address/prefix)"));
+    };
+    let network = parse_ipv4(addr)?;
+    let Some(prefix) = prefix.parse::<u8>().ok().filter(|p| *p <= 32) else {
+        return refuse(Rule::Malformed, format!("{s:?}: prefix length must be 0 to 32"));
+    };
+    let subnet = Subnet { network, prefix };
+    let masked = Ipv4Addr::from(u32::from(network) & subnet.mask());
+    if masked != network {
+        refuse(Rule::Malformed, format!("{s:?} has host bits set: did you mean {masked}/{prefix}?"))?;
+    }
+    Ok(subnet)
+}
+
+pub fn parse_mac(s: &str) -> Result<[u8; 6], Refusal> {
+    let malformed =
+        || refuse(Rule::Malformed, format!("{s:?} is not a MAC address (six hex bytes separated by ':')"));
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        return malformed();
+    }
+    let mut mac = [0u8; 6];
+    for (b, p) in mac.iter_mut().zip(parts) {
+        match u8::from_str_radix(p, 16) {
+            Ok(v) if p.len() == 2 => *b = v,
+            _ => return malformed(),
+        }
+    }
+    if mac[0] & 1 == 1 {
+        refuse(Rule::Malformed, format!("{s} is a multicast MAC: a vNIC's MAC must be unicast"))?;
+    }
+    Ok(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Havip, Vnic};
+
+    fn base() -> DesiredState {
+        let mut s = DesiredState::default();
+        s.subnets.insert("vpc1".into(), parse_cidr("198.18.1.0/24").unwrap());
+        s.subnets.insert("vpc2".into(), parse_cidr("198.18.2.0/24").unwrap());
+        for (name, inst, subnet, ip) in [
+            ("vnic-a", "vm-a", "vpc1", "198.18.1.11"),
+            ("vnic-b", "vm-b", "vpc1", "198.18.1.12"),
+            ("vnic-x", "vm-x", "vpc2", "198.18.2.11"),
+        ] {
+            let ip: Ipv4Addr = ip.parse().unwrap();
+            let o = ip.octets();
+            let v = Vnic {
+                name: name.into(),
+                instance: inst.into(),
+                subnet: subnet.into(),
+                ip,
+                mac: [2, 0, o[0], o[1], o[2], o[3]],
+            };
+            s.vnics.insert(name.into(), v);
+        }
+        s
+    }
+
+    fn with_havip(mut s: DesiredState, vip: &str, members: &[&str]) -> DesiredState {
+        let vip: Ipv4Addr = vip.parse().unwrap();
+        let members = members.iter().map(|m| m.to_string()).collect();
+        s.havips.insert(vip, Havip { vip, subnet: "vpc1".into(), members, eip: None });
+        s
+    }
+
+    fn rule_of(s: &DesiredState) -> Rule {
+        check(s, &Limits::default()).expect_err("must be refused").rule
+    }
+
+    #[test]
+    fn accepts_a_valid_havip() {
+        check(&with_havip(base(), "198.18.1.50", &["vnic-a", "vnic-b"]), &Limits::default()).unwrap();
+    }
+
+    #[test]
+    fn refuses_bad_vip_addresses() {
+        assert_eq!(rule_of(&with_havip(base(), "198.18.9.50", &[])), Rule::VipInSubnet);
+        assert_eq!(rule_of(&with_havip(base(), "198.18.1.0", &[])), Rule::VipNotNetworkOrBroadcast);
+        assert_eq!(rule_of(&with_havip(base(), "198.18.1.255", &[])), Rule::VipNotNetworkOrBroadcast);
+        assert_eq!(rule_of(&with_havip(base(), "198.18.1.11", &[])), Rule::VipNotVnicAddress);
+        assert_eq!(parse_ipv4("2001:db8::1").unwrap_err().rule, Rule::Ipv4Only);
+    }
+
+    #[test]
+    fn refuses_bad_members() {
+        assert_eq!(rule_of(&with_havip(base(), "198.18.1.50", &["vnic-x"])), Rule::MemberInSubnet);
+        assert_eq!(rule_of(&with_havip(base(), "198.18.1.50", &["nope"])), Rule::UnknownVnic);
+        assert_eq!(rule_of(&with_havip(base(), "198.18.1.50", &["vnic-a", "vnic-a"])), Rule::MemberOnce);
+    }
+
+    #[test]
+    fn refuses_more_than_ten_members() {
+        let mut s = base();
+        let mut names = Vec::new();
+        for i in 0..11u8 {
+            let name = format!("m{i}");
+            let ip = Ipv4Addr::new(198, 18, 1, 100 + i);
+            s.vnics.insert(
+                name.clone(),
+                Vnic {
+                    name: name.clone(),
+                    instance: name.clone(),
+                    subnet: "vpc1".into(),
+                    ip,
+                    mac: [2, 0, 0, 0, 0, i],
+                },
+            );
+            names.push(name);
+        }
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let e = check(&with_havip(s, "198.18.1.50", &refs), &Limits::default()).unwrap_err();
+        assert_eq!(e.to_string(), "refused by rule max-members-per-havip: HAVIP 198.18.1.50 would have 11 members; a HAVIP may have at most 10");
+    }
+
+    #[test]
+    fn refuses_more_than_five_havips_per_instance() {
+        let mut s = base();
+        for i in 0..6 {
+            s = with_havip(s, &format!("198.18.1.{}", 50 + i), &["vnic-a"]);
+        }
+        let e = check(&s, &Limits::default()).unwrap_err();
+        assert_eq!(e.rule, Rule::MaxHavipsPerInstance);
+        assert!(e.message.contains("instance vm-a would be a member of 6 HAVIPs"), "{e}");
+    }
+
+    #[test]
+    fn refuses_eip_inside_vpc_and_bound_twice() {
+        let mut s = with_havip(with_havip(base(), "198.18.1.50", &[]), "198.18.1.51", &[]);
+        s.havips.get_mut(&"198.18.1.50".parse().unwrap()).unwrap().eip = Some("198.18.2.7".parse().unwrap());
+        assert_eq!(rule_of(&s), Rule::EipOutsideVpc);
+        for h in s.havips.values_mut() {
+            h.eip = Some("203.0.113.7".parse().unwrap());
+        }
+        assert_eq!(rule_of(&s), Rule::EipBoundOnce);
+    }
+
+    #[test]
+    fn refuses_bad_text() {
+        assert_eq!(parse_cidr("198.18.1.5/24").unwrap_err().rule, Rule::Malformed);
+        assert!(parse_mac("01:00:5e:00:00:01").unwrap_err().message.contains("multicast"));
+        assert!(parse_mac("02:00:00:00:00").is_err());
+        assert!(check_ifname("a-very-long-interface").is_err());
+    }
+}

@@ -1,0 +1,393 @@
+//! The operator's verbs as edits of the desired state, and the declarative
+//! file (`havipctl apply -f`, the config's desired-state sections). A verb
+//! checks what only it can (e.g. deleting something in use); the caller then
+//! checks the whole result with [`rules::check`](crate::rules::check).
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    model::{DesiredState, Havip, Vnic},
+    rules::{check_ifname, parse_cidr, parse_ipv4, parse_mac, refuse, Refusal, Rule},
+};
+
+/// A subnet as written by an operator.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubnetSpec {
+    pub name: String,
+    pub cidr: String,
+}
+
+/// A vNIC as written by an operator.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VnicSpec {
+    pub name: String,
+    pub instance: String,
+    pub subnet: String,
+    pub ip: String,
+    pub mac: String,
+}
+
+/// A HAVIP as written by an operator. Without `vip`, `create` takes the
+/// next free address of the subnet.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HavipSpec {
+    #[serde(default)]
+    pub vip: Option<String>,
+    pub subnet: String,
+    #[serde(default)]
+    pub members: Vec<String>,
+    #[serde(default)]
+    pub eip: Option<String>,
+}
+
+/// The declarative file: every object in it is created, or updated to be
+/// exactly as written; objects it does not mention are left alone.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredFile {
+    #[serde(default)]
+    pub subnets: Vec<SubnetSpec>,
+    #[serde(default)]
+    pub vnics: Vec<VnicSpec>,
+    #[serde(default)]
+    pub havips: Vec<HavipSpec>,
+}
+
+impl VnicSpec {
+    fn parse(&self) -> Result<Vnic, Refusal> {
+        check_ifname(&self.name)?;
+        let ctx = |e: Refusal| Refusal { message: format!("vNIC {}: {}", self.name, e.message), ..e };
+        Ok(Vnic {
+            name: self.name.clone(),
+            instance: self.instance.clone(),
+            subnet: self.subnet.clone(),
+            ip: parse_ipv4(&self.ip).map_err(ctx)?,
+            mac: parse_mac(&self.mac).map_err(ctx)?,
+        })
+    }
+}
+
+fn parse_eip(eip: Option<&str>) -> Result<Option<Ipv4Addr>, Refusal> {
+    eip.map(parse_ipv4).transpose()
+}
+
+impl DesiredFile {
+    /// The objects of the file, typed; an object written twice is refused.
+    pub fn parse(&self) -> Result<DesiredState, Refusal> {
+        let mut s = DesiredState::default();
+        for sn in &self.subnets {
+            let subnet = parse_cidr(&sn.cidr)?;
+            if s.subnets.insert(sn.name.clone(), subnet).is_some() {
+                refuse(Rule::Malformed, format!("subnet {} is written twice", sn.name))?;
+            }
+        }
+        for v in &self.vnics {
+            if s.vnics.insert(v.name.clone(), v.parse()?).is_some() {
+                refuse(Rule::Malformed, format!("vNIC {} is written twice", v.name))?;
+            }
+        }
+        for h in &self.havips {
+            let Some(vip) = &h.vip else {
+                return refuse(
+                    Rule::Malformed,
+                    "a HAVIP in a file needs its vip (a file is applied again and again)",
+                );
+            };
+            let vip = parse_ipv4(vip)?;
+            let havip = Havip {
+                vip,
+                subnet: h.subnet.clone(),
+                members: h.members.clone(),
+                eip: parse_eip(h.eip.as_deref())?,
+            };
+            if s.havips.insert(vip, havip).is_some() {
+                refuse(Rule::VipUnique, format!("HAVIP {vip} is written twice"))?;
+            }
+        }
+        Ok(s)
+    }
+}
+
+impl From<&DesiredState> for DesiredFile {
+    /// The file that would make a store hold exactly `s` (`havipctl export`).
+    fn from(s: &DesiredState) -> Self {
+        Self {
+            subnets: s
+                .subnets
+                .iter()
+                .map(|(name, sn)| SubnetSpec { name: name.clone(), cidr: sn.to_string() })
+                .collect(),
+            vnics: s
+                .vnics
+                .values()
+                .map(|v| VnicSpec {
+                    name: v.name.clone(),
+                    instance: v.instance.clone(),
+                    subnet: v.subnet.clone(),
+                    ip: v.ip.to_string(),
+                    mac: crate::model::MacAddr(v.mac).to_string(),
+                })
+                .collect(),
+            havips: s
+                .havips
+                .values()
+                .map(|h| HavipSpec {
+                    vip: Some(h.vip.to_string()),
+                    subnet: h.subnet.clone(),
+                    members: h.members.clone(),
+                    eip: h.eip.map(|e| e.to_string()),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Creates or updates every object of `file` in `s`.
+pub fn apply(s: &mut DesiredState, file: DesiredState) {
+    s.subnets.extend(file.subnets);
+    s.vnics.extend(file.vnics);
+    s.havips.extend(file.havips);
+}
+
+pub fn put_subnet(s: &mut DesiredState, spec: &SubnetSpec) -> Result<(), Refusal> {
+    check_ifname_like_name(&spec.name)?;
+    s.subnets.insert(spec.name.clone(), parse_cidr(&spec.cidr)?);
+    Ok(())
+}
+
+/// Subnet names share the vNIC naming rule: short, no spaces or slashes.
+fn check_ifname_like_name(name: &str) -> Result<(), Refusal> {
+    check_ifname(name).map_err(|e| Refusal { message: format!("subnet name: {}", e.message), ..e })
+}
+
+pub fn delete_subnet(s: &mut DesiredState, name: &str) -> Result<(), Refusal> {
+    if !s.subnets.contains_key(name) {
+        return refuse(Rule::UnknownSubnet, format!("subnet {name} does not exist"));
+    }
+    let users: Vec<String> = s
+        .vnics
+        .values()
+        .filter(|v| v.subnet == name)
+        .map(|v| format!("vNIC {}", v.name))
+        .chain(s.havips.values().filter(|h| h.subnet == name).map(|h| format!("HAVIP {}", h.vip)))
+        .collect();
+    if !users.is_empty() {
+        return refuse(Rule::SubnetInUse, format!("subnet {name} is used by {}", users.join(", ")));
+    }
+    s.subnets.remove(name);
+    Ok(())
+}
+
+pub fn put_vnic(s: &mut DesiredState, spec: &VnicSpec) -> Result<(), Refusal> {
+    s.vnics.insert(spec.name.clone(), spec.parse()?);
+    Ok(())
+}
+
+pub fn delete_vnic(s: &mut DesiredState, name: &str) -> Result<(), Refusal> {
+    if !s.vnics.contains_key(name) {
+        return refuse(Rule::UnknownVnic, format!("vNIC {name} does not exist"));
+    }
+    let of: Vec<String> = s
+        .havips
+        .values()
+        .filter(|h| h.members.iter().any(|m| m == name))
+        .map(|h| h.vip.to_string())
+        .collect();
+    if !of.is_empty() {
+        return refuse(
+            Rule::VnicInUse,
+            format!("vNIC {name} is a member of HAVIP {}: disassociate it first", of.join(", ")),
+        );
+    }
+    s.vnics.remove(name);
+    Ok(())
+}
+
+/// Creates a HAVIP; returns its address (allocated when the spec has none).
+pub fn create_havip(s: &mut DesiredState, spec: &HavipSpec) -> Result<Ipv4Addr, Refusal> {
+    let vip = match &spec.vip {
+        Some(vip) => parse_ipv4(vip)?,
+        None => next_free(s, &spec.subnet)?,
+    };
+    if s.havips.contains_key(&vip) {
+        return refuse(Rule::VipUnique, format!("HAVIP {vip} exists already"));
+    }
+    let havip = Havip {
+        vip,
+        subnet: spec.subnet.clone(),
+        members: spec.members.clone(),
+        eip: parse_eip(spec.eip.as_deref())?,
+    };
+    s.havips.insert(vip, havip);
+    Ok(vip)
+}
+
+/// The lowest host address of `subnet` that is neither a vNIC's nor a HAVIP's.
+fn next_free(s: &DesiredState, subnet: &str) -> Result<Ipv4Addr, Refusal> {
+    let Some(sn) = s.subnets.get(subnet) else {
+        return refuse(Rule::UnknownSubnet, format!("subnet {subnet} does not exist"));
+    };
+    let mut used: std::collections::HashSet<Ipv4Addr> = s.vnics.values().map(|v| v.ip).collect();
+    used.extend(s.havips.keys());
+    match sn.hosts().find(|ip| !used.contains(ip)) {
+        Some(ip) => Ok(ip),
+        None => {
+            refuse(Rule::SubnetHasFreeAddress, format!("subnet {subnet} ({sn}) has no free address left"))
+        }
+    }
+}
+
+fn havip_mut(s: &mut DesiredState, vip: Ipv4Addr) -> Result<&mut Havip, Refusal> {
+    s.havips
+        .get_mut(&vip)
+        .map_or_else(|| refuse(Rule::UnknownHavip, format!("HAVIP {vip} does not exist")), Ok)
+}
+
+/// Deletes a HAVIP. One with members or an EIP is refused unless `force`.
+pub fn delete_havip(s: &mut DesiredState, vip: Ipv4Addr, force: bool) -> Result<Havip, Refusal> {
+    let h = havip_mut(s, vip)?;
+    if !force {
+        let mut uses = Vec::new();
+        if !h.members.is_empty() {
+            uses.push(format!("members {}", h.members.join(", ")));
+        }
+        if let Some(eip) = h.eip {
+            uses.push(format!("EIP {eip}"));
+        }
+        if !uses.is_empty() {
+            return refuse(
+                Rule::DeleteInUse,
+                format!(
+                    "HAVIP {vip} still has {}: disassociate and unbind first, or delete with force",
+                    uses.join(" and ")
+                ),
+            );
+        }
+    }
+    Ok(s.havips.remove(&vip).expect("looked up above"))
+}
+
+pub fn associate(s: &mut DesiredState, vip: Ipv4Addr, vnic: &str) -> Result<(), Refusal> {
+    if !s.vnics.contains_key(vnic) {
+        return refuse(Rule::UnknownVnic, format!("vNIC {vnic} does not exist"));
+    }
+    havip_mut(s, vip)?.members.push(vnic.to_owned());
+    Ok(())
+}
+
+pub fn disassociate(s: &mut DesiredState, vip: Ipv4Addr, vnic: &str) -> Result<(), Refusal> {
+    let h = havip_mut(s, vip)?;
+    let Some(i) = h.members.iter().position(|m| m == vnic) else {
+        return refuse(Rule::UnknownVnic, format!("vNIC {vnic} is not a member of HAVIP {vip}"));
+    };
+    h.members.remove(i);
+    Ok(())
+}
+
+pub fn bind_eip(s: &mut DesiredState, vip: Ipv4Addr, eip: &str, max_eips: usize) -> Result<(), Refusal> {
+    let eip = parse_ipv4(eip)?;
+    let h = havip_mut(s, vip)?;
+    match h.eip {
+        Some(bound) if bound == eip => {}
+        Some(bound) => refuse(
+            Rule::MaxEipsPerHavip,
+            format!("HAVIP {vip} has EIP {bound} bound already; a HAVIP may have at most {max_eips} EIP"),
+        )?,
+        None => h.eip = Some(eip),
+    }
+    Ok(())
+}
+
+pub fn unbind_eip(s: &mut DesiredState, vip: Ipv4Addr) -> Result<(), Refusal> {
+    let h = havip_mut(s, vip)?;
+    if h.eip.take().is_none() {
+        return refuse(Rule::UnknownHavip, format!("HAVIP {vip} has no EIP bound"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lab() -> DesiredState {
+        let file: DesiredFile = toml::from_str(
+            r#"
+            [[subnets]]
+            name = "vpc1"
+            cidr = "198.18.1.0/29"
+            [[vnics]]
+            name = "vnic-a"
+            instance = "vm-a"
+            subnet = "vpc1"
+            ip = "198.18.1.1"
+            mac = "02:00:00:00:00:01"
+            "#,
+        )
+        .unwrap();
+        file.parse().unwrap()
+    }
+
+    #[test]
+    fn export_round_trips_through_toml() {
+        let mut s = lab();
+        let spec = HavipSpec { subnet: "vpc1".into(), members: vec!["vnic-a".into()], ..Default::default() };
+        let vip = create_havip(&mut s, &spec).unwrap();
+        bind_eip(&mut s, vip, "203.0.113.7", 1).unwrap();
+        let text = toml::to_string(&DesiredFile::from(&s)).unwrap();
+        let back: DesiredFile = toml::from_str(&text).unwrap();
+        assert_eq!(back.parse().unwrap(), s, "{text}");
+    }
+
+    #[test]
+    fn next_free_skips_vnics_and_havips() {
+        let mut s = lab();
+        let spec = HavipSpec { subnet: "vpc1".into(), ..Default::default() };
+        assert_eq!(create_havip(&mut s, &spec).unwrap().to_string(), "198.18.1.2");
+        assert_eq!(create_havip(&mut s, &spec).unwrap().to_string(), "198.18.1.3");
+        for _ in 0..3 {
+            create_havip(&mut s, &spec).unwrap();
+        }
+        assert_eq!(create_havip(&mut s, &spec).unwrap_err().rule, Rule::SubnetHasFreeAddress);
+    }
+
+    #[test]
+    fn delete_in_use_needs_force() {
+        let mut s = lab();
+        let spec = HavipSpec { subnet: "vpc1".into(), members: vec!["vnic-a".into()], ..Default::default() };
+        let vip = create_havip(&mut s, &spec).unwrap();
+        let e = delete_havip(&mut s, vip, false).unwrap_err();
+        assert_eq!(e.to_string(), "refused by rule delete-only-unused: HAVIP 198.18.1.2 still has members vnic-a: disassociate and unbind first, or delete with force");
+        assert_eq!(delete_vnic(&mut s, "vnic-a").unwrap_err().rule, Rule::VnicInUse);
+        delete_havip(&mut s, vip, true).unwrap();
+        delete_vnic(&mut s, "vnic-a").unwrap();
+        delete_subnet(&mut s, "vpc1").unwrap();
+        assert_eq!(s, DesiredState::default());
+    }
+
+    #[test]
+    fn second_eip_is_refused() {
+        let mut s = lab();
+        let vip = create_havip(&mut s, &HavipSpec { subnet: "vpc1".into(), ..Default::default() }).unwrap();
+        bind_eip(&mut s, vip, "203.0.113.7", 1).unwrap();
+        bind_eip(&mut s, vip, "203.0.113.7", 1).unwrap();
+        assert_eq!(bind_eip(&mut s, vip, "203.0.113.8", 1).unwrap_err().rule, Rule::MaxEipsPerHavip);
+    }
+
+    #[test]
+    fn file_havips_need_an_address_and_appear_once() {
+        let f = DesiredFile {
+            havips: vec![HavipSpec { subnet: "vpc1".into(), ..Default::default() }],
+            ..Default::default()
+        };
+        assert_eq!(f.parse().unwrap_err().rule, Rule::Malformed);
+        let h = HavipSpec { vip: Some("198.18.1.5".into()), subnet: "vpc1".into(), ..Default::default() };
+        let f = DesiredFile { havips: vec![h.clone(), h], ..Default::default() };
+        assert_eq!(f.parse().unwrap_err().rule, Rule::VipUnique);
+    }
+}
