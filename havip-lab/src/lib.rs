@@ -20,3 +20,4 @@ pub mod scenario;
 pub mod state;
 pub mod topology;
 pub mod wait;
+pub mod web;

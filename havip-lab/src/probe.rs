@@ -3,8 +3,9 @@
 //! sequence-numbered datagram at a fixed rate and records who answered.
 
 use std::{
-    io::ErrorKind,
+    io::{ErrorKind, IoSlice, IoSliceMut},
     net::{Ipv4Addr, SocketAddr, UdpSocket},
+    os::fd::AsRawFd,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -14,6 +15,9 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use nix::sys::socket::{
+    recvmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn,
+};
 
 use crate::{log::Timeline, netns, wait};
 
@@ -24,7 +28,7 @@ const TICK: Duration = Duration::from_millis(50);
 const DRAIN: Duration = Duration::from_millis(300);
 
 /// Probes go only to addresses reserved for testing.
-fn ensure_test_range(ip: Ipv4Addr) -> Result<()> {
+pub fn ensure_test_range(ip: Ipv4Addr) -> Result<()> {
     let o = ip.octets();
     let ok = (o[0] == 198 && (o[1] == 18 || o[1] == 19))
         || (o[0] == 198 && o[1] == 51 && o[2] == 100)
@@ -45,13 +49,13 @@ fn bind_in(ns: &str, port: u16) -> Result<UdpSocket> {
 }
 
 /// A background loop that stops (and is joined) when its handle drops.
-struct Worker {
+pub(crate) struct Worker {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Worker {
-    fn spawn(stop: Arc<AtomicBool>, body: impl FnOnce() + Send + 'static) -> Self {
+    pub(crate) fn spawn(stop: Arc<AtomicBool>, body: impl FnOnce() + Send + 'static) -> Self {
         Self { stop, thread: Some(thread::spawn(body)) }
     }
 
@@ -69,7 +73,8 @@ impl Drop for Worker {
     }
 }
 
-/// Echoes every datagram on [`PORT`] back with `|<name>` appended.
+/// Echoes every datagram on [`PORT`] back with `|<name>` appended, from the
+/// address it was sent to (the VIP), as a real service answers.
 pub struct Responder {
     _worker: Worker,
 }
@@ -79,16 +84,43 @@ impl Responder {
         let sock = bind_in(ns, PORT).with_context(|| format!("starting the echo responder in {name}"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let (flag, sign) = (stop.clone(), format!("|{name}"));
+        setsockopt(&sock, sockopt::Ipv4PacketInfo, &true).context("asking for IP_PKTINFO")?;
         let worker = Worker::spawn(stop, move || {
             let mut buf = [0u8; 512];
             while !flag.load(Ordering::SeqCst) {
-                let Ok((n, from)) = sock.recv_from(&mut buf[..400]) else { continue };
+                let Ok((n, from, to)) = recv_with_dst(&sock, &mut buf[..400]) else { continue };
                 buf[n..n + sign.len()].copy_from_slice(sign.as_bytes());
-                let _ = sock.send_to(&buf[..n + sign.len()], from);
+                let _ = send_from(&sock, &buf[..n + sign.len()], from, to);
             }
         });
         Ok(Self { _worker: worker })
     }
+}
+
+/// A datagram, its sender, and the local address it was sent to.
+fn recv_with_dst(sock: &UdpSocket, buf: &mut [u8]) -> Result<(usize, SockaddrIn, libc::in_addr)> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
+    let msg = recvmsg::<SockaddrIn>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())?;
+    let to = msg.cmsgs()?.find_map(|c| match c {
+        ControlMessageOwned::Ipv4PacketInfo(info) => Some(info.ipi_addr),
+        _ => None,
+    });
+    let from = msg.address.context("datagram without a sender")?;
+    Ok((msg.bytes, from, to.context("datagram without IP_PKTINFO")?))
+}
+
+/// Sends `data` to `to` with `src` as its source address.
+fn send_from(sock: &UdpSocket, data: &[u8], to: SockaddrIn, src: libc::in_addr) -> Result<usize> {
+    let info = libc::in_pktinfo { ipi_ifindex: 0, ipi_spec_dst: src, ipi_addr: src };
+    let sent = sendmsg(
+        sock.as_raw_fd(),
+        &[IoSlice::new(data)],
+        &[ControlMessage::Ipv4PacketInfo(&info)],
+        MsgFlags::empty(),
+        Some(&to),
+    )?;
+    Ok(sent)
 }
 
 /// What became of one probe.
@@ -114,6 +146,9 @@ impl Prober {
         ensure_test_range(target)?;
         let sock = bind_in(ns, 0).context("starting the prober")?;
         let to = SocketAddr::from((target, PORT));
+        // Connected, the socket only takes answers that come from the address
+        // probed: a reply from any other source (un-NATed, say) is not one.
+        sock.connect(to).with_context(|| format!("connecting the prober to {to}"))?;
         let probes: Arc<Mutex<Vec<Probe>>> = Arc::default();
         let rx = sock.try_clone()?;
 
@@ -129,7 +164,7 @@ impl Prober {
                 let due = start + interval * seq as u32;
                 thread::sleep(due.saturating_duration_since(Instant::now()));
                 list.lock().unwrap().push(Probe { seq, sent: clock.now(), answer: None });
-                let _ = sock.send_to(&seq.to_be_bytes(), to);
+                let _ = sock.send(&seq.to_be_bytes());
             }
         });
 

@@ -55,8 +55,15 @@ fn agent_line(text: &str) -> Option<String> {
     }
 }
 
-/// Renders the lab's timeline, the probe's view of it and the VIP's counters.
-pub fn render(lines: &[Line], probe: &Report, interval: Duration, counters: &VipCounters) -> String {
+/// One probe as the report shows it: who probed what.
+pub struct ProbeView<'a> {
+    pub who: &'a str,
+    pub target: &'a str,
+    pub report: &'a Report,
+}
+
+/// Renders the lab's timeline, each probe's view of it and the VIP's counters.
+pub fn render(lines: &[Line], probes: &[ProbeView], interval: Duration, counters: &VipCounters) -> String {
     let mut out = String::from("\n=== timeline (seconds since the lab started) ===\n");
     for l in lines {
         let entry = match l.source.as_str() {
@@ -71,8 +78,19 @@ pub fn render(lines: &[Line], probe: &Report, interval: Duration, counters: &Vip
             let _ = writeln!(out, "{} {:<16} {e}", secs(l.at), l.source);
         }
     }
+    for p in probes {
+        probe_section(&mut out, p, interval);
+    }
+    let _ = writeln!(out, "\n=== VIP counters (vip_stats, summed over CPUs) ===");
+    for c in VipCounter::ALL {
+        let _ = writeln!(out, "{:<18} {}", c.name(), counters.get(c));
+    }
+    out
+}
 
-    let _ = writeln!(out, "\n=== vm-c probe: UDP to the VIP every {interval:?} ===");
+fn probe_section(out: &mut String, view: &ProbeView, interval: Duration) {
+    let (who, probe) = (view.who, view.report);
+    let _ = writeln!(out, "\n=== {who} probe: UDP to {} every {interval:?} ===", view.target);
     let mut windows: Vec<(Duration, String)> = probe
         .spans()
         .into_iter()
@@ -99,18 +117,15 @@ pub fn render(lines: &[Line], probe: &Report, interval: Duration, counters: &Vip
         Some(g) => {
             let _ = writeln!(
                 out,
-                "longest outage seen by vm-c: {:.3}s ({} probes lost)",
+                "longest outage seen by {who}: {:.3}s ({} probes lost)",
                 (g.to - g.from).as_secs_f64(),
                 g.lost
             );
         }
-        None => out.push_str("longest outage seen by vm-c: none, every probe was answered\n"),
+        None => {
+            let _ = writeln!(out, "longest outage seen by {who}: none, every probe was answered");
+        }
     }
-    let _ = writeln!(out, "\n=== VIP counters (vip_stats, summed over CPUs) ===");
-    for c in VipCounter::ALL {
-        let _ = writeln!(out, "{:<18} {}", c.name(), counters.get(c));
-    }
-    out
 }
 
 #[cfg(test)]

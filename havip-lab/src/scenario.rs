@@ -15,8 +15,9 @@ use crate::{
     netns::{self, LabId},
     probe::{Prober, Responder},
     state,
-    topology::{self, Guest, Topology, MEMBERS, VIP, VM_A, VM_B, VM_C},
+    topology::{self, Guest, Topology, EIP, MEMBERS, VIP, VM_A, VM_B, VM_C},
     wait,
+    web::{self, WebServer},
 };
 
 /// keepalived priorities: vm-a is the preferred master and preempts.
@@ -29,6 +30,7 @@ pub struct Lab {
     pub timeline: Timeline,
     attached: bool,
     responders: Vec<Responder>,
+    web: Vec<WebServer>,
     keepalived: Vec<Keepalived>,
     agent: Option<Agent>,
     pub topo: Topology,
@@ -49,6 +51,7 @@ impl Lab {
             timeline,
             attached,
             responders: Vec::new(),
+            web: Vec::new(),
             keepalived: Vec::new(),
             agent: None,
             topo,
@@ -106,9 +109,11 @@ impl Lab {
         Ok(())
     }
 
+    /// The members' services: a UDP echo responder and an HTTP server each.
     pub fn start_responders(&mut self) -> Result<()> {
         for g in MEMBERS {
             self.responders.push(Responder::start(&self.topo.ns(g), g.name)?);
+            self.web.push(WebServer::start(&self.topo.ns(g), g.name)?);
         }
         Ok(())
     }
@@ -154,6 +159,25 @@ impl Lab {
     /// A prober in vm-c aimed at the VIP.
     pub fn prober(&self, interval: Duration) -> Result<Prober> {
         Prober::start(&self.topo.ns(VM_C), VIP, interval, &self.timeline)
+    }
+
+    /// A prober on the outside host aimed at the EIP.
+    pub fn prober_from_inet(&self, interval: Duration) -> Result<Prober> {
+        Prober::start(self.topo.inet(), EIP, interval, &self.timeline)
+    }
+
+    /// One HTTP GET from the outside host through the EIP: who served it.
+    pub fn fetch_via_eip(&self) -> Result<String> {
+        web::fetch(self.topo.inet(), EIP)
+    }
+
+    /// The MAC of `g`'s vNIC on the host: where `g`'s frames are addressed.
+    pub fn host_mac(&self, g: Guest) -> Result<[u8; 6]> {
+        let out = cmd::ip(&["-n", self.topo.hv(), "-j", "link", "show", g.vnic])?;
+        let v: serde_json::Value = serde_json::from_str(&out).context("parsing `ip -j link`")?;
+        let text = v[0]["address"].as_str().with_context(|| format!("{} has no MAC", g.vnic))?;
+        let bytes: Vec<u8> = text.split(':').map(|b| u8::from_str_radix(b, 16)).collect::<Result<_, _>>()?;
+        bytes.try_into().map_err(|_| anyhow::anyhow!("{} has a malformed MAC {text}", g.vnic))
     }
 
     /// The MAC in `g`'s neighbour table for `ip`, if any.

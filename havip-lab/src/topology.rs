@@ -2,6 +2,8 @@
 //! an SDN host (per-VM /32 routes, proxy ARP, no bridge) and guest namespaces
 //! `vm-a`, `vm-b`, `vm-c`, each on its own veth "vNIC". Nothing routes the VIP:
 //! without havip, vm-c cannot reach it, which is the problem havip solves.
+//! An `inet` namespace behind the host's uplink plays the Internet user of
+//! the EIP bound to the HAVIP.
 
 use std::{fs, net::Ipv4Addr, path::Path};
 
@@ -16,6 +18,16 @@ use crate::{
 pub const SUBNET: &str = "198.18.1.0/24";
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 50);
+/// The EIP bound 1:1 to the HAVIP.
+pub const EIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+pub const EIP_NET: &str = "203.0.113.0/24";
+/// The host's uplink NIC, its address, and the outside host at its far end
+/// (the uplink's next hop and the EIP's user in one).
+pub const UPLINK: &str = "uplink0";
+pub const UPLINK_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+pub const INET_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+/// Namespace role of the outside host.
+pub const INET: &str = "inet";
 
 /// One guest VM: its namespace role, its vNIC on the host, its address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,13 +75,15 @@ pub struct Topology {
     pub id: LabId,
     hv: Netns,
     guests: Vec<Netns>,
+    inet: Netns,
 }
 
 impl Topology {
     /// Builds the lab; `dir` is the lab's directory for files it needs.
     pub fn create(id: LabId, dir: &Path) -> Result<Self> {
         let hv = Netns::create(&id.netns("hv"))?;
-        let mut topo = Self { guests: Vec::new(), hv, id };
+        let inet = Netns::create(&id.netns(INET))?;
+        let mut topo = Self { guests: Vec::new(), hv, inet, id };
         for g in GUESTS {
             topo.guests.push(Netns::create(&topo.id.netns(g.role))?);
         }
@@ -79,6 +93,11 @@ impl Topology {
 
     pub fn hv(&self) -> &str {
         self.hv.name()
+    }
+
+    /// The outside host's namespace.
+    pub fn inet(&self) -> &str {
+        self.inet.name()
     }
 
     /// The namespace of guest `g`.
@@ -109,20 +128,15 @@ impl Topology {
             cmd::ip(&["-n", &ns, "addr", "add", &ip, "dev", GUEST_IF])?;
             cmd::ip(&["-n", &ns, "link", "set", GUEST_IF, "up"])?;
             cmd::ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            // Replies to the outside go through the host (and its EIP NAT).
+            cmd::ip(&["-n", &ns, "route", "add", "default", "via", &GATEWAY.to_string()])?;
             // A frame that XDP redirects (or XDP_TXes) into a veth is dropped
             // silently unless the peer, this eth0, can take XDP frames. GRO on
             // suffices for redirects, but on kernel 6.18 the ARP replies the
             // host XDP_TXes back to the sender were still lost (vnic-c counted
             // rx_queue_0_xdp_tx, vm-c's eth0 saw nothing): an XDP_PASS program
             // on eth0 makes both work. A real guest's virtio NIC needs neither.
-            let obj = obj.to_str().context("lab object path")?;
-            cmd::ip(&["-n", &ns, "link", "set", GUEST_IF, "xdpdrv", "obj", obj, "program", "xdp_pass"])
-                .context("attaching xdp_pass to the guest's eth0")?;
-            // Locally sent UDP leaves a veth with its checksum left to
-            // "hardware"; XDP redirects the frame as is and the receiver drops
-            // it as corrupt. Guests compute checksums themselves, as a VM's
-            // virtio NIC without offload would.
-            cmd::in_ns(&ns, "ethtool", &["-K", GUEST_IF, "tx", "off"])?;
+            prepare_far_end(&ns, &obj)?;
 
             cmd::ip(&["-n", hv, "addr", "add", &format!("{GATEWAY}/32"), "dev", g.vnic])?;
             cmd::ip(&["-n", hv, "link", "set", g.vnic, "up"])?;
@@ -135,6 +149,8 @@ impl Topology {
             // host answers at once, and VRRP adverts must not wait for it.
             sysctls.push(format!("ipv4/neigh/{}/proxy_delay=0", g.vnic));
         }
+        self.wire_uplink(&obj)?;
+        sysctls.push(format!("ipv4/conf/{UPLINK}/rp_filter=0"));
         netns::run_in(hv, move || {
             for s in sysctls {
                 let (key, value) = s.split_once('=').context("sysctl key=value")?;
@@ -145,15 +161,50 @@ impl Topology {
         })
     }
 
+    /// hv's `uplink0` <-> inet's `eth0`; inet reaches the EIPs through hv.
+    fn wire_uplink(&self, obj: &Path) -> Result<()> {
+        let (hv, inet) = (self.hv(), self.inet());
+        cmd::ip(&["-n", hv, "link", "add", UPLINK, "type", "veth", "peer", "name", GUEST_IF, "netns", inet])?;
+        cmd::ip(&["-n", inet, "addr", "add", &format!("{INET_IP}/24"), "dev", GUEST_IF])?;
+        cmd::ip(&["-n", inet, "link", "set", GUEST_IF, "up"])?;
+        cmd::ip(&["-n", inet, "link", "set", "lo", "up"])?;
+        cmd::ip(&["-n", inet, "route", "add", EIP_NET, "via", &UPLINK_IP.to_string()])?;
+        prepare_far_end(inet, obj)?;
+        cmd::ip(&["-n", hv, "addr", "add", &format!("{UPLINK_IP}/24"), "dev", UPLINK])?;
+        cmd::ip(&["-n", hv, "link", "set", UPLINK, "up"])?;
+        Ok(())
+    }
+
     /// Leaves the namespaces in place when this handle goes (`lab up`).
     pub fn keep(&mut self) {
         self.hv.keep();
+        self.inet.keep();
         self.guests.iter_mut().for_each(Netns::keep);
     }
 }
 
+/// Readies the far (non-host) end of a veth, `eth0` in `ns`, to receive what
+/// the host's XDP forwards to it.
+fn prepare_far_end(ns: &str, obj: &Path) -> Result<()> {
+    // A frame that XDP redirects (or XDP_TXes) into a veth is dropped
+    // silently unless the peer, this eth0, can take XDP frames. GRO on
+    // suffices for redirects, but on kernel 6.18 the ARP replies the
+    // host XDP_TXes back to the sender were still lost (vnic-c counted
+    // rx_queue_0_xdp_tx, vm-c's eth0 saw nothing): an XDP_PASS program
+    // on eth0 makes both work. A real guest's virtio NIC needs neither.
+    let obj = obj.to_str().context("lab object path")?;
+    cmd::ip(&["-n", ns, "link", "set", GUEST_IF, "xdpdrv", "obj", obj, "program", "xdp_pass"])
+        .with_context(|| format!("attaching xdp_pass to {GUEST_IF} in {ns}"))?;
+    // Locally sent UDP/TCP leaves a veth with its checksum left to
+    // "hardware"; XDP forwards the frame as is and the receiver drops it as
+    // corrupt. Compute checksums in software, as a VM's virtio NIC without
+    // offload would.
+    cmd::in_ns(ns, "ethtool", &["-K", GUEST_IF, "tx", "off"])?;
+    Ok(())
+}
+
 /// The agent's config for this lab: every guest's vNIC, one HAVIP whose
-/// members are vm-a and vm-b.
+/// members are vm-a and vm-b with the EIP bound, and the uplink.
 pub fn agent_config() -> String {
     let mut cfg = format!("[[subnets]]\nname = \"vpc1\"\ncidr = \"{SUBNET}\"\n");
     for g in GUESTS {
@@ -166,7 +217,11 @@ pub fn agent_config() -> String {
         );
     }
     let members: Vec<String> = MEMBERS.iter().map(|g| format!("\"{}\"", g.vnic)).collect();
-    cfg += &format!("\n[[havips]]\nvip = \"{VIP}\"\nsubnet = \"vpc1\"\nmembers = [{}]\n", members.join(", "));
+    cfg += &format!(
+        "\n[[havips]]\nvip = \"{VIP}\"\nsubnet = \"vpc1\"\nmembers = [{}]\neip = \"{EIP}\"\n",
+        members.join(", ")
+    );
+    cfg += &format!("\n[uplink]\nname = \"{UPLINK}\"\nnext_hop = \"{INET_IP}\"\n");
     cfg
 }
 

@@ -8,10 +8,10 @@ use havip_common::VipCounter;
 use havip_lab::{
     agent, garp, interrupt,
     netns::{self, LabId, RUN_DIR},
-    report,
+    report::{self, ProbeView},
     scenario::{Lab, FAILOVER_TIMEOUT},
     state,
-    topology::{GUEST_IF, VIP, VM_A, VM_B, VM_C},
+    topology::{Guest, EIP, GUEST_IF, INET, VIP, VM_A, VM_B, VM_C},
     wait,
 };
 
@@ -49,21 +49,29 @@ fn main() -> Result<()> {
 fn run() -> Result<()> {
     let mut lab = Lab::start(LabId::unique("lab"), true)?;
     let t = lab.timeline.clone();
-    t.step("probing the VIP from vm-c");
+    t.step(&format!("probing the VIP from vm-c, and the EIP {EIP} from inet"));
     let prober = lab.prober(PROBE_INTERVAL)?;
-    prober.wait_answered_by(VM_A.name, 1, FAILOVER_TIMEOUT)?;
+    let outside = lab.prober_from_inet(PROBE_INTERVAL)?;
+    let answered = |g: Guest| -> Result<()> {
+        prober.wait_answered_by(g.name, 1, FAILOVER_TIMEOUT)?;
+        outside.wait_answered_by(g.name, 1, FAILOVER_TIMEOUT)
+    };
+    answered(VM_A)?;
+    fetch(&lab, VM_A)?;
 
     t.step("stopping keepalived on vm-a (the holder)");
     lab.keepalived(VM_A)?.stop()?;
     lab.wait_holder(VM_B, FAILOVER_TIMEOUT)?;
-    prober.wait_answered_by(VM_B.name, 1, FAILOVER_TIMEOUT)?;
+    answered(VM_B)?;
     t.step("vm-b holds the VIP and answers");
+    fetch(&lab, VM_B)?;
 
     t.step("restarting keepalived on vm-a (it preempts)");
     lab.keepalived(VM_A)?.restart()?;
     lab.wait_holder(VM_A, FAILOVER_TIMEOUT)?;
-    prober.wait_answered_by(VM_A.name, 1, FAILOVER_TIMEOUT)?;
+    answered(VM_A)?;
     t.step("vm-a holds the VIP again and answers");
+    fetch(&lab, VM_A)?;
 
     t.step("vm-c (no member) claims the VIP with a gratuitous ARP");
     let pins = lab.pin_dir();
@@ -74,13 +82,25 @@ fn run() -> Result<()> {
     wait::until("the spoofed claim to be rejected", FAILOVER_TIMEOUT, || {
         Ok((rejected(&pins)? > before).then_some(()))
     })?;
-    prober.wait_answered_by(VM_A.name, 1, FAILOVER_TIMEOUT)?;
+    answered(VM_A)?;
     t.step("rejected: vm-a still holds the VIP and answers");
 
-    let probe = prober.finish();
+    let (inside, outside) = (prober.finish(), outside.finish());
     let counters = state::vip_counters(&pins, VIP)?;
-    print!("{}", report::render(&lab.timeline.lines(), &probe, PROBE_INTERVAL, &counters));
+    let probes = [
+        ProbeView { who: "vm-c", target: "the VIP", report: &inside },
+        ProbeView { who: "inet", target: "the EIP", report: &outside },
+    ];
+    print!("{}", report::render(&lab.timeline.lines(), &probes, PROBE_INTERVAL, &counters));
     t.step("removing the lab");
+    Ok(())
+}
+
+/// An HTTP GET from outside through the EIP, which `g` must serve.
+fn fetch(lab: &Lab, g: Guest) -> Result<()> {
+    let who = lab.fetch_via_eip()?;
+    lab.timeline.step(&format!("inet: GET http://{EIP}/ -> served by {who}"));
+    anyhow::ensure!(who == g.name, "the EIP was served by {who}, not by the holder {}", g.name);
     Ok(())
 }
 
@@ -98,18 +118,21 @@ fn up() -> Result<()> {
     let id = &lab.topo.id;
     // `down` finds the processes through the namespaces; the rest is for people.
     let namespaces: Vec<String> =
-        ["hv", VM_A.role, VM_B.role, VM_C.role].iter().map(|r| id.netns(r)).collect();
+        ["hv", VM_A.role, VM_B.role, VM_C.role, INET].iter().map(|r| id.netns(r)).collect();
     let record = serde_json::json!({ "agent": spec, "namespaces": namespaces });
     fs::write(&state, serde_json::to_string_pretty(&record)?)
         .with_context(|| format!("writing {}", state.display()))?;
     let (hv, vmc, pins) = (id.netns("hv"), id.netns(VM_C.role), spec.pin_dir.display().to_string());
+    let inet = id.netns(INET);
     println!(
         "The lab is up: keepalived in {} and {}, havip-agent in {hv} (pins in {pins}).\n\
          Try:\n  \
          ip netns exec {vmc} ping -c3 {VIP}\n  \
+         ip netns exec {inet} curl -s http://{EIP}/    # through the EIP, from outside\n  \
          ip -n {vmc} neigh show {VIP}\n  \
          bpftool map dump pinned {pins}/v1/vips\n  \
          bpftool map dump pinned {pins}/v1/vip_stats\n  \
+         bpftool map dump pinned {pins}/v1/eips\n  \
          ip netns pids {} | xargs -n1 kill    # stop keepalived on vm-a: vm-b takes over\n  \
          tail -f {}/*.log\n\
          Remove it with `cargo xtask lab down`.",
