@@ -227,14 +227,15 @@ pub fn create_havip(s: &mut DesiredState, spec: &HavipSpec) -> Result<Ipv4Addr, 
     Ok(vip)
 }
 
-/// The lowest host address of `subnet` that is neither a vNIC's nor a HAVIP's.
+/// The lowest host address of `subnet` that is neither a vNIC's nor a
+/// HAVIP's, after the first (a VPC's gateway, by convention).
 fn next_free(s: &DesiredState, subnet: &str) -> Result<Ipv4Addr, Refusal> {
     let Some(sn) = s.subnets.get(subnet) else {
         return refuse(Rule::UnknownSubnet, format!("subnet {subnet} does not exist"));
     };
     let mut used: std::collections::HashSet<Ipv4Addr> = s.vnics.values().map(|v| v.ip).collect();
     used.extend(s.havips.keys());
-    match sn.hosts().find(|ip| !used.contains(ip)) {
+    match sn.hosts().skip(1).find(|ip| !used.contains(ip)) {
         Some(ip) => Ok(ip),
         None => {
             refuse(Rule::SubnetHasFreeAddress, format!("subnet {subnet} ({sn}) has no free address left"))

@@ -145,6 +145,15 @@ impl Agent {
         Ok(())
     }
 
+    /// SIGKILL, leaving whatever it was writing half done: a crash. Start it
+    /// again with [`Agent::restart`].
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut p) = self.proc.take() {
+            p.kill()?;
+        }
+        Ok(())
+    }
+
     pub fn restart(&mut self) -> Result<()> {
         self.stop()?;
         self.launch()

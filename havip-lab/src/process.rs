@@ -111,6 +111,18 @@ impl ChildProc {
                 self.child.kill().with_context(|| format!("killing {}", self.name))?;
             }
         }
+        self.reap()
+    }
+
+    /// SIGKILL: a crash, as far as the process can tell. Returns how it exited.
+    pub fn kill(&mut self) -> Result<ExitStatus> {
+        if self.exited()?.is_none() {
+            self.child.kill().with_context(|| format!("killing {}", self.name))?;
+        }
+        self.reap()
+    }
+
+    fn reap(&mut self) -> Result<ExitStatus> {
         let status = self.child.wait().with_context(|| format!("waiting for {}", self.name))?;
         self.status = Some(status);
         for reader in self.readers.drain(..) {

@@ -4,15 +4,19 @@
 
 use std::{thread, time::Duration};
 
+mod control_support;
+
 use anyhow::{ensure, Context, Result};
-use havip_common::VipCounter;
+use control_support::Ctl;
+use havip_agent::model::{now_ms, rfc3339};
+use havip_common::{VipCounter, VipState};
 use havip_lab::{
     cmd, garp,
     netns::LabId,
     probe::Prober,
     scenario::{Lab, FAILOVER_TIMEOUT},
     state,
-    topology::{GUEST_IF, VIP, VM_A, VM_B, VM_C},
+    topology::{Guest, GUEST_IF, VIP, VM_A, VM_B, VM_C},
     wait,
 };
 
@@ -52,13 +56,43 @@ fn keepalived_failover_and_spoofed_claim() -> Result<()> {
     Lab::start(LabId::unique("test"), true)?.run(failover_and_spoof)
 }
 
+/// `havipctl describe` shows the holder keepalived elected (the one in the
+/// vips map), since the failover began, and the failovers so far (when
+/// `failovers` says how many); returns how many it shows.
+fn described(
+    ctl: &Ctl,
+    g: Guest,
+    kernel: &VipState,
+    failovers: Option<u64>,
+    not_before: &str,
+) -> Result<u64> {
+    let what = format!("havipctl describe to show {} holding at epoch {}", g.vnic, kernel.epoch);
+    let h = ctl.wait_describe(&VIP.to_string(), &what, FAILOVER_TIMEOUT, |h| {
+        h.holder.as_deref() == Some(g.vnic) && h.epoch == kernel.epoch
+    })?;
+    if let Some(n) = failovers {
+        ensure!(h.failovers == n, "describe counts {} failovers, expected {n}", h.failovers);
+    }
+    ensure!(h.holder_instance.as_deref() == Some(g.name), "holder instance {:?}", h.holder_instance);
+    // RFC 3339 in UTC with milliseconds: text order is time order.
+    let since = h.since.context("describe shows no since-when")?;
+    ensure!(since.as_str() >= not_before, "holder since {since}, but the failover began at {not_before}");
+    Ok(h.failovers)
+}
+
 fn failover_and_spoof(lab: &mut Lab) -> Result<()> {
+    let ctl = Ctl::of(lab)?;
     let prober = lab.prober(PROBE_INTERVAL)?;
     prober.wait_answered_by(VM_A.name, 1, FAILOVER_TIMEOUT).context("vm-c reaching the VIP on vm-a")?;
     let mac_before = lab.neigh_mac(VM_C, VIP)?.context("vm-c has no neighbour entry for the VIP")?;
+    let (_, first) = lab.holder()?.context("no holder at the start")?;
+    // keepalived may have moved the VIP before vm-a won the first election.
+    let failovers = described(&ctl, VM_A, &first, None, &rfc3339(0))?;
 
+    let failover_at = rfc3339(now_ms());
     lab.keepalived(VM_A)?.stop()?;
     let on_b = lab.wait_holder(VM_B, FAILOVER_TIMEOUT)?;
+    described(&ctl, VM_B, &on_b, Some(failovers + 1), &failover_at)?;
     prober.wait_answered_by(VM_B.name, 1, FAILOVER_TIMEOUT).context("vm-c reaching the VIP on vm-b")?;
     let mac_after = lab.neigh_mac(VM_C, VIP)?.context("vm-c lost its neighbour entry for the VIP")?;
     ensure!(
@@ -66,8 +100,10 @@ fn failover_and_spoof(lab: &mut Lab) -> Result<()> {
         "vm-c's neighbour entry for the VIP changed: {mac_before} -> {mac_after}"
     );
 
+    let failback_at = rfc3339(now_ms());
     lab.keepalived(VM_A)?.restart()?;
     let back = lab.wait_holder(VM_A, FAILOVER_TIMEOUT)?;
+    described(&ctl, VM_A, &back, Some(failovers + 2), &failback_at)?;
     ensure!(back.epoch > on_b.epoch, "epoch did not grow on failback: {} -> {}", on_b.epoch, back.epoch);
     prober.wait_answered_by(VM_A.name, 1, FAILOVER_TIMEOUT).context("vm-c reaching the VIP on vm-a again")?;
 
