@@ -156,7 +156,7 @@ fn bench(args: &Args, topo: &Topology, pins: &Pins, cpus: usize, bench_cpu: usiz
         "havip-bench: loading; {} HAVIPs × {MEMBERS} members through the agent's reconciler",
         args.havips
     );
-    let mut lab = Lab::load(&topo.a)?;
+    let mut lab = Lab::load(&topo.a, (0..args.havips).map(fill::vip_addr))?;
     let (mut prod, reconcile_time) = fill::production(pins, topo, args.havips)?;
     let mut scaled: Vec<Plane> = Vec::new();
     for n in SCALE {
@@ -243,6 +243,13 @@ fn bench(args: &Args, topo: &Topology, pins: &Pins, cpus: usize, bench_cpu: usiz
             progs::XDP_TX,
         )?,
         branch("pass-through (not a VIP)", udp_to(NOT_A_VIP), c.host_ifindex, progs::XDP_PASS)?,
+        Branch {
+            name: "for reference: 1 vips-like hash lookup",
+            target: fd(lab.prog(Lab::LOOKUP)?)?,
+            frame: to_vip,
+            ingress: c.host_ifindex,
+            verdict: progs::XDP_PASS,
+        },
     ];
     let (base, costs) = branches::measure(&mut lab, &mut prod, &empty, &all, args.rounds.max(15))?;
     let branch_cost_ns: Vec<Named> = all

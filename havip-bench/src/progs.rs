@@ -3,18 +3,20 @@
 //! harness) and the counting, time-stamping sinks.
 
 use std::{
+    net::Ipv4Addr,
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
 use aya::{
-    maps::{Array, DevMapHash, PerCpuArray, ProgramArray},
+    maps::{Array, DevMapHash, HashMap, PerCpuArray, ProgramArray},
     programs::{ProgramFd, TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
-    Ebpf,
+    Ebpf, EbpfLoader,
 };
 
 use crate::{
+    fill,
     frames::{xdp_md, Frame},
     topo::Port,
 };
@@ -88,11 +90,16 @@ impl Lab {
     pub const LIMIT: &str = "xdp_limit";
     pub const KERNEL: &str = "xdp_restore_pass";
     pub const HARNESS: &str = "xdp_harness";
+    pub const LOOKUP: &str = "xdp_lookup";
 
-    /// Loads it, with the limit sending to `out`'s guest end like havip would.
-    pub fn load(out: &Port) -> Result<Self> {
-        let mut ebpf = Ebpf::load(havip_ebpf::LAB_OBJ).context("loading the lab object")?;
-        for name in [Self::EMPTY, Self::LIMIT, Self::KERNEL, Self::HARNESS] {
+    /// Loads it, with the limit sending to `out`'s guest end like havip
+    /// would, and probe_vips holding the addresses of `vips`, sized like vips.
+    pub fn load(out: &Port, vips: impl Iterator<Item = Ipv4Addr>) -> Result<Self> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("probe_vips", fill::CAPACITY.max_vips)
+            .load(havip_ebpf::LAB_OBJ)
+            .context("loading the lab object")?;
+        for name in [Self::EMPTY, Self::LIMIT, Self::KERNEL, Self::HARNESS, Self::LOOKUP] {
             load(&mut ebpf, name)?;
         }
         let mut cfg: Array<_, LimitCfg> =
@@ -102,6 +109,12 @@ impl Lab {
         let mut ports: DevMapHash<_> =
             ebpf.map_mut("limit_ports").context("limit_ports missing")?.try_into()?;
         ports.insert(out.host_ifindex, out.host_ifindex, None, 0).context("limit_ports")?;
+        let mut probe: HashMap<_, u32, [u8; 48]> =
+            ebpf.map_mut("probe_vips").context("probe_vips missing")?.try_into()?;
+        for vip in vips {
+            // The key as the program reads it: the address's bytes in packet order.
+            probe.insert(u32::from_ne_bytes(vip.octets()), [0; 48], 0).context("filling probe_vips")?;
+        }
         Ok(Self { ebpf })
     }
 

@@ -131,23 +131,23 @@ pub fn print(r: &Results) {
     println!("medians (min – max)\n");
     println!("Throughput, one core (Mpps)");
     for t in &r.throughput {
-        println!("  {:<34} {}", t.name, spread(&t.value, 2));
+        println!("  {:<40} {}", t.name, spread(&t.value, 2));
     }
     println!("Paired ratios");
     for t in &r.ratios {
-        println!("  {:<34} {}", t.name, spread(&t.value, 3));
+        println!("  {:<40} {}", t.name, spread(&t.value, 3));
     }
     println!(
         "Per-branch cost (ns/packet above the empty program; harness+empty {:.1} ns)",
         r.harness_empty_ns.median
     );
     for t in &r.branch_cost_ns {
-        println!("  {:<34} {}", t.name, spread(&t.value, 1));
+        println!("  {:<40} {}", t.name, spread(&t.value, 1));
     }
     println!("VIP hit vs HAVIPs in the map (Mpps; ratio to 1 HAVIP)");
     for p in &r.scale {
         println!(
-            "  {:<34} {}   ×{}",
+            "  {:<40} {}   ×{}",
             format!("{} HAVIPs", p.havips),
             spread(&p.mpps, 2),
             spread(&p.vs_one, 3)
@@ -159,17 +159,17 @@ pub fn print(r: &Results) {
         rp.failovers
     );
     for run in &rp.runs {
-        println!("  {:<34} {}", format!("traffic in batches of {}", run.batch), latency(&run.latency));
+        println!("  {:<40} {}", format!("traffic in batches of {}", run.batch), latency(&run.latency));
     }
     println!("Control plane");
     println!(
-        "  {:<34} {:.0} ms",
+        "  {:<40} {:.0} ms",
         format!("reconcile {} HAVIPs/{} members", r.control.reconcile_havips, r.control.reconcile_members),
         r.control.reconcile_ms
     );
     println!("Programs (xlated insns / JIT bytes / verifier-processed insns)");
     for p in &r.programs {
-        println!("  {:<34} {} / {} / {}", p.name, p.xlated_insns, p.jited_bytes, p.verified_insns);
+        println!("  {:<40} {} / {} / {}", p.name, p.xlated_insns, p.jited_bytes, p.verified_insns);
     }
     println!("Goals");
     for g in &r.goals {
@@ -178,7 +178,7 @@ pub fn print(r: &Results) {
             Some(false) => "MISSED",
             None => "not measured",
         };
-        println!("  {:<44} {:<28} {verdict}", g.goal, g.measured);
+        println!("  {:<48} {:<24} {verdict}", g.goal, g.measured);
     }
 }
 
