@@ -3,7 +3,7 @@
 //! never resets a holder the kernel learned, unless that holder is no longer
 //! a member.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result};
 use aya::{
@@ -14,7 +14,7 @@ use havip_common::{
     EipBinding as EipValue, EipKey, MemberInfo, MemberKey, UplinkPort, VipCounters, VipKey, VipNat, VipState,
 };
 
-use crate::{config::Config, dataplane::Maps};
+use crate::dataplane::Maps;
 
 const BPF_NOEXIST: u64 = 1;
 const BPF_F_LOCK: u64 = 4;
@@ -47,31 +47,6 @@ pub struct Uplink {
     pub mac: [u8; 6],
     /// The next hop's MAC (destination of frames we send out).
     pub next_hop_mac: [u8; 6],
-}
-
-impl Desired {
-    /// Members whose vNIC is not present (no ifindex) are left out until it is.
-    pub fn from_config(cfg: &Config, ifindex: &HashMap<String, u32>) -> Self {
-        let ports = ifindex.values().copied().collect();
-        let vips = cfg
-            .havips
-            .values()
-            .map(|h| {
-                let members =
-                    h.members.iter().filter_map(|m| Some((*ifindex.get(m)?, cfg.vnics[m].mac))).collect();
-                (VipKey::from(h.vip), members)
-            })
-            .collect();
-        let eips = cfg
-            .havips
-            .values()
-            .filter_map(|h| {
-                let binding = EipBinding { eip: h.eip?, subnet: cfg.subnets[&h.subnet] };
-                Some((VipKey::from(h.vip), binding))
-            })
-            .collect();
-        Self { ports, vips, eips, uplink: None }
-    }
 }
 
 /// The MAC a VIP answers ARP with: locally administered, derived from the
