@@ -11,9 +11,19 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-/// What the build, the lab and the tests need from Debian.
-const APT_PACKAGES: [&str; 8] =
-    ["clang-19", "llvm-19", "libbpf-dev", "bpftool", "keepalived", "iproute2", "ethtool", "iputils-ping"];
+/// What the build, the lab and the tests need from Debian (curl: for trying
+/// the EIP by hand in a lab left standing).
+const APT_PACKAGES: [&str; 9] = [
+    "clang-19",
+    "llvm-19",
+    "libbpf-dev",
+    "bpftool",
+    "keepalived",
+    "iproute2",
+    "ethtool",
+    "iputils-ping",
+    "curl",
+];
 
 #[derive(Parser)]
 #[command(about = "havip project tasks")]
