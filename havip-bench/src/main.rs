@@ -5,6 +5,7 @@
 
 mod branches;
 mod cpu;
+mod failover;
 mod fill;
 mod frames;
 mod livefire;
@@ -59,6 +60,9 @@ struct Args {
     /// Failovers for the re-point latency.
     #[arg(long, default_value_t = 1000)]
     failovers: usize,
+    /// keepalived failover cycles in the lab (each: vm-a stops, then preempts back); 0 skips.
+    #[arg(long, default_value_t = 5)]
+    keepalived_cycles: usize,
     /// The CPU every measurement runs on (default: the last one).
     #[arg(long)]
     cpu: Option<usize>,
@@ -103,11 +107,24 @@ fn run() -> Result<()> {
     // Owned here, so they are removed after the worker is done, whatever it returned.
     let topo = Topology::build()?;
     let pins = Pins::new();
-    let results = thread::scope(|s| {
+    let mut results = thread::scope(|s| {
         s.spawn(|| bench(&args, &topo, &pins, cpus, bench_cpu))
             .join()
             .map_err(|_| anyhow::anyhow!("the bench thread panicked"))?
     })?;
+    drop(pins);
+    drop(topo);
+
+    if args.keepalived_cycles > 0 {
+        eprintln!("havip-bench: failover with keepalived in the lab, {} cycles", args.keepalived_cycles);
+        let samples = failover::run(args.keepalived_cycles).context("keepalived failover in the lab")?;
+        let worst = samples.iter().map(|s| s.platform_ms).fold(0.0, f64::max);
+        let lost: usize = samples.iter().map(|s| s.lost_after_claim).sum();
+        let g = results.goals.last_mut().expect("the keepalived goal is last");
+        g.measured = format!("max {worst:.2} ms, {lost} lost after claims");
+        g.met = Some(worst < 1.0 && lost == 0);
+        results.keepalived = samples;
+    }
 
     report::print(&results);
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
@@ -337,6 +354,7 @@ fn bench(args: &Args, topo: &Topology, pins: &Pins, cpus: usize, bench_cpu: usiz
         },
         programs,
         goals,
+        keepalived: Vec::new(),
     })
 }
 

@@ -6,7 +6,7 @@ use std::{fs, path::Path};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::stats::Spread;
+use crate::{failover, stats::Spread};
 
 #[derive(Serialize)]
 pub struct Results {
@@ -24,6 +24,8 @@ pub struct Results {
     pub control: Control,
     pub programs: Vec<ProgInfo>,
     pub goals: Vec<Goal>,
+    /// Failovers with real keepalived in the lab (empty if skipped).
+    pub keepalived: Vec<failover::Sample>,
 }
 
 #[derive(Serialize)]
@@ -160,6 +162,28 @@ pub fn print(r: &Results) {
     );
     for run in &rp.runs {
         println!("  {:<40} {}", format!("traffic in batches of {}", run.batch), latency(&run.latency));
+    }
+    if !r.keepalived.is_empty() {
+        println!(
+            "Failover with keepalived (advert 0.1 s; vm-c probes every {} µs; ms)",
+            failover::PROBE_EVERY.as_micros()
+        );
+        println!(
+            "  {:<34} {:>8} {:>11} {:>9} {:>5} {:>18}",
+            "", "outage", "keepalived", "platform", "lost", "MASTER log->claim"
+        );
+        for k in &r.keepalived {
+            let log = k.master_log_to_claim_ms.map_or("-".to_owned(), |m| format!("{m:.2}"));
+            println!(
+                "  {:<34} {:>8.2} {:>11.2} {:>9.2} {:>5} {:>18}",
+                format!("{} -> {}", k.how, k.to),
+                k.outage_ms,
+                k.keepalived_ms,
+                k.platform_ms,
+                k.lost_after_claim,
+                log
+            );
+        }
     }
     println!("Control plane");
     println!(

@@ -180,7 +180,8 @@ fn test(args: &[String]) -> Result<()> {
 /// writing under `<target>/bench` unless told otherwise.
 fn bench(args: &[String]) -> Result<()> {
     deps()?;
-    run(cargo().args(["build", "--release", "-p", "havip-bench"]))?;
+    // The lab part of the bench runs the agent from next to the bench binary.
+    run(cargo().args(["build", "--release", "-p", "havip-bench", "-p", "havip-agent", "--bins"]))?;
     let bin = target_dir().join("release/havip-bench");
     let mut cmd = Command::new(&bin);
     if !args.iter().any(|a| a == "--out" || a.starts_with("--out=")) {
