@@ -4,6 +4,7 @@
 //! re-point latency. See issue 5 for the method.
 
 mod branches;
+mod control;
 mod cpu;
 mod failover;
 mod fill;
@@ -114,6 +115,11 @@ fn run() -> Result<()> {
     })?;
     drop(pins);
     drop(topo);
+
+    eprintln!("havip-bench: control plane, the agent on {} HAVIPs from one file", args.havips);
+    let agent_pins = Pins::new();
+    results.agent = Some(control::run(args.havips, &agent_pins.root("agent"))?);
+    drop(agent_pins);
 
     if args.keepalived_cycles > 0 {
         eprintln!("havip-bench: failover with keepalived in the lab, {} cycles", args.keepalived_cycles);
@@ -355,6 +361,7 @@ fn bench(args: &Args, topo: &Topology, pins: &Pins, cpus: usize, bench_cpu: usiz
         programs,
         goals,
         keepalived: Vec::new(),
+        agent: None,
     })
 }
 

@@ -6,7 +6,7 @@ use std::{fs, path::Path};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::{failover, stats::Spread};
+use crate::{control, failover, stats::Spread};
 
 #[derive(Serialize)]
 pub struct Results {
@@ -26,6 +26,8 @@ pub struct Results {
     pub goals: Vec<Goal>,
     /// Failovers with real keepalived in the lab (empty if skipped).
     pub keepalived: Vec<failover::Sample>,
+    /// The agent started on `havips` HAVIPs from one file.
+    pub agent: Option<control::ControlPlane>,
 }
 
 #[derive(Serialize)]
@@ -191,6 +193,16 @@ pub fn print(r: &Results) {
         format!("reconcile {} HAVIPs/{} members", r.control.reconcile_havips, r.control.reconcile_members),
         r.control.reconcile_ms
     );
+    if let Some(a) = &r.agent {
+        println!(
+            "  {:<40} {:.0} ms to READY ({} HAVIPs in the vips map), RSS {:.1} MiB (peak {:.1} MiB)",
+            format!("agent, {} HAVIPs/{} vNICs in one file", a.havips, a.vnics),
+            a.ready_ms,
+            a.vips_in_map,
+            a.rss_kib as f64 / 1024.0,
+            a.peak_rss_kib as f64 / 1024.0
+        );
+    }
     println!("Programs (xlated insns / JIT bytes / verifier-processed insns)");
     for p in &r.programs {
         println!("  {:<40} {} / {} / {}", p.name, p.xlated_insns, p.jited_bytes, p.verified_insns);
