@@ -176,6 +176,18 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_config_is_the_defaults() {
+        let c = Config::parse(include_str!("../../deploy/havip.toml")).unwrap();
+        let d = Config::parse("").unwrap();
+        assert_eq!(
+            (&c.agent.store, &c.agent.api_socket, c.agent.metrics),
+            (&d.agent.store, &d.agent.api_socket, None)
+        );
+        assert_eq!((&c.limits, c.capacity), (&d.limits, d.capacity));
+        assert!(c.havips.is_empty() && c.uplink.is_none());
+    }
+
+    #[test]
     fn defaults_without_sections() {
         let c = Config::parse("").unwrap();
         assert_eq!(c.agent.store, Path::new("/var/lib/havip/state.redb"));

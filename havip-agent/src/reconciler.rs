@@ -5,7 +5,10 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
 };
 
 use anyhow::{Context, Result};
@@ -40,6 +43,8 @@ pub struct Inputs {
     pub uplink: watch::Receiver<Option<Uplink>>,
     pub observer: Arc<Observer>,
     pub feed: Arc<Feed>,
+    /// The store revision the maps were last brought to.
+    pub reconciled: Arc<AtomicU64>,
 }
 
 impl Reconciler {
@@ -60,6 +65,7 @@ impl Reconciler {
         if !changes.is_empty() {
             info!(revision = snap.revision, ?changes, "maps reconciled");
         }
+        self.io.reconciled.store(snap.revision, Ordering::Relaxed);
         self.io.observer.sync(&maps, mode).context("recording holders")
     }
 

@@ -4,7 +4,7 @@
 
 use std::{
     path::Path,
-    sync::{Arc, Mutex},
+    sync::{atomic::AtomicU64, Arc, Mutex},
 };
 
 use anyhow::{Context, Result};
@@ -78,6 +78,7 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
     let maps = Arc::new(Mutex::new(dp.take_maps()?));
 
     let feed = Arc::new(Feed::default());
+    let reconciled = Arc::new(AtomicU64::new(0));
     let observer = Arc::new(Observer::new(store.clone(), feed.clone(), links.clone()));
     let mut reconciler = Reconciler::new(Inputs {
         dp,
@@ -87,11 +88,20 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
         uplink,
         observer: observer.clone(),
         feed: feed.clone(),
+        reconciled: reconciled.clone(),
     });
     // At start the vips map is the truth about holders: nothing is reset.
     reconciler.pass(Sync::Start)?;
 
-    let ctl = Arc::new(Control { store, limits: cfg.limits.clone(), maps, feed, links });
+    let ctl = Arc::new(Control {
+        store,
+        limits: cfg.limits.clone(),
+        maps,
+        feed,
+        links,
+        reconciled,
+        started_ms: crate::model::now_ms(),
+    });
     let serve_api = api::bind(ctl.clone(), &cfg.agent.api_socket)?;
     let serve_metrics = metrics::bind(ctl, cfg.agent.metrics).await?;
 

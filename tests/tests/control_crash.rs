@@ -82,8 +82,9 @@ fn crash_mid_burst(lab: &mut Lab) -> Result<()> {
         wait::until("the first writes to be acknowledged", OBSERVE_TIMEOUT, || {
             Ok((acked.lock().unwrap().len() >= KILL_AFTER).then_some(()))
         })?;
-        lab.agent()?.kill()?;
+        // Raised first: the writer may see the agent gone before kill() returns.
         killed.store(true, Ordering::SeqCst);
+        lab.agent()?.kill()?;
         writer.join().expect("the writer does not panic")
     })?;
     let acked = acked.into_inner().unwrap();

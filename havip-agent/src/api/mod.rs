@@ -12,7 +12,10 @@ use std::{
     net::Ipv4Addr,
     os::unix::fs::{FileTypeExt, PermissionsExt},
     path::Path,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
 };
 
 use anyhow::{bail, Context, Result};
@@ -30,8 +33,8 @@ use serde::Deserialize;
 use tokio::{net::UnixListener, sync::watch};
 
 use self::view::{
-    Applied, DesiredView, EipRequest, ErrorBody, HavipView, LinkState, MemberView, Status, SubnetView,
-    VnicView,
+    AgentStatus, Applied, DesiredView, EipRequest, ErrorBody, HavipView, LinkState, MemberView, Status,
+    SubnetView, VnicView,
 };
 use crate::{
     dataplane::Maps,
@@ -52,6 +55,9 @@ pub struct Control {
     pub maps: Arc<Mutex<Maps>>,
     pub feed: Arc<Feed>,
     pub links: watch::Receiver<Links>,
+    /// The store revision the maps were last brought to.
+    pub reconciled: Arc<AtomicU64>,
+    pub started_ms: u64,
 }
 
 impl Control {
@@ -337,6 +343,37 @@ async fn apply(State(c): Ctl, text: String) -> Answer<Applied> {
     Ok(Json(Applied { revision, subnets: counts.0, vnics: counts.1, havips: counts.2 }))
 }
 
+/// `VmRSS` and `VmHWM` of this process, KiB.
+fn memory_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().strip_suffix("kB")?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+async fn status(State(c): Ctl) -> Answer<AgentStatus> {
+    let snap = c.store.desired();
+    let links = c.links.borrow().clone();
+    let (rss_kib, peak_rss_kib) = memory_kib();
+    Ok(Json(AgentStatus {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        pid: std::process::id(),
+        started: rfc3339(c.started_ms),
+        revision: snap.revision,
+        reconciled_revision: c.reconciled.load(Ordering::Relaxed),
+        subnets: snap.state.subnets.len(),
+        vnics: snap.state.vnics.len(),
+        vnics_present: snap.state.vnics.keys().filter(|v| links.contains_key(*v)).count(),
+        havips: snap.state.havips.len(),
+        rss_kib,
+        peak_rss_kib,
+    }))
+}
+
 #[derive(Deserialize)]
 struct Follow {
     #[serde(default)]
@@ -383,6 +420,7 @@ pub fn router(ctl: Arc<Control>) -> Router {
         .route("/v1/desired", get(get_desired))
         .route("/v1/apply", post(apply))
         .route("/v1/events", get(events))
+        .route("/v1/status", get(status))
         .with_state(ctl)
 }
 

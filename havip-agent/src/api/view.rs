@@ -93,6 +93,25 @@ pub struct DesiredView {
     pub state: DesiredState,
 }
 
+/// The agent itself: what it runs, how far it got, what it costs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub version: String,
+    pub pid: u32,
+    pub started: String,
+    /// The store's desired-state revision.
+    pub revision: u64,
+    /// The revision the data plane's maps were last brought to.
+    pub reconciled_revision: u64,
+    pub subnets: usize,
+    pub vnics: usize,
+    /// Registered vNICs whose link exists on this host.
+    pub vnics_present: usize,
+    pub havips: usize,
+    pub rss_kib: u64,
+    pub peak_rss_kib: u64,
+}
+
 /// What an apply did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {

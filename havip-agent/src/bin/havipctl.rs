@@ -10,7 +10,7 @@ use futures::StreamExt;
 use havip_agent::{
     api::{
         client::{Body, Client},
-        view::{Applied, DesiredView, EipRequest, HavipView, SubnetView, VnicView},
+        view::{AgentStatus, Applied, DesiredView, EipRequest, HavipView, SubnetView, VnicView},
         DEFAULT_SOCKET,
     },
     feed::Event,
@@ -91,6 +91,8 @@ enum Cmd {
     },
     /// Print the whole desired state as a file for `apply -f`.
     Export,
+    /// The agent: version, store revision and how far the maps follow it, memory.
+    Status,
     /// Register, remove or list vNICs.
     #[command(subcommand)]
     Vnic(VnicCmd),
@@ -305,6 +307,25 @@ async fn run(cli: Cli) -> Result<()> {
             let d: DesiredView = ctl.call(Method::GET, "/v1/desired", Body::None).await?;
             let text = toml::to_string(&DesiredFile::from(&d.state)).context("writing TOML")?;
             show(ctl.json, &d, |_| text)
+        }
+        Cmd::Status => {
+            let s: AgentStatus = ctl.call(Method::GET, "/v1/status", Body::None).await?;
+            show(ctl.json, &s, |s| {
+                format!(
+                    "havip-agent {} (pid {}) since {}\nrevision:   {} (maps at {})\nobjects:    {} subnets, {} vNICs ({} present), {} HAVIPs\nmemory:     {} KiB resident, {} KiB peak",
+                    s.version,
+                    s.pid,
+                    s.started,
+                    s.revision,
+                    s.reconciled_revision,
+                    s.subnets,
+                    s.vnics,
+                    s.vnics_present,
+                    s.havips,
+                    s.rss_kib,
+                    s.peak_rss_kib
+                )
+            })
         }
         Cmd::Vnic(VnicCmd::Add { name, instance, subnet, ip, mac }) => {
             let what = format!("vNIC {name} registered");

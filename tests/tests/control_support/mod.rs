@@ -27,9 +27,14 @@ pub struct Ctl {
 impl Ctl {
     /// `havipctl` (built next to `havip-agent`) aimed at the lab's agent.
     pub fn of(lab: &mut Lab) -> Result<Self> {
+        Self::at(lab.agent()?.spec().api_socket())
+    }
+
+    /// `havipctl` aimed at the agent serving `socket`.
+    pub fn at(socket: PathBuf) -> Result<Self> {
         let bin = agent::locate_binary()?.with_file_name("havipctl");
         ensure!(bin.is_file(), "{} not found: run `cargo build --workspace --bins` first", bin.display());
-        Ok(Self { bin, socket: lab.agent()?.spec().api_socket() })
+        Ok(Self { bin, socket })
     }
 
     pub fn run(&self, args: &[&str]) -> Result<Output> {
