@@ -8,6 +8,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::{log::Timeline, process::ChildProc, wait};
 
+/// Where the agent serves Prometheus metrics, inside the hv namespace.
+pub const METRICS: &str = "127.0.0.1:9477";
+
 /// Loading, attaching and filling maps: seconds at most, even on a busy box.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -45,10 +48,11 @@ impl Spec {
     }
 
     /// The `[agent]` config section that keeps the agent's store and API
-    /// socket in the lab dir.
+    /// socket in the lab dir, and serves metrics inside the lab's hv
+    /// namespace (its own loopback: no two labs share the port).
     pub fn agent_section(&self) -> String {
         format!(
-            "[agent]\nstore = \"{}\"\napi_socket = \"{}\"\n\n",
+            "[agent]\nstore = \"{}\"\napi_socket = \"{}\"\nmetrics = \"{METRICS}\"\n\n",
             self.dir.join("state.redb").display(),
             self.api_socket().display()
         )

@@ -71,5 +71,16 @@ fn vnic_gone(lab: &mut Lab) -> Result<()> {
         h.holder.as_deref() == Some(VM_B.vnic)
     })?;
     ensure!(now.failovers == held.failovers + 1, "failovers {} -> {}", held.failovers, now.failovers);
+
+    // Prometheus says the same, and counts the traffic that went through.
+    let metrics = control_support::metrics(lab)?;
+    let sample = |name: &str| {
+        let key = format!("{name}{{vip=\"{VIP}\"}}");
+        metrics.iter().find(|(k, _)| *k == key).map(|(_, v)| *v).with_context(|| format!("no metric {key}"))
+    };
+    ensure!(sample("havip_vip_held")? == 1.0, "havip_vip_held is not 1");
+    ensure!(sample("havip_vip_failovers_total")? == now.failovers as f64, "failovers differ from describe");
+    ensure!(sample("havip_vip_epoch")? == now.epoch as f64, "epoch differs from describe");
+    ensure!(sample("havip_vip_redirect_packets_total")? > 0.0, "no redirected packet counted");
     Ok(())
 }

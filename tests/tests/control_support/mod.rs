@@ -6,6 +6,8 @@
 #![allow(dead_code)]
 
 use std::{
+    io::{Read, Write},
+    net::TcpStream,
     path::PathBuf,
     process::{Command, Output},
     time::Duration,
@@ -13,7 +15,7 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 use havip_agent::api::view::{DesiredView, HavipView};
-use havip_lab::{agent, scenario::Lab, wait};
+use havip_lab::{agent, netns, scenario::Lab, wait};
 use serde::de::DeserializeOwned;
 
 /// How long the agent may take to show what the data plane did.
@@ -94,4 +96,24 @@ impl Ctl {
             Ok(ok(&v).then_some(v))
         })
     }
+}
+
+/// The agent's Prometheus metrics: `(name{labels}, value)` samples.
+pub fn metrics(lab: &Lab) -> Result<Vec<(String, f64)>> {
+    let text = netns::run_in(lab.topo.hv(), || {
+        let mut conn = TcpStream::connect(agent::METRICS).context("connecting to the metrics address")?;
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: havip\r\n\r\n")?;
+        let mut text = String::new();
+        conn.read_to_string(&mut text)?;
+        Ok(text)
+    })?;
+    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP body")?;
+    ensure!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "metrics answered {head}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, v) = l.rsplit_once(' ').with_context(|| format!("metric line {l:?}"))?;
+            Ok((name.to_owned(), v.parse()?))
+        })
+        .collect()
 }
