@@ -117,7 +117,7 @@ impl Config {
                 limits.max_eips_per_havip
             );
         }
-        limits.max_havips = capacity.max_vips as usize;
+        limits.capacity = capacity;
         Ok(Self { agent, limits, capacity, uplink, desired: file.parse()? })
     }
 }
@@ -170,7 +170,7 @@ mod tests {
         );
         assert_eq!(c.limits.max_members_per_havip, 3);
         assert_eq!(c.limits.max_havips_per_instance, 5);
-        assert_eq!(c.limits.max_havips, havip_common::DEFAULT_MAX_VIPS as usize);
+        assert_eq!(c.limits.capacity, Capacity::default());
         assert_eq!(c.havips[&"198.18.1.50".parse().unwrap()].members, ["vnic-a"]);
         assert_eq!(c.vnics["vnic-a"].mac, [2, 0, 0xc6, 0x12, 1, 0x0b]);
     }

@@ -20,5 +20,5 @@ pub mod rules;
 pub mod run;
 pub mod store;
 pub mod uplink;
-pub mod vethpeer;
 pub mod verbs;
+pub mod vethpeer;

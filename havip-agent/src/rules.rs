@@ -11,7 +11,10 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::model::{DesiredState, Subnet};
+use crate::{
+    config::Capacity,
+    model::{DesiredState, Subnet},
+};
 
 /// The rules, by the name a refusal shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,9 +114,10 @@ pub struct Limits {
     pub max_havips_per_instance: usize,
     /// 0 or 1: the data plane NATs at most one EIP per VIP.
     pub max_eips_per_havip: usize,
-    /// HAVIPs in all: the data plane's map capacity (`[dataplane] max_vips`).
+    /// What the data plane's maps hold (`[dataplane]`): a desired state
+    /// that would not fit is refused rather than half-applied.
     #[serde(skip)]
-    pub max_havips: usize,
+    pub capacity: Capacity,
 }
 
 impl Default for Limits {
@@ -122,7 +126,7 @@ impl Default for Limits {
             max_members_per_havip: 10,
             max_havips_per_instance: 5,
             max_eips_per_havip: 1,
-            max_havips: havip_common::DEFAULT_MAX_VIPS as usize,
+            capacity: Capacity::default(),
         }
     }
 }
@@ -148,15 +152,19 @@ pub fn check(s: &DesiredState, limits: &Limits) -> Result<(), Refusal> {
         }
     }
 
-    if s.havips.len() > limits.max_havips {
-        refuse(
-            Rule::DataplaneCapacity,
-            format!(
-                "{} HAVIPs, more than the data plane holds (dataplane.max_vips = {})",
-                s.havips.len(),
-                limits.max_havips
-            ),
-        )?;
+    let cap = &limits.capacity;
+    let memberships: usize = s.havips.values().map(|h| h.members.len()).sum();
+    for (what, n, max, key) in [
+        ("HAVIPs", s.havips.len(), cap.max_vips, "max_vips"),
+        ("memberships", memberships, cap.max_members, "max_members"),
+        ("vNICs", s.vnics.len(), cap.max_vnics, "max_vnics"),
+    ] {
+        if n > max as usize {
+            refuse(
+                Rule::DataplaneCapacity,
+                format!("{n} {what}, more than the data plane holds (dataplane.{key} = {max})"),
+            )?;
+        }
     }
     let mut per_instance: HashMap<&str, BTreeSet<Ipv4Addr>> = HashMap::new();
     let mut havip_by_eip: HashMap<Ipv4Addr, Ipv4Addr> = HashMap::new();
@@ -419,6 +427,30 @@ mod tests {
             h.eip = Some("203.0.113.7".parse().unwrap());
         }
         assert_eq!(rule_of(&s), Rule::EipBoundOnce);
+    }
+
+    #[test]
+    fn refuses_bad_vnics() {
+        let mut s = base();
+        s.vnics.get_mut("vnic-b").unwrap().ip = "198.18.1.11".parse().unwrap();
+        assert_eq!(rule_of(&s), Rule::VnicAddressUnique);
+        s.vnics.get_mut("vnic-b").unwrap().ip = "198.18.2.12".parse().unwrap();
+        assert_eq!(rule_of(&s), Rule::VnicInSubnet);
+        s.vnics.get_mut("vnic-b").unwrap().subnet = "vpc9".into();
+        assert_eq!(rule_of(&s), Rule::UnknownSubnet);
+    }
+
+    #[test]
+    fn refuses_what_the_maps_cannot_hold() {
+        let s = with_havip(base(), "198.18.1.50", &["vnic-a", "vnic-b"]);
+        let small = |max_vips, max_members, max_vnics| Limits {
+            capacity: Capacity { max_vips, max_members, max_vnics },
+            ..Limits::default()
+        };
+        check(&s, &small(1, 2, 3)).unwrap();
+        for limits in [small(0, 2, 3), small(1, 1, 3), small(1, 2, 2)] {
+            assert_eq!(check(&s, &limits).unwrap_err().rule, Rule::DataplaneCapacity, "{limits:?}");
+        }
     }
 
     #[test]
