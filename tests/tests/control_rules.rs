@@ -167,6 +167,11 @@ fn rules(ctl: &Ctl) -> Result<()> {
     let h = ctl.json::<havip_agent::api::view::HavipView>(&["associate", "198.18.1.2", "m10"])?;
     ensure!(h.status == Status::InUse, "with a member: {:?}", h.status);
     ctl.ok(&["delete", "198.18.1.60", "--force"])?;
+    let events = ctl.ok(&["--json", "events", "--vip", "198.18.1.60"])?;
+    ensure!(
+        events.lines().count() >= 2 && events.lines().all(|l| l.contains("\"vip\":\"198.18.1.60\"")),
+        "events of 198.18.1.60 (created, deleted), and only those:\n{events}"
+    );
     ensure!(!ctl.desired()?.state.havips.contains_key(&"198.18.1.60".parse()?), "198.18.1.60 still there");
     Ok(())
 }

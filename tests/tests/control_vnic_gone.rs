@@ -84,3 +84,55 @@ fn vnic_gone(lab: &mut Lab) -> Result<()> {
     ensure!(sample("havip_vip_redirect_packets_total")? > 0.0, "no redirected packet counted");
     Ok(())
 }
+
+/// A vNIC registered before its link exists: the agent attaches as soon as
+/// the link appears, and again when it is made anew.
+#[test]
+fn a_vnic_is_attached_when_it_appears_and_when_it_is_made_again() -> Result<()> {
+    let lab = Lab::create(LabId::unique("test"), true)?;
+    lab.run(|lab| {
+        lab.start_agent()?;
+        vnic_appears(lab)
+    })
+}
+
+fn vnic_appears(lab: &mut Lab) -> Result<()> {
+    let ctl = Ctl::of(lab)?;
+    let hv = lab.topo.hv().to_owned();
+    let vip = VIP.to_string();
+    ctl.ok(&[
+        "vnic",
+        "add",
+        "vnic-d",
+        "--instance",
+        "vm-d",
+        "--subnet",
+        "vpc1",
+        "--ip",
+        "198.18.1.14",
+        "--mac",
+        "02:00:c6:12:01:0e",
+    ])?;
+    ctl.ok(&["associate", &vip, "vnic-d"])?;
+    let link_of = |h: &havip_agent::api::view::HavipView| {
+        h.members.iter().find(|m| m.vnic == "vnic-d").map(|m| m.link.to_string())
+    };
+    ensure!(link_of(&ctl.describe(&vip)?).as_deref() == Some("absent"), "vnic-d shows before it exists");
+
+    for round in ["appears", "is made again"] {
+        if round != "appears" {
+            cmd::ip(&["-n", &hv, "link", "del", "vnic-d"])?;
+        }
+        cmd::ip(&["-n", &hv, "link", "add", "vnic-d", "type", "veth", "peer", "name", "peer-d"])?;
+        cmd::ip(&["-n", &hv, "link", "set", "peer-d", "up"])?;
+        cmd::ip(&["-n", &hv, "link", "set", "vnic-d", "up"])?;
+        wait::until(&format!("xdp_vnic on vnic-d once it {round}"), OBSERVE_TIMEOUT, || {
+            let link = cmd::ip(&["-n", &hv, "-d", "link", "show", "vnic-d"])?;
+            Ok(link.contains("xdp_vnic").then_some(()))
+        })?;
+        ctl.wait_describe(&vip, &format!("vnic-d up as a member once it {round}"), OBSERVE_TIMEOUT, |h| {
+            link_of(h).as_deref() == Some("up")
+        })?;
+    }
+    Ok(())
+}

@@ -61,13 +61,24 @@ pub struct Control {
 }
 
 impl Control {
-    /// Runs `edit` on the desired state and commits it if every rule holds.
+    /// Runs `edit` on the desired state and commits it if every rule holds;
+    /// tells the feed what changed.
     async fn change<T: Send + 'static>(
         self: &Arc<Self>,
         vip: Option<Ipv4Addr>,
         what: String,
-        mut edit: impl FnMut(&mut DesiredState) -> Result<T, Refusal> + Send + 'static,
+        edit: impl FnMut(&mut DesiredState) -> Result<T, Refusal> + Send + 'static,
     ) -> Result<T, ApiError> {
+        let (out, revision) = self.commit(edit).await?;
+        self.feed.publish(Kind::Changed, vip, None, format!("{what} (revision {revision})"));
+        Ok(out)
+    }
+
+    /// [`Control::change`] without the event; returns the revision too.
+    async fn commit<T: Send + 'static>(
+        self: &Arc<Self>,
+        mut edit: impl FnMut(&mut DesiredState) -> Result<T, Refusal> + Send + 'static,
+    ) -> Result<(T, u64), ApiError> {
         let ctl = self.clone();
         // A commit waits for fsync: off the async threads.
         let (out, snap) = tokio::task::spawn_blocking(move || {
@@ -79,8 +90,7 @@ impl Control {
         })
         .await
         .context("store task")??;
-        self.feed.publish(Kind::Changed, vip, None, format!("{what} (revision {})", snap.revision));
-        Ok(out)
+        Ok((out, snap.revision))
     }
 
     pub(crate) fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
@@ -215,7 +225,9 @@ async fn create_havip(
     State(c): Ctl,
     Json(spec): Json<HavipSpec>,
 ) -> Result<(StatusCode, Json<HavipView>), ApiError> {
-    let vip = c.change(None, "HAVIP created".into(), move |s| verbs::create_havip(s, &spec)).await?;
+    // The event names the VIP, which may only be known once allocated.
+    let (vip, revision) = c.commit(move |s| verbs::create_havip(s, &spec)).await?;
+    c.feed.publish(Kind::Changed, Some(vip), None, format!("HAVIP created (revision {revision})"));
     Ok((StatusCode::CREATED, Json(c.describe_one(vip)?)))
 }
 
@@ -375,20 +387,26 @@ async fn status(State(c): Ctl) -> Answer<AgentStatus> {
 }
 
 #[derive(Deserialize)]
-struct Follow {
+struct EventsQuery {
     #[serde(default)]
     follow: bool,
+    /// Only the events of this HAVIP.
+    vip: Option<String>,
 }
 
 /// NDJSON: the kept events, then (with `follow`) every new one as it happens.
-async fn events(State(c): Ctl, Query(q): Query<Follow>) -> Response {
-    fn line(ev: Event) -> Result<Bytes, Infallible> {
+async fn events(State(c): Ctl, Query(q): Query<EventsQuery>) -> Result<Response, ApiError> {
+    let only = q.vip.as_deref().map(vip_of).transpose()?;
+    let line = move |ev: Event| -> Option<Result<Bytes, Infallible>> {
+        if only.is_some() && ev.vip != only {
+            return None;
+        }
         let mut v = serde_json::to_vec(&ev).expect("events serialise");
         v.push(b'\n');
-        Ok(v.into())
-    }
+        Some(Ok(v.into()))
+    };
     let (past, rx) = c.feed.follow();
-    let head = stream::iter(past).map(line);
+    let head = stream::iter(past.into_iter().filter_map(line));
     let body = if q.follow {
         let live = stream::unfold(rx, |mut rx| async move {
             loop {
@@ -400,11 +418,11 @@ async fn events(State(c): Ctl, Query(q): Query<Follow>) -> Response {
                 }
             }
         });
-        Body::from_stream(head.chain(live.map(line)))
+        Body::from_stream(head.chain(live.filter_map(move |ev| std::future::ready(line(ev)))))
     } else {
         Body::from_stream(head)
     };
-    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
 pub fn router(ctl: Arc<Control>) -> Router {

@@ -2,7 +2,7 @@
 //! default, `--json` for scripts; every refusal is printed with the rule
 //! that made it, and the exit status is 1.
 
-use std::{io::Write, path::PathBuf, process::ExitCode};
+use std::{io::Write, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -83,6 +83,9 @@ enum Cmd {
     Events {
         #[arg(short, long)]
         follow: bool,
+        /// Only the events of this HAVIP.
+        #[arg(long)]
+        vip: Option<String>,
     },
     /// Create or update every object of a declarative TOML file.
     Apply {
@@ -199,7 +202,7 @@ fn havip_detail(h: &HavipView) -> String {
         h.vip,
         h.subnet,
         h.status,
-        or_dash(h.since.as_ref()),
+        h.since.as_deref().map_or_else(|| "-".to_owned(), with_age),
         h.epoch,
         h.failovers,
         or_dash(h.eip)
@@ -217,6 +220,15 @@ fn havip_detail(h: &HavipView) -> String {
         out += &format!("  {name:<20} {v}\n");
     }
     out
+}
+
+/// `2026-…Z (3m 12s ago)`: an RFC 3339 time and how long ago it was.
+fn with_age(at: &str) -> String {
+    let ago = humantime::parse_rfc3339(at).ok().and_then(|t| t.elapsed().ok());
+    match ago {
+        Some(d) => format!("{at} ({} ago)", humantime::format_duration(Duration::from_secs(d.as_secs()))),
+        None => at.to_owned(),
+    }
 }
 
 fn event_line(e: &Event) -> String {
@@ -282,8 +294,9 @@ async fn run(cli: Cli) -> Result<()> {
             let all: Vec<HavipView> = ctl.call(Method::GET, "/v1/havips", Body::None).await?;
             show(ctl.json, &all, |all| havip_table(all))
         }
-        Cmd::Events { follow } => {
-            let mut lines = Box::pin(ctl.client.lines(&format!("/v1/events?follow={follow}")).await?);
+        Cmd::Events { follow, vip } => {
+            let only = vip.map(|v| format!("&vip={v}")).unwrap_or_default();
+            let mut lines = Box::pin(ctl.client.lines(&format!("/v1/events?follow={follow}{only}")).await?);
             while let Some(line) = lines.next().await {
                 let line = line?;
                 let text = if ctl.json { line } else { event_line(&serde_json::from_str(&line)?) };
