@@ -5,8 +5,10 @@
 //! the lab's timeline):
 //!   keepalived's share: last answer from the old holder -> the claim;
 //!   the platform's share: the claim -> the first answer from the new holder.
-//! The platform's share is only resolved to the probe interval: a probe
-//! sent after the claim that got no answer would show as at least one.
+//! The platform's share is only resolved to the probe interval (and to
+//! the prober's scheduling on a busy 2-CPU box): the figure that matters is
+//! whether the first probe sent after the claim was answered by the new
+//! holder. The kernel side alone is the re-point latency (µs) of repoint.rs.
 
 use std::time::Duration;
 
@@ -37,6 +39,11 @@ pub struct Sample {
     pub keepalived_ms: f64,
     /// The claim -> first answer from the new holder (sent time), floored at 0.
     pub platform_ms: f64,
+    /// The claim -> the first probe sent after it: below this the platform's
+    /// share cannot be seen.
+    pub next_probe_ms: f64,
+    /// That first probe after the claim was answered by the new holder.
+    pub next_probe_answered: bool,
     /// Probes sent after the claim that were never answered.
     pub lost_after_claim: usize,
     /// keepalived's own "Entering MASTER STATE" log line -> the claim.
@@ -87,6 +94,7 @@ fn split(
         .sent;
     let lost_after_claim =
         report.probes.iter().filter(|p| p.sent > claim && p.sent < first_new && p.answer.is_none()).count();
+    let next = report.probes.iter().find(|p| p.sent >= claim).context("no probe was sent after the claim")?;
     let master_log = tl
         .lines()
         .into_iter()
@@ -98,6 +106,8 @@ fn split(
         outage_ms: ms(first_new - last_old),
         keepalived_ms: ms(claim.saturating_sub(last_old)),
         platform_ms: ms(first_new.saturating_sub(claim)),
+        next_probe_ms: ms(next.sent - claim),
+        next_probe_answered: answered_by(to)(&next),
         lost_after_claim,
         master_log_to_claim_ms: master_log.map(|m| (claim.as_secs_f64() - m.as_secs_f64()) * 1e3),
     })

@@ -35,7 +35,7 @@ use crate::{
     branches::Branch,
     fill::{Pins, Plane},
     livefire::Path,
-    progs::{Lab, Sink},
+    progs::{Lab, Sink, Spray},
     report::{
         Control, Goal, Latency, Machine, Named, ProgInfo, Repoint, RepointRun, Results, ScalePoint, Settings,
     },
@@ -72,7 +72,8 @@ struct Args {
     out: PathBuf,
 }
 
-const SCALE: [u32; 3] = [1, 1_000, 100_000];
+/// HAVIPs in the map for the scale curve; 10,000 is the production-like size.
+const SCALE: [u32; 4] = [1, 1_000, 10_000, 100_000];
 const MEMBERS: u32 = 10;
 /// Live batch sizes of the traffic during failovers: full NAPI-sized batches
 /// (the throughput runs' setting), and one frame at a time (light load).
@@ -124,11 +125,20 @@ fn run() -> Result<()> {
     if args.keepalived_cycles > 0 {
         eprintln!("havip-bench: failover with keepalived in the lab, {} cycles", args.keepalived_cycles);
         let samples = failover::run(args.keepalived_cycles).context("keepalived failover in the lab")?;
-        let worst = samples.iter().map(|s| s.platform_ms).fold(0.0, f64::max);
-        let lost: usize = samples.iter().map(|s| s.lost_after_claim).sum();
+        // The platform adds nothing visible when the first probe sent after
+        // each claim is answered by the new holder; the claim -> that probe
+        // time is the resolution (prober scheduling included).
+        let answered = samples.iter().filter(|s| s.next_probe_answered).count();
+        let mut waits: Vec<f64> = samples.iter().map(|s| s.next_probe_ms).collect();
+        waits.sort_by(f64::total_cmp);
         let g = results.goals.last_mut().expect("the keepalived goal is last");
-        g.measured = format!("max {worst:.2} ms, {lost} lost after claims");
-        g.met = Some(worst < 1.0 && lost == 0);
+        g.measured = format!(
+            "next probe answered {answered}/{}; resolution median {:.2} ms, max {:.2} ms",
+            samples.len(),
+            waits[waits.len() / 2],
+            waits[waits.len() - 1]
+        );
+        g.met = Some(answered == samples.len());
         results.keepalived = samples;
     }
 
@@ -215,19 +225,39 @@ fn bench(args: &Args, topo: &Topology, pins: &Pins, cpus: usize, bench_cpu: usiz
     ];
 
     eprintln!("havip-bench: scale curve");
-    let scale_paths: Vec<Path> = scaled
+    // The same HAVIP counts twice: all traffic to one (hot) VIP, and spread
+    // over every held VIP in the map (what caches really see).
+    let sprays: Vec<Spray> = scaled
         .iter_mut()
         .zip(SCALE)
-        .map(|(p, n)| Ok(path(&format!("{n} HAVIPs"), p.dp.program()?, args.packets)))
+        .map(|(p, n)| {
+            let (base, count) = if n > 2 { (fill::vip_addr(2), n - 2) } else { (VIP, 1) };
+            Spray::load(p.dp.program()?.fd()?, base, count)
+        })
         .collect::<Result<_>>()?;
+    let mut scale_paths: Vec<Path> = scaled
+        .iter_mut()
+        .zip(SCALE)
+        .map(|(p, n)| Ok(path(&format!("{n} HAVIPs, hot"), p.dp.program()?, args.packets)))
+        .collect::<Result<_>>()?;
+    for (s, n) in sprays.iter().zip(SCALE) {
+        scale_paths.push(path(&format!("{n} HAVIPs, spread"), s.prog()?, args.packets));
+    }
     let sc = livefire::rounds(&scale_paths, args.rounds)?;
+    let k = SCALE.len();
     let scale: Vec<ScalePoint> = SCALE
         .iter()
         .enumerate()
-        .map(|(i, &havips)| ScalePoint { havips, mpps: mpps(&sc, i), vs_one: ratio(&sc, i, 0) })
+        .map(|(i, &havips)| ScalePoint {
+            havips,
+            hot_mpps: mpps(&sc, i),
+            hot_vs_one: ratio(&sc, i, 0),
+            spread_mpps: mpps(&sc, k + i),
+            spread_vs_one: ratio(&sc, k + i, k),
+        })
         .collect();
     drop(scale_paths);
-    drop(paths);
+    drop(sprays);
 
     eprintln!("havip-bench: per-branch cost");
     let fd = |prog: &Xdp| -> Result<_> { Ok(prog.fd()?.try_clone()?) };
@@ -312,7 +342,7 @@ fn bench(args: &Args, topo: &Topology, pins: &Pins, cpus: usize, bench_cpu: usiz
 
     let hl = &ratios[0].value;
     let hk = &ratios[1].value;
-    let loss = &scale[2].vs_one;
+    let loss = &scale[SCALE.len() - 1].spread_vs_one;
     let saturated = &repoint.runs[0].latency;
     let goals = vec![
         goal("havip >= 0.90 x limit throughput", format!("{:.3}", hl.median), hl.median >= 0.90),
@@ -323,7 +353,7 @@ fn bench(args: &Args, topo: &Topology, pins: &Pins, cpus: usize, bench_cpu: usiz
             hit_vs_limit.median <= 1.3,
         ),
         goal(
-            "<= 10% throughput lost, 1 -> 100,000 HAVIPs",
+            "<= 10% lost, 1 -> 100,000 HAVIPs (spread)",
             format!("{:.1}% lost", (1.0 - loss.median) * 100.0),
             loss.median >= 0.90,
         ),

@@ -8,14 +8,22 @@ use anyhow::{Context, Result};
 
 use crate::{report::Results, stats::Spread};
 
-const W: f64 = 860.0;
+const W: f64 = 920.0;
 const H: f64 = 380.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 320.0;
-const COLORS: [&str; 3] = ["#4e79a7", "#f28e2b", "#59a14f"];
+const PATH_COLORS: [&str; 3] = ["#4e79a7", "#f28e2b", "#59a14f"];
+/// Scale panel: one hot VIP, traffic spread over all.
+const SCALE_COLORS: [&str; 2] = ["#f28e2b", "#e15759"];
 
-fn panel(svg: &mut String, x0: f64, title: &str, bars: &[(String, Spread)], ymax: f64) {
-    let width = 360.0;
+fn panel(
+    svg: &mut String,
+    (x0, width): (f64, f64),
+    title: &str,
+    bars: &[(String, Spread)],
+    colors: &[&str],
+    ymax: f64,
+) {
     let y = |v: f64| BOTTOM - (BOTTOM - TOP) * v / ymax;
     let _ = writeln!(
         svg,
@@ -48,7 +56,7 @@ fn panel(svg: &mut String, x0: f64, title: &str, bars: &[(String, Spread)], ymax
             cx - bw / 2.0,
             y(s.median),
             BOTTOM - y(s.median),
-            COLORS[i % COLORS.len()]
+            colors[i % colors.len()]
         );
         let _ = writeln!(
             svg,
@@ -66,7 +74,7 @@ fn panel(svg: &mut String, x0: f64, title: &str, bars: &[(String, Spread)], ymax
         );
         let _ = writeln!(
             svg,
-            r#"<text x="{cx}" y="{}" font-size="12" text-anchor="middle">{:.2}</text><text x="{cx}" y="{}" font-size="12" text-anchor="middle">{label}</text>"#,
+            r#"<text x="{cx}" y="{}" font-size="11" text-anchor="middle">{:.2}</text><text x="{cx}" y="{}" font-size="10" text-anchor="middle">{label}</text>"#,
             y(s.max) - 6.0,
             s.median,
             BOTTOM + 18.0
@@ -76,8 +84,14 @@ fn panel(svg: &mut String, x0: f64, title: &str, bars: &[(String, Spread)], ymax
 
 pub fn write(path: &Path, r: &Results) -> Result<()> {
     let paths: Vec<(String, Spread)> = r.throughput.iter().map(|t| (t.name.clone(), t.value)).collect();
-    let scale: Vec<(String, Spread)> =
-        r.scale.iter().map(|p| (format!("{} HAVIPs", p.havips), p.mpps)).collect();
+    let scale: Vec<(String, Spread)> = r
+        .scale
+        .iter()
+        .flat_map(|p| {
+            let n = if p.havips >= 1000 { format!("{}k", p.havips / 1000) } else { p.havips.to_string() };
+            [(format!("{n} hot"), p.hot_mpps), (format!("{n} spread"), p.spread_mpps)]
+        })
+        .collect();
     let ymax = paths.iter().chain(&scale).map(|(_, s)| s.max).fold(1.0, f64::max) * 1.12;
     let mut svg = String::new();
     let _ = writeln!(
@@ -90,8 +104,15 @@ pub fn write(path: &Path, r: &Results) -> Result<()> {
         (TOP + BOTTOM) / 2.0,
         (TOP + BOTTOM) / 2.0
     );
-    panel(&mut svg, 60.0, "limit / havip / kernel", &paths, ymax);
-    panel(&mut svg, 480.0, "havip VIP hit vs HAVIPs in the map", &scale, ymax);
+    panel(&mut svg, (60.0, 250.0), "limit / havip / kernel", &paths, &PATH_COLORS, ymax);
+    panel(
+        &mut svg,
+        (380.0, 520.0),
+        "havip VIP hit vs HAVIPs: one hot VIP / spread over all",
+        &scale,
+        &SCALE_COLORS,
+        ymax,
+    );
     let _ = writeln!(
         svg,
         r#"<text x="{}" y="{}" font-size="11" text-anchor="middle">{} × {}, kernel {}, {} rounds</text></svg>"#,

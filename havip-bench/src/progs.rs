@@ -137,6 +137,43 @@ impl Lab {
     }
 }
 
+/// `struct spray_cfg` in lab.bpf.c.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SprayCfg {
+    base: u32,
+    n: u32,
+    next: u32,
+    _pad: u32,
+}
+
+// SAFETY: plain old data, no padding the C side lacks.
+unsafe impl aya::Pod for SprayCfg {}
+
+/// xdp_spray in front of one havip program: live VIP traffic spread over
+/// `n` consecutive addresses from `base`, from a single frame.
+pub struct Spray {
+    ebpf: Ebpf,
+}
+
+impl Spray {
+    pub const PROG: &str = "xdp_spray";
+
+    pub fn load(target: &ProgramFd, base: Ipv4Addr, n: u32) -> Result<Self> {
+        let mut ebpf = Ebpf::load(havip_ebpf::LAB_OBJ).context("loading the lab object")?;
+        load(&mut ebpf, Self::PROG)?;
+        let mut a: ProgramArray<_> = ebpf.map_mut("harness_target").context("harness_target")?.try_into()?;
+        a.set(0, target, 0).context("setting harness_target")?;
+        let mut cfg: Array<_, SprayCfg> = ebpf.map_mut("spray_config").context("spray_config")?.try_into()?;
+        cfg.set(0, SprayCfg { base: base.into(), n, next: 0, _pad: 0 }, 0).context("setting spray_config")?;
+        Ok(Self { ebpf })
+    }
+
+    pub fn prog(&self) -> Result<&Xdp> {
+        xdp(&self.ebpf, Self::PROG)
+    }
+}
+
 /// A guest end that counts and drops everything (xdp_sink_stamp), and
 /// stamps the first packet after being armed.
 pub struct Sink {

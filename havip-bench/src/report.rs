@@ -60,9 +60,14 @@ pub struct Named {
 #[derive(Serialize)]
 pub struct ScalePoint {
     pub havips: u32,
-    pub mpps: Spread,
+    /// All traffic to one VIP.
+    pub hot_mpps: Spread,
     /// Paired ratio to the 1-HAVIP point of the same round.
-    pub vs_one: Spread,
+    pub hot_vs_one: Spread,
+    /// Traffic spread round-robin over every held VIP (through xdp_spray,
+    /// whose tail call every point pays, the 1-HAVIP point included).
+    pub spread_mpps: Spread,
+    pub spread_vs_one: Spread,
 }
 
 #[derive(Serialize)]
@@ -150,12 +155,16 @@ pub fn print(r: &Results) {
     }
     println!("VIP hit vs HAVIPs in the map (Mpps; ratio to 1 HAVIP)");
     for p in &r.scale {
-        println!(
-            "  {:<40} {}   ×{}",
-            format!("{} HAVIPs", p.havips),
-            spread(&p.mpps, 2),
-            spread(&p.vs_one, 3)
-        );
+        let row = |kind, mpps, vs_one| {
+            println!(
+                "  {:<40} {}   ×{}",
+                format!("{} HAVIPs, {kind}", p.havips),
+                spread(mpps, 2),
+                spread(vs_one, 3)
+            )
+        };
+        row("one hot VIP", &p.hot_mpps, &p.hot_vs_one);
+        row("spread over all", &p.spread_mpps, &p.spread_vs_one);
     }
     let rp = &r.repoint;
     println!(
@@ -167,21 +176,24 @@ pub fn print(r: &Results) {
     }
     if !r.keepalived.is_empty() {
         println!(
-            "Failover with keepalived (advert 0.1 s; vm-c probes every {} µs; ms)",
+            "Failover with keepalived (advert 0.1 s; vm-c probes every {} µs; ms; platform = claim -> first answer)",
             failover::PROBE_EVERY.as_micros()
         );
         println!(
-            "  {:<34} {:>8} {:>11} {:>9} {:>5} {:>18}",
-            "", "outage", "keepalived", "platform", "lost", "MASTER log->claim"
+            "  {:<34} {:>7} {:>10} {:>8} {:>10} {:>5} {:>12}",
+            "", "outage", "keepalived", "platform", "next probe", "lost", "MASTER->claim"
         );
         for k in &r.keepalived {
             let log = k.master_log_to_claim_ms.map_or("-".to_owned(), |m| format!("{m:.2}"));
+            let next =
+                format!("{:.2}{}", k.next_probe_ms, if k.next_probe_answered { "" } else { " (lost)" });
             println!(
-                "  {:<34} {:>8.2} {:>11.2} {:>9.2} {:>5} {:>18}",
+                "  {:<34} {:>7.2} {:>10.2} {:>8.2} {:>10} {:>5} {:>12}",
                 format!("{} -> {}", k.how, k.to),
                 k.outage_ms,
                 k.keepalived_ms,
                 k.platform_ms,
+                next,
                 k.lost_after_claim,
                 log
             );
@@ -212,9 +224,9 @@ pub fn print(r: &Results) {
         let verdict = match g.met {
             Some(true) => "met",
             Some(false) => "MISSED",
-            None => "not measured",
+            None => "n/a",
         };
-        println!("  {:<48} {:<24} {verdict}", g.goal, g.measured);
+        println!("  {verdict:<7} {:<46} {}", g.goal, g.measured);
     }
 }
 

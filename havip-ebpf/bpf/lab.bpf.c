@@ -19,6 +19,9 @@
  *                      harness_target[0]: a plain test run repeated over a
  *                      program that changes the frame (ARP answer) measures
  *                      the same branch every time.
+ *   xdp_spray        - sets the IPv4 destination to the next of spray_config's
+ *                      addresses, then tail-calls harness_target[0]: live
+ *                      traffic spread over many VIPs from one frame.
  *   xdp_lookup       - one lookup of the IPv4 destination in probe_vips, a
  *                      hash shaped like havip's vips map: what that lookup
  *                      alone costs.
@@ -27,6 +30,7 @@
 #include <linux/if_ether.h>
 #include <linux/ip.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -85,6 +89,21 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } sink_first_ns SEC(".maps");
+
+/* xdp_spray sends to base, base + 1, ... base + n - 1, base, ... */
+struct spray_cfg {
+	__u32 base; /* host byte order */
+	__u32 n;
+	__u32 next;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct spray_cfg);
+} spray_config SEC(".maps");
 
 /* Key and value sizes of havip's vips map. The bench sizes it like vips
  * when it loads the object; everyone else gets one entry. */
@@ -180,6 +199,26 @@ int xdp_harness(struct xdp_md *ctx)
 		return XDP_ABORTED;
 	bpf_tail_call(ctx, &harness_target, 0);
 	/* No target installed. */
+	return XDP_ABORTED;
+}
+
+SEC("xdp")
+int xdp_spray(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct iphdr *iph = data + sizeof(struct ethhdr);
+	__u32 zero = 0;
+	struct spray_cfg *cfg;
+
+	if ((void *)(iph + 1) > data_end)
+		return XDP_ABORTED;
+	cfg = bpf_map_lookup_elem(&spray_config, &zero);
+	if (!cfg || !cfg->n)
+		return XDP_ABORTED;
+	iph->daddr = bpf_htonl(cfg->base + cfg->next % cfg->n);
+	cfg->next += 1;
+	bpf_tail_call(ctx, &harness_target, 0);
 	return XDP_ABORTED;
 }
 
