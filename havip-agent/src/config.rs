@@ -5,7 +5,6 @@
 
 use std::{
     net::SocketAddr,
-    ops::Deref,
     path::{Path, PathBuf},
 };
 
@@ -13,10 +12,8 @@ use anyhow::{bail, Context, Result};
 use serde::{de::DeserializeOwned, Deserialize};
 
 use crate::{model::DesiredState, rules::parse_ipv4, uplink::UplinkSpec, verbs::DesiredFile};
-pub use crate::{
-    model::{Havip, Subnet, Vnic},
-    rules::Limits,
-};
+// Where the data plane's code knows them from.
+pub use crate::{model::Subnet, rules::Limits};
 
 /// Where the agent keeps and serves things: every path is configurable so
 /// that several agents (e.g. parallel tests) never share one.
@@ -79,14 +76,6 @@ pub struct Config {
     /// The file's desired-state sections, parsed but not yet checked: the
     /// rules apply to the store's state with these applied.
     pub desired: DesiredState,
-}
-
-/// A config reads as its desired state (`cfg.havips`, `cfg.vnics`).
-impl Deref for Config {
-    type Target = DesiredState;
-    fn deref(&self) -> &DesiredState {
-        &self.desired
-    }
 }
 
 impl Config {
@@ -171,8 +160,8 @@ mod tests {
         assert_eq!(c.limits.max_members_per_havip, 3);
         assert_eq!(c.limits.max_havips_per_instance, 5);
         assert_eq!(c.limits.capacity, Capacity::default());
-        assert_eq!(c.havips[&"198.18.1.50".parse().unwrap()].members, ["vnic-a"]);
-        assert_eq!(c.vnics["vnic-a"].mac, [2, 0, 0xc6, 0x12, 1, 0x0b]);
+        assert_eq!(c.desired.havips[&"198.18.1.50".parse().unwrap()].members, ["vnic-a"]);
+        assert_eq!(c.desired.vnics["vnic-a"].mac, [2, 0, 0xc6, 0x12, 1, 0x0b]);
     }
 
     #[test]
@@ -184,14 +173,14 @@ mod tests {
             (&d.agent.store, &d.agent.api_socket, None)
         );
         assert_eq!((&c.limits, c.capacity), (&d.limits, d.capacity));
-        assert!(c.havips.is_empty() && c.uplink.is_none());
+        assert!(c.desired.havips.is_empty() && c.uplink.is_none());
     }
 
     #[test]
     fn defaults_without_sections() {
         let c = Config::parse("").unwrap();
         assert_eq!(c.agent.store, Path::new("/var/lib/havip/state.redb"));
-        assert!(c.havips.is_empty() && c.uplink.is_none());
+        assert!(c.desired.havips.is_empty() && c.uplink.is_none());
     }
 
     #[test]
