@@ -96,6 +96,10 @@ impl Observer {
                         detail: format!("took over from {previous}"),
                     });
                 }
+                // A vNIC that keeps claiming (a spoofer, a misconfigured
+                // guest) is counted by the data plane on every claim, but
+                // written down at most once a second.
+                EV_CLAIM_REJECTED if rejected_recently(o, &vnic, at_ms) => {}
                 EV_CLAIM_REJECTED => {
                     let reason = RejectReason::from_raw(ev.reason)
                         .map_or_else(|| format!("reason {}", ev.reason), |r| r.to_string());
@@ -164,6 +168,15 @@ impl Observer {
     }
 }
 
+/// How long a refused claimant stays quiet in the store and the feed.
+const REJECTION_QUIET_MS: u64 = 1000;
+
+fn rejected_recently(o: &Observed, vnic: &str, at_ms: u64) -> bool {
+    o.last_claims
+        .iter()
+        .any(|c| !c.accepted && c.vnic == vnic && at_ms.saturating_sub(c.at_ms) < REJECTION_QUIET_MS)
+}
+
 /// A holder change: a failover when the VIP goes to another vNIC than the
 /// last one that held it (not when it first gets a holder, nor when the
 /// same vNIC takes it back after it had none).
@@ -203,6 +216,16 @@ mod tests {
         note_holder(&mut o, Some("b".into()), 2, 0, 4);
         note_holder(&mut o, Some("a".into()), 1, 0, 5);
         assert_eq!((o.failovers, o.epoch, o.holder.as_deref()), (2, 5, Some("a")));
+    }
+
+    #[test]
+    fn a_persistent_spoofer_is_written_down_once_a_second() {
+        let mut o = Observed::default();
+        let refused = |at_ms| Claim { at_ms, vnic: "vnic-c".into(), accepted: false, detail: String::new() };
+        o.remember(refused(10_000));
+        assert!(rejected_recently(&o, "vnic-c", 10_500));
+        assert!(!rejected_recently(&o, "vnic-x", 10_500));
+        assert!(!rejected_recently(&o, "vnic-c", 11_000));
     }
 
     #[test]
