@@ -24,6 +24,7 @@ use crate::{
     observe::{Observer, Sync},
     reconcile::{reconcile, Desired, EipBinding, Uplink},
     store::Store,
+    vethpeer,
 };
 
 pub struct Reconciler {
@@ -124,6 +125,7 @@ impl Reconciler {
                 Some(l) if self.attached.get(name) != Some(&l.ifindex) => match self.io.dp.attach(name) {
                     Ok(how) => {
                         info!(vnic = %name, ifindex = l.ifindex, hitless = how == Attach::Swapped, "attached");
+                        vethpeer::warn_if_undeliverable(name);
                         self.attached.insert(name.clone(), l.ifindex);
                     }
                     Err(e) => {

@@ -28,7 +28,7 @@ use crate::{
     reconciler::{Inputs, Reconciler},
     rules,
     store::{RedbStore, Store},
-    uplink, verbs,
+    uplink, verbs, vethpeer,
 };
 
 /// Attaches `xdp_uplink` and starts following the uplink's next hop; the
@@ -46,6 +46,7 @@ async fn start_uplink(
     }
     let how = dp.attach_uplink(&spec.name)?;
     info!(uplink = %spec.name, hitless = how == Attach::Swapped, "attached");
+    vethpeer::warn_if_undeliverable(&spec.name);
     let handle = uplink::connect()?;
     tx.send_replace(uplink::resolve(&handle, &spec).await?);
     tokio::spawn(uplink::follow(handle, spec, tx));

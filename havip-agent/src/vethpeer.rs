@@ -86,3 +86,26 @@ pub async fn inspect(handle: &Handle, ifname: &str) -> Result<Peer> {
         false => Peer::NoXdp { peer: name(&peer) },
     })
 }
+
+/// Looks at `ifname`'s peer in the background and warns, naming both ends,
+/// if what havip forwards into `ifname` cannot be delivered natively.
+pub fn warn_if_undeliverable(ifname: &str) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+    let ifname = ifname.to_owned();
+    rt.spawn(async move {
+        let peer = async { inspect(&crate::uplink::connect()?, &ifname).await };
+        match peer.await {
+            Ok(Peer::NoXdp { peer }) => tracing::warn!(
+                interface = %ifname,
+                peer,
+                "veth peer runs no XDP program: the frames havip forwards into this interface (VIP \
+                 traffic, ARP answers) are dropped by the kernel unless the peer runs one (or has GRO \
+                 on); see README, \"What a deployment must provide\""
+            ),
+            Ok(Peer::Ready { .. } | Peer::NotVeth) => {}
+            Err(e) => {
+                tracing::debug!(interface = %ifname, error = %format!("{e:#}"), "could not look at the peer")
+            }
+        }
+    });
+}
