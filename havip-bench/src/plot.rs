@@ -30,9 +30,6 @@ fn panel(
         r#"<text x="{}" y="30" font-size="15" text-anchor="middle">{title}</text>"#,
         x0 + width / 2.0
     );
-    let _ =
-        writeln!(svg, r#"<line x1="{x0}" y1="{BOTTOM}" x2="{}" y2="{BOTTOM}" stroke="black"/>"#, x0 + width);
-    let _ = writeln!(svg, r#"<line x1="{x0}" y1="{TOP}" x2="{x0}" y2="{BOTTOM}" stroke="black"/>"#);
     let step = if ymax > 10.0 { 2.0 } else { 1.0 };
     let mut t = 0.0;
     while t <= ymax {
@@ -46,6 +43,10 @@ fn panel(
         );
         t += step;
     }
+    // Axes over the grid.
+    let _ =
+        writeln!(svg, r#"<line x1="{x0}" y1="{BOTTOM}" x2="{}" y2="{BOTTOM}" stroke="black"/>"#, x0 + width);
+    let _ = writeln!(svg, r#"<line x1="{x0}" y1="{TOP}" x2="{x0}" y2="{BOTTOM}" stroke="black"/>"#);
     let slot = width / bars.len() as f64;
     for (i, (label, s)) in bars.iter().enumerate() {
         let cx = x0 + slot * (i as f64 + 0.5);
