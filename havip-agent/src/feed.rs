@@ -28,6 +28,9 @@ pub enum Kind {
     VnicUp,
     VnicDown,
     VnicGone,
+    /// A veth vNIC whose peer cannot take XDP frames: what havip redirects
+    /// into it would be dropped.
+    PeerWithoutXdp,
     /// The desired state changed (a verb or an apply).
     Changed,
 }
@@ -67,7 +70,11 @@ impl Feed {
         let ev =
             Event { seq, at_ms: now_ms(), kind, vip, vnic: vnic.map(str::to_owned), detail: detail.into() };
         let vip = ev.vip.map(|v| v.to_string());
-        tracing::info!(kind = ?ev.kind, vip, vnic = ev.vnic, detail = %ev.detail, "event");
+        if ev.kind == Kind::PeerWithoutXdp {
+            tracing::warn!(kind = ?ev.kind, vip, vnic = ev.vnic, detail = %ev.detail, "event");
+        } else {
+            tracing::info!(kind = ?ev.kind, vip, vnic = ev.vnic, detail = %ev.detail, "event");
+        }
         if recent.len() == KEPT {
             recent.pop_front();
         }

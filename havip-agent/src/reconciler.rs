@@ -24,7 +24,7 @@ use crate::{
     observe::{Observer, Sync},
     reconcile::{reconcile, Desired, EipBinding, Uplink},
     store::Store,
-    vethpeer,
+    vethpeer::{self, Peer},
 };
 
 pub struct Reconciler {
@@ -46,6 +46,8 @@ pub struct Inputs {
     pub feed: Arc<Feed>,
     /// The store revision the maps were last brought to.
     pub reconciled: Arc<AtomicU64>,
+    /// rtnetlink, to look at the peers of veth vNICs.
+    pub rtnl: rtnetlink::Handle,
 }
 
 impl Reconciler {
@@ -125,8 +127,8 @@ impl Reconciler {
                 Some(l) if self.attached.get(name) != Some(&l.ifindex) => match self.io.dp.attach(name) {
                     Ok(how) => {
                         info!(vnic = %name, ifindex = l.ifindex, hitless = how == Attach::Swapped, "attached");
-                        vethpeer::warn_if_undeliverable(name);
                         self.attached.insert(name.clone(), l.ifindex);
+                        self.check_peer(name);
                     }
                     Err(e) => {
                         warn!(vnic = %name, error = %format!("{e:#}"), "attaching failed; retried on the next change")
@@ -148,6 +150,27 @@ impl Reconciler {
             }
         }
         Ok(())
+    }
+
+    /// Says so by name when a veth vNIC's peer cannot take XDP frames,
+    /// rather than let the VIP go dark there (looked at in the background).
+    fn check_peer(&self, vnic: &str) {
+        let (rtnl, feed, vnic) = (self.io.rtnl.clone(), self.io.feed.clone(), vnic.to_owned());
+        tokio::spawn(async move {
+            match vethpeer::inspect(&rtnl, &vnic).await {
+                Ok(Peer::NoXdp { peer }) => feed.publish(
+                    Kind::PeerWithoutXdp,
+                    None,
+                    Some(&vnic),
+                    format!(
+                        "{vnic} is a veth whose peer {peer} runs no XDP program: frames havip redirects into \
+                         it are dropped unless GRO is on there; attach one to {peer} (XDP_PASS will do)"
+                    ),
+                ),
+                Ok(Peer::Ready { .. } | Peer::NotVeth) => {}
+                Err(e) => warn!(vnic = %vnic, error = %format!("{e:#}"), "looking at the vNIC's peer"),
+            }
+        });
     }
 
     /// The maps' desired contents: only vNICs attached by this run and up

@@ -90,6 +90,7 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
         observer: observer.clone(),
         feed: feed.clone(),
         reconciled: reconciled.clone(),
+        rtnl: uplink::connect()?,
     });
     // At start the vips map is the truth about holders: nothing is reset.
     reconciler.pass(Sync::Start)?;

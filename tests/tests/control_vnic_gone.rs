@@ -134,5 +134,17 @@ fn vnic_appears(lab: &mut Lab) -> Result<()> {
             link_of(h).as_deref() == Some("up")
         })?;
     }
+    // peer-d runs no XDP program: the agent says so, by name; the lab's
+    // vNICs (whose peers run xdp_pass) draw no such warning.
+    wait::until("a peer_without_xdp event naming vnic-d and peer-d", OBSERVE_TIMEOUT, || {
+        let events = ctl.ok(&["--json", "events"])?;
+        let warned = |vnic: &str| {
+            events
+                .lines()
+                .any(|l| l.contains("\"peer_without_xdp\"") && l.contains(&format!("\"vnic\":\"{vnic}\"")))
+        };
+        ensure!(!warned(VM_A.vnic) && !warned(VM_B.vnic), "a lab vNIC drew a warning:\n{events}");
+        Ok((warned("vnic-d") && events.contains("peer peer-d runs no XDP program")).then_some(()))
+    })?;
     Ok(())
 }
