@@ -45,7 +45,7 @@ enum Cmd {
         #[command(subcommand)]
         action: LabAction,
     },
-    /// Every test: unit, kernel-program and integration (needs root).
+    /// Every test: fmt and clippy, unit, kernel-program and integration (needs root).
     Test {
         /// Passed on to `cargo test`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -173,6 +173,9 @@ fn test(args: &[String]) -> Result<()> {
     }
     // The integration tests run the agent binary: build the bins first.
     build()?;
+    // House style is part of the suite: formatted, and clippy-clean.
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     run(cargo().args(["test", "--workspace"]).args(args))
 }
 
