@@ -53,11 +53,13 @@ impl Drop for TempDir {
 fn config(dir: &Path, havips: u32) -> String {
     let vnics = havips.div_ceil(PER_INSTANCE) * MEMBERS;
     let mut c = format!(
-        "[agent]\nstore = \"{}\"\napi_socket = \"{}\"\n\n[dataplane]\nmax_vips = {}\n\n\
+        "[agent]\nstore = \"{}\"\napi_socket = \"{}\"\n\n[dataplane]\nmax_vips = {}\nmax_vnics = {}\n\n\
          [[subnets]]\nname = \"vpc1\"\ncidr = \"198.18.0.0/15\"\n",
         dir.join("state.redb").display(),
         dir.join("api.sock").display(),
         fill::CAPACITY.max_vips,
+        // The agent refuses more configured vNICs than tx_ports holds.
+        vnics.next_power_of_two(),
     );
     for k in 0..vnics {
         let ip = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(198, 19, 128, 0)) + k);

@@ -117,29 +117,25 @@ fn run() -> Result<()> {
     drop(pins);
     drop(topo);
 
+    // The last two parts run the agent and the lab: if one fails, the
+    // figures measured so far are still printed and written, and the run
+    // then fails naming it.
+    let mut failed = Vec::new();
     eprintln!("havip-bench: control plane, the agent on {} HAVIPs from one file", args.havips);
     let agent_pins = Pins::new();
-    results.agent = Some(control::run(args.havips, &agent_pins.root("agent"))?);
+    match control::run(args.havips, &agent_pins.root("agent")) {
+        Ok(c) => results.agent = Some(c),
+        Err(e) => failed.push(format!("control plane: {e:#}")),
+    }
     drop(agent_pins);
 
     if args.keepalived_cycles > 0 {
+        stop::check()?;
         eprintln!("havip-bench: failover with keepalived in the lab, {} cycles", args.keepalived_cycles);
-        let samples = failover::run(args.keepalived_cycles).context("keepalived failover in the lab")?;
-        // The platform adds nothing visible when the first probe sent after
-        // each claim is answered by the new holder; the claim -> that probe
-        // time is the resolution (prober scheduling included).
-        let answered = samples.iter().filter(|s| s.next_probe_answered).count();
-        let mut waits: Vec<f64> = samples.iter().map(|s| s.next_probe_ms).collect();
-        waits.sort_by(f64::total_cmp);
-        let g = results.goals.last_mut().expect("the keepalived goal is last");
-        g.measured = format!(
-            "next probe answered {answered}/{}; resolution median {:.2} ms, max {:.2} ms",
-            samples.len(),
-            waits[waits.len() / 2],
-            waits[waits.len() - 1]
-        );
-        g.met = Some(answered == samples.len());
-        results.keepalived = samples;
+        match failover::run(args.keepalived_cycles) {
+            Ok(samples) => keepalived_goal(&mut results, samples),
+            Err(e) => failed.push(format!("keepalived failover in the lab: {e:#}")),
+        }
     }
 
     report::print(&results);
@@ -147,7 +143,29 @@ fn run() -> Result<()> {
     report::write_json(&args.out, &results, stamp)?;
     plot::write(&args.out.join("bench.svg"), &results)?;
     println!("\nwrote {0}/latest.json, {0}/bench-{stamp}.json, {0}/bench.svg", args.out.display());
+    if !failed.is_empty() {
+        bail!("not measured:\n  {}", failed.join("\n  "));
+    }
     Ok(())
+}
+
+/// Judges the keepalived goal from the lab's failovers: the platform adds
+/// nothing visible when the first probe sent after each claim is answered
+/// by the new holder; claim -> that probe is the resolution (prober
+/// scheduling included). `samples` is never empty (at least one cycle).
+fn keepalived_goal(results: &mut Results, samples: Vec<failover::Sample>) {
+    let answered = samples.iter().filter(|s| s.next_probe_answered).count();
+    let mut waits: Vec<f64> = samples.iter().map(|s| s.next_probe_ms).collect();
+    waits.sort_by(f64::total_cmp);
+    let g = results.goals.last_mut().expect("the keepalived goal is last");
+    g.measured = format!(
+        "next probe answered {answered}/{}; resolution median {:.2} ms, max {:.2} ms",
+        samples.len(),
+        waits[waits.len() / 2],
+        waits[waits.len() - 1]
+    );
+    g.met = Some(answered == samples.len());
+    results.keepalived = samples;
 }
 
 fn mpps(rounds: &[Vec<f64>], i: usize) -> Spread {
