@@ -41,13 +41,16 @@ struct Cli {
 enum Cmd {
     /// Create a HAVIP at --vip, or at the next free address of the subnet.
     Create {
+        /// The subnet the VIP and its members live in.
         #[arg(long)]
         subnet: String,
+        /// The VIP; without it, the next free address of the subnet.
         #[arg(long)]
         vip: Option<String>,
         /// A member vNIC (repeatable).
         #[arg(long = "member")]
         members: Vec<String>,
+        /// An EIP to bind at once.
         #[arg(long)]
         eip: Option<String>,
     },
@@ -72,6 +75,7 @@ enum Cmd {
         vip: String,
         eip: String,
     },
+    /// Unbind a HAVIP's EIP: traffic to it is no longer NATed.
     UnbindEip {
         vip: String,
     },
