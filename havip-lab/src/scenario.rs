@@ -2,7 +2,7 @@
 //! both members. Fields drop in order, so processes stop (and the agent tears
 //! down) before the namespaces go, and the lab's files go last.
 
-use std::{fs, net::Ipv4Addr, path::PathBuf, time::Duration};
+use std::{fs, net::Ipv4Addr, path::PathBuf, process::Command, time::Duration};
 
 use anyhow::{bail, Context, Result};
 use havip_common::VipState;
@@ -14,6 +14,7 @@ use crate::{
     log::Timeline,
     netns::{self, LabId},
     probe::{Prober, Responder},
+    process::ChildProc,
     state,
     topology::{self, Guest, Topology, EIP, MEMBERS, VIP, VM_A, VM_B, VM_C},
     wait,
@@ -31,6 +32,8 @@ pub struct Lab {
     attached: bool,
     responders: Vec<Responder>,
     web: Vec<WebServer>,
+    /// A detached lab's services: `havip-lab serve` processes.
+    services: Vec<ChildProc>,
     keepalived: Vec<Keepalived>,
     agent: Option<Agent>,
     pub topo: Topology,
@@ -52,6 +55,7 @@ impl Lab {
             attached,
             responders: Vec::new(),
             web: Vec::new(),
+            services: Vec::new(),
             keepalived: Vec::new(),
             agent: None,
             topo,
@@ -65,9 +69,7 @@ impl Lab {
         let mut lab = Self::create(id, attached)?;
         let started = (|| {
             lab.start_agent()?;
-            if attached {
-                lab.start_responders()?;
-            }
+            lab.start_responders()?;
             lab.start_keepalived()?;
             lab.wait_holder(VM_A, FAILOVER_TIMEOUT)
         })();
@@ -109,11 +111,22 @@ impl Lab {
         Ok(())
     }
 
-    /// The members' services: a UDP echo responder and an HTTP server each.
+    /// The members' services: a UDP echo responder and an HTTP server each,
+    /// in this process for an attached lab; for a detached one (`lab up`),
+    /// as `havip-lab serve` processes that stay up with it.
     pub fn start_responders(&mut self) -> Result<()> {
         for g in MEMBERS {
-            self.responders.push(Responder::start(&self.topo.ns(g), g.name)?);
-            self.web.push(WebServer::start(&self.topo.ns(g), g.name)?);
+            let ns = self.topo.ns(g);
+            if self.attached {
+                self.responders.push(Responder::start(&ns, g.name)?);
+                self.web.push(WebServer::start(&ns, g.name)?);
+                continue;
+            }
+            let exe = std::env::current_exe().context("locating the havip-lab binary")?;
+            let mut cmd = Command::new(exe);
+            cmd.args(["serve", "--netns", &ns, "--name", g.name]);
+            let log = self.dir.path.join(format!("services-{}.log", g.name));
+            self.services.push(ChildProc::spawn(&format!("services {}", g.name), cmd, &log, None)?);
         }
         Ok(())
     }
@@ -198,6 +211,7 @@ impl Lab {
             bail!("only a detached lab can be left standing");
         }
         self.keepalived.iter_mut().for_each(Keepalived::keep);
+        self.services.iter_mut().for_each(ChildProc::keep);
         self.agent.iter_mut().for_each(Agent::keep);
         self.topo.keep();
         self.dir.armed = false;

@@ -8,11 +8,13 @@ use havip_common::VipCounter;
 use havip_lab::{
     agent, garp, interrupt,
     netns::{self, LabId, RUN_DIR},
+    probe::Responder,
     report::{self, ProbeView},
     scenario::{Lab, FAILOVER_TIMEOUT},
     state,
     topology::{Guest, EIP, GUEST_IF, INET, VIP, VM_A, VM_B, VM_C},
     wait,
+    web::WebServer,
 };
 
 /// The probe rate of the demo: 200 packets/s.
@@ -35,6 +37,15 @@ enum Cmd {
     Up,
     /// Remove what `up` created.
     Down,
+    /// A member's services (UDP echo, HTTP) inside namespace NETNS, until
+    /// SIGTERM: what `up` leaves running in vm-a and vm-b.
+    Serve {
+        #[arg(long)]
+        netns: String,
+        /// Who the answers say served them.
+        #[arg(long)]
+        name: String,
+    },
 }
 
 fn main() -> Result<()> {
@@ -43,6 +54,7 @@ fn main() -> Result<()> {
         Cmd::Run => run(),
         Cmd::Up => up(),
         Cmd::Down => down(),
+        Cmd::Serve { netns, name } => serve(&netns, &name),
     }
 }
 
@@ -104,6 +116,18 @@ fn fetch(lab: &Lab, g: Guest) -> Result<()> {
     Ok(())
 }
 
+fn serve(ns: &str, name: &str) -> Result<()> {
+    // On the main thread, so the process counts as inside the namespace
+    // (`ip netns pids`) and `down` stops it with the rest.
+    netns::enter(ns)?;
+    let _echo = Responder::start(ns, name)?;
+    let _web = WebServer::start(ns, name)?;
+    while interrupt::check().is_ok() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
 fn state_file() -> std::path::PathBuf {
     Path::new(RUN_DIR).join("up.json")
 }
@@ -133,12 +157,14 @@ fn up() -> Result<()> {
          bpftool map dump pinned {pins}/v1/vips\n  \
          bpftool map dump pinned {pins}/v1/vip_stats\n  \
          bpftool map dump pinned {pins}/v1/eips\n  \
-         ip netns pids {} | xargs -n1 kill    # stop keepalived on vm-a: vm-b takes over\n  \
+         havipctl --socket {}/api.sock describe    # target/debug/havipctl\n  \
+         kill $(cat {}/keepalived-vm-a.pid)    # stop keepalived on vm-a: vm-b takes over\n  \
          tail -f {}/*.log\n\
          Remove it with `cargo xtask lab down`.",
         id.netns(VM_A.role),
         id.netns(VM_B.role),
-        id.netns(VM_A.role),
+        spec.dir.display(),
+        spec.dir.display(),
         spec.dir.display(),
     );
     lab.keep()
