@@ -61,28 +61,15 @@ enum Cmd {
         force: bool,
     },
     /// Make a vNIC a member: it may then claim the VIP.
-    Associate {
-        vip: String,
-        vnic: String,
-    },
+    Associate { vip: String, vnic: String },
     /// Remove a member; if it held the VIP, the VIP has no holder.
-    Disassociate {
-        vip: String,
-        vnic: String,
-    },
+    Disassociate { vip: String, vnic: String },
     /// Bind an EIP to a HAVIP (1:1 NAT to its holder).
-    BindEip {
-        vip: String,
-        eip: String,
-    },
+    BindEip { vip: String, eip: String },
     /// Unbind a HAVIP's EIP: traffic to it is no longer NATed.
-    UnbindEip {
-        vip: String,
-    },
+    UnbindEip { vip: String },
     /// One HAVIP in detail, or a table of all.
-    Describe {
-        vip: Option<String>,
-    },
+    Describe { vip: Option<String> },
     /// Holder changes, refused claims, vNICs and changes; --follow waits for more.
     Events {
         #[arg(short, long)]
@@ -107,9 +94,7 @@ enum Cmd {
     #[command(subcommand)]
     Subnet(SubnetCmd),
     /// Print a shell completion script.
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]
