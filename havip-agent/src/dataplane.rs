@@ -4,6 +4,7 @@
 //! program in place without dropping a packet.
 
 use std::{
+    collections::BTreeMap,
     fs,
     path::{Path, PathBuf},
 };
@@ -20,7 +21,7 @@ use aya::{
 };
 use havip_common::{
     maps, EipBinding, EipKey, GlobalCounter, MemberInfo, MemberKey, UplinkPort, VipCounters, VipKey, VipNat,
-    VipState, VrrpSeen, ABI_VERSION, EVENTS_BYTES, PROG_UPLINK, PROG_VNIC,
+    VipRef, VipState, VrrpSeen, ABI_VERSION, EVENTS_BYTES, PROG_UPLINK, PROG_VNIC,
 };
 use tracing::{info, warn};
 
@@ -29,7 +30,10 @@ use crate::{bpffs, config::Capacity};
 /// The maps of `havip_abi.h`, typed; the events ring buffer is handed out
 /// apart ([`Dataplane::take_events`]) since its reader runs on its own.
 pub struct Maps {
-    pub vips: HashMap<MapData, VipKey, VipState>,
+    /// VIP -> its slot; fixed while the VIP exists.
+    pub vips: HashMap<MapData, VipKey, VipRef>,
+    /// Slot -> the VIP's holder and the rest that changes.
+    pub vip_state: Array<MapData, VipState>,
     pub members: HashMap<MapData, MemberKey, MemberInfo>,
     pub vrrp: HashMap<MapData, VipKey, VrrpSeen>,
     pub tx_ports: DevMapHash<MapData>,
@@ -38,6 +42,27 @@ pub struct Maps {
     pub eips: HashMap<MapData, EipKey, EipBinding>,
     pub vip_nat: HashMap<MapData, VipKey, VipNat>,
     pub uplink: Array<MapData, UplinkPort>,
+}
+
+impl Maps {
+    /// The state of `vip`: its slot from `vips`, then `vip_state[slot]`.
+    /// `None` if the VIP is not in the maps.
+    pub fn vip(&self, vip: &VipKey) -> Option<VipState> {
+        let r = self.vips.get(vip, 0).ok()?;
+        self.vip_state.get(&r.slot, 0).ok()
+    }
+
+    /// Every VIP in the maps with its state.
+    pub fn vips_with_state(&self) -> Result<BTreeMap<VipKey, VipState>> {
+        let mut all = BTreeMap::new();
+        for entry in self.vips.iter() {
+            let (key, r) = entry.context("listing vips")?;
+            let state =
+                self.vip_state.get(&r.slot, 0).with_context(|| format!("reading vip_state[{}]", r.slot))?;
+            all.insert(key, state);
+        }
+        Ok(all)
+    }
 }
 
 /// What attaching to a vNIC did.
@@ -79,7 +104,7 @@ struct MapSpec {
 
 /// What every pinned map must look like for this build (aya, unlike libbpf,
 /// reuses a pinned map without checking it).
-fn expected_maps(cap: Capacity) -> [MapSpec; 10] {
+fn expected_maps(cap: Capacity) -> [MapSpec; 11] {
     // struct bpf_devmap_val: egress ifindex + optional program fd/id.
     let devmap_val = 8;
     [
@@ -87,6 +112,13 @@ fn expected_maps(cap: Capacity) -> [MapSpec; 10] {
             name: maps::VIPS,
             ty: MapType::Hash,
             key: size_of::<VipKey>(),
+            value: size_of::<VipRef>(),
+            max_entries: cap.max_vips,
+        },
+        MapSpec {
+            name: maps::VIP_STATE,
+            ty: MapType::Array,
+            key: 4,
             value: size_of::<VipState>(),
             max_entries: cap.max_vips,
         },
@@ -187,6 +219,7 @@ impl Dataplane {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&dir)
             .map_max_entries(maps::VIPS, cap.max_vips)
+            .map_max_entries(maps::VIP_STATE, cap.max_vips)
             .map_max_entries(maps::VRRP, cap.max_vips)
             .map_max_entries(maps::VIP_STATS, cap.max_vips)
             .map_max_entries(maps::EIPS, cap.max_vips)
@@ -292,6 +325,7 @@ impl Dataplane {
         let mut take = |name: &str| self.ebpf.take_map(name).with_context(|| format!("map {name} missing"));
         Ok(Maps {
             vips: take(maps::VIPS)?.try_into()?,
+            vip_state: take(maps::VIP_STATE)?.try_into()?,
             members: take(maps::MEMBERS)?.try_into()?,
             vrrp: take(maps::VRRP)?.try_into()?,
             tx_ports: take(maps::TX_PORTS)?.try_into()?,

@@ -1,7 +1,7 @@
 //! What the data plane decided, written back to the store: the holder of
 //! every VIP, since when, its epoch, how many failovers, the last claims.
 //! Two sources feed it: claim events from the ring buffer as they happen,
-//! and the vips map itself, read after every reconcile and at start, which
+//! and the VIPs' state in the maps, read after every reconcile and at start, which
 //! catches what no event told (a holder cleared because its vNIC went away,
 //! claims made while the agent was stopped).
 
@@ -33,7 +33,7 @@ pub struct Observer {
     lock: Mutex<()>,
 }
 
-/// Whether the vips map is read at start (anything may have happened while
+/// Whether the VIPs' state is read at start (anything may have happened while
 /// the agent was away) or while running (only newer epochs count).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Sync {
@@ -112,7 +112,7 @@ impl Observer {
         self.store.record(&touched)
     }
 
-    /// Brings the observed holders up to date with the vips map.
+    /// Brings the observed holders up to date with the VIPs' state in the maps.
     pub fn sync(&self, maps: &Maps, mode: Sync) -> Result<()> {
         let _serial = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let desired = self.store.desired().state;
@@ -121,7 +121,7 @@ impl Observer {
         let links = self.links.borrow().clone();
         let mut touched = BTreeMap::new();
         for (vip, havip) in &desired.havips {
-            let Ok(st) = maps.vips.get(&VipKey::from(*vip), 0) else { continue };
+            let Some(st) = maps.vip(&VipKey::from(*vip)) else { continue };
             let mut o = observed.remove(vip).unwrap_or_default();
             let news = match mode {
                 Sync::Running => st.epoch > o.epoch,
@@ -157,7 +157,7 @@ impl Observer {
                     Some(*vip),
                     Some(&vnic),
                     format!(
-                        "{vnic} holds {vip} (seen in the vips map), epoch {}, failovers {}",
+                        "{vnic} holds {vip} (seen in the maps), epoch {}, failovers {}",
                         o.epoch, o.failovers
                     ),
                 );

@@ -11,7 +11,8 @@ use aya::{
     Pod,
 };
 use havip_common::{
-    EipBinding as EipValue, EipKey, MemberInfo, MemberKey, UplinkPort, VipCounters, VipKey, VipNat, VipState,
+    vmac, EipBinding as EipValue, EipKey, MemberInfo, MemberKey, UplinkPort, VipCounters, VipKey, VipNat,
+    VipRef, VipState,
 };
 
 use crate::dataplane::Maps;
@@ -49,13 +50,6 @@ pub struct Uplink {
     pub next_hop_mac: [u8; 6],
 }
 
-/// The MAC a VIP answers ARP with: locally administered, derived from the
-/// VIP alone, so it is the same on every host and never changes on failover.
-pub fn vmac(vip: &VipKey) -> [u8; 6] {
-    let a = vip.addr;
-    [0x02, 0x48, a[0], a[1], a[2], a[3]]
-}
-
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
     pub ports_added: usize,
@@ -89,19 +83,24 @@ pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes> {
         ch.ports_added += 1;
     }
 
-    let current: BTreeMap<VipKey, VipState> =
+    let current: BTreeMap<VipKey, VipRef> =
         maps.vips.iter().collect::<Result<_, _>>().context("listing vips")?;
-    let used_slots: BTreeSet<u32> =
-        current.iter().filter(|(k, _)| desired.vips.contains_key(k)).map(|(_, v)| v.slot).collect();
-    // Free slots in increasing order, one pass for all new VIPs (not a
-    // search from 0 for each, which made 10,000 new VIPs take seconds).
+    // A VIP removed below keeps its slot until the next reconcile, so no
+    // slot ever holds two VIPs at once. Free slots in increasing order, one
+    // pass for all new VIPs (not a search from 0 for each, which made
+    // 10,000 new VIPs take seconds).
+    let used_slots: BTreeSet<u32> = current.values().map(|r| r.slot).collect();
     let mut free_slots = (0..).filter(|s| !used_slots.contains(s));
     for key in desired.vips.keys().filter(|k| !current.contains_key(k)) {
         let slot = free_slots.next().expect("u32 slots outnumber max_vips");
         zero_stats(maps, slot)?;
-        let state = VipState { vmac: vmac(key), slot, ..Default::default() };
+        // The state first: the kernel must never find the VIP half-made.
+        let state = VipState { vmac: vmac(slot), slot, vip: key.addr, ..Default::default() };
+        maps.vip_state.set(slot, state, 0).with_context(|| {
+            format!("writing slot {slot} for VIP {} (is dataplane.max_vips large enough?)", key.ip())
+        })?;
         maps.vips
-            .insert(key, state, BPF_NOEXIST)
+            .insert(key, VipRef { slot }, BPF_NOEXIST)
             .with_context(|| format!("adding VIP {} (is dataplane.max_vips large enough?)", key.ip()))?;
         ch.vips_added += 1;
     }
@@ -128,8 +127,12 @@ pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes> {
     ch.members_removed = prune(&mut maps.members, &want_members, "members")?;
     ch.eips_removed = prune(&mut maps.eips, &want_eips, "eips")?;
     prune(&mut maps.vip_nat, &want_nat, "vip_nat")?;
-    for key in current.keys().filter(|k| !desired.vips.contains_key(k)) {
+    for (key, r) in current.iter().filter(|(k, _)| !desired.vips.contains_key(k)) {
+        // Unreachable by address first, then the slot is freed.
         maps.vips.remove(key).with_context(|| format!("removing VIP {}", key.ip()))?;
+        maps.vip_state
+            .set(r.slot, VipState::default(), 0)
+            .with_context(|| format!("freeing slot {} of VIP {}", r.slot, key.ip()))?;
         // The VRRP record may never have existed.
         let _ = maps.vrrp.remove(key);
         ch.vips_removed += 1;
@@ -214,14 +217,20 @@ fn clear_holder_unless_member(
     key: &VipKey,
     members: &BTreeMap<u32, [u8; 6]>,
 ) -> Result<bool> {
-    let mut state = maps.vips.get(key, BPF_F_LOCK).with_context(|| format!("reading VIP {}", key.ip()))?;
+    let slot = maps.vips.get(key, 0).with_context(|| format!("reading VIP {}", key.ip()))?.slot;
+    let mut state = maps
+        .vip_state
+        .get(&slot, BPF_F_LOCK)
+        .with_context(|| format!("reading the state of {}", key.ip()))?;
     if state.holder_ifindex == 0 || members.get(&state.holder_ifindex) == Some(&state.holder_mac) {
         return Ok(false);
     }
     state.holder_ifindex = 0;
     state.holder_mac = [0; 6];
     state.epoch += 1;
-    maps.vips.insert(key, state, BPF_F_LOCK).with_context(|| format!("clearing holder of {}", key.ip()))?;
+    maps.vip_state
+        .set(slot, state, BPF_F_LOCK)
+        .with_context(|| format!("clearing holder of {}", key.ip()))?;
     tracing::info!(vip = %key.ip(), epoch = state.epoch, "holder cleared: no longer a member");
     Ok(true)
 }

@@ -92,7 +92,7 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
         reconciled: reconciled.clone(),
         rtnl: uplink::connect()?,
     });
-    // At start the vips map is the truth about holders: nothing is reset.
+    // At start the maps are the truth about holders: nothing is reset.
     reconciler.pass(Sync::Start)?;
 
     let ctl = Arc::new(Control {

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use havip_agent::{
     config::Subnet,
-    reconcile::{reconcile, vmac, EipBinding, Uplink},
+    reconcile::{reconcile, EipBinding, Uplink},
 };
 use havip_common::{GlobalCounter, VipCounter, VipKey};
 
@@ -96,7 +96,7 @@ fn traffic_to_the_eip_is_dnated_to_the_holder_for_tcp_udp_and_icmp() {
             let inbound = frame(MAC_NEXT_HOP, MAC_UPLINK, OUTSIDE, EIP, proto);
             let (verdict, out) = f.run_uplink(&inbound);
             assert_eq!(verdict, XDP_REDIRECT, "protocol {proto}");
-            assert_eq!((&out[0..6], &out[6..12]), (&MAC_A[..], &vmac(&VipKey { addr: VIP })[..]));
+            assert_eq!((&out[0..6], &out[6..12]), (&MAC_A[..], &f.vip().vmac[..]));
             assert_eq!(addrs(&out), (OUTSIDE, VIP), "destination rewritten to the VIP");
             assert_eq!(out[22], 63, "a routed hop: TTL decremented");
             assert_checksums_valid(&out);

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use havip_agent::reconcile::{reconcile, vmac};
+use havip_agent::reconcile::reconcile;
 use havip_common::{GlobalCounter, RejectReason, VipCounter, VipKey, EV_CLAIM, EV_CLAIM_REJECTED};
 
 #[test]
@@ -79,7 +79,8 @@ fn claim_on_member_vnic_with_wrong_mac_is_rejected() {
 #[test]
 fn arp_request_for_vip_is_answered_with_the_fixed_virtual_mac() {
     with_fixture(|f| {
-        let vmac = vmac(&VipKey { addr: VIP });
+        let vmac = f.vip().vmac;
+        assert_eq!(vmac, havip_common::vmac(f.vip().slot), "02:48:<slot>");
         let (verdict, out) = f.run(f.c, &arp(1, MAC_C, IP_C, [0; 6], VIP));
         assert_eq!(verdict, XDP_TX);
         // Ethernet to the requester, from the virtual MAC; ARP reply "VIP is at vmac".
@@ -108,11 +109,11 @@ fn holder_resolving_a_peer_from_its_vip_is_a_claim_and_is_passed() {
 fn ipv4_to_vip_is_redirected_to_the_holder_with_macs_rewritten() {
     with_fixture(|f| {
         f.run(f.b, &garp(MAC_B, VIP));
-        let frame = udp_to_vip(MAC_C, IP_C);
+        let frame = f.udp_to_vip(MAC_C, IP_C);
         let (verdict, out) = f.run(f.c, &frame);
         assert_eq!(verdict, XDP_REDIRECT);
         assert_eq!(&out[0..6], &MAC_B, "to the holder's MAC");
-        assert_eq!(&out[6..12], &vmac(&VipKey { addr: VIP }), "from the VIP's virtual MAC");
+        assert_eq!(&out[6..12], &f.vip().vmac, "from the VIP's virtual MAC");
         assert_eq!(&out[12..], &frame[12..], "the IP packet is untouched");
         assert_eq!(f.counter(VipCounter::RedirectPackets), 1);
         assert_eq!(f.counter(VipCounter::RedirectBytes), frame.len() as u64);
@@ -122,7 +123,7 @@ fn ipv4_to_vip_is_redirected_to_the_holder_with_macs_rewritten() {
 #[test]
 fn vip_without_holder_is_dropped_and_counted() {
     with_fixture(|f| {
-        let (verdict, _) = f.run(f.c, &udp_to_vip(MAC_C, IP_C));
+        let (verdict, _) = f.run(f.c, &f.udp_to_vip(MAC_C, IP_C));
         assert_eq!(verdict, XDP_DROP);
         assert_eq!(f.counter(VipCounter::NoHolderDrops), 1);
         assert_eq!(f.counter(VipCounter::RedirectPackets), 0);
@@ -134,7 +135,7 @@ fn holder_whose_port_left_tx_ports_drops_instead_of_misdelivering() {
     with_fixture(|f| {
         f.run(f.a, &garp(MAC_A, VIP));
         reconcile(&mut f.maps, &desired(&[(f.a, MAC_A), (f.b, MAC_B)], &[f.b, f.c])).unwrap();
-        assert_eq!(f.run(f.c, &udp_to_vip(MAC_C, IP_C)).0, XDP_DROP);
+        assert_eq!(f.run(f.c, &f.udp_to_vip(MAC_C, IP_C)).0, XDP_DROP);
         assert_eq!(f.counter(VipCounter::NoHolderDrops), 1);
     });
 }
@@ -230,5 +231,75 @@ fn reconcile_keeps_a_learned_holder_and_clears_one_that_left() {
         assert_eq!(f.run(f.a, &garp(MAC_A, VIP)).0, XDP_DROP);
         assert_eq!(f.vip().holder_ifindex, 0, "a former member can no longer claim");
         assert_eq!(f.counter(VipCounter::ClaimsRejected), 1);
+    });
+}
+
+/// A second HAVIP beside the fixture's, members a and b.
+const VIP2: [u8; 4] = [198, 18, 1, 51];
+
+fn with_vip2(f: &mut Fixture) {
+    let mut d = desired(&[(f.a, MAC_A), (f.b, MAC_B)], &[f.a, f.b, f.c]);
+    d.vips.insert(VipKey { addr: VIP2 }, [(f.a, MAC_A), (f.b, MAC_B)].into());
+    reconcile(&mut f.maps, &d).unwrap();
+}
+
+#[test]
+fn vip_traffic_to_the_virtual_mac_is_forwarded_by_slot_alone() {
+    with_fixture(|f| {
+        f.run(f.b, &garp(MAC_B, VIP));
+        let frame = f.udp_to_vip(MAC_C, IP_C);
+        // Only the fast path can find the VIP once its address is unknown:
+        // the slot in the destination MAC leads straight to its state.
+        f.maps.vips.remove(&VipKey { addr: VIP }).unwrap();
+        let (verdict, out) = f.run(f.c, &frame);
+        assert_eq!(verdict, XDP_REDIRECT);
+        assert_eq!(&out[0..6], &MAC_B, "to the holder's MAC");
+        assert_eq!(&out[12..], &frame[12..]);
+        // Sent to another MAC, the VIP is found by address: here, not at all.
+        let other = udp_to(MAC_A, MAC_C, IP_C, VIP);
+        assert_eq!(f.run(f.c, &other), (XDP_PASS, other.clone()));
+    });
+}
+
+#[test]
+fn vip_traffic_to_another_mac_still_reaches_the_holder() {
+    with_fixture(|f| {
+        f.run(f.a, &garp(MAC_A, VIP));
+        // A client with a stale ARP entry, or one routed through the host.
+        for dst_mac in [MAC_B, [0x02, 0x48, 0xc6, 0x12, 1, 50], BROADCAST] {
+            let frame = udp_to(dst_mac, MAC_C, IP_C, VIP);
+            let (verdict, out) = f.run(f.c, &frame);
+            assert_eq!(verdict, XDP_REDIRECT, "sent to {dst_mac:02x?}");
+            assert_eq!((&out[0..6], &out[6..12]), (&MAC_A[..], &f.vip().vmac[..]));
+        }
+        assert_eq!(f.counter(VipCounter::RedirectPackets), 3);
+    });
+}
+
+#[test]
+fn a_virtual_mac_naming_another_slot_does_not_misdeliver() {
+    with_fixture(|f| {
+        with_vip2(f);
+        f.run(f.a, &garp(MAC_A, VIP));
+        f.run(f.b, &garp(MAC_B, VIP2));
+        let vip2 = f.maps.vip(&VipKey { addr: VIP2 }).expect("VIP2 in maps");
+        assert_ne!(vip2.slot, f.vip().slot);
+
+        // To VIP, at VIP2's virtual MAC or a free slot's: by address, to VIP's holder.
+        for dst_mac in [vip2.vmac, havip_common::vmac(vip2.slot + 1), havip_common::vmac(u32::MAX)] {
+            let (verdict, out) = f.run(f.c, &udp_to(dst_mac, MAC_C, IP_C, VIP));
+            assert_eq!((verdict, &out[0..6]), (XDP_REDIRECT, &MAC_A[..]), "sent to {dst_mac:02x?}");
+        }
+        assert_eq!(f.counter(VipCounter::RedirectPackets), 3);
+
+        // Not to a VIP at all, at a VIP's virtual MAC: not ours.
+        let to_peer = udp_to(vip2.vmac, MAC_C, IP_C, IP_A);
+        assert_eq!(f.run(f.c, &to_peer), (XDP_PASS, to_peer.clone()));
+
+        // A removed VIP's slot is free: its old virtual MAC leads nowhere.
+        reconcile(&mut f.maps, &desired(&[(f.a, MAC_A), (f.b, MAC_B)], &[f.a, f.b, f.c])).unwrap();
+        assert!(f.maps.vip(&VipKey { addr: VIP2 }).is_none());
+        let stale = udp_to(vip2.vmac, MAC_C, IP_C, VIP2);
+        assert_eq!(f.run(f.c, &stale), (XDP_PASS, stale.clone()));
     });
 }

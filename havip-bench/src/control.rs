@@ -18,7 +18,7 @@ use std::{
 use anyhow::{ensure, Context, Result};
 use aya::maps::{HashMap, Map, MapData};
 use havip_agent::dataplane::versioned_dir;
-use havip_common::{maps, VipKey, VipState};
+use havip_common::{maps, VipKey, VipRef};
 use havip_lab::agent::{self, Agent, Spec};
 use serde::Serialize;
 
@@ -123,7 +123,7 @@ pub fn run(havips: u32, pin_root: &Path) -> Result<ControlPlane> {
     let pid = pid_of(&cfg_path)?;
     let (rss, peak) = (status_kib(pid, "VmRSS:")?, status_kib(pid, "VmHWM:")?);
     let vips_path = versioned_dir(pin_root).join(maps::VIPS);
-    let vips: HashMap<_, VipKey, VipState> =
+    let vips: HashMap<_, VipKey, VipRef> =
         HashMap::try_from(Map::HashMap(MapData::from_pin(&vips_path).context("opening the pinned vips")?))?;
     let vips_in_map = vips.keys().count();
     ensure!(vips_in_map == havips as usize, "the agent put {vips_in_map} of {havips} HAVIPs in the vips map");

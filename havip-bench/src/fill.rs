@@ -14,9 +14,9 @@ use aya::maps::{MapData, RingBuf};
 use havip_agent::{
     config::Capacity,
     dataplane::{self, Dataplane, Maps},
-    reconcile::{reconcile, vmac, Desired},
+    reconcile::{reconcile, Desired},
 };
-use havip_common::{MemberInfo, MemberKey, VipKey, VipState};
+use havip_common::{vmac, MemberInfo, MemberKey, VipKey, VipRef, VipState};
 
 use crate::{
     frames, netns, progs,
@@ -87,11 +87,14 @@ impl Plane {
     /// Makes `port` the holder of `vip` the way the agent would see it
     /// after a claim, without sending one (bulk set-up only).
     fn set_holder(&mut self, vip: VipKey, ifindex: u32, mac: [u8; 6]) -> Result<()> {
-        let mut s = self.maps.vips.get(&vip, 0).with_context(|| format!("reading {}", vip.ip()))?;
+        let mut s = self.maps.vip(&vip).with_context(|| format!("{} is not in the maps", vip.ip()))?;
         s.holder_ifindex = ifindex;
         s.holder_mac = mac;
         s.epoch += 1;
-        self.maps.vips.insert(vip, s, BPF_F_LOCK).with_context(|| format!("setting holder of {}", vip.ip()))
+        self.maps
+            .vip_state
+            .set(s.slot, s, BPF_F_LOCK)
+            .with_context(|| format!("setting holder of {}", vip.ip()))
     }
 
     /// Sends a real claim (gratuitous ARP) for `vip` from member `port`.
@@ -102,7 +105,7 @@ impl Plane {
     }
 
     pub fn state(&self, vip: Ipv4Addr) -> Result<VipState> {
-        self.maps.vips.get(&VipKey::from(vip), 0).with_context(|| format!("reading {vip}"))
+        self.maps.vip(&VipKey::from(vip)).with_context(|| format!("{vip} is not in the maps"))
     }
 }
 
@@ -156,12 +159,15 @@ pub fn scaled(pins: &Pins, topo: &Topology, n: u32) -> Result<Plane> {
         let state = VipState {
             holder_ifindex: topo.a.host_ifindex,
             holder_mac: topo.a.guest_mac,
-            vmac: vmac(&key),
+            vmac: vmac(i),
             slot: i,
             epoch: 1,
+            vip: key.addr,
             ..Default::default()
         };
-        plane.maps.vips.insert(key, state, 0).with_context(|| format!("adding {}", key.ip()))?;
+        // As the agent does: the state first, then the address that finds it.
+        plane.maps.vip_state.set(i, state, 0).with_context(|| format!("adding {}", key.ip()))?;
+        plane.maps.vips.insert(key, VipRef { slot: i }, 0).with_context(|| format!("adding {}", key.ip()))?;
         for p in [&topo.a, &topo.b] {
             let mk = MemberKey { vip: key.addr, ifindex: p.host_ifindex };
             plane.maps.members.insert(mk, MemberInfo { mac: p.guest_mac, _pad: [0; 2] }, 0)?;

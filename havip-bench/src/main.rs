@@ -216,22 +216,26 @@ fn bench(args: &Args, topo: &Topology, pins: &Pins, cpus: usize, bench_cpu: usiz
     }
 
     let c = &topo.client;
+    // The kernel routes what is sent to the host's MAC; havip is sent what
+    // clients send after resolving the VIP by ARP: its virtual MAC (the VIP
+    // has the same slot in every plane).
     let to_vip = frames::udp(c.host_mac, c.guest_mac, CLIENT_IP, VIP);
+    let to_vmac = frames::udp(prod.state(VIP)?.vmac, c.guest_mac, CLIENT_IP, VIP);
 
     eprintln!("havip-bench: throughput, {} rounds", args.rounds);
     lab.set_template(&to_vip)?;
-    let path = |name: &str, prog, packets| Path {
+    let path = |name: &str, prog, frame, packets| Path {
         name: name.to_owned(),
         prog,
-        frame: to_vip,
+        frame,
         ingress: c.host_ifindex,
         packets,
         sink: &sink_a,
     };
     let paths = [
-        path("limit", lab.prog(Lab::LIMIT)?, args.packets),
-        path("havip", prod.dp.program()?, args.packets),
-        path("kernel", lab.prog(Lab::KERNEL)?, args.kernel_packets),
+        path("limit", lab.prog(Lab::LIMIT)?, to_vmac, args.packets),
+        path("havip", prod.dp.program()?, to_vmac, args.packets),
+        path("kernel", lab.prog(Lab::KERNEL)?, to_vip, args.kernel_packets),
     ];
     let tp = livefire::rounds(&paths, args.rounds)?;
     let throughput: Vec<Named> =
@@ -249,17 +253,18 @@ fn bench(args: &Args, topo: &Topology, pins: &Pins, cpus: usize, bench_cpu: usiz
         .iter_mut()
         .zip(SCALE)
         .map(|(p, n)| {
-            let (base, count) = if n > 2 { (fill::vip_addr(2), n - 2) } else { (VIP, 1) };
-            Spray::load(p.dp.program()?.fd()?, base, count)
+            // fill::scaled puts HAVIP i in slot i.
+            let (base, first_slot, count) = if n > 2 { (fill::vip_addr(2), 2, n - 2) } else { (VIP, 0, 1) };
+            Spray::load(p.dp.program()?.fd()?, base, first_slot, count)
         })
         .collect::<Result<_>>()?;
     let mut scale_paths: Vec<Path> = scaled
         .iter_mut()
         .zip(SCALE)
-        .map(|(p, n)| Ok(path(&format!("{n} HAVIPs, hot"), p.dp.program()?, args.packets)))
+        .map(|(p, n)| Ok(path(&format!("{n} HAVIPs, hot"), p.dp.program()?, to_vmac, args.packets)))
         .collect::<Result<_>>()?;
     for (s, n) in sprays.iter().zip(SCALE) {
-        scale_paths.push(path(&format!("{n} HAVIPs, spread"), s.prog()?, args.packets));
+        scale_paths.push(path(&format!("{n} HAVIPs, spread"), s.prog()?, to_vmac, args.packets));
     }
     let sc = livefire::rounds(&scale_paths, args.rounds)?;
     let k = SCALE.len();
@@ -295,11 +300,12 @@ fn bench(args: &Args, topo: &Topology, pins: &Pins, cpus: usize, bench_cpu: usiz
         Branch {
             name: "limit (MACs + devmap redirect)",
             target: fd(lab.prog(Lab::LIMIT)?)?,
-            frame: to_vip,
+            frame: to_vmac,
             ingress: c.host_ifindex,
             verdict: progs::XDP_REDIRECT,
         },
-        branch("VIP hit", to_vip, c.host_ifindex, progs::XDP_REDIRECT)?,
+        branch("VIP hit", to_vmac, c.host_ifindex, progs::XDP_REDIRECT)?,
+        branch("VIP hit, sent to another MAC", to_vip, c.host_ifindex, progs::XDP_REDIRECT)?,
         branch("VIP without holder", udp_to(VIP_NO_HOLDER), c.host_ifindex, progs::XDP_DROP)?,
         branch(
             "claim (GARP from holder)",

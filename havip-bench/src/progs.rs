@@ -109,11 +109,11 @@ impl Lab {
         let mut ports: DevMapHash<_> =
             ebpf.map_mut("limit_ports").context("limit_ports missing")?.try_into()?;
         ports.insert(out.host_ifindex, out.host_ifindex, None, 0).context("limit_ports")?;
-        let mut probe: HashMap<_, u32, [u8; 48]> =
+        let mut probe: HashMap<_, u32, [u8; 4]> =
             ebpf.map_mut("probe_vips").context("probe_vips missing")?.try_into()?;
         for vip in vips {
             // The key as the program reads it: the address's bytes in packet order.
-            probe.insert(u32::from_ne_bytes(vip.octets()), [0; 48], 0).context("filling probe_vips")?;
+            probe.insert(u32::from_ne_bytes(vip.octets()), [0; 4], 0).context("filling probe_vips")?;
         }
         Ok(Self { ebpf })
     }
@@ -144,14 +144,15 @@ struct SprayCfg {
     base: u32,
     n: u32,
     next: u32,
-    _pad: u32,
+    first_slot: u32,
 }
 
 // SAFETY: plain old data, no padding the C side lacks.
 unsafe impl aya::Pod for SprayCfg {}
 
 /// xdp_spray in front of one havip program: live VIP traffic spread over
-/// `n` consecutive addresses from `base`, from a single frame.
+/// `n` consecutive addresses from `base` (in slots from `first_slot`, whose
+/// virtual MACs it sends to), from a single frame sent to a virtual MAC.
 pub struct Spray {
     ebpf: Ebpf,
 }
@@ -159,13 +160,14 @@ pub struct Spray {
 impl Spray {
     pub const PROG: &str = "xdp_spray";
 
-    pub fn load(target: &ProgramFd, base: Ipv4Addr, n: u32) -> Result<Self> {
+    pub fn load(target: &ProgramFd, base: Ipv4Addr, first_slot: u32, n: u32) -> Result<Self> {
         let mut ebpf = Ebpf::load(havip_ebpf::LAB_OBJ).context("loading the lab object")?;
         load(&mut ebpf, Self::PROG)?;
         let mut a: ProgramArray<_> = ebpf.map_mut("harness_target").context("harness_target")?.try_into()?;
         a.set(0, target, 0).context("setting harness_target")?;
         let mut cfg: Array<_, SprayCfg> = ebpf.map_mut("spray_config").context("spray_config")?.try_into()?;
-        cfg.set(0, SprayCfg { base: base.into(), n, next: 0, _pad: 0 }, 0).context("setting spray_config")?;
+        cfg.set(0, SprayCfg { base: base.into(), n, next: 0, first_slot }, 0)
+            .context("setting spray_config")?;
         Ok(Self { ebpf })
     }
 

@@ -68,7 +68,7 @@ fn failover(prog: &Xdp, plane_maps: &havip_agent::dataplane::Maps, to: &mut Memb
     quiet(to.sink)?;
     to.sink.arm()?;
     claim(prog, to.port)?;
-    let s = plane_maps.vips.get(&VipKey::from(VIP), 0).context("reading the VIP")?;
+    let s = plane_maps.vip(&VipKey::from(VIP)).context("the VIP is not in the maps")?;
     ensure!(
         s.holder_ifindex == to.port.host_ifindex,
         "the claim from {} did not take the VIP",

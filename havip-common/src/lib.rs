@@ -8,7 +8,7 @@
 use std::{fmt, net::Ipv4Addr};
 
 /// Bump together with `HAVIP_ABI_VERSION` in the header: pins move to `v<N>/`.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 pub const DEFAULT_MAX_VIPS: u32 = 16384;
 pub const DEFAULT_MAX_MEMBERS: u32 = 65536;
@@ -18,6 +18,7 @@ pub const EVENTS_BYTES: u32 = 256 * 1024;
 /// Map names, as in the C object and under the pin directory.
 pub mod maps {
     pub const VIPS: &str = "vips";
+    pub const VIP_STATE: &str = "vip_state";
     pub const MEMBERS: &str = "members";
     pub const VRRP: &str = "vrrp";
     pub const TX_PORTS: &str = "tx_ports";
@@ -52,6 +53,14 @@ impl VipKey {
     }
 }
 
+/// The `vips` value: the VIP's slot in `vip_state` and `vip_stats`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipRef {
+    pub slot: u32,
+}
+
+/// The `vip_state` value, one cache line per slot.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VipState {
@@ -64,6 +73,18 @@ pub struct VipState {
     pub epoch: u64,
     pub since_ns: u64,
     pub last_claim_ns: u64,
+    /// The VIP in this slot; all zero: a free slot.
+    pub vip: [u8; 4],
+    pub _pad: [u8; 12],
+}
+
+/// The MAC the VIP in `slot` answers ARP with: locally administered,
+/// `02:48:<slot, big-endian>` (`HAVIP_VMAC_*`), so frames sent to it name
+/// the slot and the kernel finds the VIP without a hash lookup. It never
+/// changes on failover.
+pub fn vmac(slot: u32) -> [u8; 6] {
+    let s = slot.to_be_bytes();
+    [0x02, 0x48, s[0], s[1], s[2], s[3]]
 }
 
 #[repr(C)]
@@ -286,6 +307,7 @@ impl fmt::Display for Mac<'_> {
 
 // SAFETY: all of these are #[repr(C)] plain old data with explicit padding.
 unsafe impl aya::Pod for VipKey {}
+unsafe impl aya::Pod for VipRef {}
 unsafe impl aya::Pod for VipState {}
 unsafe impl aya::Pod for MemberKey {}
 unsafe impl aya::Pod for MemberInfo {}
@@ -312,8 +334,9 @@ pub fn layouts() -> Vec<Layout> {
         layout!(
             "vip_state",
             VipState,
-            [lock, holder_ifindex, vmac, holder_mac, slot, epoch, since_ns, last_claim_ns]
+            [lock, holder_ifindex, vmac, holder_mac, slot, epoch, since_ns, last_claim_ns, vip, _pad]
         ),
+        layout!("vip_ref", VipRef, [slot]),
         layout!("member_key", MemberKey, [vip, ifindex]),
         layout!("member_info", MemberInfo, [mac, _pad]),
         layout!("vrrp_seen", VrrpSeen, [advertiser, vrid, priority, version, _pad0, ifindex, _pad1, last_ns]),
@@ -332,8 +355,10 @@ pub fn layouts() -> Vec<Layout> {
 
 const _: () = {
     assert!(size_of::<VipKey>() == 4);
-    assert!(size_of::<VipState>() == 48);
+    assert!(size_of::<VipRef>() == 4);
+    assert!(size_of::<VipState>() == 64);
     assert!(std::mem::offset_of!(VipState, epoch) == 24);
+    assert!(std::mem::offset_of!(VipState, vip) == 48);
     assert!(size_of::<MemberKey>() == 8);
     assert!(size_of::<MemberInfo>() == 8);
     assert!(size_of::<VrrpSeen>() == 24);

@@ -11,6 +11,8 @@
  *                                       any IPv4 packet below.
  *   IPv4 to a VIP                    -> MACs rewritten, redirected to the
  *                                       holder's vNIC; no holder: dropped.
+ *                                       Found by the slot in the virtual
+ *                                       MAC it was sent to, else by address.
  *   IPv4 from a VIP with an EIP, to  -> from the holder: SNAT to the EIP,
  *   outside the VPC subnet              redirected out of the uplink; from
  *                                       anyone else: dropped, counted.
@@ -50,9 +52,18 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, HAVIP_DEFAULT_MAX_VIPS);
 	__type(key, struct vip_key);
-	__type(value, struct vip_state);
+	__type(value, struct vip_ref);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vips SEC(".maps");
+
+/* An array, so the verifier inlines its lookups: no hashing on the fast path. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, HAVIP_DEFAULT_MAX_VIPS);
+	__type(key, __u32);
+	__type(value, struct vip_state);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vip_state SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -208,6 +219,39 @@ static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
 		(a[4] ^ b[4]) | (a[5] ^ b[5])) == 0;
 }
 
+/* The state of the VIP `vip` in `slot`, or NULL if the slot holds another
+ * VIP or none: a slot named by a frame's MAC, or by a vips entry the agent
+ * is replacing, is only trusted together with the address. */
+static __always_inline struct vip_state *state_in_slot(__u32 slot, __u32 vip)
+{
+	struct vip_state *vs = bpf_map_lookup_elem(&vip_state, &slot);
+
+	if (!vs || !vip || *(__u32 *)vs->vip != vip)
+		return NULL;
+	return vs;
+}
+
+/* The state of the VIP at `addr` (4 bytes, network order), by address. */
+static __always_inline struct vip_state *vip_lookup(const __u8 *addr)
+{
+	struct vip_ref *ref = bpf_map_lookup_elem(&vips, addr);
+
+	if (!ref)
+		return NULL;
+	return state_in_slot(ref->slot, *(__u32 *)addr);
+}
+
+/* The state of the VIP a frame to `daddr` is for, by the slot its
+ * destination MAC names if that is a virtual MAC (what ARP gave clients). */
+static __always_inline struct vip_state *vip_by_vmac(const struct ethhdr *eth, __u32 daddr)
+{
+	const __u8 *d = eth->h_dest;
+
+	if (d[0] != HAVIP_VMAC_0 || d[1] != HAVIP_VMAC_1)
+		return NULL;
+	return state_in_slot((__u32)d[2] << 24 | (__u32)d[3] << 16 | (__u32)d[4] << 8 | d[5], daddr);
+}
+
 /* Claims are rare, so this is a real subprogram: it also puts struct
  * havip_event into the object's BTF, where the layout test finds it. */
 static __noinline void emit_event(const struct havip_event *ev)
@@ -303,12 +347,12 @@ static __always_inline int handle_arp(struct xdp_md *ctx, struct ethhdr *eth, vo
 	if (arp->op != bpf_htons(ARPOP_REQUEST) && arp->op != bpf_htons(ARPOP_REPLY))
 		return pass_untouched();
 
-	vs = bpf_map_lookup_elem(&vips, arp->spa);
+	vs = vip_lookup(arp->spa);
 	if (vs)
 		return handle_claim(ctx, eth, arp, vs);
 
 	if (arp->op == bpf_htons(ARPOP_REQUEST)) {
-		vs = bpf_map_lookup_elem(&vips, arp->tpa);
+		vs = vip_lookup(arp->tpa);
 		if (vs)
 			return answer_arp(eth, arp, vs);
 	}
@@ -349,7 +393,7 @@ static __always_inline void observe_vrrp(struct xdp_md *ctx, struct iphdr *iph,
 			count_global(GLB_CTR_PARSE_ERRORS);
 			break;
 		}
-		vs = bpf_map_lookup_elem(&vips, addr);
+		vs = vip_lookup(addr);
 		if (!vs)
 			continue;
 		count_vip(vs->slot, VIP_CTR_VRRP_ADVERTS, 1);
@@ -457,7 +501,7 @@ static __always_inline int snat_to_uplink(struct xdp_md *ctx, struct ethhdr *eth
 
 	if ((iph->daddr & *(__u32 *)nat->mask) == *(__u32 *)nat->subnet)
 		return pass_untouched(); /* inside the VPC: no NAT */
-	vs = bpf_map_lookup_elem(&vips, &vip);
+	vs = vip_lookup((__u8 *)&vip);
 	if (!vs)
 		return pass_untouched();
 	if (ctx->ingress_ifindex != vs->holder_ifindex) {
@@ -519,7 +563,9 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx, struct ethhdr *eth, v
 	if (iph->protocol == IPPROTO_VRRP)
 		observe_vrrp(ctx, iph, data_end);
 
-	vs = bpf_map_lookup_elem(&vips, &iph->daddr);
+	vs = vip_by_vmac(eth, iph->daddr);
+	if (!vs) /* a stale or other MAC: correctness never rests on it */
+		vs = vip_lookup((__u8 *)&iph->daddr);
 	if (vs)
 		return forward_to_holder(eth, data_end, vs);
 	nat = bpf_map_lookup_elem(&vip_nat, &iph->saddr);
@@ -565,7 +611,7 @@ int xdp_uplink(struct xdp_md *ctx)
 	eb = bpf_map_lookup_elem(&eips, &iph->daddr);
 	if (!eb)
 		return pass_untouched();
-	vs = bpf_map_lookup_elem(&vips, eb->vip);
+	vs = vip_lookup(eb->vip);
 	if (!vs)
 		return pass_untouched();
 	if (iph->ttl <= 1) {

@@ -16,7 +16,7 @@
 #include <linux/types.h>
 #include <linux/bpf.h>
 
-#define HAVIP_ABI_VERSION 1
+#define HAVIP_ABI_VERSION 2
 
 /* Default map capacities; the agent may size vips/members/tx_ports per host. */
 #define HAVIP_DEFAULT_MAX_VIPS 16384
@@ -26,11 +26,22 @@
 /* VRRP adverts list the addresses they cover; we look at this many. */
 #define HAVIP_VRRP_MAX_ADDRS 4
 
-/* vips: one entry per HAVIP. Key: the VIP. */
+/* vips: one entry per HAVIP. Key: the VIP. Value: its slot, fixed for the
+ * VIP's life; everything that changes lives in vip_state[slot]. */
 struct vip_key {
 	__u8 addr[4];
 };
 
+struct vip_ref {
+	__u32 slot;
+};
+
+/* The virtual MAC of the VIP in slot S is 02:48:<S, 4 bytes big-endian>, so
+ * a frame sent to it names its VIP's slot: forwarding needs no hash lookup. */
+#define HAVIP_VMAC_0 0x02
+#define HAVIP_VMAC_1 0x48
+
+/* vip_state: array indexed by slot, one cache line per VIP. */
 struct vip_state {
 	/* Serialises claims (kernel) against holder clears (agent, BPF_F_LOCK).
 	 * The forwarding path reads without it: a racing read can at worst send
@@ -39,10 +50,12 @@ struct vip_state {
 	__u32 holder_ifindex; /* 0: no holder yet, or holder cleared */
 	__u8 vmac[6];         /* MAC we answer ARP for the VIP with; never changes */
 	__u8 holder_mac[6];   /* the holder's guest MAC */
-	__u32 slot;           /* index into vip_stats; fixed for the VIP's life */
+	__u32 slot;           /* this entry's index, also into vip_stats */
 	__u64 epoch;          /* grows by one on every holder change */
 	__u64 since_ns;       /* CLOCK_MONOTONIC of the claim that made the holder */
 	__u64 last_claim_ns;  /* CLOCK_MONOTONIC of the last accepted claim */
+	__u8 vip[4];          /* the VIP in this slot; all zero: a free slot */
+	__u8 _pad[12];        /* to 64 bytes: one entry, one cache line */
 };
 
 /* members: who may claim a VIP. A claim must arrive on `ifindex` with both
@@ -151,8 +164,10 @@ struct havip_event {
 };
 
 _Static_assert(sizeof(struct vip_key) == 4, "vip_key layout");
-_Static_assert(sizeof(struct vip_state) == 48, "vip_state layout");
+_Static_assert(sizeof(struct vip_ref) == 4, "vip_ref layout");
+_Static_assert(sizeof(struct vip_state) == 64, "vip_state layout");
 _Static_assert(__builtin_offsetof(struct vip_state, epoch) == 24, "vip_state layout");
+_Static_assert(__builtin_offsetof(struct vip_state, vip) == 48, "vip_state layout");
 _Static_assert(sizeof(struct member_key) == 8, "member_key layout");
 _Static_assert(sizeof(struct member_info) == 8, "member_info layout");
 _Static_assert(sizeof(struct vrrp_seen) == 24, "vrrp_seen layout");

@@ -20,7 +20,8 @@
  *                      program that changes the frame (ARP answer) measures
  *                      the same branch every time.
  *   xdp_spray        - sets the IPv4 destination to the next of spray_config's
- *                      addresses, then tail-calls harness_target[0]: live
+ *                      addresses (and the destination MAC to its virtual
+ *                      MAC), then tail-calls harness_target[0]: live
  *                      traffic spread over many VIPs from one frame.
  *   xdp_lookup       - one lookup of the IPv4 destination in probe_vips, a
  *                      hash shaped like havip's vips map: what that lookup
@@ -90,12 +91,14 @@ struct {
 	__type(value, __u64);
 } sink_first_ns SEC(".maps");
 
-/* xdp_spray sends to base, base + 1, ... base + n - 1, base, ... */
+/* xdp_spray sends to base, base + 1, ... base + n - 1, base, ... each at the
+ * virtual MAC of its slot (first_slot, first_slot + 1, ...), as clients that
+ * resolved the VIPs by ARP do. */
 struct spray_cfg {
 	__u32 base; /* host byte order */
 	__u32 n;
 	__u32 next;
-	__u32 _pad;
+	__u32 first_slot;
 };
 
 struct {
@@ -108,7 +111,7 @@ struct {
 /* Key and value sizes of havip's vips map. The bench sizes it like vips
  * when it loads the object; everyone else gets one entry. */
 struct probe_value {
-	__u8 b[48];
+	__u8 b[4]; /* struct vip_ref */
 };
 
 struct {
@@ -207,8 +210,9 @@ int xdp_spray(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
 	struct iphdr *iph = data + sizeof(struct ethhdr);
-	__u32 zero = 0;
+	__u32 zero = 0, k, slot;
 	struct spray_cfg *cfg;
 
 	if ((void *)(iph + 1) > data_end)
@@ -216,7 +220,10 @@ int xdp_spray(struct xdp_md *ctx)
 	cfg = bpf_map_lookup_elem(&spray_config, &zero);
 	if (!cfg || !cfg->n)
 		return XDP_ABORTED;
-	iph->daddr = bpf_htonl(cfg->base + cfg->next % cfg->n);
+	k = cfg->next % cfg->n;
+	iph->daddr = bpf_htonl(cfg->base + k);
+	slot = bpf_htonl(cfg->first_slot + k);
+	__builtin_memcpy(&eth->h_dest[2], &slot, 4); /* 02:48:<slot>, havip_abi.h */
 	cfg->next += 1;
 	bpf_tail_call(ctx, &harness_target, 0);
 	return XDP_ABORTED;

@@ -164,7 +164,7 @@ impl Lab {
 
     /// Waits until the data plane says `g` holds the VIP.
     pub fn wait_holder(&self, g: Guest, timeout: Duration) -> Result<VipState> {
-        wait::until(&format!("{} to hold {VIP} in the vips map", g.name), timeout, || {
+        wait::until(&format!("{} to hold {VIP} in the maps", g.name), timeout, || {
             Ok(self.holder()?.and_then(|(h, st)| (h == g).then_some(st)))
         })
     }

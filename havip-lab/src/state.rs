@@ -4,8 +4,8 @@
 use std::{ffi::CStr, net::Ipv4Addr, path::Path};
 
 use anyhow::{Context, Result};
-use aya::maps::{HashMap, Map, MapData, PerCpuArray};
-use havip_common::{maps, VipCounter, VipCounters, VipKey, VipState, ABI_VERSION};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use havip_common::{maps, VipCounter, VipCounters, VipKey, VipRef, VipState, ABI_VERSION};
 
 use crate::netns;
 
@@ -15,19 +15,22 @@ fn open(pin_dir: &Path, name: &str) -> Result<Map> {
     Map::from_map_data(data).with_context(|| format!("reading the type of {}", path.display()))
 }
 
-/// The VIP's entry in the `vips` map (`None` until the agent has written it).
+/// The VIP's state: its slot from `vips`, then `vip_state[slot]` (`None`
+/// until the agent has written it).
 pub fn vip_state(pin_dir: &Path, vip: Ipv4Addr) -> Result<Option<VipState>> {
-    let vips: HashMap<_, VipKey, VipState> = HashMap::try_from(open(pin_dir, maps::VIPS)?)?;
-    match vips.get(&VipKey::from(vip), 0) {
-        Ok(s) => Ok(Some(s)),
-        Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-        Err(e) => Err(e).context("looking up the VIP in the vips map"),
-    }
+    let vips: HashMap<_, VipKey, VipRef> = HashMap::try_from(open(pin_dir, maps::VIPS)?)?;
+    let slot = match vips.get(&VipKey::from(vip), 0) {
+        Ok(r) => r.slot,
+        Err(aya::maps::MapError::KeyNotFound) => return Ok(None),
+        Err(e) => return Err(e).context("looking up the VIP in the vips map"),
+    };
+    let states: Array<_, VipState> = Array::try_from(open(pin_dir, maps::VIP_STATE)?)?;
+    Ok(Some(states.get(&slot, 0).with_context(|| format!("reading vip_state[{slot}]"))?))
 }
 
 /// The VIP's counters, summed over CPUs.
 pub fn vip_counters(pin_dir: &Path, vip: Ipv4Addr) -> Result<VipCounters> {
-    let state = vip_state(pin_dir, vip)?.with_context(|| format!("{vip} is not in the vips map"))?;
+    let state = vip_state(pin_dir, vip)?.with_context(|| format!("{vip} is not in the maps"))?;
     let stats: PerCpuArray<_, VipCounters> = PerCpuArray::try_from(open(pin_dir, maps::VIP_STATS)?)?;
     let per_cpu = stats.get(&state.slot, 0).context("reading vip_stats")?;
     let mut sum = VipCounters::default();

@@ -57,7 +57,7 @@ fn keepalived_failover_and_spoofed_claim() -> Result<()> {
 }
 
 /// `havipctl describe` shows the holder keepalived elected (the one in the
-/// vips map), since the failover began, and the failovers so far (when
+/// maps), since the failover began, and the failovers so far (when
 /// `failovers` says how many); returns how many it shows.
 fn described(
     ctl: &Ctl,

@@ -164,7 +164,7 @@ fn view_havip(
 
 /// The VIP's per-CPU counters, summed; empty until the VIP is in the maps.
 pub fn counters(maps: &Maps, vip: Ipv4Addr) -> BTreeMap<String, u64> {
-    let Ok(state) = maps.vips.get(&VipKey::from(vip), 0) else { return BTreeMap::new() };
+    let Some(state) = maps.vip(&VipKey::from(vip)) else { return BTreeMap::new() };
     let Ok(per_cpu) = maps.vip_stats.get(&state.slot, 0) else { return BTreeMap::new() };
     let sum = |c: VipCounter| per_cpu.iter().map(|v: &VipCounters| v.get(c)).sum::<u64>();
     VipCounter::ALL.iter().map(|&c| (c.name().to_owned(), sum(c))).collect()

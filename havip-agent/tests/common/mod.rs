@@ -14,7 +14,7 @@ use aya::programs::{TestRun, TestRunOptions};
 use havip_agent::{
     config::Capacity,
     dataplane::{self, Dataplane, Maps},
-    reconcile::{reconcile, vmac, Desired},
+    reconcile::{reconcile, Desired},
 };
 use havip_common::{GlobalCounter, HavipEvent, VipCounter, VipKey, VipState};
 
@@ -137,7 +137,7 @@ impl Fixture {
     }
 
     pub fn vip(&self) -> VipState {
-        self.maps.vips.get(&VipKey { addr: VIP }, 0).expect("VIP in map")
+        self.maps.vip(&VipKey { addr: VIP }).expect("VIP in maps")
     }
 
     pub fn counter(&self, c: VipCounter) -> u64 {
@@ -147,6 +147,12 @@ impl Fixture {
 
     pub fn global(&self, c: GlobalCounter) -> u64 {
         self.maps.global_stats.get(&(c as u32), 0).unwrap().iter().sum()
+    }
+
+    /// A UDP packet to the VIP from `src`, sent to the VIP's virtual MAC as
+    /// a client that asked ARP would.
+    pub fn udp_to_vip(&self, src_mac: [u8; 6], src: [u8; 4]) -> Vec<u8> {
+        udp_to(self.vip().vmac, src_mac, src, VIP)
     }
 
     pub fn events(&mut self) -> Vec<HavipEvent> {
@@ -209,9 +215,10 @@ pub fn ipv4(
     [eth(dst_mac, src_mac, 0x0800), h, payload.to_vec()].concat()
 }
 
-pub fn udp_to_vip(src_mac: [u8; 6], src: [u8; 4]) -> Vec<u8> {
+/// A UDP packet from `src` to `dst`, sent to `dst_mac`.
+pub fn udp_to(dst_mac: [u8; 6], src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
     let udp =
         [&4000u16.to_be_bytes()[..], &7u16.to_be_bytes(), &20u16.to_be_bytes(), &[0, 0], b"hello probe!"]
             .concat();
-    ipv4(src_mac, vmac(&VipKey { addr: VIP }), src, VIP, 17, &udp)
+    ipv4(src_mac, dst_mac, src, dst, 17, &udp)
 }

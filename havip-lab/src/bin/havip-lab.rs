@@ -154,9 +154,10 @@ fn up() -> Result<()> {
          ip netns exec {vmc} ping -c3 {VIP}\n  \
          ip netns exec {inet} curl -s http://{EIP}/    # through the EIP, from outside\n  \
          ip -n {vmc} neigh show {VIP}\n  \
-         bpftool map dump pinned {pins}/v1/vips\n  \
-         bpftool map dump pinned {pins}/v1/vip_stats\n  \
-         bpftool map dump pinned {pins}/v1/eips\n  \
+         bpftool map dump pinned {pins}/v2/vips\n  \
+         bpftool map dump pinned {pins}/v2/vip_state\n  \
+         bpftool map dump pinned {pins}/v2/vip_stats\n  \
+         bpftool map dump pinned {pins}/v2/eips\n  \
          havipctl --socket {}/api.sock describe    # target/debug/havipctl\n  \
          kill $(cat {}/keepalived-vm-a.pid)    # stop keepalived on vm-a: vm-b takes over\n  \
          tail -f {}/*.log\n\
