@@ -35,6 +35,13 @@ pub enum Kind {
     Changed,
 }
 
+impl Kind {
+    /// What an operator should look at: logged as a warning.
+    pub fn is_warning(self) -> bool {
+        matches!(self, Self::HolderCleared | Self::ClaimRejected | Self::PeerWithoutXdp)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// Grows by one per event of this agent run.
@@ -70,7 +77,7 @@ impl Feed {
         let ev =
             Event { seq, at_ms: now_ms(), kind, vip, vnic: vnic.map(str::to_owned), detail: detail.into() };
         let vip = ev.vip.map(|v| v.to_string());
-        if ev.kind == Kind::PeerWithoutXdp {
+        if ev.kind.is_warning() {
             tracing::warn!(kind = ?ev.kind, vip, vnic = ev.vnic, detail = %ev.detail, "event");
         } else {
             tracing::info!(kind = ?ev.kind, vip, vnic = ev.vnic, detail = %ev.detail, "event");

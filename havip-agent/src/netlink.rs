@@ -25,6 +25,13 @@ pub struct Link {
     pub up: bool,
 }
 
+/// Opens an rtnetlink connection for requests, in the current namespace.
+pub fn connect() -> Result<Handle> {
+    let (conn, handle, _) = rtnetlink::new_connection().context("opening an rtnetlink socket")?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
 /// Links by interface name.
 pub type Links = BTreeMap<String, Link>;
 

@@ -6,23 +6,25 @@
 //! claims made while the agent was stopped).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::Ipv4Addr,
     sync::{Arc, Mutex},
 };
 
 use anyhow::Result;
-use havip_common::{HavipEvent, RejectReason, VipKey, EV_CLAIM, EV_CLAIM_REJECTED};
+use havip_common::{HavipEvent, Mac, RejectReason, VipKey, EV_CLAIM, EV_CLAIM_REJECTED};
 use tokio::sync::watch;
 
 use crate::{
     dataplane::Maps,
-    events::PortNames,
     feed::{Feed, Kind},
     model::{now_ms, Claim, Observed},
     netlink::Links,
     store::Store,
 };
+
+/// ifindex -> vNIC name, to report names rather than numbers.
+pub type PortNames = HashMap<u32, String>;
 
 pub struct Observer {
     store: Arc<dyn Store>,
@@ -46,15 +48,11 @@ impl Observer {
         Self { store, feed, links, lock: Mutex::new(()) }
     }
 
-    /// ifindex -> (vNIC, instance) of every registered vNIC present now.
+    /// ifindex -> name of every registered vNIC present now.
     pub fn names(&self) -> PortNames {
         let desired = self.store.desired().state;
         let links = self.links.borrow();
-        desired
-            .vnics
-            .values()
-            .filter_map(|v| Some((links.get(&v.name)?.ifindex, (v.name.clone(), v.instance.clone()))))
-            .collect()
+        desired.vnics.values().filter_map(|v| Some((links.get(&v.name)?.ifindex, v.name.clone()))).collect()
     }
 
     /// Records a batch of claim events from the ring buffer.
@@ -72,7 +70,7 @@ impl Observer {
             let o: &mut Observed =
                 touched.entry(vip).or_insert_with(|| observed.remove(&vip).unwrap_or_default());
             let vnic =
-                names.get(&ev.ifindex).map_or_else(|| format!("ifindex {}", ev.ifindex), |(n, _)| n.clone());
+                names.get(&ev.ifindex).map_or_else(|| format!("ifindex {}", ev.ifindex), String::clone);
             let at_ms = wall_ms(ev.ts_ns);
             match ev.kind {
                 EV_CLAIM => {
@@ -103,7 +101,8 @@ impl Observer {
                 EV_CLAIM_REJECTED => {
                     let reason = RejectReason::from_raw(ev.reason)
                         .map_or_else(|| format!("reason {}", ev.reason), |r| r.to_string());
-                    self.feed.publish(Kind::ClaimRejected, Some(vip), Some(&vnic), reason.clone());
+                    let detail = format!("from {vnic}, MAC {}: {reason}", Mac(&ev.mac));
+                    self.feed.publish(Kind::ClaimRejected, Some(vip), Some(&vnic), detail);
                     o.remember(Claim { at_ms, vnic, accepted: false, detail: reason });
                 }
                 _ => {}
@@ -150,7 +149,7 @@ impl Observer {
             } else {
                 let vnic = names
                     .get(&st.holder_ifindex)
-                    .map_or_else(|| format!("ifindex {}", st.holder_ifindex), |(n, _)| n.clone());
+                    .map_or_else(|| format!("ifindex {}", st.holder_ifindex), String::clone);
                 note_holder(&mut o, Some(vnic.clone()), st.holder_ifindex, wall_ms(st.since_ns), st.epoch);
                 self.feed.publish(
                     Kind::HolderChanged,

@@ -91,8 +91,11 @@ pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes> {
     // 10,000 new VIPs take seconds).
     let used_slots: BTreeSet<u32> = current.values().map(|r| r.slot).collect();
     let mut free_slots = (0..).filter(|s| !used_slots.contains(s));
+    // Every desired VIP's slot, old or new.
+    let mut slots: BTreeMap<VipKey, u32> = current.iter().map(|(k, r)| (*k, r.slot)).collect();
     for key in desired.vips.keys().filter(|k| !current.contains_key(k)) {
         let slot = free_slots.next().expect("u32 slots outnumber max_vips");
+        slots.insert(*key, slot);
         zero_stats(maps, slot)?;
         // The state first: the kernel must never find the VIP half-made.
         let state = VipState { vmac: vmac(slot), slot, vip: key.addr, ..Default::default() };
@@ -121,7 +124,7 @@ pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes> {
     ch.uplink_set = set_uplink(maps, desired.uplink.as_ref())?;
 
     for (key, ms) in &desired.vips {
-        ch.holders_cleared += clear_holder_unless_member(maps, key, ms)? as usize;
+        ch.holders_cleared += clear_holder_unless_member(maps, key, slots[key], ms)? as usize;
     }
 
     ch.members_removed = prune(&mut maps.members, &want_members, "members")?;
@@ -152,9 +155,11 @@ fn nat_entries(desired: &Desired) -> (BTreeMap<EipKey, EipValue>, BTreeMap<VipKe
         bound.clone().map(|(vip, b)| (EipKey { addr: b.eip.octets() }, EipValue { vip: vip.addr })).collect();
     let nat = bound
         .map(|(vip, b)| {
-            let mask = u32::MAX.checked_shl(32 - u32::from(b.subnet.prefix)).unwrap_or(0);
-            let nat =
-                VipNat { eip: b.eip.octets(), subnet: b.subnet.network.octets(), mask: mask.to_be_bytes() };
+            let nat = VipNat {
+                eip: b.eip.octets(),
+                subnet: b.subnet.network.octets(),
+                mask: b.subnet.mask().to_be_bytes(),
+            };
             (*vip, nat)
         })
         .collect();
@@ -215,9 +220,9 @@ fn prune<K: Pod + Ord + std::fmt::Debug, V: Pod>(
 fn clear_holder_unless_member(
     maps: &mut Maps,
     key: &VipKey,
+    slot: u32,
     members: &BTreeMap<u32, [u8; 6]>,
 ) -> Result<bool> {
-    let slot = maps.vips.get(key, 0).with_context(|| format!("reading VIP {}", key.ip()))?.slot;
     let mut state = maps
         .vip_state
         .get(&slot, BPF_F_LOCK)

@@ -24,7 +24,7 @@ use crate::{
     observe::{Observer, Sync},
     reconcile::{reconcile, Desired, EipBinding, Uplink},
     store::Store,
-    vethpeer::{self, Peer},
+    vethpeer,
 };
 
 pub struct Reconciler {
@@ -128,7 +128,7 @@ impl Reconciler {
                     Ok(how) => {
                         info!(vnic = %name, ifindex = l.ifindex, hitless = how == Attach::Swapped, "attached");
                         self.attached.insert(name.clone(), l.ifindex);
-                        self.check_peer(name);
+                        vethpeer::report(&self.io.rtnl, &self.io.feed, name);
                     }
                     Err(e) => {
                         warn!(vnic = %name, error = %format!("{e:#}"), "attaching failed; retried on the next change")
@@ -150,27 +150,6 @@ impl Reconciler {
             }
         }
         Ok(())
-    }
-
-    /// Says so by name when a veth vNIC's peer cannot take XDP frames,
-    /// rather than let the VIP go dark there (looked at in the background).
-    fn check_peer(&self, vnic: &str) {
-        let (rtnl, feed, vnic) = (self.io.rtnl.clone(), self.io.feed.clone(), vnic.to_owned());
-        tokio::spawn(async move {
-            match vethpeer::inspect(&rtnl, &vnic).await {
-                Ok(Peer::NoXdp { peer }) => feed.publish(
-                    Kind::PeerWithoutXdp,
-                    None,
-                    Some(&vnic),
-                    format!(
-                        "{vnic} is a veth whose peer {peer} runs no XDP program: frames havip redirects into \
-                         it are dropped unless GRO is on there; attach one to {peer} (XDP_PASS will do)"
-                    ),
-                ),
-                Ok(Peer::Ready { .. } | Peer::NotVeth) => {}
-                Err(e) => warn!(vnic = %vnic, error = %format!("{e:#}"), "looking at the vNIC's peer"),
-            }
-        });
     }
 
     /// The maps' desired contents: only vNICs attached by this run and up

@@ -8,6 +8,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use rtnetlink::Handle;
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::watch,
@@ -37,6 +38,8 @@ async fn start_uplink(
     dp: &mut Dataplane,
     cfg: &Config,
     links: &watch::Receiver<Links>,
+    rtnl: &Handle,
+    feed: &Arc<Feed>,
 ) -> Result<watch::Receiver<Option<Uplink>>> {
     let (tx, rx) = watch::channel(None);
     let Some(spec) = cfg.uplink.clone() else { return Ok(rx) };
@@ -46,10 +49,9 @@ async fn start_uplink(
     }
     let how = dp.attach_uplink(&spec.name)?;
     info!(uplink = %spec.name, hitless = how == Attach::Swapped, "attached");
-    vethpeer::warn_if_undeliverable(&spec.name);
-    let handle = uplink::connect()?;
-    tx.send_replace(uplink::resolve(&handle, &spec).await?);
-    tokio::spawn(uplink::follow(handle, spec, tx));
+    vethpeer::report(rtnl, feed, &spec.name);
+    tx.send_replace(uplink::resolve(rtnl, &spec).await?);
+    tokio::spawn(uplink::follow(rtnl.clone(), spec, tx));
     Ok(rx)
 }
 
@@ -74,11 +76,12 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
     let mut dp = Dataplane::open(pin_root, cfg.capacity)?;
     info!(dir = %dp.dir().display(), "data plane loaded");
     let (links, follow_links) = netlink::watch_links().await?;
-    let uplink = start_uplink(&mut dp, &cfg, &links).await?;
+    let rtnl = netlink::connect()?;
+    let feed = Arc::new(Feed::default());
+    let uplink = start_uplink(&mut dp, &cfg, &links, &rtnl, &feed).await?;
     let events = dp.take_events()?;
     let maps = Arc::new(Mutex::new(dp.take_maps()?));
 
-    let feed = Arc::new(Feed::default());
     let reconciled = Arc::new(AtomicU64::new(0));
     let observer = Arc::new(Observer::new(store.clone(), feed.clone(), links.clone()));
     let mut reconciler = Reconciler::new(Inputs {
@@ -90,7 +93,7 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
         observer: observer.clone(),
         feed: feed.clone(),
         reconciled: reconciled.clone(),
-        rtnl: uplink::connect()?,
+        rtnl,
     });
     // At start the maps are the truth about holders: nothing is reset.
     reconciler.pass(Sync::Start)?;

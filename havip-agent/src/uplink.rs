@@ -28,13 +28,6 @@ pub struct UplinkSpec {
     pub next_hop: Ipv4Addr,
 }
 
-/// Opens an rtnetlink connection in the current network namespace.
-pub fn connect() -> Result<Handle> {
-    let (conn, handle, _) = rtnetlink::new_connection().context("opening an rtnetlink socket")?;
-    tokio::spawn(conn);
-    Ok(handle)
-}
-
 async fn link(handle: &Handle, name: &str) -> Result<Option<(u32, [u8; 6])>> {
     let found = handle.link().get().match_name(name.to_string()).execute().try_next().await;
     let msg = match found {

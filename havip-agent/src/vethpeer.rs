@@ -4,10 +4,14 @@
 //! the helper still reports success. The agent looks at the peer, wherever
 //! its namespace, and says so by name rather than let the VIP go dark.
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result};
 use futures::TryStreamExt;
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage, LinkXdp, XdpAttached};
 use rtnetlink::Handle;
+
+use crate::feed::{Feed, Kind};
 
 /// What a vNIC's peer means for XDP delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,25 +91,25 @@ pub async fn inspect(handle: &Handle, ifname: &str) -> Result<Peer> {
     })
 }
 
-/// Looks at `ifname`'s peer in the background and warns, naming both ends,
-/// if what havip forwards into `ifname` cannot be delivered natively.
-pub fn warn_if_undeliverable(ifname: &str) {
-    let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
-    let ifname = ifname.to_owned();
-    rt.spawn(async move {
-        let peer = async { inspect(&crate::uplink::connect()?, &ifname).await };
-        match peer.await {
-            Ok(Peer::NoXdp { peer }) => tracing::warn!(
-                interface = %ifname,
-                peer,
-                "veth peer runs no XDP program: the frames havip forwards into this interface (VIP \
-                 traffic, ARP answers) are dropped by the kernel unless the peer runs one (or has GRO \
-                 on); see README, \"What a deployment must provide\""
+/// Looks at `ifname`'s peer in the background and, if what havip forwards
+/// into `ifname` cannot be delivered there, says so: a `peer_without_xdp`
+/// event (logged as a warning). For vNICs and the uplink alike.
+pub fn report(rtnl: &Handle, feed: &Arc<Feed>, ifname: &str) {
+    let (rtnl, feed, ifname) = (rtnl.clone(), feed.clone(), ifname.to_owned());
+    tokio::spawn(async move {
+        match inspect(&rtnl, &ifname).await {
+            Ok(Peer::NoXdp { peer }) => feed.publish(
+                Kind::PeerWithoutXdp,
+                None,
+                Some(&ifname),
+                format!(
+                    "{ifname} is a veth whose peer {peer} runs no XDP program: frames havip forwards into \
+                     it (VIP traffic, ARP answers) are dropped unless GRO is on there; attach one to {peer} \
+                     (XDP_PASS will do)"
+                ),
             ),
             Ok(Peer::Ready { .. } | Peer::NotVeth) => {}
-            Err(e) => {
-                tracing::debug!(interface = %ifname, error = %format!("{e:#}"), "could not look at the peer")
-            }
+            Err(e) => tracing::warn!(interface = %ifname, error = %format!("{e:#}"), "looking at the peer"),
         }
     });
 }

@@ -6,7 +6,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use havip_agent::uplink::{connect, resolve, UplinkSpec};
+use havip_agent::{
+    netlink::connect,
+    uplink::{resolve, UplinkSpec},
+};
 
 struct Netns(String);
 

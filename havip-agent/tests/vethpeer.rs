@@ -23,7 +23,7 @@ fn inspect_in(ns: &str, ifname: &'static str) -> Peer {
     std::thread::spawn(move || {
         havip_agent::netns::enter(&ns).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async { inspect(&havip_agent::uplink::connect().unwrap(), ifname).await.unwrap() })
+        rt.block_on(async { inspect(&havip_agent::netlink::connect().unwrap(), ifname).await.unwrap() })
     })
     .join()
     .unwrap()

@@ -22,7 +22,7 @@ use havip_common::{maps, VipKey, VipRef};
 use havip_lab::agent::{self, Agent, Spec};
 use serde::Serialize;
 
-use crate::{fill, netns::Netns};
+use crate::{fill, topo};
 
 const PER_INSTANCE: u32 = 5;
 const MEMBERS: u32 = 2;
@@ -103,8 +103,8 @@ fn pid_of(config: &Path) -> Result<u32> {
 }
 
 pub fn run(havips: u32, pin_root: &Path) -> Result<ControlPlane> {
-    let ns = Netns::create("cp")?;
-    let dir = TempDir(PathBuf::from(format!("/run/havip-bench-{}", std::process::id())));
+    let ns = topo::netns("cp")?;
+    let dir = TempDir(topo::run_id().run_dir());
     fs::create_dir_all(&dir.0).with_context(|| format!("creating {}", dir.0.display()))?;
     let cfg_path = dir.0.join("havip.toml");
     let text = config(&dir.0, havips);

@@ -5,7 +5,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
     net::Ipv4Addr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -19,7 +19,7 @@ use havip_agent::{
 use havip_common::{vmac, MemberInfo, MemberKey, VipKey, VipRef, VipState};
 
 use crate::{
-    frames, netns, progs,
+    frames, progs,
     topo::{Topology, VIP, VIP_NO_HOLDER},
 };
 
@@ -30,7 +30,7 @@ const BPF_F_LOCK: u64 = 4;
 /// sizes so they differ only in what the maps hold.
 pub const CAPACITY: Capacity = Capacity { max_vips: 131_072, max_members: 262_144, max_vnics: 1024 };
 
-/// `/sys/fs/bpf/havip-bench-<pid>/`: one pin root per data plane below it,
+/// `/sys/fs/bpf/havip-bench-<run id>/`: one pin root per data plane below it,
 /// all torn down on drop.
 pub struct Pins {
     top: PathBuf,
@@ -38,7 +38,7 @@ pub struct Pins {
 
 impl Pins {
     pub fn new() -> Self {
-        Self { top: Path::new(netns::BPFFS).join(format!("{}{}", netns::PREFIX, std::process::id())) }
+        Self { top: crate::topo::run_id().pin_dir() }
     }
 
     pub fn root(&self, name: &str) -> PathBuf {

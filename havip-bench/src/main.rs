@@ -10,7 +10,6 @@ mod failover;
 mod fill;
 mod frames;
 mod livefire;
-mod netns;
 mod plot;
 mod progs;
 mod repoint;
@@ -104,7 +103,7 @@ fn run() -> Result<()> {
         bail!("--cpu {bench_cpu}: this machine has {cpus} CPUs");
     }
     stop::install();
-    netns::sweep_stale()?;
+    havip_lab::netns::sweep_stale()?;
 
     // Owned here, so they are removed after the worker is done, whatever it returned.
     let topo = Topology::build()?;
@@ -197,10 +196,10 @@ fn goal(goal: &str, measured: String, met: bool) -> Goal {
 
 /// Everything that runs inside the namespaces, on one pinned thread.
 fn bench(args: &Args, topo: &Topology, pins: &Pins, cpus: usize, bench_cpu: usize) -> Result<Results> {
-    netns::enter(topo.sink.name())?;
+    havip_lab::netns::enter(topo.sink.name())?;
     let mut sink_a = Sink::attach(topo.a.guest_name)?;
     let mut sink_b = Sink::attach(topo.b.guest_name)?;
-    netns::enter(topo.hv.name())?;
+    havip_lab::netns::enter(topo.hv.name())?;
     cpu::pin_to(bench_cpu)?;
 
     eprintln!(

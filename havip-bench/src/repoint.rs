@@ -25,7 +25,7 @@ use havip_common::VipKey;
 use crate::{
     cpu,
     fill::Plane,
-    frames, netns,
+    frames,
     progs::{self, Sink},
     stop,
     topo::{Port, Topology, CLIENT_IP, VIP},
@@ -119,7 +119,7 @@ pub fn run<'a>(
     let runs = AtomicU64::new(0);
     thread::scope(|s| {
         let sender = s.spawn(|| -> Result<()> {
-            netns::enter(topo.hv.name())?;
+            havip_lab::netns::enter(topo.hv.name())?;
             cpu::pin_to(setup.traffic_cpu)?;
             while !done.load(Ordering::Relaxed) {
                 progs::live(prog, &traffic, topo.client.host_ifindex, setup.packets, batch)?;

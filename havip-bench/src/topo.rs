@@ -2,11 +2,32 @@
 //! and a sink namespace holding both members' guest ends. Every vNIC is a
 //! veth whose host end is in hv. Addresses are from 198.18.0.0/15 only.
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, sync::OnceLock};
 
 use anyhow::{Context, Result};
+use havip_lab::{
+    cmd::{in_ns, ip},
+    netns::{LabId, Netns},
+};
 
-use crate::netns::{ip, sysctl, Netns};
+/// This run's id: its namespaces, pins and files are named after it, so what a
+/// killed run left behind is swept by the next (havip-lab's sweeper).
+pub fn run_id() -> &'static LabId {
+    static ID: OnceLock<LabId> = OnceLock::new();
+    ID.get_or_init(|| LabId::unique("bench"))
+}
+
+/// A namespace of this run, `role` naming its part; deleted on drop.
+pub fn netns(role: &str) -> Result<Netns> {
+    Netns::create(&run_id().netns(role))
+}
+
+/// Sets sysctls inside `ns`. `ip netns exec` is fine here: sysctl needs no bpffs.
+fn sysctl(ns: &str, settings: &[&str]) -> Result<()> {
+    let mut args = vec!["-qw"];
+    args.extend_from_slice(settings);
+    in_ns(ns, "sysctl", &args).map(drop)
+}
 
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 13);
 /// The VIP every measured packet goes to; members a and b.
@@ -83,9 +104,9 @@ fn veth(
 
 impl Topology {
     pub fn build() -> Result<Self> {
-        let src = Netns::create("src")?;
-        let hv = Netns::create("hv")?;
-        let sink = Netns::create("sink")?;
+        let src = netns("src")?;
+        let hv = netns("hv")?;
+        let sink = netns("sink")?;
         // No IPv6: router solicitations and the like would reach the counting
         // sinks and spoil the delivered == sent check.
         for ns in [&src, &hv, &sink] {

@@ -40,7 +40,7 @@ struct {
 	__type(value, __u64);
 } sink_count SEC(".maps");
 
-/* limit_cfg[0]: the egress ifindex; the MACs written are limit_macs. */
+/* limit_config[0]: the egress ifindex and the MACs xdp_limit writes. */
 struct limit_cfg {
 	__u32 ifindex;
 	__u8 dst[ETH_ALEN];

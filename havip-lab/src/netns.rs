@@ -24,12 +24,13 @@ use crate::cmd;
 pub const BPFFS: &str = "/sys/fs/bpf";
 /// Where labs keep their configs, pid files and logs.
 pub const RUN_DIR: &str = "/run/havip-lab";
-const PURPOSES: [&str; 2] = ["lab", "test"];
+/// What a lab is for; shows in its pin and run dir names, which the sweeper knows by it.
+const PURPOSES: [&str; 3] = ["lab", "test", "bench"];
 
 /// The identity of one lab: what its namespaces, pins and files are named after.
 #[derive(Clone, Debug)]
 pub struct LabId {
-    /// "lab" (the demo) or "test" (an integration test): shows in pin dir names.
+    /// "lab" (the demo), "test" (an integration test) or "bench": shows in pin dir names.
     pub purpose: &'static str,
     pub stem: String,
 }
@@ -171,13 +172,12 @@ pub fn sweep_stale() -> Result<()> {
         .filter_map(|n| n.strip_prefix("havip-"))
         .filter_map(|rest| rest.rsplit_once('-').map(|(stem, _role)| stem.to_owned()))
         .collect();
-    for (dir, prefixes) in [(BPFFS, ["havip-lab-", "havip-test-"]), (RUN_DIR, ["lab-", "test-"])] {
+    for (dir, prefix) in [(BPFFS, "havip-"), (RUN_DIR, "")] {
         let Ok(entries) = fs::read_dir(dir) else { continue };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(stem) = prefixes.iter().find_map(|p| name.strip_prefix(p)) {
-                stems.push(stem.to_owned());
-            }
+            let stem = PURPOSES.iter().find_map(|p| name.strip_prefix(&format!("{prefix}{p}-")));
+            stems.extend(stem.map(str::to_owned));
         }
     }
     stems.sort();

@@ -36,18 +36,16 @@ fn agent_line(text: &str) -> Option<String> {
     };
     let msg = s("message");
     let level = v["level"].as_str().unwrap_or("");
-    if msg == "holder changed" {
-        Some(format!(
-            "HOLDER {} -> {} ({}), epoch {} (was {})",
-            s("vip"),
-            s("vnic"),
-            s("instance"),
-            s("epoch"),
-            s("prev_vnic")
-        ))
-    } else if msg.contains("claim") {
-        let reason = if f["reason"].is_null() { String::new() } else { format!(", reason: {}", s("reason")) };
-        Some(format!("{msg}: {} from {} mac {}{reason}", s("vip"), s("vnic"), s("mac")))
+    if msg == "event" {
+        // The agent's event feed: holder changes, refused claims, vNICs, changes.
+        let label = match s("kind").as_str() {
+            "HolderChanged" => "HOLDER",
+            "HolderCleared" => "NO HOLDER",
+            "ClaimRejected" => "claim rejected",
+            "PeerWithoutXdp" => "peer without XDP",
+            _ => return None,
+        };
+        Some(format!("{label}: {}", s("detail")))
     } else if matches!(level, "WARN" | "ERROR") {
         Some(format!("{level} {msg}"))
     } else {
@@ -143,12 +141,17 @@ mod tests {
 
     #[test]
     fn agent_holder_changes_and_rejections_are_shown() {
-        let holder = r#"{"level":"INFO","fields":{"message":"holder changed","vip":"198.18.1.50","vnic":"vnic-b","instance":"vm-b","prev_vnic":"vnic-a","epoch":3}}"#;
-        assert_eq!(agent_line(holder).unwrap(), "HOLDER 198.18.1.50 -> vnic-b (vm-b), epoch 3 (was vnic-a)");
-        let rejected = r#"{"level":"INFO","fields":{"message":"claim rejected","vip":"198.18.1.50","vnic":"vnic-c","mac":"02:00:c6:12:01:0d","reason":"not a member"}}"#;
-        assert!(agent_line(rejected)
-            .unwrap()
-            .contains("from vnic-c mac 02:00:c6:12:01:0d, reason: not a member"));
+        let holder = r#"{"level":"INFO","fields":{"message":"event","kind":"HolderChanged","vip":"198.18.1.50","vnic":"vnic-b","detail":"vnic-b holds 198.18.1.50 (was vnic-a), epoch 3, failovers 2"}}"#;
+        assert_eq!(
+            agent_line(holder).unwrap(),
+            "HOLDER: vnic-b holds 198.18.1.50 (was vnic-a), epoch 3, failovers 2"
+        );
+        let rejected = r#"{"level":"WARN","fields":{"message":"event","kind":"ClaimRejected","vip":"198.18.1.50","vnic":"vnic-c","detail":"from vnic-c, MAC 02:00:c6:12:01:0d: vNIC is not a member of the HAVIP"}}"#;
+        assert!(agent_line(rejected).unwrap().starts_with("claim rejected: from vnic-c, MAC"));
+        assert_eq!(
+            agent_line(r#"{"level":"INFO","fields":{"message":"event","kind":"Changed","detail":"x"}}"#),
+            None
+        );
         assert_eq!(agent_line(r#"{"level":"INFO","fields":{"message":"attached"}}"#), None);
     }
 }
