@@ -33,6 +33,9 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#include "havip_abi.h"
+#include "parse.h"
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -108,17 +111,14 @@ struct {
 	__type(value, struct spray_cfg);
 } spray_config SEC(".maps");
 
-/* Key and value sizes of havip's vips map. The bench sizes it like vips
- * when it loads the object; everyone else gets one entry. */
-struct probe_value {
-	__u8 b[4]; /* struct vip_ref */
-};
-
+/* Shaped like havip's vips map (its key and value types, not a copy). The
+ * bench sizes it like vips when it loads the object; everyone else gets one
+ * entry. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct probe_value);
+	__type(key, struct vip_key);
+	__type(value, struct vip_ref);
 } probe_vips SEC(".maps");
 
 SEC("xdp")
@@ -141,13 +141,13 @@ int xdp_sink(struct xdp_md *ctx)
 SEC("xdp")
 int xdp_limit(struct xdp_md *ctx)
 {
-	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
+	struct hdr_cursor nh = { .pos = (void *)(long)ctx->data };
+	struct ethhdr *eth;
 	__u32 zero = 0;
 	struct limit_cfg *cfg;
 
-	if ((void *)(eth + 1) > data_end)
+	if (parse_ethhdr(&nh, data_end, &eth) < 0)
 		return XDP_PASS;
 	cfg = bpf_map_lookup_elem(&limit_config, &zero);
 	if (!cfg)
@@ -223,7 +223,7 @@ int xdp_spray(struct xdp_md *ctx)
 	k = cfg->next % cfg->n;
 	iph->daddr = bpf_htonl(cfg->base + k);
 	slot = bpf_htonl(cfg->first_slot + k);
-	__builtin_memcpy(&eth->h_dest[2], &slot, 4); /* 02:48:<slot>, havip_abi.h */
+	__builtin_memcpy(&eth->h_dest[2], &slot, 4); /* HAVIP_VMAC_0:HAVIP_VMAC_1:<slot> */
 	cfg->next += 1;
 	bpf_tail_call(ctx, &harness_target, 0);
 	return XDP_ABORTED;
@@ -243,4 +243,5 @@ int xdp_lookup(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
-char LICENSE[] SEC("license") = "Dual BSD/GPL";
+/* GPL v2 plus the Apache-2.0 alternative: see the end of havip.bpf.c. */
+char LICENSE[] SEC("license") = "GPL and additional rights";

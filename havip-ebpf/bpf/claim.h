@@ -1,0 +1,183 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * claim.h: the control frames a guest sends on its vNIC. ARP from a VIP is a
+ * claim that moves the holder (and an event for the agent); ARP asking for a
+ * VIP is answered here with the VIP's virtual MAC; VRRP adverts are recorded
+ * as the holder's heartbeat.
+ */
+#ifndef HAVIP_CLAIM_H
+#define HAVIP_CLAIM_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "havip_abi.h"
+#include "maps.h"
+#include "parse.h"
+#include "counters.h"
+#include "forward.h"
+
+static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
+{
+	return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) |
+		(a[4] ^ b[4]) | (a[5] ^ b[5])) == 0;
+}
+
+/* Claims are rare, so this is a real subprogram: it also puts struct
+ * havip_event into the object's BTF, where the layout test finds it. */
+static __noinline void emit_event(const struct havip_event *ev)
+{
+	if (bpf_ringbuf_output(&events, (void *)ev, sizeof(*ev), 0))
+		count_global(GLB_CTR_EVENTS_LOST);
+}
+
+/* A member's claim moves the holder at once; anyone else's is dropped. */
+static __always_inline int handle_claim(struct xdp_md *ctx, struct ethhdr *eth,
+					struct arp_eth_ipv4 *arp, struct vip_state *vs)
+{
+	struct member_key mk = { .ifindex = ctx->ingress_ifindex };
+	struct havip_event ev = {
+		.ts_ns = bpf_ktime_get_ns(),
+		.ifindex = ctx->ingress_ifindex,
+	};
+	struct member_info *m;
+
+	__builtin_memcpy(ev.vip, arp->spa, 4);
+	__builtin_memcpy(ev.mac, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(mk.vip, arp->spa, 4);
+	m = bpf_map_lookup_elem(&members, &mk);
+	if (!m)
+		ev.reason = HAVIP_REJECT_NOT_MEMBER;
+	else if (!mac_eq(m->mac, eth->h_source) || !mac_eq(m->mac, arp->sha))
+		ev.reason = HAVIP_REJECT_MAC_MISMATCH;
+
+	if (ev.reason != HAVIP_REJECT_NONE) {
+		ev.kind = HAVIP_EV_CLAIM_REJECTED;
+		ev.prev_ifindex = vs->holder_ifindex;
+		ev.epoch = vs->epoch;
+		count_vip(vs->slot, VIP_CTR_CLAIMS_REJECTED, 1);
+		emit_event(&ev);
+		return XDP_DROP;
+	}
+
+	bpf_spin_lock(&vs->lock);
+	ev.prev_ifindex = vs->holder_ifindex;
+	if (ev.prev_ifindex != ev.ifindex || !mac_eq(vs->holder_mac, eth->h_source)) {
+		vs->holder_ifindex = ev.ifindex;
+		__builtin_memcpy(vs->holder_mac, eth->h_source, ETH_ALEN);
+		vs->epoch += 1;
+		vs->since_ns = ev.ts_ns;
+		ev.changed = 1;
+	}
+	vs->last_claim_ns = ev.ts_ns;
+	ev.epoch = vs->epoch;
+	bpf_spin_unlock(&vs->lock);
+
+	ev.kind = HAVIP_EV_CLAIM;
+	count_vip(vs->slot, VIP_CTR_CLAIMS_ACCEPTED, 1);
+	emit_event(&ev);
+
+	/* A gratuitous ARP or a reply is consumed: there is no L2 segment to
+	 * flood it into. A real request the holder sends from its VIP (to
+	 * resolve a peer) still needs the host's proxy-ARP answer. */
+	if (arp->op == bpf_htons(ARPOP_REQUEST) &&
+	    *(__u32 *)arp->tpa != *(__u32 *)arp->spa)
+		return XDP_PASS;
+	return XDP_DROP;
+}
+
+/* Answer "who has VIP?" with the VIP's fixed virtual MAC, so no client's ARP
+ * cache ever depends on hearing a gratuitous ARP. */
+static __always_inline int answer_arp(struct ethhdr *eth, struct arp_eth_ipv4 *arp,
+				      struct vip_state *vs)
+{
+	__u8 vip[4];
+
+	__builtin_memcpy(vip, arp->tpa, 4);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, vs->vmac, ETH_ALEN);
+	arp->op = bpf_htons(ARPOP_REPLY);
+	__builtin_memcpy(arp->tha, arp->sha, ETH_ALEN);
+	__builtin_memcpy(arp->tpa, arp->spa, 4);
+	__builtin_memcpy(arp->sha, vs->vmac, ETH_ALEN);
+	__builtin_memcpy(arp->spa, vip, 4);
+	count_vip(vs->slot, VIP_CTR_ARP_REPLIES, 1);
+	return XDP_TX;
+}
+
+/* An ARP frame from a guest, the cursor on its ARP header: a claim if the
+ * sender is a VIP, answered if it asks for one, else not ours. */
+static __always_inline int handle_arp(struct xdp_md *ctx, struct hdr_cursor *nh,
+				      void *data_end, struct ethhdr *eth)
+{
+	struct arp_eth_ipv4 *arp;
+	struct vip_state *vs;
+
+	if (parse_arphdr(nh, data_end, &arp) < 0)
+		return pass_malformed();
+	if (arp->htype != bpf_htons(ARPHRD_ETHER) || arp->ptype != bpf_htons(ETH_P_IP) ||
+	    arp->hlen != ETH_ALEN || arp->plen != 4)
+		return pass_untouched();
+	if (arp->op != bpf_htons(ARPOP_REQUEST) && arp->op != bpf_htons(ARPOP_REPLY))
+		return pass_untouched();
+
+	vs = vip_lookup(arp->spa);
+	if (vs)
+		return handle_claim(ctx, eth, arp, vs);
+
+	if (arp->op == bpf_htons(ARPOP_REQUEST)) {
+		vs = vip_lookup(arp->tpa);
+		if (vs)
+			return answer_arp(eth, arp, vs);
+	}
+	return pass_untouched();
+}
+
+/* Record the heartbeat for every VIP the advert covers. Never changes the
+ * verdict: the advert is then forwarded like any packet. The cursor (on the
+ * VRRP header) is a copy, so the caller's stays where it was. */
+static __always_inline void observe_vrrp(struct xdp_md *ctx, struct hdr_cursor nh,
+					 void *data_end, struct iphdr *iph)
+{
+	struct vrrp_seen seen = { .ifindex = ctx->ingress_ifindex };
+	struct vrrp_hdr *vh;
+	__u8 *addr;
+	__u8 version, n;
+
+	if (parse_vrrphdr(&nh, data_end, &vh) < 0) {
+		count_global(GLB_CTR_PARSE_ERRORS);
+		return;
+	}
+	version = vh->vers_type >> 4;
+	if ((version != 2 && version != 3) || (vh->vers_type & 0xf) != 1)
+		return;
+
+	__builtin_memcpy(seen.advertiser, &iph->saddr, 4);
+	seen.vrid = vh->vrid;
+	seen.priority = vh->priority;
+	seen.version = version;
+	seen.last_ns = bpf_ktime_get_ns();
+
+	n = vh->count_addrs;
+	addr = nh.pos;
+	for (int i = 0; i < HAVIP_VRRP_MAX_ADDRS; i++, addr += 4) {
+		struct vip_state *vs;
+
+		if (i >= n)
+			break;
+		if ((void *)(addr + 4) > data_end) {
+			count_global(GLB_CTR_PARSE_ERRORS);
+			break;
+		}
+		vs = vip_lookup(addr);
+		if (!vs)
+			continue;
+		count_vip(vs->slot, VIP_CTR_VRRP_ADVERTS, 1);
+		bpf_map_update_elem(&vrrp, addr, &seen, BPF_ANY);
+	}
+}
+
+#endif /* HAVIP_CLAIM_H */

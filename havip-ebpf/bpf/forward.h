@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * forward.h: finding a VIP's state (by the slot in its virtual MAC, or by
+ * address) and sending a frame to the VIP's holder through the devmap. This
+ * is the fast path: keep it free of branches that a VIP hit does not need.
+ */
+#ifndef HAVIP_FORWARD_H
+#define HAVIP_FORWARD_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <bpf/bpf_helpers.h>
+
+#include "havip_abi.h"
+#include "maps.h"
+#include "counters.h"
+
+/* The state of the VIP `vip` in `slot`, or NULL if the slot holds another
+ * VIP or none: a slot named by a frame's MAC, or by a vips entry the agent
+ * is replacing, is only trusted together with the address. */
+static __always_inline struct vip_state *state_in_slot(__u32 slot, __u32 vip)
+{
+	struct vip_state *vs = bpf_map_lookup_elem(&vip_state, &slot);
+
+	if (!vs || !vip || *(__u32 *)vs->vip != vip)
+		return NULL;
+	return vs;
+}
+
+/* The state of the VIP at `addr` (4 bytes, network order), by address. */
+static __always_inline struct vip_state *vip_lookup(const __u8 *addr)
+{
+	struct vip_ref *ref = bpf_map_lookup_elem(&vips, addr);
+
+	if (!ref)
+		return NULL;
+	return state_in_slot(ref->slot, *(__u32 *)addr);
+}
+
+/* The state of the VIP a frame to `daddr` is for, by the slot its
+ * destination MAC names if that is a virtual MAC (what ARP gave clients). */
+static __always_inline struct vip_state *vip_by_vmac(const struct ethhdr *eth, __u32 daddr)
+{
+	const __u8 *d = eth->h_dest;
+
+	if (d[0] != HAVIP_VMAC_0 || d[1] != HAVIP_VMAC_1)
+		return NULL;
+	return state_in_slot((__u32)d[2] << 24 | (__u32)d[3] << 16 | (__u32)d[4] << 8 | d[5], daddr);
+}
+
+/* VIP traffic goes to the holder's vNIC, looking as if it came from the
+ * VIP's virtual router MAC. */
+static __always_inline int forward_to_holder(struct ethhdr *eth, void *data_end,
+					     struct vip_state *vs)
+{
+	/* Read once: the agent may clear the holder while we run. */
+	__u32 ifindex = *(volatile __u32 *)&vs->holder_ifindex;
+	__u64 bytes = data_end - (void *)eth;
+	int act;
+
+	if (!ifindex) {
+		count_vip(vs->slot, VIP_CTR_NO_HOLDER_DROPS, 1);
+		return XDP_DROP;
+	}
+	__builtin_memcpy(eth->h_dest, vs->holder_mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, vs->vmac, ETH_ALEN);
+	act = bpf_redirect_map(&tx_ports, ifindex, XDP_DROP);
+	if (act != XDP_REDIRECT) {
+		count_vip(vs->slot, VIP_CTR_NO_HOLDER_DROPS, 1);
+		return act;
+	}
+	count_vip_packet(vs->slot, VIP_CTR_REDIRECT_PACKETS, bytes);
+	return act;
+}
+
+#endif /* HAVIP_FORWARD_H */

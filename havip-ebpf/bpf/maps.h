@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * maps.h: every map of the havip object, and nothing else. Key and value
+ * types come from havip_abi.h; names, types, sizes and max_entries are ABI
+ * (the agent finds the maps pinned by name under /sys/fs/bpf/havip/v<N>), so
+ * changing one here means bumping HAVIP_ABI_VERSION there.
+ */
+#ifndef HAVIP_MAPS_H
+#define HAVIP_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "havip_abi.h"
+
+/* VIP -> its slot. Only for lookups by address; the fast path uses the slot
+ * in the virtual MAC and reads vip_state directly. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HAVIP_DEFAULT_MAX_VIPS);
+	__type(key, struct vip_key);
+	__type(value, struct vip_ref);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vips SEC(".maps");
+
+/* An array, so the verifier inlines its lookups: no hashing on the fast path. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, HAVIP_DEFAULT_MAX_VIPS);
+	__type(key, __u32);
+	__type(value, struct vip_state);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vip_state SEC(".maps");
+
+/* Who may claim which VIP, on which vNIC, with which MAC. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HAVIP_DEFAULT_MAX_MEMBERS);
+	__type(key, struct member_key);
+	__type(value, struct member_info);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} members SEC(".maps");
+
+/* The last VRRP advert seen per VIP: the holder's heartbeat. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HAVIP_DEFAULT_MAX_VIPS);
+	__type(key, struct vip_key);
+	__type(value, struct vrrp_seen);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vrrp SEC(".maps");
+
+/* EIP -> VIP, for DNAT on the uplink. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HAVIP_DEFAULT_MAX_VIPS);
+	__type(key, struct eip_key);
+	__type(value, struct eip_binding);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} eips SEC(".maps");
+
+/* VIP -> EIP and VPC subnet, for SNAT on the way out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HAVIP_DEFAULT_MAX_VIPS);
+	__type(key, struct vip_key);
+	__type(value, struct vip_nat);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vip_nat SEC(".maps");
+
+/* The host's uplink NIC and its next hop. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct uplink_port);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} uplink SEC(".maps");
+
+/* Every vNIC and the uplink: where bpf_redirect_map sends frames. */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, HAVIP_DEFAULT_MAX_VNICS);
+	__type(key, __u32);
+	__type(value, struct bpf_devmap_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tx_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HAVIP_DEFAULT_MAX_VIPS);
+	__type(key, __u32);
+	__type(value, struct vip_counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vip_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, GLB_CTR__MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} global_stats SEC(".maps");
+
+/* Claim events for the agent (struct havip_event records). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, HAVIP_EVENTS_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} events SEC(".maps");
+
+#endif /* HAVIP_MAPS_H */
