@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use havip_agent::{dataplane, netns, run};
+use havip_agent::{daemon::run, datapath::loader, host::netns};
 
 #[derive(Parser)]
 #[command(
@@ -81,7 +81,7 @@ fn main_inner(cli: Cli) -> Result<()> {
             .build()
             .context("starting the tokio runtime")?
             .block_on(run::run(config, &at.pin_dir)),
-        Cmd::Teardown { at } => dataplane::teardown(&at.pin_dir),
+        Cmd::Teardown { at } => loader::teardown(&at.pin_dir),
     }
 }
 

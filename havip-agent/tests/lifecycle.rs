@@ -4,10 +4,8 @@
 
 use std::{path::Path, process::Command};
 
-use havip_agent::{
-    config::Capacity,
-    dataplane::{teardown, versioned_dir, Attach, Dataplane},
-};
+use havip_agent::datapath::loader::{teardown, versioned_dir, Attach, Dataplane};
+use havip_model::Capacity;
 
 struct Netns(String);
 
@@ -43,7 +41,7 @@ fn attach_reopen_swap_and_teardown_leave_nothing_behind() {
     let pin_root = Path::new(&root).to_path_buf();
     let thread_root = pin_root.clone();
     std::thread::spawn(move || {
-        havip_agent::netns::enter(&name).unwrap();
+        havip_agent::host::netns::enter(&name).unwrap();
         let mut dp = Dataplane::open(&thread_root, Capacity::default()).unwrap();
         assert_eq!(dp.attach("vnic-a").unwrap(), Attach::New);
         assert_eq!(dp.attach_uplink("uplink0").unwrap(), Attach::New);

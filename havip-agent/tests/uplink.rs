@@ -6,8 +6,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use havip_agent::{
-    netlink::connect,
+use havip_agent::host::{
+    links::connect,
     uplink::{resolve, UplinkSpec},
 };
 
@@ -40,7 +40,7 @@ fn next_hop_mac_is_resolved_through_the_neighbour_table() {
 
     let hv_name = hv.0.clone();
     let found = std::thread::spawn(move || {
-        havip_agent::netns::enter(&hv_name).unwrap();
+        havip_agent::host::netns::enter(&hv_name).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let handle = connect().unwrap();

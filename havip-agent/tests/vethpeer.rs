@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use havip_agent::vethpeer::{inspect, Peer};
+use havip_agent::host::vethpeer::{inspect, Peer};
 
 struct Netns(String);
 
@@ -21,9 +21,9 @@ fn ip(args: &[&str]) {
 fn inspect_in(ns: &str, ifname: &'static str) -> Peer {
     let ns = ns.to_owned();
     std::thread::spawn(move || {
-        havip_agent::netns::enter(&ns).unwrap();
+        havip_agent::host::netns::enter(&ns).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async { inspect(&havip_agent::netlink::connect().unwrap(), ifname).await.unwrap() })
+        rt.block_on(async { inspect(&havip_agent::host::links::connect().unwrap(), ifname).await.unwrap() })
     })
     .join()
     .unwrap()

@@ -4,11 +4,9 @@
 mod common;
 
 use common::*;
-use havip_agent::{
-    config::Subnet,
-    reconcile::{reconcile, EipBinding, Uplink},
-};
+use havip_agent::datapath::plan::{reconcile, EipNat, Uplink};
 use havip_common::{GlobalCounter, VipCounter, VipKey};
+use havip_model::Subnet;
 
 const EIP: [u8; 4] = [203, 0, 113, 10];
 const OUTSIDE: [u8; 4] = [198, 51, 100, 2];
@@ -224,10 +222,10 @@ fn truncated_tcp_is_never_natted() {
     });
 }
 
-fn with_binding(members: &[(u32, [u8; 6])], ports: &[u32]) -> havip_agent::reconcile::Desired {
+fn with_binding(members: &[(u32, [u8; 6])], ports: &[u32]) -> havip_agent::datapath::plan::MapTarget {
     let mut d = desired(members, ports);
     let subnet = Subnet { network: [198, 18, 1, 0].into(), prefix: 24 };
-    d.eips.insert(VipKey { addr: VIP }, EipBinding { eip: EIP.into(), subnet });
+    d.eips.insert(VipKey { addr: VIP }, EipNat { eip: EIP.into(), subnet });
     d
 }
 

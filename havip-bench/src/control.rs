@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{ensure, Context, Result};
 use aya::maps::{HashMap, Map, MapData};
-use havip_agent::dataplane::versioned_dir;
+use havip_agent::datapath::loader::versioned_dir;
 use havip_common::{maps, VipKey, VipRef};
 use havip_lab::agent::{self, Agent, Spec};
 use serde::Serialize;

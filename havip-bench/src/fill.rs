@@ -11,12 +11,13 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 use aya::maps::{MapData, RingBuf};
-use havip_agent::{
-    config::Capacity,
-    dataplane::{self, Dataplane, Maps},
-    reconcile::{reconcile, Desired},
+use havip_agent::datapath::{
+    loader::{self, Dataplane},
+    maps::{KernelMaps, Maps},
+    plan::{reconcile, MapTarget},
 };
 use havip_common::{vmac, MemberInfo, MemberKey, VipKey, VipRef, VipState};
+use havip_model::Capacity;
 
 use crate::{
     frames, progs,
@@ -50,7 +51,7 @@ impl Drop for Pins {
     fn drop(&mut self) {
         let Ok(entries) = fs::read_dir(&self.top) else { return };
         for e in entries.flatten() {
-            if let Err(e) = dataplane::teardown(&e.path()) {
+            if let Err(e) = loader::teardown(&e.path()) {
                 eprintln!("havip-bench: cleanup: {e:#}");
             }
         }
@@ -79,7 +80,7 @@ fn fake_member(vip: u32, k: u32) -> (u32, [u8; 6]) {
 
 pub struct Plane {
     pub dp: Dataplane,
-    pub maps: Maps,
+    pub maps: KernelMaps,
     pub events: RingBuf<MapData>,
 }
 
@@ -131,7 +132,7 @@ pub fn production(pins: &Pins, topo: &Topology, n: u32) -> Result<(Plane, Durati
             (VipKey::from(vip_addr(i)), members)
         })
         .collect();
-    let desired = Desired { ports: BTreeSet::from(ports), vips, ..Default::default() };
+    let desired = MapTarget { ports: BTreeSet::from(ports), vips, ..Default::default() };
     let start = Instant::now();
     reconcile(&mut plane.maps, &desired).context("reconciling the production-like set")?;
     let took = start.elapsed();

@@ -20,6 +20,7 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 use aya::programs::Xdp;
+use havip_agent::datapath::maps::{KernelMaps, Maps};
 use havip_common::VipKey;
 
 use crate::{
@@ -64,7 +65,7 @@ fn quiet(sink: &Sink) -> Result<()> {
 }
 
 /// One failover to `to`: ns from the claim's acceptance to the first packet at `to`.
-fn failover(prog: &Xdp, plane_maps: &havip_agent::dataplane::Maps, to: &mut Member) -> Result<u64> {
+fn failover(prog: &Xdp, plane_maps: &KernelMaps, to: &mut Member) -> Result<u64> {
     quiet(to.sink)?;
     to.sink.arm()?;
     claim(prog, to.port)?;

@@ -306,17 +306,21 @@ impl fmt::Display for Mac<'_> {
 }
 
 // SAFETY: all of these are #[repr(C)] plain old data with explicit padding.
-unsafe impl aya::Pod for VipKey {}
-unsafe impl aya::Pod for VipRef {}
-unsafe impl aya::Pod for VipState {}
-unsafe impl aya::Pod for MemberKey {}
-unsafe impl aya::Pod for MemberInfo {}
-unsafe impl aya::Pod for VrrpSeen {}
-unsafe impl aya::Pod for VipCounters {}
-unsafe impl aya::Pod for EipKey {}
-unsafe impl aya::Pod for EipBinding {}
-unsafe impl aya::Pod for VipNat {}
-unsafe impl aya::Pod for UplinkPort {}
+#[cfg(feature = "aya")]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for VipKey {}
+    unsafe impl aya::Pod for VipRef {}
+    unsafe impl aya::Pod for VipState {}
+    unsafe impl aya::Pod for MemberKey {}
+    unsafe impl aya::Pod for MemberInfo {}
+    unsafe impl aya::Pod for VrrpSeen {}
+    unsafe impl aya::Pod for VipCounters {}
+    unsafe impl aya::Pod for EipKey {}
+    unsafe impl aya::Pod for EipBinding {}
+    unsafe impl aya::Pod for VipNat {}
+    unsafe impl aya::Pod for UplinkPort {}
+}
 
 /// One shared struct as Rust lays it out: C name, size, `(field, offset)`s.
 pub type Layout = (&'static str, usize, Vec<(&'static str, usize)>);

@@ -21,7 +21,7 @@ use std::{
 
 use anyhow::{ensure, Result};
 use control_support::Ctl;
-use havip_agent::api::view::{AgentStatus, Applied, HavipView};
+use havip_api::view::{AgentStatus, Applied, HavipView};
 use havip_lab::{
     agent::{self, Agent},
     cmd,

@@ -5,7 +5,7 @@ mod control_support;
 
 use anyhow::{ensure, Result};
 use control_support::Ctl;
-use havip_agent::api::view::Status;
+use havip_api::view::Status;
 use havip_lab::{netns::LabId, scenario::Lab};
 
 /// Runs a verb that must be refused with `expected`, and checks that the
@@ -162,9 +162,9 @@ fn rules(ctl: &Ctl) -> Result<()> {
 
     // What is allowed: the next free address (after the gateway, past the
     // vNICs), Available until it has a member, forced deletion.
-    let h = ctl.json::<havip_agent::api::view::HavipView>(&["create", "--subnet", "vpc1"])?;
+    let h = ctl.json::<havip_api::view::HavipView>(&["create", "--subnet", "vpc1"])?;
     ensure!(h.vip.to_string() == "198.18.1.2" && h.status == Status::Available, "allocated {h:?}");
-    let h = ctl.json::<havip_agent::api::view::HavipView>(&["associate", "198.18.1.2", "m10"])?;
+    let h = ctl.json::<havip_api::view::HavipView>(&["associate", "198.18.1.2", "m10"])?;
     ensure!(h.status == Status::InUse, "with a member: {:?}", h.status);
     ctl.ok(&["delete", "198.18.1.60", "--force"])?;
     let events = ctl.ok(&["--json", "events", "--vip", "198.18.1.60"])?;

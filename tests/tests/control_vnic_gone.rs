@@ -114,7 +114,7 @@ fn vnic_appears(lab: &mut Lab) -> Result<()> {
         "02:00:c6:12:01:0e",
     ])?;
     ctl.ok(&["associate", &vip, "vnic-d"])?;
-    let link_of = |h: &havip_agent::api::view::HavipView| {
+    let link_of = |h: &havip_api::view::HavipView| {
         h.members.iter().find(|m| m.vnic == "vnic-d").map(|m| m.link.to_string())
     };
     ensure!(link_of(&ctl.describe(&vip)?).as_deref() == Some("absent"), "vnic-d shows before it exists");

@@ -8,7 +8,6 @@ mod control_support;
 
 use anyhow::{ensure, Context, Result};
 use control_support::Ctl;
-use havip_agent::model::{now_ms, rfc3339};
 use havip_common::{VipCounter, VipState};
 use havip_lab::{
     cmd, garp,
@@ -19,6 +18,7 @@ use havip_lab::{
     topology::{Guest, GUEST_IF, VIP, VM_A, VM_B, VM_C},
     wait,
 };
+use havip_model::state::{now_ms, rfc3339};
 
 const PROBE_INTERVAL: Duration = Duration::from_millis(5);
 

@@ -16,8 +16,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::watch;
 
-use super::{Snapshot, Store};
-use crate::model::{DesiredState, Observed};
+use havip_model::{DesiredState, Observed};
+
+use super::{Edit, Snapshot, Store, StoreError};
+use crate::sync::lock;
 
 /// Every table maps a name (or a VIP, as text) to a JSON document.
 type Docs = TableDefinition<'static, &'static str, &'static [u8]>;
@@ -28,9 +30,12 @@ const OBSERVED: Docs = TableDefinition::new("observed");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REVISION: &str = "revision";
 const SCHEMA: &str = "schema";
-/// Bump when a document changes incompatibly.
-const SCHEMA_VERSION: u64 = 1;
+/// Bump when a document changes incompatibly. 2: vNICs carry their host
+/// and interface name, holder records their host and MAC.
+const SCHEMA_VERSION: u64 = 2;
 
+/// The embedded store: one redb file, with the committed state cached in
+/// memory.
 pub struct RedbStore {
     db: Database,
     /// Held across each write so memory and file change together.
@@ -89,7 +94,7 @@ impl RedbStore {
     fn cache(&self) -> MutexGuard<'_, Cache> {
         // A panic while holding it cannot leave it half-updated: the cache is
         // replaced only after a commit succeeded.
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.cache)
     }
 
     fn commit(&self, write: impl FnOnce(&WriteTransaction) -> Result<()>) -> Result<()> {
@@ -104,7 +109,7 @@ impl Store for RedbStore {
         self.cache().desired.clone()
     }
 
-    fn update(&self, change: &mut dyn FnMut(&mut DesiredState) -> Result<()>) -> Result<Snapshot> {
+    fn update(&self, change: &mut Edit<'_>) -> Result<Snapshot, StoreError> {
         let mut cache = self.cache();
         let old = cache.desired.clone();
         let mut new = (*old.state).clone();
@@ -129,7 +134,8 @@ impl Store for RedbStore {
             }
             txn.open_table(META)?.insert(REVISION, revision)?;
             Ok(())
-        })?;
+        })
+        .with_context(|| format!("committing revision {revision}"))?;
         cache.observed.retain(|vip, _| new.havips.contains_key(vip));
         cache.desired = Snapshot { revision, state: Arc::new(new) };
         self.revision.send_replace(revision);
@@ -140,7 +146,7 @@ impl Store for RedbStore {
         self.cache().observed.clone()
     }
 
-    fn record(&self, observed: &BTreeMap<Ipv4Addr, Observed>) -> Result<()> {
+    fn record(&self, observed: &BTreeMap<Ipv4Addr, Observed>) -> Result<(), StoreError> {
         let mut cache = self.cache();
         let desired = cache.desired.state.clone();
         let fresh: BTreeMap<&Ipv4Addr, &Observed> = observed
@@ -156,7 +162,8 @@ impl Store for RedbStore {
                 table.insert(vip.to_string().as_str(), serde_json::to_vec(o)?.as_slice())?;
             }
             Ok(())
-        })?;
+        })
+        .context("recording observations")?;
         for (vip, o) in fresh {
             cache.observed.insert(*vip, o.clone());
         }
@@ -204,9 +211,11 @@ fn write_diff<K: Display + Ord, V: Serialize + PartialEq>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        model::{Claim, Havip},
-        verbs::{create_havip, HavipSpec},
+    use havip_model::{
+        ops::{create_havip, HavipSpec},
+        rules::{refuse, Rule},
+        state::Claim,
+        Havip, Holder,
     };
 
     fn temp_path(name: &str) -> std::path::PathBuf {
@@ -219,6 +228,7 @@ mod tests {
     fn commits_survive_reopening_and_failed_edits_change_nothing() {
         let path = temp_path("reopen");
         let vip: Ipv4Addr = "198.18.1.50".parse().unwrap();
+        let holder = Holder { host: "hv1".into(), vnic: "vnic-a".into(), mac: [2, 0, 0, 0, 0, 1], epoch: 3 };
         {
             let store = RedbStore::open(&path).unwrap();
             let mut rx = store.watch();
@@ -241,13 +251,16 @@ mod tests {
             assert_eq!(*rx.borrow_and_update(), 1);
             let err = store.update(&mut |s| {
                 s.havips.clear();
-                anyhow::bail!("refused")
+                refuse(Rule::DeleteInUse, "refused")
             });
-            assert!(err.is_err());
+            assert!(
+                matches!(err, Err(StoreError::Refused(r)) if r.rule == Rule::DeleteInUse),
+                "a refusal stays one"
+            );
             assert_eq!(store.desired().revision, 1);
             // An edit that changes nothing commits nothing.
             assert_eq!(store.update(&mut |_| Ok(())).unwrap().revision, 1);
-            let mut o = Observed { holder: Some("vnic-a".into()), epoch: 3, ..Default::default() };
+            let mut o = Observed { holder: Some(holder.clone()), epoch: 3, ..Default::default() };
             o.remember(Claim { at_ms: 1, vnic: "vnic-a".into(), accepted: true, detail: String::new() });
             store
                 .record(&BTreeMap::from([(vip, o), ("198.18.1.99".parse().unwrap(), Observed::default())]))
@@ -259,7 +272,7 @@ mod tests {
         assert_eq!(snap.state.havips[&vip], Havip { vip, subnet: "vpc1".into(), members: vec![], eip: None });
         let observed = store.observed();
         assert_eq!(observed.len(), 1, "observations of unknown HAVIPs are dropped");
-        assert_eq!(observed[&vip].epoch, 3);
+        assert_eq!((observed[&vip].epoch, observed[&vip].holder.as_ref()), (3, Some(&holder)));
         // Deleting a HAVIP deletes what was observed of it.
         store
             .update(&mut |s| {

@@ -11,12 +11,13 @@ use std::{
 };
 
 use aya::programs::{TestRun, TestRunOptions};
-use havip_agent::{
-    config::Capacity,
-    dataplane::{self, Dataplane, Maps},
-    reconcile::{reconcile, Desired},
+use havip_agent::datapath::{
+    loader::{self, Dataplane},
+    maps::{KernelMaps, Maps},
+    plan::{reconcile, MapTarget},
 };
 use havip_common::{GlobalCounter, HavipEvent, VipCounter, VipKey, VipState};
+use havip_model::Capacity;
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -36,7 +37,7 @@ pub const BROADCAST: [u8; 6] = [0xff; 6];
 /// data plane loaded and reconciled. Removed on drop, panics included.
 pub struct Fixture {
     pub dp: Dataplane,
-    pub maps: Maps,
+    pub maps: KernelMaps,
     pub events: aya::maps::RingBuf<aya::maps::MapData>,
     pub a: u32,
     pub b: u32,
@@ -52,7 +53,7 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        if let Err(e) = dataplane::teardown(&self.pin_root) {
+        if let Err(e) = loader::teardown(&self.pin_root) {
             eprintln!("cleanup: {e:#}");
         }
         let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
@@ -83,7 +84,7 @@ pub fn with_fixture(body: impl FnOnce(&mut Fixture) + Send + 'static) {
     }
     let pin_root = cleanup.pin_root.clone();
     let result = std::thread::spawn(move || {
-        havip_agent::netns::enter(&id).expect("entering the test namespace");
+        havip_agent::host::netns::enter(&id).expect("entering the test namespace");
         let (a, b, c, up) = (ifindex("vnic-a"), ifindex("vnic-b"), ifindex("vnic-c"), ifindex("uplink0"));
         let mut dp = Dataplane::open(&pin_root, Capacity::default()).expect("loading the data plane");
         let mut maps = dp.take_maps().expect("maps");
@@ -98,11 +99,11 @@ pub fn with_fixture(body: impl FnOnce(&mut Fixture) + Send + 'static) {
     }
 }
 
-pub fn desired(members: &[(u32, [u8; 6])], ports: &[u32]) -> Desired {
-    Desired {
+pub fn desired(members: &[(u32, [u8; 6])], ports: &[u32]) -> MapTarget {
+    MapTarget {
         ports: ports.iter().copied().collect::<BTreeSet<_>>(),
         vips: BTreeMap::from([(VipKey { addr: VIP }, members.iter().copied().collect())]),
-        ..Desired::default()
+        ..MapTarget::default()
     }
 }
 

@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context, Result};
-use havip_agent::api::view::{DesiredView, HavipView};
+use havip_api::view::{DesiredView, HavipView};
 use havip_lab::{agent, netns, scenario::Lab, wait};
 use serde::de::DeserializeOwned;
 

@@ -1,15 +1,19 @@
-//! The operator's verbs as edits of the desired state, and the declarative
-//! file (`havipctl apply -f`, the config's desired-state sections). A verb
-//! checks what only it can (e.g. deleting something in use); the caller then
-//! checks the whole result with [`rules::check`](crate::rules::check).
+//! The operator's operations as edits of the desired state, and the
+//! declarative file (`havipctl apply -f`, the config's desired-state
+//! sections). An operation checks what only it can (e.g. deleting something
+//! in use); the caller then checks the whole result with
+//! [`rules::check`](crate::rules::check).
+//!
+//! Operations that register a vNIC take the *local host*: the host a vNIC
+//! written without `host` lives on (the one whose agent was asked).
 
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    model::{DesiredState, Havip, Vnic},
-    rules::{check_ifname, parse_cidr, parse_ipv4, parse_mac, refuse, Refusal, Rule},
+    rules::{check_ifname, check_name, parse_cidr, parse_ipv4, parse_mac, refuse, Refusal, Rule},
+    state::{DesiredState, Havip, MacAddr, Vnic},
 };
 
 /// A subnet as written by an operator.
@@ -25,6 +29,12 @@ pub struct SubnetSpec {
 #[serde(deny_unknown_fields)]
 pub struct VnicSpec {
     pub name: String,
+    /// The host it lives on; the local host when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Its host-side interface; `name` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
     pub instance: String,
     pub subnet: String,
     pub ip: String,
@@ -59,11 +69,18 @@ pub struct DesiredFile {
 }
 
 impl VnicSpec {
-    fn parse(&self) -> Result<Vnic, Refusal> {
-        check_ifname(&self.name)?;
+    /// The vNIC, placed on `local_host` unless the spec names a host.
+    fn parse(&self, local_host: &str) -> Result<Vnic, Refusal> {
+        check_name("vNIC", &self.name)?;
         let ctx = |e: Refusal| Refusal { message: format!("vNIC {}: {}", self.name, e.message), ..e };
+        let host = self.host.clone().unwrap_or_else(|| local_host.to_owned());
+        check_name("host", &host).map_err(ctx)?;
+        let ifname = self.ifname.clone().unwrap_or_else(|| self.name.clone());
+        check_ifname(&ifname).map_err(ctx)?;
         Ok(Vnic {
             name: self.name.clone(),
+            host,
+            ifname,
             instance: self.instance.clone(),
             subnet: self.subnet.clone(),
             ip: parse_ipv4(&self.ip).map_err(ctx)?,
@@ -77,8 +94,9 @@ fn parse_eip(eip: Option<&str>) -> Result<Option<Ipv4Addr>, Refusal> {
 }
 
 impl DesiredFile {
-    /// The objects of the file, typed; an object written twice is refused.
-    pub fn parse(&self) -> Result<DesiredState, Refusal> {
+    /// The objects of the file, typed, its vNICs placed on `local_host`
+    /// unless they name a host; an object written twice is refused.
+    pub fn parse(&self, local_host: &str) -> Result<DesiredState, Refusal> {
         let mut s = DesiredState::default();
         for sn in &self.subnets {
             let subnet = parse_cidr(&sn.cidr)?;
@@ -87,7 +105,7 @@ impl DesiredFile {
             }
         }
         for v in &self.vnics {
-            if s.vnics.insert(v.name.clone(), v.parse()?).is_some() {
+            if s.vnics.insert(v.name.clone(), v.parse(local_host)?).is_some() {
                 refuse(Rule::Malformed, format!("vNIC {} is written twice", v.name))?;
             }
         }
@@ -127,10 +145,12 @@ impl From<&DesiredState> for DesiredFile {
                 .values()
                 .map(|v| VnicSpec {
                     name: v.name.clone(),
+                    host: Some(v.host.clone()),
+                    ifname: Some(v.ifname.clone()),
                     instance: v.instance.clone(),
                     subnet: v.subnet.clone(),
                     ip: v.ip.to_string(),
-                    mac: crate::model::MacAddr(v.mac).to_string(),
+                    mac: MacAddr(v.mac).to_string(),
                 })
                 .collect(),
             havips: s
@@ -154,17 +174,14 @@ pub fn apply(s: &mut DesiredState, file: DesiredState) {
     s.havips.extend(file.havips);
 }
 
+/// Registers a subnet, or changes its CIDR.
 pub fn put_subnet(s: &mut DesiredState, spec: &SubnetSpec) -> Result<(), Refusal> {
-    check_ifname_like_name(&spec.name)?;
+    check_name("subnet", &spec.name)?;
     s.subnets.insert(spec.name.clone(), parse_cidr(&spec.cidr)?);
     Ok(())
 }
 
-/// Subnet names share the vNIC naming rule: short, no spaces or slashes.
-fn check_ifname_like_name(name: &str) -> Result<(), Refusal> {
-    check_ifname(name).map_err(|e| Refusal { message: format!("subnet name: {}", e.message), ..e })
-}
-
+/// Removes an unused subnet.
 pub fn delete_subnet(s: &mut DesiredState, name: &str) -> Result<(), Refusal> {
     if !s.subnets.contains_key(name) {
         return refuse(Rule::UnknownSubnet, format!("subnet {name} does not exist"));
@@ -183,11 +200,14 @@ pub fn delete_subnet(s: &mut DesiredState, name: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-pub fn put_vnic(s: &mut DesiredState, spec: &VnicSpec) -> Result<(), Refusal> {
-    s.vnics.insert(spec.name.clone(), spec.parse()?);
+/// Registers a vNIC (on `local_host` unless the spec names a host), or
+/// updates it.
+pub fn put_vnic(s: &mut DesiredState, spec: &VnicSpec, local_host: &str) -> Result<(), Refusal> {
+    s.vnics.insert(spec.name.clone(), spec.parse(local_host)?);
     Ok(())
 }
 
+/// Removes a vNIC that is no HAVIP's member.
 pub fn delete_vnic(s: &mut DesiredState, name: &str) -> Result<(), Refusal> {
     if !s.vnics.contains_key(name) {
         return refuse(Rule::UnknownVnic, format!("vNIC {name} does not exist"));
@@ -273,6 +293,7 @@ pub fn delete_havip(s: &mut DesiredState, vip: Ipv4Addr, force: bool) -> Result<
     Ok(s.havips.remove(&vip).expect("looked up above"))
 }
 
+/// Makes `vnic` a member of the HAVIP.
 pub fn associate(s: &mut DesiredState, vip: Ipv4Addr, vnic: &str) -> Result<(), Refusal> {
     if !s.vnics.contains_key(vnic) {
         return refuse(Rule::UnknownVnic, format!("vNIC {vnic} does not exist"));
@@ -281,6 +302,7 @@ pub fn associate(s: &mut DesiredState, vip: Ipv4Addr, vnic: &str) -> Result<(), 
     Ok(())
 }
 
+/// Takes `vnic` out of the HAVIP's members.
 pub fn disassociate(s: &mut DesiredState, vip: Ipv4Addr, vnic: &str) -> Result<(), Refusal> {
     let h = havip_mut(s, vip)?;
     let Some(i) = h.members.iter().position(|m| m == vnic) else {
@@ -290,6 +312,7 @@ pub fn disassociate(s: &mut DesiredState, vip: Ipv4Addr, vnic: &str) -> Result<(
     Ok(())
 }
 
+/// Binds an EIP to the HAVIP (1:1 NAT on the uplink).
 pub fn bind_eip(s: &mut DesiredState, vip: Ipv4Addr, eip: &str, max_eips: usize) -> Result<(), Refusal> {
     let eip = parse_ipv4(eip)?;
     let h = havip_mut(s, vip)?;
@@ -304,6 +327,7 @@ pub fn bind_eip(s: &mut DesiredState, vip: Ipv4Addr, eip: &str, max_eips: usize)
     Ok(())
 }
 
+/// Unbinds the HAVIP's EIP.
 pub fn unbind_eip(s: &mut DesiredState, vip: Ipv4Addr) -> Result<(), Refusal> {
     let h = havip_mut(s, vip)?;
     if h.eip.take().is_none() {
@@ -331,7 +355,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        file.parse().unwrap()
+        file.parse("hv1").unwrap()
     }
 
     #[test]
@@ -342,7 +366,7 @@ mod tests {
         bind_eip(&mut s, vip, "203.0.113.7", 1).unwrap();
         let text = toml::to_string(&DesiredFile::from(&s)).unwrap();
         let back: DesiredFile = toml::from_str(&text).unwrap();
-        assert_eq!(back.parse().unwrap(), s, "{text}");
+        assert_eq!(back.parse("elsewhere").unwrap(), s, "{text}");
     }
 
     #[test]
@@ -386,9 +410,9 @@ mod tests {
             havips: vec![HavipSpec { subnet: "vpc1".into(), ..Default::default() }],
             ..Default::default()
         };
-        assert_eq!(f.parse().unwrap_err().rule, Rule::Malformed);
+        assert_eq!(f.parse("hv1").unwrap_err().rule, Rule::Malformed);
         let h = HavipSpec { vip: Some("198.18.1.5".into()), subnet: "vpc1".into(), ..Default::default() };
         let f = DesiredFile { havips: vec![h.clone(), h], ..Default::default() };
-        assert_eq!(f.parse().unwrap_err().rule, Rule::VipUnique);
+        assert_eq!(f.parse("hv1").unwrap_err().rule, Rule::VipUnique);
     }
 }

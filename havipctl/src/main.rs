@@ -7,15 +7,13 @@ use std::{io::Write, path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 use futures::StreamExt;
-use havip_agent::{
-    api::{
-        client::{Body, Client},
-        view::{AgentStatus, Applied, DesiredView, EipRequest, HavipView, SubnetView, VnicView},
-        DEFAULT_SOCKET,
-    },
-    feed::Event,
-    model::rfc3339,
-    verbs::{DesiredFile, HavipSpec, SubnetSpec, VnicSpec},
+use havip_api::{
+    view::{AgentStatus, Applied, DesiredView, EipRequest, HavipView, SubnetView, VnicView},
+    Body, Client, Event, DEFAULT_SOCKET,
+};
+use havip_model::{
+    ops::{DesiredFile, HavipSpec, SubnetSpec, VnicSpec},
+    state::rfc3339,
 };
 use hyper::Method;
 use serde::{de::DeserializeOwned, Serialize};
@@ -99,9 +97,16 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum VnicCmd {
-    /// Register a vNIC by its host-side interface name (or update it).
+    /// Register a vNIC (or update it): an id unique in the VPC, on this
+    /// agent's host unless --host says otherwise.
     Add {
         name: String,
+        /// The host it lives on (a host id); the agent's own host by default.
+        #[arg(long)]
+        host: Option<String>,
+        /// Its host-side interface (tap, veth); NAME by default.
+        #[arg(long)]
+        ifname: Option<String>,
         #[arg(long)]
         instance: String,
         #[arg(long)]
@@ -181,11 +186,14 @@ fn havip_table(hs: &[HavipView]) -> String {
 }
 
 fn havip_detail(h: &HavipView) -> String {
-    let holder = match (&h.holder, &h.holder_instance) {
+    let mut holder = match (&h.holder, &h.holder_instance) {
         (Some(v), Some(i)) => format!("{v} ({i})"),
         (Some(v), None) => v.clone(),
         _ => "none".to_owned(),
     };
+    if let Some(host) = &h.holder_host {
+        holder = format!("{holder} on host {host}");
+    }
     let mut out = format!(
         "VIP:        {}\nSubnet:     {}\nStatus:     {}\nHolder:     {holder}\nSince:      {}\nEpoch:      {}\nFailovers:  {}\nEIP:        {}\nMembers:\n",
         h.vip,
@@ -239,7 +247,7 @@ struct Ctl {
 
 impl Ctl {
     async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Body) -> Result<T> {
-        self.client.call(method, path, body).await
+        Ok(self.client.call(method, path, body).await?)
     }
 
     async fn havip(&self, method: Method, path: &str, body: Body) -> Result<()> {
@@ -314,14 +322,16 @@ async fn run(cli: Cli) -> Result<()> {
             let s: AgentStatus = ctl.call(Method::GET, "/v1/status", Body::None).await?;
             show(ctl.json, &s, |s| {
                 format!(
-                    "havip-agent {} (pid {}) since {}\nrevision:   {} (maps at {})\nobjects:    {} subnets, {} vNICs ({} present), {} HAVIPs\nmemory:     {} KiB resident, {} KiB peak",
+                    "havip-agent {} on host {} (pid {}) since {}\nrevision:   {} (maps at {})\nobjects:    {} subnets, {} vNICs ({} on this host, {} present), {} HAVIPs\nmemory:     {} KiB resident, {} KiB peak",
                     s.version,
+                    s.host,
                     s.pid,
                     s.started,
                     s.revision,
                     s.reconciled_revision,
                     s.subnets,
                     s.vnics,
+                    s.vnics_local,
                     s.vnics_present,
                     s.havips,
                     s.rss_kib,
@@ -329,9 +339,9 @@ async fn run(cli: Cli) -> Result<()> {
                 )
             })
         }
-        Cmd::Vnic(VnicCmd::Add { name, instance, subnet, ip, mac }) => {
+        Cmd::Vnic(VnicCmd::Add { name, host, ifname, instance, subnet, ip, mac }) => {
             let what = format!("vNIC {name} registered");
-            let spec = VnicSpec { name, instance, subnet, ip, mac };
+            let spec = VnicSpec { name, host, ifname, instance, subnet, ip, mac };
             ctl.done(Method::POST, "/v1/vnics", Body::json(&spec)?, what).await
         }
         Cmd::Vnic(VnicCmd::Delete { name }) => {
@@ -347,6 +357,8 @@ async fn run(cli: Cli) -> Result<()> {
                         let havips: Vec<String> = v.havips.iter().map(|h| h.to_string()).collect();
                         vec![
                             v.name.clone(),
+                            v.host.clone(),
+                            v.ifname.clone(),
                             v.instance.clone(),
                             v.subnet.clone(),
                             v.ip.to_string(),
@@ -357,7 +369,13 @@ async fn run(cli: Cli) -> Result<()> {
                         ]
                     })
                     .collect();
-                table(&["NAME", "INSTANCE", "SUBNET", "IP", "MAC", "LINK", "IFINDEX", "HAVIPS"], rows)
+                table(
+                    &[
+                        "NAME", "HOST", "IFNAME", "INSTANCE", "SUBNET", "IP", "MAC", "LINK", "IFINDEX",
+                        "HAVIPS",
+                    ],
+                    rows,
+                )
             })
         }
         Cmd::Subnet(SubnetCmd::Add { name, cidr }) => {

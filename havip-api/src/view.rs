@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, fmt, net::Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Claim, DesiredState};
+use havip_model::{state::Claim, DesiredState};
 
 /// The cloud's status words: Available (no members) / InUse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,13 +20,16 @@ impl fmt::Display for Status {
     }
 }
 
-/// A vNIC's link as this host sees it.
+/// A vNIC's link as the answering agent's host sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkState {
     Up,
     Down,
+    /// Registered on this host, but no such interface exists (yet).
     Absent,
+    /// The vNIC lives on another host.
+    Remote,
 }
 
 impl fmt::Display for LinkState {
@@ -35,6 +38,7 @@ impl fmt::Display for LinkState {
             Self::Up => "up",
             Self::Down => "down",
             Self::Absent => "absent",
+            Self::Remote => "remote",
         })
     }
 }
@@ -55,6 +59,8 @@ pub struct HavipView {
     pub eip: Option<Ipv4Addr>,
     /// The vNIC holding the VIP, as observed.
     pub holder: Option<String>,
+    /// The host whose data plane saw the holder take over.
+    pub holder_host: Option<String>,
     pub holder_instance: Option<String>,
     /// Since when the holder (or the absence of one) holds, RFC 3339.
     pub since: Option<String>,
@@ -68,6 +74,8 @@ pub struct HavipView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VnicView {
     pub name: String,
+    pub host: String,
+    pub ifname: String,
     pub instance: String,
     pub subnet: String,
     pub ip: Ipv4Addr,
@@ -97,6 +105,8 @@ pub struct DesiredView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentStatus {
     pub version: String,
+    /// This host's id (`[agent] host_id`, by default the hostname).
+    pub host: String,
     pub pid: u32,
     pub started: String,
     /// The store's desired-state revision.
@@ -105,7 +115,9 @@ pub struct AgentStatus {
     pub reconciled_revision: u64,
     pub subnets: usize,
     pub vnics: usize,
-    /// Registered vNICs whose link exists on this host.
+    /// Registered vNICs that live on this host.
+    pub vnics_local: usize,
+    /// Of those, the ones whose link exists.
     pub vnics_present: usize,
     pub havips: usize,
     pub rss_kib: u64,
@@ -132,4 +144,46 @@ pub struct ErrorBody {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EipRequest {
     pub eip: String,
+}
+
+/// What the agent's event feed reports (`havipctl events`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A member claimed the VIP and now holds it.
+    HolderChanged,
+    /// The VIP has no holder any more (its vNIC went away, went down, or left).
+    HolderCleared,
+    /// A claim the data plane dropped (not a member, wrong MAC).
+    ClaimRejected,
+    VnicUp,
+    VnicDown,
+    VnicGone,
+    /// A veth vNIC whose peer cannot take XDP frames: what havip redirects
+    /// into it would be dropped.
+    PeerWithoutXdp,
+    /// The desired state changed (an operation or an apply).
+    Changed,
+}
+
+impl EventKind {
+    /// What an operator should look at: logged as a warning.
+    pub fn is_warning(self) -> bool {
+        matches!(self, Self::HolderCleared | Self::ClaimRejected | Self::PeerWithoutXdp)
+    }
+}
+
+/// One event of the agent's feed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Grows by one per event of this agent run.
+    pub seq: u64,
+    /// Unix ms.
+    pub at_ms: u64,
+    pub kind: EventKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vnic: Option<String>,
+    pub detail: String,
 }

@@ -4,14 +4,24 @@
 //! the helper still reports success. The agent looks at the peer, wherever
 //! its namespace, and says so by name rather than let the VIP go dark.
 
-use std::sync::Arc;
-
 use anyhow::{Context, Result};
 use futures::TryStreamExt;
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage, LinkXdp, XdpAttached};
 use rtnetlink::Handle;
 
-use crate::feed::{Feed, Kind};
+impl Peer {
+    /// Why what havip forwards into `ifname` would be lost, if it would.
+    pub fn problem(&self, ifname: &str) -> Option<String> {
+        match self {
+            Self::NoXdp { peer } => Some(format!(
+                "{ifname} is a veth whose peer {peer} runs no XDP program: frames havip forwards into \
+                 it (VIP traffic, ARP answers) are dropped unless GRO is on there; attach one to {peer} \
+                 (XDP_PASS will do)"
+            )),
+            Self::Ready { .. } | Self::NotVeth => None,
+        }
+    }
+}
 
 /// What a vNIC's peer means for XDP delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,27 +99,4 @@ pub async fn inspect(handle: &Handle, ifname: &str) -> Result<Peer> {
         true => Peer::Ready { peer: name(&peer) },
         false => Peer::NoXdp { peer: name(&peer) },
     })
-}
-
-/// Looks at `ifname`'s peer in the background and, if what havip forwards
-/// into `ifname` cannot be delivered there, says so: a `peer_without_xdp`
-/// event (logged as a warning). For vNICs and the uplink alike.
-pub fn report(rtnl: &Handle, feed: &Arc<Feed>, ifname: &str) {
-    let (rtnl, feed, ifname) = (rtnl.clone(), feed.clone(), ifname.to_owned());
-    tokio::spawn(async move {
-        match inspect(&rtnl, &ifname).await {
-            Ok(Peer::NoXdp { peer }) => feed.publish(
-                Kind::PeerWithoutXdp,
-                None,
-                Some(&ifname),
-                format!(
-                    "{ifname} is a veth whose peer {peer} runs no XDP program: frames havip forwards into \
-                     it (VIP traffic, ARP answers) are dropped unless GRO is on there; attach one to {peer} \
-                     (XDP_PASS will do)"
-                ),
-            ),
-            Ok(Peer::Ready { .. } | Peer::NotVeth) => {}
-            Err(e) => tracing::warn!(interface = %ifname, error = %format!("{e:#}"), "looking at the peer"),
-        }
-    });
 }

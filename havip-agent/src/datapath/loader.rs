@@ -4,14 +4,13 @@
 //! program in place without dropping a packet.
 
 use std::{
-    collections::BTreeMap,
     fs,
     path::{Path, PathBuf},
 };
 
 use anyhow::{bail, Context, Result};
 use aya::{
-    maps::{Array, DevMapHash, HashMap, MapData, MapInfo, MapType, PerCpuArray, RingBuf},
+    maps::{MapData, MapInfo, MapType, RingBuf},
     programs::{
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
@@ -23,47 +22,10 @@ use havip_common::{
     maps, EipBinding, EipKey, GlobalCounter, MemberInfo, MemberKey, UplinkPort, VipCounters, VipKey, VipNat,
     VipRef, VipState, VrrpSeen, ABI_VERSION, EVENTS_BYTES, PROG_UPLINK, PROG_VNIC,
 };
+use havip_model::Capacity;
 use tracing::{info, warn};
 
-use crate::{bpffs, config::Capacity};
-
-/// The maps of `havip_abi.h`, typed; the events ring buffer is handed out
-/// apart ([`Dataplane::take_events`]) since its reader runs on its own.
-pub struct Maps {
-    /// VIP -> its slot; fixed while the VIP exists.
-    pub vips: HashMap<MapData, VipKey, VipRef>,
-    /// Slot -> the VIP's holder and the rest that changes.
-    pub vip_state: Array<MapData, VipState>,
-    pub members: HashMap<MapData, MemberKey, MemberInfo>,
-    pub vrrp: HashMap<MapData, VipKey, VrrpSeen>,
-    pub tx_ports: DevMapHash<MapData>,
-    pub vip_stats: PerCpuArray<MapData, VipCounters>,
-    pub global_stats: PerCpuArray<MapData, u64>,
-    pub eips: HashMap<MapData, EipKey, EipBinding>,
-    pub vip_nat: HashMap<MapData, VipKey, VipNat>,
-    pub uplink: Array<MapData, UplinkPort>,
-}
-
-impl Maps {
-    /// The state of `vip`: its slot from `vips`, then `vip_state[slot]`.
-    /// `None` if the VIP is not in the maps.
-    pub fn vip(&self, vip: &VipKey) -> Option<VipState> {
-        let r = self.vips.get(vip, 0).ok()?;
-        self.vip_state.get(&r.slot, 0).ok()
-    }
-
-    /// Every VIP in the maps with its state.
-    pub fn vips_with_state(&self) -> Result<BTreeMap<VipKey, VipState>> {
-        let mut all = BTreeMap::new();
-        for entry in self.vips.iter() {
-            let (key, r) = entry.context("listing vips")?;
-            let state =
-                self.vip_state.get(&r.slot, 0).with_context(|| format!("reading vip_state[{}]", r.slot))?;
-            all.insert(key, state);
-        }
-        Ok(all)
-    }
-}
+use super::{bpffs, maps::KernelMaps};
 
 /// What attaching to a vNIC did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +36,7 @@ pub enum Attach {
     Swapped,
 }
 
+/// The loaded object, its pin directory and its links.
 pub struct Dataplane {
     ebpf: Ebpf,
     dir: PathBuf,
@@ -321,9 +284,9 @@ impl Dataplane {
     }
 
     /// Hands out the maps; call once.
-    pub fn take_maps(&mut self) -> Result<Maps> {
+    pub fn take_maps(&mut self) -> Result<KernelMaps> {
         let mut take = |name: &str| self.ebpf.take_map(name).with_context(|| format!("map {name} missing"));
-        Ok(Maps {
+        Ok(KernelMaps {
             vips: take(maps::VIPS)?.try_into()?,
             vip_state: take(maps::VIP_STATE)?.try_into()?,
             members: take(maps::MEMBERS)?.try_into()?,

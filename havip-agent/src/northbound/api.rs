@@ -3,9 +3,6 @@
 //! refusal answers 404 (no such object), 400 (malformed) or 409 (a rule),
 //! with the rule's name, and changes nothing.
 
-pub mod client;
-pub mod view;
-
 use std::{
     collections::BTreeMap,
     convert::Infallible,
@@ -28,31 +25,38 @@ use axum::{
     Json, Router,
 };
 use futures::{stream, Future, StreamExt};
-use havip_common::{VipCounter, VipCounters, VipKey};
+use havip_api::{
+    view::{
+        AgentStatus, Applied, DesiredView, EipRequest, ErrorBody, HavipView, LinkState, MemberView, Status,
+        SubnetView, VnicView,
+    },
+    Event, EventKind,
+};
+use havip_common::{VipCounter, VipKey};
+use havip_model::{
+    ops::{self, DesiredFile, HavipSpec, SubnetSpec, VnicSpec},
+    rules::{self, parse_ipv4},
+    state::rfc3339,
+    DesiredState, Havip, Limits, MacAddr, Observed, Refusal, Rule, Vnic,
+};
 use serde::Deserialize;
 use tokio::{net::UnixListener, sync::watch};
 
-use self::view::{
-    AgentStatus, Applied, DesiredView, EipRequest, ErrorBody, HavipView, LinkState, MemberView, Status,
-    SubnetView, VnicView,
-};
 use crate::{
-    dataplane::Maps,
-    feed::{Event, Feed, Kind},
-    model::{rfc3339, DesiredState, Havip, MacAddr, Observed},
-    netlink::Links,
-    rules::{self, parse_ipv4, Limits, Refusal, Rule},
-    store::{update_with, Store},
-    verbs::{self, DesiredFile, HavipSpec, SubnetSpec, VnicSpec},
+    control::feed::Feed,
+    datapath::maps::Maps,
+    host::links::Links,
+    store::{update_with, Store, StoreError},
+    sync::lock,
 };
-
-pub const DEFAULT_SOCKET: &str = "/run/havip/api.sock";
 
 /// What the API reads and changes.
 pub struct Control {
+    /// This host's id: where vNICs registered without a host are placed.
+    pub host: String,
     pub store: Arc<dyn Store>,
     pub limits: Limits,
-    pub maps: Arc<Mutex<Maps>>,
+    pub maps: Arc<Mutex<dyn Maps>>,
     pub feed: Arc<Feed>,
     pub links: watch::Receiver<Links>,
     /// The store revision the maps were last brought to.
@@ -70,7 +74,7 @@ impl Control {
         edit: impl FnMut(&mut DesiredState) -> Result<T, Refusal> + Send + 'static,
     ) -> Result<T, ApiError> {
         let (out, revision) = self.commit(edit).await?;
-        self.feed.publish(Kind::Changed, vip, None, format!("{what} (revision {revision})"));
+        self.feed.publish(EventKind::Changed, vip, None, format!("{what} (revision {revision})"));
         Ok(out)
     }
 
@@ -93,21 +97,70 @@ impl Control {
         Ok((out, snap.revision))
     }
 
-    pub(crate) fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
-        self.maps.lock().unwrap_or_else(|p| p.into_inner())
+    /// The maps, locked.
+    pub(crate) fn maps(&self) -> std::sync::MutexGuard<'_, dyn Maps + 'static> {
+        lock(&self.maps)
     }
 
     fn describe(&self, vips: impl Fn(&Ipv4Addr) -> bool) -> Vec<HavipView> {
         let state = self.store.desired().state;
         let observed = self.store.observed();
         let links = self.links.borrow().clone();
-        let maps = self.maps();
+        let mut maps = self.maps();
         state
             .havips
             .values()
             .filter(|h| vips(&h.vip))
-            .map(|h| view_havip(&state, h, observed.get(&h.vip), &links, &maps))
+            .map(|h| self.view_havip(&state, h, observed.get(&h.vip), &links, &mut *maps))
             .collect()
+    }
+
+    /// A vNIC's link as this host sees it: remote when it lives elsewhere.
+    fn link_state(&self, links: &Links, vnic: Option<&Vnic>) -> LinkState {
+        match vnic {
+            Some(v) if v.host != self.host => LinkState::Remote,
+            Some(v) => match links.get(&v.ifname) {
+                Some(l) if l.up => LinkState::Up,
+                Some(_) => LinkState::Down,
+                None => LinkState::Absent,
+            },
+            None => LinkState::Absent,
+        }
+    }
+
+    fn view_havip(
+        &self,
+        state: &DesiredState,
+        h: &Havip,
+        o: Option<&Observed>,
+        links: &Links,
+        maps: &mut dyn Maps,
+    ) -> HavipView {
+        let o = o.cloned().unwrap_or_default();
+        let instance = |vnic: &str| state.vnics.get(vnic).map(|v| v.instance.clone());
+        HavipView {
+            vip: h.vip,
+            subnet: h.subnet.clone(),
+            status: if h.members.is_empty() { Status::Available } else { Status::InUse },
+            members: h
+                .members
+                .iter()
+                .map(|m| MemberView {
+                    vnic: m.clone(),
+                    instance: instance(m).unwrap_or_default(),
+                    link: self.link_state(links, state.vnics.get(m)),
+                })
+                .collect(),
+            eip: h.eip,
+            holder_instance: o.holder_vnic().and_then(instance),
+            holder_host: o.holder.as_ref().map(|h| h.host.clone()),
+            holder: o.holder.map(|h| h.vnic),
+            since: o.since_ms.map(rfc3339),
+            epoch: o.epoch,
+            failovers: o.failovers,
+            last_claims: o.last_claims.into(),
+            counters: counters(maps, h.vip),
+        }
     }
 
     fn describe_one(&self, vip: Ipv4Addr) -> Result<HavipView, ApiError> {
@@ -121,53 +174,11 @@ impl Control {
     }
 }
 
-fn link_state(links: &Links, vnic: &str) -> LinkState {
-    match links.get(vnic) {
-        Some(l) if l.up => LinkState::Up,
-        Some(_) => LinkState::Down,
-        None => LinkState::Absent,
-    }
-}
-
-fn view_havip(
-    state: &DesiredState,
-    h: &Havip,
-    o: Option<&Observed>,
-    links: &Links,
-    maps: &Maps,
-) -> HavipView {
-    let o = o.cloned().unwrap_or_default();
-    let instance = |vnic: &str| state.vnics.get(vnic).map(|v| v.instance.clone());
-    HavipView {
-        vip: h.vip,
-        subnet: h.subnet.clone(),
-        status: if h.members.is_empty() { Status::Available } else { Status::InUse },
-        members: h
-            .members
-            .iter()
-            .map(|m| MemberView {
-                vnic: m.clone(),
-                instance: instance(m).unwrap_or_default(),
-                link: link_state(links, m),
-            })
-            .collect(),
-        eip: h.eip,
-        holder_instance: o.holder.as_deref().and_then(instance),
-        holder: o.holder,
-        since: o.since_ms.map(rfc3339),
-        epoch: o.epoch,
-        failovers: o.failovers,
-        last_claims: o.last_claims.into(),
-        counters: counters(maps, h.vip),
-    }
-}
-
 /// The VIP's per-CPU counters, summed; empty until the VIP is in the maps.
-pub fn counters(maps: &Maps, vip: Ipv4Addr) -> BTreeMap<String, u64> {
+pub fn counters(maps: &mut dyn Maps, vip: Ipv4Addr) -> BTreeMap<String, u64> {
     let Some(state) = maps.vip(&VipKey::from(vip)) else { return BTreeMap::new() };
-    let Ok(per_cpu) = maps.vip_stats.get(&state.slot, 0) else { return BTreeMap::new() };
-    let sum = |c: VipCounter| per_cpu.iter().map(|v: &VipCounters| v.get(c)).sum::<u64>();
-    VipCounter::ALL.iter().map(|&c| (c.name().to_owned(), sum(c))).collect()
+    let Ok(sum) = maps.vip_counters(state.slot) else { return BTreeMap::new() };
+    VipCounter::ALL.iter().map(|&c| (c.name().to_owned(), sum.get(c))).collect()
 }
 
 /// A refusal or failure as an HTTP answer.
@@ -188,14 +199,20 @@ impl From<Refusal> for ApiError {
     }
 }
 
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Refused(r) => r.into(),
+            StoreError::Backend(e) => e.into(),
+        }
+    }
+}
+
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
-        match e.downcast::<Refusal>() {
-            Ok(r) => r.into(),
-            Err(e) => Self {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                body: ErrorBody { error: format!("{e:#}"), rule: None },
-            },
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            body: ErrorBody { error: format!("{e:#}"), rule: None },
         }
     }
 }
@@ -226,8 +243,8 @@ async fn create_havip(
     Json(spec): Json<HavipSpec>,
 ) -> Result<(StatusCode, Json<HavipView>), ApiError> {
     // The event names the VIP, which may only be known once allocated.
-    let (vip, revision) = c.commit(move |s| verbs::create_havip(s, &spec)).await?;
-    c.feed.publish(Kind::Changed, Some(vip), None, format!("HAVIP created (revision {revision})"));
+    let (vip, revision) = c.commit(move |s| ops::create_havip(s, &spec)).await?;
+    c.feed.publish(EventKind::Changed, Some(vip), None, format!("HAVIP created (revision {revision})"));
     Ok((StatusCode::CREATED, Json(c.describe_one(vip)?)))
 }
 
@@ -240,20 +257,20 @@ struct Force {
 async fn delete_havip(State(c): Ctl, UrlPath(vip): UrlPath<String>, Query(q): Query<Force>) -> Answer<Havip> {
     let vip = vip_of(&vip)?;
     let what = if q.force { "HAVIP deleted (forced)" } else { "HAVIP deleted" };
-    Ok(Json(c.change(Some(vip), what.into(), move |s| verbs::delete_havip(s, vip, q.force)).await?))
+    Ok(Json(c.change(Some(vip), what.into(), move |s| ops::delete_havip(s, vip, q.force)).await?))
 }
 
 async fn associate(State(c): Ctl, UrlPath((vip, vnic)): UrlPath<(String, String)>) -> Answer<HavipView> {
     let vip = vip_of(&vip)?;
     let what = format!("{vnic} associated");
-    c.change(Some(vip), what, move |s| verbs::associate(s, vip, &vnic)).await?;
+    c.change(Some(vip), what, move |s| ops::associate(s, vip, &vnic)).await?;
     Ok(Json(c.describe_one(vip)?))
 }
 
 async fn disassociate(State(c): Ctl, UrlPath((vip, vnic)): UrlPath<(String, String)>) -> Answer<HavipView> {
     let vip = vip_of(&vip)?;
     let what = format!("{vnic} disassociated");
-    c.change(Some(vip), what, move |s| verbs::disassociate(s, vip, &vnic)).await?;
+    c.change(Some(vip), what, move |s| ops::disassociate(s, vip, &vnic)).await?;
     Ok(Json(c.describe_one(vip)?))
 }
 
@@ -265,13 +282,13 @@ async fn bind_eip(
     let vip = vip_of(&vip)?;
     let max = c.limits.max_eips_per_havip;
     let what = format!("EIP {} bound", req.eip);
-    c.change(Some(vip), what, move |s| verbs::bind_eip(s, vip, &req.eip, max)).await?;
+    c.change(Some(vip), what, move |s| ops::bind_eip(s, vip, &req.eip, max)).await?;
     Ok(Json(c.describe_one(vip)?))
 }
 
 async fn unbind_eip(State(c): Ctl, UrlPath(vip): UrlPath<String>) -> Answer<HavipView> {
     let vip = vip_of(&vip)?;
-    c.change(Some(vip), "EIP unbound".into(), move |s| verbs::unbind_eip(s, vip)).await?;
+    c.change(Some(vip), "EIP unbound".into(), move |s| ops::unbind_eip(s, vip)).await?;
     Ok(Json(c.describe_one(vip)?))
 }
 
@@ -283,12 +300,14 @@ async fn list_vnics(State(c): Ctl) -> Answer<Vec<VnicView>> {
         .values()
         .map(|v| VnicView {
             name: v.name.clone(),
+            host: v.host.clone(),
+            ifname: v.ifname.clone(),
             instance: v.instance.clone(),
             subnet: v.subnet.clone(),
             ip: v.ip,
             mac: MacAddr(v.mac).to_string(),
-            link: link_state(&links, &v.name),
-            ifindex: links.get(&v.name).map(|l| l.ifindex),
+            link: c.link_state(&links, Some(v)),
+            ifindex: links.get(&v.ifname).filter(|_| v.host == c.host).map(|l| l.ifindex),
             havips: state.havips.values().filter(|h| h.members.contains(&v.name)).map(|h| h.vip).collect(),
         })
         .collect();
@@ -297,13 +316,14 @@ async fn list_vnics(State(c): Ctl) -> Answer<Vec<VnicView>> {
 
 async fn put_vnic(State(c): Ctl, Json(spec): Json<VnicSpec>) -> Answer<()> {
     let what = format!("vNIC {} registered", spec.name);
-    c.change(None, what, move |s| verbs::put_vnic(s, &spec)).await?;
+    let host = c.host.clone();
+    c.change(None, what, move |s| ops::put_vnic(s, &spec, &host)).await?;
     Ok(Json(()))
 }
 
 async fn delete_vnic(State(c): Ctl, UrlPath(name): UrlPath<String>) -> Answer<()> {
     let what = format!("vNIC {name} removed");
-    c.change(None, what, move |s| verbs::delete_vnic(s, &name)).await?;
+    c.change(None, what, move |s| ops::delete_vnic(s, &name)).await?;
     Ok(Json(()))
 }
 
@@ -324,13 +344,13 @@ async fn list_subnets(State(c): Ctl) -> Answer<Vec<SubnetView>> {
 
 async fn put_subnet(State(c): Ctl, Json(spec): Json<SubnetSpec>) -> Answer<()> {
     let what = format!("subnet {} registered", spec.name);
-    c.change(None, what, move |s| verbs::put_subnet(s, &spec)).await?;
+    c.change(None, what, move |s| ops::put_subnet(s, &spec)).await?;
     Ok(Json(()))
 }
 
 async fn delete_subnet(State(c): Ctl, UrlPath(name): UrlPath<String>) -> Answer<()> {
     let what = format!("subnet {name} removed");
-    c.change(None, what, move |s| verbs::delete_subnet(s, &name)).await?;
+    c.change(None, what, move |s| ops::delete_subnet(s, &name)).await?;
     Ok(Json(()))
 }
 
@@ -343,11 +363,11 @@ async fn get_desired(State(c): Ctl) -> Answer<DesiredView> {
 async fn apply(State(c): Ctl, text: String) -> Answer<Applied> {
     let file: DesiredFile = toml::from_str(&text)
         .map_err(|e| Refusal { rule: Rule::Malformed, message: format!("reading the file: {e}") })?;
-    let objects = file.parse()?;
+    let objects = file.parse(&c.host)?;
     let counts = (objects.subnets.len(), objects.vnics.len(), objects.havips.len());
     let what = format!("applied {} subnets, {} vNICs, {} HAVIPs", counts.0, counts.1, counts.2);
     c.change(None, what, move |s| {
-        verbs::apply(s, objects.clone());
+        ops::apply(s, objects.clone());
         Ok(())
     })
     .await?;
@@ -373,13 +393,15 @@ async fn status(State(c): Ctl) -> Answer<AgentStatus> {
     let (rss_kib, peak_rss_kib) = memory_kib();
     Ok(Json(AgentStatus {
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        host: c.host.clone(),
         pid: std::process::id(),
         started: rfc3339(c.started_ms),
         revision: snap.revision,
         reconciled_revision: c.reconciled.load(Ordering::Relaxed),
         subnets: snap.state.subnets.len(),
         vnics: snap.state.vnics.len(),
-        vnics_present: snap.state.vnics.keys().filter(|v| links.contains_key(*v)).count(),
+        vnics_local: snap.state.vnics_on(&c.host).count(),
+        vnics_present: snap.state.vnics_on(&c.host).filter(|v| links.contains_key(&v.ifname)).count(),
         havips: snap.state.havips.len(),
         rss_kib,
         peak_rss_kib,

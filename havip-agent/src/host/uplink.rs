@@ -16,7 +16,7 @@ use rtnetlink::Handle;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::reconcile::Uplink;
+use crate::datapath::plan::Uplink;
 
 /// How often the neighbour table is read again.
 const REFRESH: Duration = Duration::from_secs(1);

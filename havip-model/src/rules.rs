@@ -11,10 +11,7 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::{
-    config::Capacity,
-    model::{DesiredState, Subnet},
-};
+use crate::state::{DesiredState, Subnet};
 
 /// The rules, by the name a refusal shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +24,7 @@ pub enum Rule {
     UnknownHavip,
     VnicInSubnet,
     VnicAddressUnique,
+    VnicInterfaceUnique,
     VipInSubnet,
     VipNotNetworkOrBroadcast,
     VipNotVnicAddress,
@@ -46,6 +44,8 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// The rule's name, as refusals, the API's `rule` field and the README
+    /// show it.
     pub fn name(self) -> &'static str {
         match self {
             Self::Malformed => "well-formed",
@@ -55,6 +55,7 @@ impl Rule {
             Self::UnknownHavip => "havip-exists",
             Self::VnicInSubnet => "vnic-in-subnet",
             Self::VnicAddressUnique => "vnic-address-unique",
+            Self::VnicInterfaceUnique => "vnic-interface-unique",
             Self::VipInSubnet => "vip-in-subnet",
             Self::VipNotNetworkOrBroadcast => "vip-not-network-or-broadcast",
             Self::VipNotVnicAddress => "vip-not-vnic-address",
@@ -102,8 +103,30 @@ impl fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
+/// `Err(Refusal { rule, message })`.
 pub fn refuse<T>(rule: Rule, message: impl Into<String>) -> Result<T, Refusal> {
     Err(Refusal { rule, message: message.into() })
+}
+
+/// Map capacities (`[dataplane]`): how many VIPs, memberships and vNICs the
+/// data plane's maps hold. Changing them for an existing pin directory is
+/// refused by the agent (the pinned maps would not match): tear down first.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Capacity {
+    pub max_vips: u32,
+    pub max_members: u32,
+    pub max_vnics: u32,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Self {
+            max_vips: havip_common::DEFAULT_MAX_VIPS,
+            max_members: havip_common::DEFAULT_MAX_MEMBERS,
+            max_vnics: havip_common::DEFAULT_MAX_VNICS,
+        }
+    }
 }
 
 /// Product quotas: the cloud's defaults, configurable under `[limits]`.
@@ -135,8 +158,20 @@ impl Default for Limits {
 /// (rather than about a verb, such as deleting something in use).
 pub fn check(s: &DesiredState, limits: &Limits) -> Result<(), Refusal> {
     let mut vnic_by_ip: HashMap<Ipv4Addr, &str> = HashMap::new();
+    let mut vnic_by_interface: HashMap<(&str, &str), &str> = HashMap::new();
     for v in s.vnics.values() {
-        check_ifname(&v.name)?;
+        check_name("vNIC", &v.name)?;
+        check_name("host", &v.host).map_err(|e| in_vnic(&v.name, e))?;
+        check_ifname(&v.ifname).map_err(|e| in_vnic(&v.name, e))?;
+        if let Some(other) = vnic_by_interface.insert((&v.host, &v.ifname), &v.name) {
+            refuse(
+                Rule::VnicInterfaceUnique,
+                format!(
+                    "vNIC {}: interface {} on host {} is vNIC {other}'s already",
+                    v.name, v.ifname, v.host
+                ),
+            )?;
+        }
         let subnet = subnet(s, &v.subnet, || format!("vNIC {}", v.name))?;
         if !subnet.contains(v.ip) {
             refuse(
@@ -262,8 +297,26 @@ fn check_vip_address(
     Ok(())
 }
 
-/// A vNIC is named after its host-side interface: at most 15 bytes, no
-/// slash or whitespace (the kernel's IFNAMSIZ and dev_valid_name).
+fn in_vnic(name: &str, e: Refusal) -> Refusal {
+    Refusal { message: format!("vNIC {name}: {}", e.message), ..e }
+}
+
+/// A name that ends up in API paths and keys (vNIC, host, subnet): 1-63
+/// bytes of letters, digits, '.', '_' and '-' — nothing a URL or a store
+/// key would need to escape.
+pub fn check_name(what: &str, name: &str) -> Result<(), Refusal> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > 63 || !name.chars().all(ok) {
+        refuse(
+            Rule::Malformed,
+            format!("{what} name {name:?} is not 1-63 bytes of letters, digits, '.', '_' and '-'"),
+        )?;
+    }
+    Ok(())
+}
+
+/// A host-side interface name: at most 15 bytes, no slash, colon or
+/// whitespace (the kernel's IFNAMSIZ and dev_valid_name).
 pub fn check_ifname(name: &str) -> Result<(), Refusal> {
     if name.is_empty()
         || name.len() > 15
@@ -326,7 +379,7 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Havip, Vnic};
+    use crate::state::{Havip, Vnic};
 
     fn base() -> DesiredState {
         let mut s = DesiredState::default();
@@ -341,6 +394,8 @@ mod tests {
             let o = ip.octets();
             let v = Vnic {
                 name: name.into(),
+                host: "hv1".into(),
+                ifname: name.into(),
                 instance: inst.into(),
                 subnet: subnet.into(),
                 ip,
@@ -377,6 +432,21 @@ mod tests {
     }
 
     #[test]
+    fn vnics_are_unique_per_host_interface_not_per_name_only() {
+        let mut s = base();
+        let mut b = s.vnics["vnic-b"].clone();
+        b.ifname = "vnic-a".into();
+        s.vnics.insert("vnic-b".into(), b.clone());
+        assert_eq!(rule_of(&s), Rule::VnicInterfaceUnique);
+        // The same interface name on another host is another vNIC.
+        b.host = "hv2".into();
+        s.vnics.insert("vnic-b".into(), b);
+        check(&s, &Limits::default()).unwrap();
+        s.vnics.get_mut("vnic-b").unwrap().host = "hv 2".into();
+        assert_eq!(rule_of(&s), Rule::Malformed);
+    }
+
+    #[test]
     fn refuses_bad_members() {
         assert_eq!(rule_of(&with_havip(base(), "198.18.1.50", &["vnic-x"])), Rule::MemberInSubnet);
         assert_eq!(rule_of(&with_havip(base(), "198.18.1.50", &["nope"])), Rule::UnknownVnic);
@@ -394,6 +464,8 @@ mod tests {
                 name.clone(),
                 Vnic {
                     name: name.clone(),
+                    host: "hv1".into(),
+                    ifname: name.clone(),
                     instance: name.clone(),
                     subnet: "vpc1".into(),
                     ip,

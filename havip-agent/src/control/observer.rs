@@ -11,22 +11,31 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use anyhow::Result;
+use havip_api::EventKind;
 use havip_common::{HavipEvent, Mac, RejectReason, VipKey, EV_CLAIM, EV_CLAIM_REJECTED};
+use havip_model::{
+    state::{now_ms, Claim},
+    Holder, Observed,
+};
 use tokio::sync::watch;
 
+use super::feed::Feed;
 use crate::{
-    dataplane::Maps,
-    feed::{Feed, Kind},
-    model::{now_ms, Claim, Observed},
-    netlink::Links,
-    store::Store,
+    datapath::maps::Maps,
+    host::links::Links,
+    store::{Store, StoreError},
+    sync::lock,
 };
 
-/// ifindex -> vNIC name, to report names rather than numbers.
+/// ifindex -> (vNIC name, guest MAC) of this host's vNICs, to report names
+/// rather than numbers.
 pub type PortNames = HashMap<u32, String>;
 
+/// Writes what the data plane decided into the store's observed state and
+/// tells the feed.
 pub struct Observer {
+    /// This host's id: the host of every holder record it writes.
+    host: String,
     store: Arc<dyn Store>,
     feed: Arc<Feed>,
     links: watch::Receiver<Links>,
@@ -37,27 +46,31 @@ pub struct Observer {
 
 /// Whether the VIPs' state is read at start (anything may have happened while
 /// the agent was away) or while running (only newer epochs count).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Sync {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMode {
     Start,
     Running,
 }
 
 impl Observer {
-    pub fn new(store: Arc<dyn Store>, feed: Arc<Feed>, links: watch::Receiver<Links>) -> Self {
-        Self { store, feed, links, lock: Mutex::new(()) }
+    /// An observer for host `host`'s data plane.
+    pub fn new(host: &str, store: Arc<dyn Store>, feed: Arc<Feed>, links: watch::Receiver<Links>) -> Self {
+        Self { host: host.to_owned(), store, feed, links, lock: Mutex::new(()) }
     }
 
-    /// ifindex -> name of every registered vNIC present now.
+    /// ifindex -> name of every vNIC of this host whose link is present now.
     pub fn names(&self) -> PortNames {
         let desired = self.store.desired().state;
         let links = self.links.borrow();
-        desired.vnics.values().filter_map(|v| Some((links.get(&v.name)?.ifindex, v.name.clone()))).collect()
+        desired
+            .vnics_on(&self.host)
+            .filter_map(|v| Some((links.get(&v.ifname)?.ifindex, v.name.clone())))
+            .collect()
     }
 
     /// Records a batch of claim events from the ring buffer.
-    pub fn events(&self, events: &[HavipEvent], names: &PortNames) -> Result<()> {
-        let _serial = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+    pub fn events(&self, events: &[HavipEvent], names: &PortNames) -> Result<(), StoreError> {
+        let _serial = lock(&self.lock);
         let desired = self.store.desired().state;
         let mut observed = self.store.observed();
         let mut touched = BTreeMap::new();
@@ -74,11 +87,11 @@ impl Observer {
             let at_ms = wall_ms(ev.ts_ns);
             match ev.kind {
                 EV_CLAIM => {
-                    let previous = o.holder.clone().unwrap_or_else(|| "none".into());
+                    let previous = o.holder_vnic().unwrap_or("none").to_owned();
                     if ev.epoch > o.epoch {
-                        note_holder(o, Some(vnic.clone()), ev.ifindex, at_ms, ev.epoch);
+                        note_holder(o, Some(self.holder(&vnic, ev.mac, ev.epoch)), at_ms, ev.epoch);
                         self.feed.publish(
-                            Kind::HolderChanged,
+                            EventKind::HolderChanged,
                             Some(vip),
                             Some(&vnic),
                             format!(
@@ -102,7 +115,7 @@ impl Observer {
                     let reason = RejectReason::from_raw(ev.reason)
                         .map_or_else(|| format!("reason {}", ev.reason), |r| r.to_string());
                     let detail = format!("from {vnic}, MAC {}: {reason}", Mac(&ev.mac));
-                    self.feed.publish(Kind::ClaimRejected, Some(vip), Some(&vnic), detail);
+                    self.feed.publish(EventKind::ClaimRejected, Some(vip), Some(&vnic), detail);
                     o.remember(Claim { at_ms, vnic, accepted: false, detail: reason });
                 }
                 _ => {}
@@ -111,9 +124,13 @@ impl Observer {
         self.store.record(&touched)
     }
 
+    fn holder(&self, vnic: &str, mac: [u8; 6], epoch: u64) -> Holder {
+        Holder { host: self.host.clone(), vnic: vnic.to_owned(), mac, epoch }
+    }
+
     /// Brings the observed holders up to date with the VIPs' state in the maps.
-    pub fn sync(&self, maps: &Maps, mode: Sync) -> Result<()> {
-        let _serial = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+    pub fn sync(&self, maps: &mut dyn Maps, mode: SyncMode) -> Result<(), StoreError> {
+        let _serial = lock(&self.lock);
         let desired = self.store.desired().state;
         let mut observed = self.store.observed();
         let names = self.names();
@@ -122,44 +139,55 @@ impl Observer {
         for (vip, havip) in &desired.havips {
             let Some(st) = maps.vip(&VipKey::from(*vip)) else { continue };
             let mut o = observed.remove(vip).unwrap_or_default();
+            let holder_name = (st.holder_ifindex != 0).then(|| {
+                names
+                    .get(&st.holder_ifindex)
+                    .map_or_else(|| format!("ifindex {}", st.holder_ifindex), String::clone)
+            });
             let news = match mode {
-                Sync::Running => st.epoch > o.epoch,
-                Sync::Start => (st.epoch, st.holder_ifindex) != (o.epoch, o.holder_ifindex),
+                SyncMode::Running => st.epoch > o.epoch,
+                SyncMode::Start => st.epoch != o.epoch || holder_name.as_deref() != o.holder_vnic(),
             };
             if !news {
                 continue;
             }
-            let previous = o.holder.clone();
-            if st.holder_ifindex == 0 {
-                note_holder(&mut o, None, 0, now_ms(), st.epoch);
-                if let Some(p) = previous {
-                    let why = match links.get(&p) {
-                        None => format!("vNIC {p} is gone"),
-                        Some(l) if !l.up => format!("vNIC {p} is down"),
-                        Some(_) if !havip.members.contains(&p) => format!("{p} is no longer a member"),
-                        Some(_) => "cleared in the data plane".to_owned(),
-                    };
+            let previous = o.holder_vnic().map(str::to_owned);
+            match holder_name {
+                None => {
+                    note_holder(&mut o, None, now_ms(), st.epoch);
+                    if let Some(p) = previous {
+                        let ifname = desired.vnics.get(&p).map(|v| v.ifname.as_str());
+                        let why = match ifname.and_then(|i| links.get(i)) {
+                            None => format!("vNIC {p} is gone"),
+                            Some(l) if !l.up => format!("vNIC {p} is down"),
+                            Some(_) if !havip.members.contains(&p) => format!("{p} is no longer a member"),
+                            Some(_) => "cleared in the data plane".to_owned(),
+                        };
+                        self.feed.publish(
+                            EventKind::HolderCleared,
+                            Some(*vip),
+                            Some(&p),
+                            format!("{vip} has no holder: {why}"),
+                        );
+                    }
+                }
+                Some(vnic) => {
+                    note_holder(
+                        &mut o,
+                        Some(self.holder(&vnic, st.holder_mac, st.epoch)),
+                        wall_ms(st.since_ns),
+                        st.epoch,
+                    );
                     self.feed.publish(
-                        Kind::HolderCleared,
+                        EventKind::HolderChanged,
                         Some(*vip),
-                        Some(&p),
-                        format!("{vip} has no holder: {why}"),
+                        Some(&vnic),
+                        format!(
+                            "{vnic} holds {vip} (seen in the maps), epoch {}, failovers {}",
+                            o.epoch, o.failovers
+                        ),
                     );
                 }
-            } else {
-                let vnic = names
-                    .get(&st.holder_ifindex)
-                    .map_or_else(|| format!("ifindex {}", st.holder_ifindex), String::clone);
-                note_holder(&mut o, Some(vnic.clone()), st.holder_ifindex, wall_ms(st.since_ns), st.epoch);
-                self.feed.publish(
-                    Kind::HolderChanged,
-                    Some(*vip),
-                    Some(&vnic),
-                    format!(
-                        "{vnic} holds {vip} (seen in the maps), epoch {}, failovers {}",
-                        o.epoch, o.failovers
-                    ),
-                );
             }
             touched.insert(*vip, o);
         }
@@ -179,15 +207,14 @@ fn rejected_recently(o: &Observed, vnic: &str, at_ms: u64) -> bool {
 /// A holder change: a failover when the VIP goes to another vNIC than the
 /// last one that held it (not when it first gets a holder, nor when the
 /// same vNIC takes it back after it had none).
-fn note_holder(o: &mut Observed, holder: Option<String>, ifindex: u32, since_ms: u64, epoch: u64) {
+fn note_holder(o: &mut Observed, holder: Option<Holder>, since_ms: u64, epoch: u64) {
     if let Some(h) = &holder {
-        if o.last_holder.as_ref().is_some_and(|last| last != h) {
+        if o.last_holder.as_ref().is_some_and(|last| *last != h.vnic) {
             o.failovers += 1;
         }
-        o.last_holder = Some(h.clone());
+        o.last_holder = Some(h.vnic.clone());
     }
     o.holder = holder;
-    o.holder_ifindex = ifindex;
     o.since_ms = Some(since_ms);
     o.epoch = epoch;
 }
@@ -209,12 +236,14 @@ mod tests {
     #[test]
     fn failovers_count_moves_to_another_vnic() {
         let mut o = Observed::default();
-        note_holder(&mut o, Some("a".into()), 1, 0, 1);
-        note_holder(&mut o, Some("b".into()), 2, 0, 2);
-        note_holder(&mut o, None, 0, 0, 3);
-        note_holder(&mut o, Some("b".into()), 2, 0, 4);
-        note_holder(&mut o, Some("a".into()), 1, 0, 5);
-        assert_eq!((o.failovers, o.epoch, o.holder.as_deref()), (2, 5, Some("a")));
+        let h =
+            |vnic: &str, epoch| Some(Holder { host: "hv1".into(), vnic: vnic.into(), mac: [2; 6], epoch });
+        note_holder(&mut o, h("a", 1), 0, 1);
+        note_holder(&mut o, h("b", 2), 0, 2);
+        note_holder(&mut o, None, 0, 3);
+        note_holder(&mut o, h("b", 4), 0, 4);
+        note_holder(&mut o, h("a", 5), 0, 5);
+        assert_eq!((o.failovers, o.epoch, o.holder_vnic()), (2, 5, Some("a")));
     }
 
     #[test]

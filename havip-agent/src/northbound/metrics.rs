@@ -7,9 +7,10 @@ use anyhow::{Context, Result};
 use axum::{extract::State, http::header, response::IntoResponse, routing::get, Router};
 use futures::Future;
 use havip_common::GlobalCounter;
+use havip_model::Observed;
 use tokio::net::TcpListener;
 
-use crate::api::{counters, Control};
+use super::api::{counters, Control};
 
 /// Binds the metrics address, if one is configured, and returns the server
 /// to run (one that never ends when there is none).
@@ -36,7 +37,7 @@ async fn metrics(State(ctl): State<Arc<Control>>) -> impl IntoResponse {
 fn render(ctl: &Control) -> String {
     let state = ctl.store.desired().state;
     let observed = ctl.store.observed();
-    let maps = ctl.maps();
+    let mut maps = ctl.maps();
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
         let _ = writeln!(out, "# HELP havip_{name} {help}\n# TYPE havip_{name} {kind}");
@@ -47,13 +48,13 @@ fn render(ctl: &Control) -> String {
     let vip_label = |vip: &std::net::Ipv4Addr| format!("{{vip=\"{vip}\"}}");
 
     let per_vip: Vec<(String, std::collections::BTreeMap<String, u64>)> =
-        state.havips.keys().map(|vip| (vip_label(vip), counters(&maps, *vip))).collect();
+        state.havips.keys().map(|vip| (vip_label(vip), counters(&mut *maps, *vip))).collect();
     for c in havip_common::VipCounter::ALL {
         let samples: Vec<(String, u64)> =
             per_vip.iter().filter_map(|(l, cs)| Some((l.clone(), *cs.get(c.name())?))).collect();
         family(&format!("vip_{}_total", c.name()), "counter", "Data plane per-VIP counter.", &samples);
     }
-    let obs = |f: fn(&crate::model::Observed) -> u64| -> Vec<(String, u64)> {
+    let obs = |f: fn(&Observed) -> u64| -> Vec<(String, u64)> {
         state.havips.keys().map(|vip| (vip_label(vip), observed.get(vip).map_or(0, f))).collect()
     };
     family("vip_epoch", "gauge", "Holder epoch: grows on every holder change.", &obs(|o| o.epoch));
@@ -63,7 +64,7 @@ fn render(ctl: &Control) -> String {
         state.havips.values().map(|h| (vip_label(&h.vip), h.members.len() as u64)).collect();
     family("vip_members", "gauge", "Members of the HAVIP.", &members);
     for g in GlobalCounter::ALL {
-        let v = maps.global_stats.get(&(g as u32), 0).map_or(0, |per_cpu| per_cpu.iter().sum());
+        let v = maps.global_counter(g).unwrap_or(0);
         family(
             &format!("{}_total", g.name()),
             "counter",

@@ -1,6 +1,7 @@
 //! The control plane's objects: desired state (subnets, vNICs, HAVIPs) as the
-//! operator declares it, and observed state (who holds each VIP) as the data
-//! plane reports it. Both are stored as JSON, so every type here is serde.
+//! operator declares it, the hosts vNICs live on, and observed state (who
+//! holds each VIP) as the data plane reports it. Both are stored as JSON, so
+//! every type here is serde.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -22,14 +23,17 @@ pub struct Subnet {
 }
 
 impl Subnet {
+    /// The netmask, host order (`/24` -> `0xffffff00`).
     pub fn mask(&self) -> u32 {
         u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0)
     }
 
+    /// Whether `ip` is inside the subnet.
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         u32::from(ip) & self.mask() == u32::from(self.network)
     }
 
+    /// The last address of the subnet.
     pub fn broadcast(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.network) | !self.mask())
     }
@@ -90,10 +94,28 @@ macro_rules! serde_as_text {
 }
 serde_as_text!(Subnet, MacAddr);
 
-/// A guest's network interface, known by the name of its host end.
+/// A hypervisor that runs havip-agent: the vNICs it serves are the ones
+/// whose [`Vnic::host`] is its id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    /// Unique in the VPC; by default the machine's hostname
+    /// (`[agent] host_id`).
+    pub id: String,
+    /// Where other hosts reach this one (VXLAN, probes); `None` while a
+    /// host runs alone.
+    pub underlay: Option<Ipv4Addr>,
+}
+
+/// A guest's network interface: an id unique in the VPC, the host it lives
+/// on, and the name of its host-side interface there.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vnic {
+    /// Unique in the VPC; HAVIP memberships name vNICs by it.
     pub name: String,
+    /// The [`Host::id`] of the hypervisor it lives on.
+    pub host: String,
+    /// The host-side interface (tap, veth) on that host: what XDP attaches to.
+    pub ifname: String,
     pub instance: String,
     pub subnet: String,
     pub ip: Ipv4Addr,
@@ -116,6 +138,8 @@ mod mac_text {
     }
 }
 
+/// A high-availability virtual IP: an address of one subnet that any of
+/// its members may claim (ENS/ZEC HAVIP product pages).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Havip {
     pub vip: Ipv4Addr,
@@ -135,18 +159,39 @@ pub struct DesiredState {
     pub havips: BTreeMap<Ipv4Addr, Havip>,
 }
 
+impl DesiredState {
+    /// The vNICs that live on host `host`: the ones its agent attaches to.
+    pub fn vnics_on<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a Vnic> + 'a {
+        self.vnics.values().filter(move |v| v.host == host)
+    }
+}
+
 /// How many claims each HAVIP remembers.
 pub const LAST_CLAIMS: usize = 8;
+
+/// The holder record: which member holds a VIP, as a host's data plane
+/// saw it take over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// The [`Host::id`] whose data plane accepted the claim.
+    pub host: String,
+    /// The member vNIC ([`Vnic::name`]).
+    pub vnic: String,
+    /// The source MAC of the claim (the member's guest MAC).
+    #[serde(with = "mac_text")]
+    pub mac: [u8; 6],
+    /// The holder epoch at which it took over (see [`Observed::epoch`]).
+    pub epoch: u64,
+}
 
 /// What the data plane reported about one HAVIP.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Observed {
-    /// The vNIC holding the VIP, if any.
-    pub holder: Option<String>,
-    pub holder_ifindex: u32,
+    /// Who holds the VIP, if anyone.
+    pub holder: Option<Holder>,
     /// When the current holder (or the absence of one) began, Unix ms.
     pub since_ms: Option<u64>,
-    /// The kernel's holder epoch: grows on every holder change.
+    /// The kernel's holder epoch: grows on every holder change, a clear too.
     pub epoch: u64,
     /// Times the VIP moved to another vNIC than the one that last held it.
     pub failovers: u64,
@@ -156,6 +201,7 @@ pub struct Observed {
     pub last_claims: VecDeque<Claim>,
 }
 
+/// One claim a data plane saw, accepted or refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
     pub at_ms: u64,
@@ -166,16 +212,24 @@ pub struct Claim {
 }
 
 impl Observed {
+    /// The holding vNIC's name, if any.
+    pub fn holder_vnic(&self) -> Option<&str> {
+        self.holder.as_ref().map(|h| h.vnic.as_str())
+    }
+
+    /// Keeps `claim` among the last [`LAST_CLAIMS`], newest first.
     pub fn remember(&mut self, claim: Claim) {
         self.last_claims.push_front(claim);
         self.last_claims.truncate(LAST_CLAIMS);
     }
 }
 
+/// Unix time in ms.
 pub fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
+/// Now, Unix ms.
 pub fn now_ms() -> u64 {
     unix_ms(SystemTime::now())
 }
@@ -193,6 +247,8 @@ mod tests {
     fn text_forms_round_trip_through_json() {
         let v = Vnic {
             name: "vnic-a".into(),
+            host: "hv1".into(),
+            ifname: "vnic-a".into(),
             instance: "vm-a".into(),
             subnet: "vpc1".into(),
             ip: "198.18.1.11".parse().unwrap(),

@@ -1,8 +1,8 @@
-//! Follows the kernel's claim events (ring buffer) and hands them to the
-//! [`Observer`], which records them in the store and reports them on the
-//! event feed (the one place events are logged).
+//! Follows the kernel's claim events (the `events` ring buffer) and hands
+//! them over in batches, as they arrive (in the agent: to the observer,
+//! which records them in the store and reports them on the event feed).
 
-use std::sync::Arc;
+use std::future::Future;
 
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
@@ -10,10 +10,13 @@ use havip_common::HavipEvent;
 use tokio::io::{unix::AsyncFd, Interest};
 use tracing::warn;
 
-use crate::observe::Observer;
-
-/// Drains the ring buffer whenever it becomes readable, until an error.
-pub async fn follow(events: RingBuf<MapData>, observer: Arc<Observer>) -> Result<()> {
+/// Drains the ring buffer whenever it becomes readable and hands each
+/// batch to `deliver` (awaited before the next read), until an error.
+pub async fn follow<F, Fut>(events: RingBuf<MapData>, mut deliver: F) -> Result<()>
+where
+    F: FnMut(Vec<HavipEvent>) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
     // SAFETY: the RingBuf owns its map fd and keeps it open until the
     // AsyncFd (which owns the RingBuf) is dropped.
     let mut fd = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
@@ -30,12 +33,6 @@ pub async fn follow(events: RingBuf<MapData>, observer: Arc<Observer>) -> Result
             }
         }
         guard.clear_ready();
-        let names = observer.names();
-        let observer = observer.clone();
-        // One store commit per batch (it waits for fsync): off the async threads.
-        tokio::task::spawn_blocking(move || observer.events(&batch, &names))
-            .await
-            .context("observer task")?
-            .context("recording claims")?;
+        deliver(batch).await?;
     }
 }

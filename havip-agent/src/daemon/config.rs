@@ -1,25 +1,32 @@
-//! The agent's configuration file (TOML): where it keeps its state and serves
-//! its API, its quotas and map capacities, the host's uplink, and optionally
+//! The agent's configuration file (TOML): which host it is, where it keeps its
+//! state and serves its API, its quotas and map capacities, the host's uplink, and optionally
 //! desired state (`[[subnets]]`, `[[vnics]]`, `[[havips]]`) that is applied to
 //! the store at every start exactly like `havipctl apply -f`.
 
 use std::{
-    net::SocketAddr,
+    net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
 };
 
 use anyhow::{bail, Context, Result};
+use havip_model::{
+    rules::{check_name, parse_ipv4},
+    Capacity, DesiredFile, DesiredState, Host, Limits,
+};
 use serde::{de::DeserializeOwned, Deserialize};
 
-use crate::{model::DesiredState, rules::parse_ipv4, uplink::UplinkSpec, verbs::DesiredFile};
-// Where the data plane's code knows them from.
-pub use crate::{model::Subnet, rules::Limits};
+use crate::host::uplink::UplinkSpec;
 
-/// Where the agent keeps and serves things: every path is configurable so
-/// that several agents (e.g. parallel tests) never share one.
+/// Who the agent is, and where it keeps and serves things: every path is
+/// configurable so that several agents (e.g. parallel tests) never share one.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentSettings {
+    /// This host's id, unique in the VPC: vNICs registered without a host
+    /// live here. The machine's hostname when unset.
+    pub host_id: Option<String>,
+    /// This host's underlay address (for many hosts); none when alone.
+    pub underlay: Option<Ipv4Addr>,
     /// The embedded store (redb): desired and observed state.
     pub store: PathBuf,
     /// The API's Unix socket (`havipctl --socket`).
@@ -31,29 +38,11 @@ pub struct AgentSettings {
 impl Default for AgentSettings {
     fn default() -> Self {
         Self {
+            host_id: None,
+            underlay: None,
             store: PathBuf::from("/var/lib/havip/state.redb"),
-            api_socket: PathBuf::from(crate::api::DEFAULT_SOCKET),
+            api_socket: PathBuf::from(havip_api::DEFAULT_SOCKET),
             metrics: None,
-        }
-    }
-}
-
-/// Map capacities. Changing them for an existing pin directory is refused
-/// (the pinned maps would not match): tear down first.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Capacity {
-    pub max_vips: u32,
-    pub max_members: u32,
-    pub max_vnics: u32,
-}
-
-impl Default for Capacity {
-    fn default() -> Self {
-        Self {
-            max_vips: havip_common::DEFAULT_MAX_VIPS,
-            max_members: havip_common::DEFAULT_MAX_MEMBERS,
-            max_vnics: havip_common::DEFAULT_MAX_VNICS,
         }
     }
 }
@@ -66,8 +55,11 @@ struct RawUplink {
     next_hop: String,
 }
 
+/// The whole configuration file, read and checked.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// This host: its id (from `[agent] host_id` or the hostname) and underlay.
+    pub host: Host,
     pub agent: AgentSettings,
     pub limits: Limits,
     pub capacity: Capacity,
@@ -79,15 +71,23 @@ pub struct Config {
 }
 
 impl Config {
+    /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("config file {}", path.display()))
     }
 
+    /// Reads and checks a configuration file's text.
     pub fn parse(text: &str) -> Result<Self> {
         let mut table: toml::Table = toml::from_str(text).context("parsing TOML")?;
         let agent: AgentSettings = section(&mut table, "agent")?;
+        let id = match &agent.host_id {
+            Some(id) => id.clone(),
+            None => hostname().context("agent.host_id is unset, so the hostname is the host id")?,
+        };
+        check_name("host", &id).context("agent.host_id")?;
+        let host = Host { id, underlay: agent.underlay };
         let mut limits: Limits = section(&mut table, "limits")?;
         let capacity: Capacity = section(&mut table, "dataplane")?;
         let uplink = section::<Option<RawUplink>>(&mut table, "uplink")?
@@ -107,8 +107,15 @@ impl Config {
             );
         }
         limits.capacity = capacity;
-        Ok(Self { agent, limits, capacity, uplink, desired: file.parse()? })
+        let desired = file.parse(&host.id)?;
+        Ok(Self { host, agent, limits, capacity, uplink, desired })
     }
+}
+
+/// The machine's hostname (`uname -n`), the default host id.
+fn hostname() -> Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").context("reading the hostname")?;
+    Ok(name.trim().to_owned())
 }
 
 /// Removes `[name]` from the table and reads it; absent means defaults.
@@ -151,6 +158,8 @@ mod tests {
     #[test]
     fn reads_settings_and_desired_state() {
         let c = Config::parse(LAB).unwrap();
+        assert_eq!(c.host.id, hostname().unwrap(), "the hostname by default");
+        assert_eq!(c.desired.vnics["vnic-a"].host, c.host.id, "vNICs live here unless they say otherwise");
         assert_eq!(c.agent.api_socket, Path::new("/tmp/x/api.sock"));
         assert_eq!(c.agent.metrics, Some("127.0.0.1:9477".parse().unwrap()));
         assert_eq!(
@@ -166,7 +175,7 @@ mod tests {
 
     #[test]
     fn the_shipped_config_is_the_defaults() {
-        let c = Config::parse(include_str!("../../deploy/havip.toml")).unwrap();
+        let c = Config::parse(include_str!("../../../deploy/havip.toml")).unwrap();
         let d = Config::parse("").unwrap();
         assert_eq!(
             (&c.agent.store, &c.agent.api_socket, c.agent.metrics),
@@ -181,6 +190,18 @@ mod tests {
         let c = Config::parse("").unwrap();
         assert_eq!(c.agent.store, Path::new("/var/lib/havip/state.redb"));
         assert!(c.desired.havips.is_empty() && c.uplink.is_none());
+    }
+
+    #[test]
+    fn a_configured_host_id_places_vnics() {
+        let c = Config::parse(&format!(
+            "[agent]\nhost_id = \"hv7\"\nunderlay = \"198.18.0.7\"\n{}",
+            &LAB[LAB.find("[[subnets]]").unwrap()..]
+        ))
+        .unwrap();
+        assert_eq!(c.host, Host { id: "hv7".into(), underlay: Some("198.18.0.7".parse().unwrap()) });
+        assert_eq!(c.desired.vnics["vnic-a"].host, "hv7");
+        assert!(Config::parse("[agent]\nhost_id = \"hv 7\"").is_err());
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The API's client side (used by `havipctl`): HTTP/1.1 over the agent's
-//! Unix socket, one connection per request.
+//! Unix socket, one connection per request. Errors are typed: a refusal
+//! ([`ClientError::Refused`]) keeps the HTTP status and the rule's name, so a
+//! caller can tell "the agent said no" from "the agent is not there".
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Context;
 use futures::{Stream, TryStreamExt};
 use http_body_util::{BodyExt, BodyStream, Full};
 use hyper::{
@@ -17,6 +19,27 @@ use tokio_util::io::StreamReader;
 
 use super::view::ErrorBody;
 
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The agent answered with an error: a refusal names its rule.
+    #[error("{error}")]
+    Refused {
+        /// The HTTP status (400 malformed, 404 no such object, 409 a rule, 500).
+        status: u16,
+        /// The rule's name (`Rule::name`), when a rule refused.
+        rule: Option<String>,
+        error: String,
+    },
+    /// The agent could not be reached, or the exchange broke off.
+    #[error(transparent)]
+    Transport(#[from] anyhow::Error),
+}
+
+/// `Result` with a [`ClientError`].
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// A client of one agent's API socket.
 pub struct Client {
     socket: PathBuf,
 }
@@ -29,12 +52,14 @@ pub enum Body {
 }
 
 impl Body {
+    /// `v` as a JSON body.
     pub fn json(v: &impl Serialize) -> Result<Self> {
-        Ok(Self::Json(serde_json::to_vec(v)?))
+        Ok(Self::Json(serde_json::to_vec(v).context("writing the request")?))
     }
 }
 
 impl Client {
+    /// A client of the agent serving `socket`; connects on each request.
     pub fn new(socket: &Path) -> Self {
         Self { socket: socket.to_owned() }
     }
@@ -55,27 +80,32 @@ impl Client {
         if let Some(ty) = ty {
             req = req.header("content-type", ty);
         }
-        let resp = sender.send_request(req.body(Full::new(bytes))?).await.context("sending the request")?;
+        let req = req.body(Full::new(bytes)).context("building the request")?;
+        let resp = sender.send_request(req).await.context("sending the request")?;
         if resp.status().is_success() {
             return Ok(resp);
         }
         let status = resp.status();
         let bytes = resp.into_body().collect().await.context("reading the error")?.to_bytes();
-        match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(e) => bail!("{}", e.error),
-            Err(_) => bail!("{status}: {}", String::from_utf8_lossy(&bytes).trim()),
-        }
+        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(e) => ClientError::Refused { status: status.as_u16(), rule: e.rule, error: e.error },
+            Err(_) => ClientError::Refused {
+                status: status.as_u16(),
+                rule: None,
+                error: format!("{status}: {}", String::from_utf8_lossy(&bytes).trim()),
+            },
+        })
     }
 
     /// Sends a request and reads a JSON answer.
     pub async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Body) -> Result<T> {
         let resp = self.send(method, path, body).await?;
         let bytes = resp.into_body().collect().await.context("reading the answer")?.to_bytes();
-        serde_json::from_slice(&bytes).with_context(|| format!("reading the answer to {path}"))
+        Ok(serde_json::from_slice(&bytes).with_context(|| format!("reading the answer to {path}"))?)
     }
 
     /// Sends a GET and yields the answer's lines as they arrive (NDJSON).
-    pub async fn lines(&self, path: &str) -> Result<impl Stream<Item = Result<String>>> {
+    pub async fn lines(&self, path: &str) -> Result<impl Stream<Item = anyhow::Result<String>>> {
         let resp = self.send(Method::GET, path, Body::None).await?;
         let bytes = BodyStream::new(resp.into_body())
             .try_filter_map(|frame| async move { Ok(frame.into_data().ok()) })

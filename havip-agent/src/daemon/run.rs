@@ -15,21 +15,30 @@ use tokio::{
 };
 use tracing::{info, warn};
 
+use havip_model::{ops, rules, state::now_ms};
+
+use super::{config::Config, notify};
 use crate::{
-    api::{self, Control},
-    config::Config,
-    dataplane::{Attach, Dataplane},
-    events,
-    feed::Feed,
-    metrics,
-    netlink::{self, Links},
-    notify,
-    observe::{Observer, Sync},
-    reconcile::Uplink,
-    reconciler::{Inputs, Reconciler},
-    rules,
+    control::{
+        feed::Feed,
+        observer::{Observer, SyncMode},
+        reconciler::{report_veth_peer, Inputs, Reconciler},
+    },
+    datapath::maps::Maps,
+    datapath::{
+        loader::{Attach, Dataplane},
+        plan::Uplink,
+        ringbuf,
+    },
+    host::{
+        links::{self, Links},
+        uplink,
+    },
+    northbound::{
+        api::{self, Control},
+        metrics,
+    },
     store::{RedbStore, Store},
-    uplink, verbs, vethpeer,
 };
 
 /// Attaches `xdp_uplink` and starts following the uplink's next hop; the
@@ -49,7 +58,7 @@ async fn start_uplink(
     }
     let how = dp.attach_uplink(&spec.name)?;
     info!(uplink = %spec.name, hitless = how == Attach::Swapped, "attached");
-    vethpeer::report(rtnl, feed, &spec.name);
+    report_veth_peer(rtnl, feed, &spec.name, &spec.name);
     tx.send_replace(uplink::resolve(rtnl, &spec).await?);
     tokio::spawn(uplink::follow(rtnl.clone(), spec, tx));
     Ok(rx)
@@ -59,32 +68,35 @@ async fn start_uplink(
 fn apply_config(store: &dyn Store, cfg: &Config) -> Result<()> {
     let snap = store
         .update(&mut |s| {
-            verbs::apply(s, cfg.desired.clone());
-            rules::check(s, &cfg.limits)?;
-            Ok(())
+            ops::apply(s, cfg.desired.clone());
+            rules::check(s, &cfg.limits)
         })
         .context("applying the config's desired state")?;
     info!(revision = snap.revision, havips = snap.state.havips.len(), "desired state loaded");
     Ok(())
 }
 
+/// Runs the agent with the configuration file `config` and pins under
+/// `pin_root`, until SIGTERM or SIGINT (or a part fails).
 pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
     let cfg = Config::load(config)?;
+    info!(host = %cfg.host.id, underlay = ?cfg.host.underlay, "this host");
     let store: Arc<dyn Store> = Arc::new(RedbStore::open(&cfg.agent.store)?);
     apply_config(&*store, &cfg)?;
 
     let mut dp = Dataplane::open(pin_root, cfg.capacity)?;
     info!(dir = %dp.dir().display(), "data plane loaded");
-    let (links, follow_links) = netlink::watch_links().await?;
-    let rtnl = netlink::connect()?;
+    let (links, follow_links) = links::watch_links().await?;
+    let rtnl = links::connect()?;
     let feed = Arc::new(Feed::default());
     let uplink = start_uplink(&mut dp, &cfg, &links, &rtnl, &feed).await?;
     let events = dp.take_events()?;
-    let maps = Arc::new(Mutex::new(dp.take_maps()?));
+    let maps: Arc<Mutex<dyn Maps>> = Arc::new(Mutex::new(dp.take_maps()?));
 
     let reconciled = Arc::new(AtomicU64::new(0));
-    let observer = Arc::new(Observer::new(store.clone(), feed.clone(), links.clone()));
+    let observer = Arc::new(Observer::new(&cfg.host.id, store.clone(), feed.clone(), links.clone()));
     let mut reconciler = Reconciler::new(Inputs {
+        host: cfg.host.id.clone(),
         dp,
         maps: maps.clone(),
         store: store.clone(),
@@ -96,16 +108,17 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
         rtnl,
     });
     // At start the maps are the truth about holders: nothing is reset.
-    reconciler.pass(Sync::Start)?;
+    reconciler.pass(SyncMode::Start)?;
 
     let ctl = Arc::new(Control {
+        host: cfg.host.id.clone(),
         store,
         limits: cfg.limits.clone(),
         maps,
         feed,
         links,
         reconciled,
-        started_ms: crate::model::now_ms(),
+        started_ms: now_ms(),
     });
     let serve_api = api::bind(ctl.clone(), &cfg.agent.api_socket)?;
     let serve_metrics = metrics::bind(ctl, cfg.agent.metrics).await?;
@@ -117,7 +130,7 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
 
     let outcome = tokio::select! {
         r = reconciler.run() => r.map(|()| "reconciler"),
-        r = events::follow(events, observer) => r.map(|()| "events"),
+        r = ringbuf::follow(events, |batch| record_claims(&observer, batch)) => r.map(|()| "events"),
         r = follow_links => r.map(|()| "links"),
         r = serve_api => r.map(|()| "API"),
         r = serve_metrics => r.map(|()| "metrics"),
@@ -131,4 +144,15 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
     let _ = std::fs::remove_file(&cfg.agent.api_socket);
     notify::notify("STOPPING=1")?;
     outcome.map(drop)
+}
+
+/// Hands a batch of the kernel's claim events to the observer: one store
+/// commit per batch (it waits for fsync), off the async threads.
+async fn record_claims(observer: &Arc<Observer>, batch: Vec<havip_common::HavipEvent>) -> Result<()> {
+    let names = observer.names();
+    let observer = observer.clone();
+    tokio::task::spawn_blocking(move || observer.events(&batch, &names))
+        .await
+        .context("observer task")?
+        .context("recording claims")
 }

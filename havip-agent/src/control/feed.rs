@@ -8,53 +8,16 @@ use std::{
     sync::{Mutex, MutexGuard},
 };
 
-use serde::{Deserialize, Serialize};
+use havip_api::{Event, EventKind};
+use havip_model::state::now_ms;
 use tokio::sync::broadcast;
 
-use crate::model::now_ms;
+use crate::sync::lock;
 
 /// How many past events `havipctl events` shows.
 const KEPT: usize = 1024;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// A member claimed the VIP and now holds it.
-    HolderChanged,
-    /// The VIP has no holder any more (its vNIC went away, went down, or left).
-    HolderCleared,
-    /// A claim the data plane dropped (not a member, wrong MAC).
-    ClaimRejected,
-    VnicUp,
-    VnicDown,
-    VnicGone,
-    /// A veth vNIC whose peer cannot take XDP frames: what havip redirects
-    /// into it would be dropped.
-    PeerWithoutXdp,
-    /// The desired state changed (a verb or an apply).
-    Changed,
-}
-
-impl Kind {
-    /// What an operator should look at: logged as a warning.
-    pub fn is_warning(self) -> bool {
-        matches!(self, Self::HolderCleared | Self::ClaimRejected | Self::PeerWithoutXdp)
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    /// Grows by one per event of this agent run.
-    pub seq: u64,
-    pub at_ms: u64,
-    pub kind: Kind,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vip: Option<Ipv4Addr>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vnic: Option<String>,
-    pub detail: String,
-}
-
+/// The feed: the last [`KEPT`] events and a broadcast of every new one.
 pub struct Feed {
     recent: Mutex<VecDeque<Event>>,
     live: broadcast::Sender<Event>,
@@ -68,10 +31,18 @@ impl Default for Feed {
 
 impl Feed {
     fn recent(&self) -> MutexGuard<'_, VecDeque<Event>> {
-        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.recent)
     }
 
-    pub fn publish(&self, kind: Kind, vip: Option<Ipv4Addr>, vnic: Option<&str>, detail: impl Into<String>) {
+    /// Records an event, logs it (a warning if an operator should look) and
+    /// sends it to every follower.
+    pub fn publish(
+        &self,
+        kind: EventKind,
+        vip: Option<Ipv4Addr>,
+        vnic: Option<&str>,
+        detail: impl Into<String>,
+    ) {
         let mut recent = self.recent();
         let seq = recent.back().map_or(1, |e| e.seq + 1);
         let ev =
@@ -105,11 +76,11 @@ mod tests {
     #[test]
     fn followers_see_history_then_live_without_gaps() {
         let feed = Feed::default();
-        feed.publish(Kind::VnicUp, None, Some("vnic-a"), "up");
+        feed.publish(EventKind::VnicUp, None, Some("vnic-a"), "up");
         let (past, mut rx) = feed.follow();
-        feed.publish(Kind::Changed, Some("198.18.1.50".parse().unwrap()), None, "HAVIP created");
+        feed.publish(EventKind::Changed, Some("198.18.1.50".parse().unwrap()), None, "HAVIP created");
         assert_eq!(past.len(), 1);
         let next = rx.try_recv().unwrap();
-        assert_eq!((next.seq, next.kind), (2, Kind::Changed));
+        assert_eq!((next.seq, next.kind), (2, EventKind::Changed));
     }
 }

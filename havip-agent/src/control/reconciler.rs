@@ -1,0 +1,220 @@
+//! Runs [`reconcile`] whenever the desired state or the host's links change:
+//! attaches to this host's registered vNICs as they appear, leaves out the
+//! ones that are gone or down (so a holder on them is cleared at once), and
+//! hands what the maps then say to the [`Observer`].
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use anyhow::{Context, Result};
+use havip_api::EventKind;
+use havip_common::VipKey;
+use havip_model::DesiredState;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::{
+    feed::Feed,
+    observer::{Observer, SyncMode},
+};
+use crate::{
+    datapath::{
+        loader::{Attach, Dataplane},
+        maps::Maps,
+        plan::{reconcile, EipNat, MapTarget, Uplink},
+    },
+    host::{
+        links::{Link, Links},
+        vethpeer,
+    },
+    store::Store,
+    sync::lock,
+};
+
+/// Brings this host's data plane to the desired state, pass after pass.
+pub struct Reconciler {
+    io: Inputs,
+    /// Interface name -> the ifindex this run attached to.
+    attached: BTreeMap<String, u32>,
+    /// This host's registered vNICs' links as of the last pass, by vNIC
+    /// name, to report what changed.
+    seen: Links,
+}
+
+/// What a reconciler works with.
+pub struct Inputs {
+    /// This host's id: only vNICs placed here are attached.
+    pub host: String,
+    pub dp: Dataplane,
+    pub maps: Arc<Mutex<dyn Maps>>,
+    pub store: Arc<dyn Store>,
+    pub links: watch::Receiver<Links>,
+    pub uplink: watch::Receiver<Option<Uplink>>,
+    pub observer: Arc<Observer>,
+    pub feed: Arc<Feed>,
+    /// The store revision the maps were last brought to.
+    pub reconciled: Arc<AtomicU64>,
+    /// rtnetlink, to look at the peers of veth vNICs.
+    pub rtnl: rtnetlink::Handle,
+}
+
+impl Reconciler {
+    pub fn new(io: Inputs) -> Self {
+        Self { io, attached: BTreeMap::new(), seen: Links::new() }
+    }
+
+    /// One pass: attach, reconcile the maps, observe the holders.
+    pub fn pass(&mut self, mode: SyncMode) -> Result<()> {
+        let snap = self.io.store.desired();
+        let links = self.io.links.borrow_and_update().clone();
+        self.report_links(&snap.state, &links);
+        self.attach(&snap.state, &links)?;
+        let mut target = self.target(&snap.state, &links);
+        target.uplink = *self.io.uplink.borrow_and_update();
+        let mut maps = lock(&self.io.maps);
+        let applied = reconcile(&mut *maps, &target).context("reconciling the maps")?;
+        if applied.ops > 0 {
+            info!(revision = snap.revision, ?applied, "maps reconciled");
+        }
+        self.io.reconciled.store(snap.revision, Ordering::Relaxed);
+        self.io.observer.sync(&mut *maps, mode).context("recording holders")
+    }
+
+    /// Passes again on every change of the desired state, the links or the uplink.
+    pub async fn run(mut self) -> Result<()> {
+        let mut revision = self.io.store.watch();
+        loop {
+            tokio::select! {
+                r = revision.changed() => r.context("the store's change feed closed")?,
+                r = self.io.links.changed() => r.context("the link feed closed")?,
+                // Without an uplink nobody sends: the branch is then disabled.
+                Ok(()) = self.io.uplink.changed() => {}
+            }
+            if let Err(e) = self.pass(SyncMode::Running) {
+                // The next change retries; the data plane keeps its last state.
+                warn!(error = %format!("{e:#}"), "reconcile pass failed");
+            }
+        }
+    }
+
+    fn report_links(&mut self, state: &DesiredState, links: &Links) {
+        let now: Links = state
+            .vnics_on(&self.io.host)
+            .filter_map(|v| Some((v.name.clone(), *links.get(&v.ifname)?)))
+            .collect();
+        for name in state.vnics_on(&self.io.host).map(|v| &v.name) {
+            let (kind, detail) = match (self.seen.get(name), now.get(name)) {
+                (None, Some(l)) if l.up => {
+                    (EventKind::VnicUp, format!("{name} is present and up (ifindex {})", l.ifindex))
+                }
+                (None, Some(l)) => {
+                    (EventKind::VnicDown, format!("{name} is present but down (ifindex {})", l.ifindex))
+                }
+                (Some(o), Some(l)) if o.ifindex != l.ifindex => (
+                    if l.up { EventKind::VnicUp } else { EventKind::VnicDown },
+                    format!("{name} was made again (ifindex {})", l.ifindex),
+                ),
+                (Some(o), Some(l)) if o.up != l.up => {
+                    if l.up {
+                        (EventKind::VnicUp, format!("{name} is up"))
+                    } else {
+                        (EventKind::VnicDown, format!("{name} is down"))
+                    }
+                }
+                (Some(_), None) => (EventKind::VnicGone, format!("{name} is gone")),
+                _ => continue,
+            };
+            self.io.feed.publish(kind, None, Some(name), detail);
+        }
+        self.seen = now;
+    }
+
+    /// Attaches to every vNIC of this host that is present (again, if it was
+    /// made anew); detaches from pinned interfaces no longer registered here.
+    fn attach(&mut self, state: &DesiredState, links: &Links) -> Result<()> {
+        for v in state.vnics_on(&self.io.host) {
+            let (name, ifname) = (&v.name, &v.ifname);
+            match links.get(ifname) {
+                Some(l) if self.attached.get(ifname) != Some(&l.ifindex) => match self.io.dp.attach(ifname) {
+                    Ok(how) => {
+                        info!(vnic = %name, %ifname, ifindex = l.ifindex, hitless = how == Attach::Swapped, "attached");
+                        self.attached.insert(ifname.clone(), l.ifindex);
+                        report_veth_peer(&self.io.rtnl, &self.io.feed, name, ifname);
+                    }
+                    Err(e) => {
+                        warn!(vnic = %name, %ifname, error = %format!("{e:#}"), "attaching failed; retried on the next change")
+                    }
+                },
+                Some(_) => {}
+                None => {
+                    if self.attached.remove(ifname).is_none() && !self.seen.contains_key(name) {
+                        warn!(vnic = %name, %ifname, "vNIC not present: its memberships wait until it appears");
+                    }
+                }
+            }
+        }
+        for ifname in self.io.dp.attached()? {
+            if !state.vnics_on(&self.io.host).any(|v| v.ifname == ifname) {
+                self.io.dp.detach(&ifname)?;
+                self.attached.remove(&ifname);
+                info!(%ifname, "detached: no longer a registered vNIC of this host");
+            }
+        }
+        Ok(())
+    }
+
+    /// What the maps should hold: only this host's vNICs that this run
+    /// attached to and that are up count, as ports and as members.
+    fn target(&self, state: &DesiredState, links: &Links) -> MapTarget {
+        let usable = |vnic: &str| -> Option<&Link> {
+            let v = state.vnics.get(vnic).filter(|v| v.host == self.io.host)?;
+            links.get(&v.ifname).filter(|l| l.up && self.attached.get(&v.ifname) == Some(&l.ifindex))
+        };
+        let ports =
+            state.vnics_on(&self.io.host).filter_map(|v| usable(&v.name)).map(|l| l.ifindex).collect();
+        let vips = state
+            .havips
+            .values()
+            .map(|h| {
+                let members = h
+                    .members
+                    .iter()
+                    .filter_map(|m| Some((usable(m)?.ifindex, state.vnics.get(m)?.mac)))
+                    .collect();
+                (VipKey::from(h.vip), members)
+            })
+            .collect();
+        let eips = state
+            .havips
+            .values()
+            .filter_map(|h| {
+                let nat = EipNat { eip: h.eip?, subnet: *state.subnets.get(&h.subnet)? };
+                Some((VipKey::from(h.vip), nat))
+            })
+            .collect();
+        MapTarget { ports, vips, eips, uplink: None }
+    }
+}
+
+/// Looks at `ifname`'s veth peer in the background and, if what havip
+/// forwards into `ifname` cannot be delivered there, says so: a
+/// `peer_without_xdp` event for `what` (a vNIC, or the uplink), logged as a
+/// warning.
+pub fn report_veth_peer(rtnl: &rtnetlink::Handle, feed: &Arc<Feed>, what: &str, ifname: &str) {
+    let (rtnl, feed, what, ifname) = (rtnl.clone(), feed.clone(), what.to_owned(), ifname.to_owned());
+    tokio::spawn(async move {
+        match vethpeer::inspect(&rtnl, &ifname).await {
+            Ok(peer) => {
+                if let Some(problem) = peer.problem(&ifname) {
+                    feed.publish(EventKind::PeerWithoutXdp, None, Some(&what), problem);
+                }
+            }
+            Err(e) => warn!(interface = %ifname, error = %format!("{e:#}"), "looking at the peer"),
+        }
+    });
+}

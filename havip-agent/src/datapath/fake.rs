@@ -1,0 +1,153 @@
+//! [`Maps`] in memory: what the plan, the reconciler and the observer see in
+//! replay tests, without a kernel. It keeps the maps' contracts that the
+//! control plane relies on (`BPF_NOEXIST`, removing an absent key fails,
+//! array slots exist up to `max_vips`), and the tests may play the kernel
+//! by writing `vip_state` as a claim would.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{bail, Context, Result};
+use havip_common::{
+    EipBinding, EipKey, GlobalCounter, MemberInfo, MemberKey, UplinkPort, VipCounters, VipKey, VipNat,
+    VipRef, VipState, VrrpSeen,
+};
+
+use super::maps::{Maps, Table};
+
+impl<K: Ord + Copy + Send + std::fmt::Debug, V: Copy + Send> Table<K, V> for BTreeMap<K, V> {
+    fn entries(&self) -> Result<BTreeMap<K, V>> {
+        Ok(self.clone())
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        BTreeMap::get(self, key).copied()
+    }
+
+    fn set(&mut self, key: K, value: V) -> Result<()> {
+        self.insert(key, value);
+        Ok(())
+    }
+
+    fn insert_new(&mut self, key: K, value: V) -> Result<()> {
+        if self.contains_key(&key) {
+            bail!("adding entry {key:?}: it exists (BPF_NOEXIST)");
+        }
+        self.insert(key, value);
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &K) -> Result<()> {
+        BTreeMap::remove(self, key).map(drop).with_context(|| format!("removing entry {key:?}: absent"))
+    }
+}
+
+/// The maps as plain collections; public so a test can set up and inspect
+/// any state.
+#[derive(Clone, Debug, Default)]
+pub struct FakeMaps {
+    pub vips: BTreeMap<VipKey, VipRef>,
+    /// Slot -> state; a slot never written reads as all zero, as in an array map.
+    pub vip_state: BTreeMap<u32, VipState>,
+    pub members: BTreeMap<MemberKey, MemberInfo>,
+    pub vrrp: BTreeMap<VipKey, VrrpSeen>,
+    pub tx_ports: BTreeSet<u32>,
+    /// Slot -> counters (already summed over CPUs).
+    pub vip_stats: BTreeMap<u32, VipCounters>,
+    pub global_stats: BTreeMap<u32, u64>,
+    pub eips: BTreeMap<EipKey, EipBinding>,
+    pub vip_nat: BTreeMap<VipKey, VipNat>,
+    pub uplink: UplinkPort,
+    /// The array maps' size (`dataplane.max_vips`).
+    pub max_vips: u32,
+}
+
+impl FakeMaps {
+    /// Empty maps whose arrays hold `max_vips` slots.
+    pub fn new(max_vips: u32) -> Self {
+        Self { max_vips, ..Self::default() }
+    }
+
+    fn check_slot(&self, slot: u32) -> Result<()> {
+        if slot >= self.max_vips {
+            bail!("slot {slot} is beyond the array's {} entries", self.max_vips);
+        }
+        Ok(())
+    }
+}
+
+impl Maps for FakeMaps {
+    fn vips(&mut self) -> &mut dyn Table<VipKey, VipRef> {
+        &mut self.vips
+    }
+
+    fn members(&mut self) -> &mut dyn Table<MemberKey, MemberInfo> {
+        &mut self.members
+    }
+
+    fn eips(&mut self) -> &mut dyn Table<EipKey, EipBinding> {
+        &mut self.eips
+    }
+
+    fn vip_nat(&mut self) -> &mut dyn Table<VipKey, VipNat> {
+        &mut self.vip_nat
+    }
+
+    fn vrrp(&mut self) -> &mut dyn Table<VipKey, VrrpSeen> {
+        &mut self.vrrp
+    }
+
+    fn vip_slot(&self, vip: &VipKey) -> Option<u32> {
+        self.vips.get(vip).map(|r| r.slot)
+    }
+
+    fn tx_ports(&self) -> Result<BTreeSet<u32>> {
+        Ok(self.tx_ports.clone())
+    }
+
+    fn add_tx_port(&mut self, ifindex: u32) -> Result<()> {
+        self.tx_ports.insert(ifindex);
+        Ok(())
+    }
+
+    fn remove_tx_port(&mut self, ifindex: u32) -> Result<()> {
+        if !self.tx_ports.remove(&ifindex) {
+            bail!("removing ifindex {ifindex} from tx_ports: absent");
+        }
+        Ok(())
+    }
+
+    fn vip_state(&self, slot: u32) -> Result<VipState> {
+        self.check_slot(slot)?;
+        Ok(self.vip_state.get(&slot).copied().unwrap_or_default())
+    }
+
+    fn set_vip_state(&mut self, slot: u32, state: VipState) -> Result<()> {
+        self.check_slot(slot)?;
+        self.vip_state.insert(slot, state);
+        Ok(())
+    }
+
+    fn uplink(&self) -> Result<UplinkPort> {
+        Ok(self.uplink)
+    }
+
+    fn set_uplink(&mut self, port: UplinkPort) -> Result<()> {
+        self.uplink = port;
+        Ok(())
+    }
+
+    fn reset_vip_counters(&mut self, slot: u32) -> Result<()> {
+        self.check_slot(slot)?;
+        self.vip_stats.insert(slot, VipCounters::default());
+        Ok(())
+    }
+
+    fn vip_counters(&self, slot: u32) -> Result<VipCounters> {
+        self.check_slot(slot)?;
+        Ok(self.vip_stats.get(&slot).copied().unwrap_or_default())
+    }
+
+    fn global_counter(&self, counter: GlobalCounter) -> Result<u64> {
+        Ok(self.global_stats.get(&(counter as u32)).copied().unwrap_or(0))
+    }
+}

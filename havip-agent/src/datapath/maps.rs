@@ -1,0 +1,213 @@
+//! The data plane's maps behind one interface, [`Maps`], so that the plan,
+//! the reconciler and the observer run the same against the kernel
+//! ([`KernelMaps`], aya over the pinned maps) and in memory
+//! ([`FakeMaps`](super::fake::FakeMaps), for replay tests without a kernel).
+//!
+//! Keys and values are the ABI types of `havip_common` (mirrored from
+//! `havip-ebpf/bpf/havip_abi.h`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{Context, Result};
+use aya::{
+    maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray, PerCpuValues},
+    Pod,
+};
+use havip_common::{
+    EipBinding, EipKey, GlobalCounter, MemberInfo, MemberKey, UplinkPort, VipCounter, VipCounters, VipKey,
+    VipNat, VipRef, VipState, VrrpSeen,
+};
+
+/// One hash map of the data plane: key -> value.
+pub trait Table<K, V>: Send {
+    /// Every entry, ordered by key.
+    fn entries(&self) -> Result<BTreeMap<K, V>>;
+    /// The value at `key`, if any.
+    fn get(&self, key: &K) -> Option<V>;
+    /// Creates or replaces the entry.
+    fn set(&mut self, key: K, value: V) -> Result<()>;
+    /// Creates the entry; fails if the key exists (`BPF_NOEXIST`).
+    fn insert_new(&mut self, key: K, value: V) -> Result<()>;
+    /// Removes the entry; an absent key is an error.
+    fn remove(&mut self, key: &K) -> Result<()>;
+}
+
+/// The maps of `havip_abi.h` as the control plane reads and writes them.
+///
+/// `vip_state` is read and written under the value's spin lock
+/// (`BPF_F_LOCK`), so a claim the kernel makes concurrently is never torn.
+/// Counters are per CPU; they are handed out summed.
+pub trait Maps: Send {
+    /// `vips`: VIP -> its slot in `vip_state` and `vip_stats`.
+    fn vips(&mut self) -> &mut dyn Table<VipKey, VipRef>;
+    /// `members`: (VIP, vNIC ifindex) -> the member's guest MAC.
+    fn members(&mut self) -> &mut dyn Table<MemberKey, MemberInfo>;
+    /// `eips`: EIP -> the VIP it is bound to.
+    fn eips(&mut self) -> &mut dyn Table<EipKey, EipBinding>;
+    /// `vip_nat`: VIP -> its EIP and the subnet its traffic must leave.
+    fn vip_nat(&mut self) -> &mut dyn Table<VipKey, VipNat>;
+    /// `vrrp`: VIP -> the last VRRP advert seen for it.
+    fn vrrp(&mut self) -> &mut dyn Table<VipKey, VrrpSeen>;
+
+    /// `tx_ports`: the ifindexes redirects may go to.
+    fn tx_ports(&self) -> Result<BTreeSet<u32>>;
+    fn add_tx_port(&mut self, ifindex: u32) -> Result<()>;
+    fn remove_tx_port(&mut self, ifindex: u32) -> Result<()>;
+
+    /// `vip_state[slot]`, read under its lock.
+    fn vip_state(&self, slot: u32) -> Result<VipState>;
+    /// Writes `vip_state[slot]` under its lock.
+    fn set_vip_state(&mut self, slot: u32, state: VipState) -> Result<()>;
+
+    /// `uplink[0]`: the uplink port, all zero when there is none.
+    fn uplink(&self) -> Result<UplinkPort>;
+    fn set_uplink(&mut self, port: UplinkPort) -> Result<()>;
+
+    /// Zeroes `vip_stats[slot]` on every CPU (a slot given to a new VIP).
+    fn reset_vip_counters(&mut self, slot: u32) -> Result<()>;
+    /// `vip_stats[slot]`, summed over CPUs.
+    fn vip_counters(&self, slot: u32) -> Result<VipCounters>;
+    /// `global_stats[counter]`, summed over CPUs.
+    fn global_counter(&self, counter: GlobalCounter) -> Result<u64>;
+
+    /// `vips[vip]`: the VIP's slot, if the VIP is in the maps (a read that
+    /// needs no `&mut`, unlike [`Maps::vips`]).
+    fn vip_slot(&self, vip: &VipKey) -> Option<u32>;
+
+    /// The state of `vip`: its slot from `vips`, then `vip_state[slot]`;
+    /// `None` if the VIP is not in the maps.
+    fn vip(&self, vip: &VipKey) -> Option<VipState> {
+        self.vip_state(self.vip_slot(vip)?).ok()
+    }
+}
+
+/// Adds up per-CPU counter records.
+pub fn sum_counters<'a>(per_cpu: impl IntoIterator<Item = &'a VipCounters>) -> VipCounters {
+    let mut sum = VipCounters::default();
+    for c in per_cpu {
+        for i in VipCounter::ALL {
+            sum.c[i as usize] += c.get(i);
+        }
+    }
+    sum
+}
+
+/// Fails if the key exists (`BPF_NOEXIST`).
+const BPF_NOEXIST: u64 = 1;
+/// Reads or writes a value under its `bpf_spin_lock` (`BPF_F_LOCK`).
+const BPF_F_LOCK: u64 = 4;
+
+/// The pinned maps in the kernel, typed (aya). Fields are public for the
+/// bench, which fills maps faster than through [`Maps`].
+pub struct KernelMaps {
+    pub vips: HashMap<MapData, VipKey, VipRef>,
+    pub vip_state: Array<MapData, VipState>,
+    pub members: HashMap<MapData, MemberKey, MemberInfo>,
+    pub vrrp: HashMap<MapData, VipKey, VrrpSeen>,
+    pub tx_ports: DevMapHash<MapData>,
+    pub vip_stats: PerCpuArray<MapData, VipCounters>,
+    pub global_stats: PerCpuArray<MapData, u64>,
+    pub eips: HashMap<MapData, EipKey, EipBinding>,
+    pub vip_nat: HashMap<MapData, VipKey, VipNat>,
+    pub uplink: Array<MapData, UplinkPort>,
+}
+
+impl<K: Pod + Ord + Send + std::fmt::Debug, V: Pod + Send> Table<K, V> for HashMap<MapData, K, V> {
+    fn entries(&self) -> Result<BTreeMap<K, V>> {
+        self.iter().collect::<Result<_, _>>().context("listing a hash map")
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        HashMap::get(self, key, 0).ok()
+    }
+
+    fn set(&mut self, key: K, value: V) -> Result<()> {
+        self.insert(key, value, 0).with_context(|| format!("setting entry {key:?}"))
+    }
+
+    fn insert_new(&mut self, key: K, value: V) -> Result<()> {
+        self.insert(key, value, BPF_NOEXIST).with_context(|| format!("adding entry {key:?}"))
+    }
+
+    fn remove(&mut self, key: &K) -> Result<()> {
+        HashMap::remove(self, key).with_context(|| format!("removing entry {key:?}"))
+    }
+}
+
+impl Maps for KernelMaps {
+    fn vips(&mut self) -> &mut dyn Table<VipKey, VipRef> {
+        &mut self.vips
+    }
+
+    fn members(&mut self) -> &mut dyn Table<MemberKey, MemberInfo> {
+        &mut self.members
+    }
+
+    fn eips(&mut self) -> &mut dyn Table<EipKey, EipBinding> {
+        &mut self.eips
+    }
+
+    fn vip_nat(&mut self) -> &mut dyn Table<VipKey, VipNat> {
+        &mut self.vip_nat
+    }
+
+    fn vrrp(&mut self) -> &mut dyn Table<VipKey, VrrpSeen> {
+        &mut self.vrrp
+    }
+
+    fn vip_slot(&self, vip: &VipKey) -> Option<u32> {
+        self.vips.get(vip, 0).ok().map(|r| r.slot)
+    }
+
+    fn tx_ports(&self) -> Result<BTreeSet<u32>> {
+        self.tx_ports.keys().collect::<Result<_, _>>().context("listing tx_ports")
+    }
+
+    fn add_tx_port(&mut self, ifindex: u32) -> Result<()> {
+        // The devmap's value is the egress ifindex: the key itself.
+        self.tx_ports
+            .insert(ifindex, ifindex, None, 0)
+            .with_context(|| format!("adding ifindex {ifindex} to tx_ports"))
+    }
+
+    fn remove_tx_port(&mut self, ifindex: u32) -> Result<()> {
+        self.tx_ports.remove(ifindex).with_context(|| format!("removing ifindex {ifindex} from tx_ports"))
+    }
+
+    fn vip_state(&self, slot: u32) -> Result<VipState> {
+        self.vip_state.get(&slot, BPF_F_LOCK).with_context(|| format!("reading vip_state[{slot}]"))
+    }
+
+    fn set_vip_state(&mut self, slot: u32, state: VipState) -> Result<()> {
+        self.vip_state
+            .set(slot, state, BPF_F_LOCK)
+            .with_context(|| format!("writing vip_state[{slot}] (is dataplane.max_vips large enough?)"))
+    }
+
+    fn uplink(&self) -> Result<UplinkPort> {
+        self.uplink.get(&0, 0).context("reading uplink")
+    }
+
+    fn set_uplink(&mut self, port: UplinkPort) -> Result<()> {
+        self.uplink.set(0, port, 0).context("setting uplink")
+    }
+
+    fn reset_vip_counters(&mut self, slot: u32) -> Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+        let zeros = PerCpuValues::try_from(vec![VipCounters::default(); cpus]).context("per-CPU values")?;
+        self.vip_stats.set(slot, zeros, 0).with_context(|| format!("zeroing vip_stats[{slot}]"))
+    }
+
+    fn vip_counters(&self, slot: u32) -> Result<VipCounters> {
+        let per_cpu = self.vip_stats.get(&slot, 0).with_context(|| format!("reading vip_stats[{slot}]"))?;
+        Ok(sum_counters(per_cpu.iter()))
+    }
+
+    fn global_counter(&self, counter: GlobalCounter) -> Result<u64> {
+        let per_cpu = self
+            .global_stats
+            .get(&(counter as u32), 0)
+            .with_context(|| format!("reading global_stats[{counter:?}]"))?;
+        Ok(per_cpu.iter().sum())
+    }
+}
