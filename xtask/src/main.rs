@@ -11,6 +11,8 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod layers;
+
 /// What the build, the lab and the tests need from Debian (curl: for trying
 /// the EIP by hand in a lab left standing).
 const APT_PACKAGES: [&str; 9] = [
@@ -51,6 +53,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Check the agent's module layering: no import cycle, layers in the order of its lib.rs.
+    Layers,
     /// The benchmark: havip against the XDP limit and the kernel, as ratios in one run (needs root).
     Bench {
         /// Passed on to havip-bench (`cargo xtask bench -- --help` lists them).
@@ -83,6 +87,7 @@ fn main() -> Result<()> {
             }])
         }
         Cmd::Test { args } => test(&args),
+        Cmd::Layers => layers::check(&root_dir().join("havip-agent/src")),
         Cmd::Bench { args } => {
             require_root("the bench creates network namespaces and runs XDP programs")?;
             bench(&args)
@@ -176,6 +181,9 @@ fn test(args: &[String]) -> Result<()> {
     // House style is part of the suite: formatted, and clippy-clean.
     run(cargo().args(["fmt", "--all", "--check"]))?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    // The layers: no import cycle between the agent's modules (between
+    // crates cargo refuses one), each layer importing only those below it.
+    layers::check(&root_dir().join("havip-agent/src"))?;
     run(cargo().args(["test", "--workspace"]).args(args))
 }
 

@@ -232,6 +232,7 @@ fn wall_ms(mono_ns: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datapath::fake::FakeMaps;
 
     #[test]
     fn failovers_count_moves_to_another_vnic() {
@@ -264,5 +265,236 @@ mod tests {
         let ten_s_ago = (ts.tv_sec as u64 - 10) * 1_000_000_000 + ts.tv_nsec as u64;
         let got = wall_ms(ten_s_ago);
         assert!((now - 10_000).abs_diff(got) < 100, "{got} vs {now}");
+    }
+
+    /// A world for replays: a real store in a temporary file holding one
+    /// HAVIP (198.18.1.50, members vnic-a and vnic-b on host hv1, vnic-c on
+    /// hv2), the links vnic-a (7) and vnic-b (8) up, and an observer of hv1.
+    struct Replay {
+        observer: Observer,
+        store: Arc<dyn Store>,
+        feed: Arc<Feed>,
+        links: watch::Sender<Links>,
+        dir: std::path::PathBuf,
+    }
+
+    impl Drop for Replay {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 50);
+    const MAC_A: [u8; 6] = [2, 0, 0xc6, 0x12, 1, 0x0b];
+    const MAC_B: [u8; 6] = [2, 0, 0xc6, 0x12, 1, 0x0c];
+
+    fn replay(name: &str) -> Replay {
+        let dir = std::env::temp_dir().join(format!("havip-observer-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::redb::RedbStore::open(&dir.join("state.redb")).unwrap());
+        let file: havip_model::DesiredFile = toml::from_str(
+            r#"
+            [[subnets]]
+            name = "vpc1"
+            cidr = "198.18.1.0/24"
+            [[vnics]]
+            name = "vnic-a"
+            instance = "vm-a"
+            subnet = "vpc1"
+            ip = "198.18.1.11"
+            mac = "02:00:c6:12:01:0b"
+            [[vnics]]
+            name = "vnic-b"
+            instance = "vm-b"
+            subnet = "vpc1"
+            ip = "198.18.1.12"
+            mac = "02:00:c6:12:01:0c"
+            [[vnics]]
+            name = "vnic-c"
+            host = "hv2"
+            instance = "vm-c"
+            subnet = "vpc1"
+            ip = "198.18.1.13"
+            mac = "02:00:c6:12:01:0d"
+            [[havips]]
+            vip = "198.18.1.50"
+            subnet = "vpc1"
+            members = ["vnic-a", "vnic-b"]
+            "#,
+        )
+        .unwrap();
+        let desired = file.parse("hv1").unwrap();
+        store
+            .update(&mut |s| {
+                havip_model::ops::apply(s, desired.clone());
+                Ok(())
+            })
+            .unwrap();
+        let link = |ifindex| crate::host::links::Link { ifindex, mac: [0xaa; 6], up: true };
+        let links = watch::Sender::new(Links::from([("vnic-a".into(), link(7)), ("vnic-b".into(), link(8))]));
+        let feed = Arc::new(Feed::default());
+        let observer = Observer::new("hv1", store.clone(), feed.clone(), links.subscribe());
+        Replay { observer, store, feed, links, dir }
+    }
+
+    impl Replay {
+        fn observed(&self) -> Observed {
+            self.store.observed().remove(&VIP).unwrap_or_default()
+        }
+
+        /// (kind, vnic, detail) of every event so far.
+        fn events(&self) -> Vec<(EventKind, Option<String>, String)> {
+            self.feed.follow().0.into_iter().map(|e| (e.kind, e.vnic, e.detail)).collect()
+        }
+    }
+
+    fn now_mono_ns() -> u64 {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: a valid out-pointer; CLOCK_MONOTONIC always exists.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    }
+
+    fn claim(ifindex: u32, prev_ifindex: u32, mac: [u8; 6], epoch: u64, changed: u8) -> HavipEvent {
+        HavipEvent {
+            ts_ns: now_mono_ns(),
+            epoch,
+            kind: EV_CLAIM,
+            vip: VIP.octets(),
+            ifindex,
+            prev_ifindex,
+            mac,
+            reason: 0,
+            changed,
+        }
+    }
+
+    fn holder(vnic: &str, mac: [u8; 6], epoch: u64) -> Option<Holder> {
+        Some(Holder { host: "hv1".into(), vnic: vnic.into(), mac, epoch })
+    }
+
+    #[test]
+    fn ring_buffer_claims_become_holder_records_and_events() {
+        let r = replay("claims");
+        let names = r.observer.names();
+        assert_eq!(names, PortNames::from([(7, "vnic-a".into()), (8, "vnic-b".into())]), "hv1's vNICs only");
+
+        r.observer.events(&[claim(7, 0, MAC_A, 1, 1)], &names).unwrap();
+        let o = r.observed();
+        assert_eq!((o.holder.clone(), o.epoch, o.failovers), (holder("vnic-a", MAC_A, 1), 1, 0));
+
+        // keepalived repeats its GARPs: a refresh writes nothing new.
+        r.observer.events(&[claim(7, 7, MAC_A, 1, 0)], &names).unwrap();
+        assert_eq!(r.observed(), o);
+
+        r.observer.events(&[claim(8, 7, MAC_B, 2, 1)], &names).unwrap();
+        let o = r.observed();
+        assert_eq!((o.holder, o.epoch, o.failovers), (holder("vnic-b", MAC_B, 2), 2, 1));
+        let claims: Vec<_> =
+            o.last_claims.iter().map(|c| (c.vnic.as_str(), c.accepted, c.detail.as_str())).collect();
+        assert_eq!(
+            claims,
+            [("vnic-b", true, "took over from vnic-a"), ("vnic-a", true, "took over from none")]
+        );
+
+        // An event older than what is recorded (epoch 1 < 2) changes no holder.
+        r.observer.events(&[claim(7, 8, MAC_A, 1, 1)], &names).unwrap();
+        assert_eq!(r.observed().holder, holder("vnic-b", MAC_B, 2));
+
+        assert_eq!(
+            r.events(),
+            [
+                (
+                    EventKind::HolderChanged,
+                    Some("vnic-a".into()),
+                    "vnic-a holds 198.18.1.50 (was none), epoch 1, failovers 0".into()
+                ),
+                (
+                    EventKind::HolderChanged,
+                    Some("vnic-b".into()),
+                    "vnic-b holds 198.18.1.50 (was vnic-a), epoch 2, failovers 1".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refused_claimant_is_written_down_once_a_second_with_its_reason() {
+        let r = replay("refused");
+        let names = r.observer.names();
+        let spoof = HavipEvent {
+            kind: EV_CLAIM_REJECTED,
+            reason: RejectReason::NotMember as u8,
+            ..claim(9, 0, [2, 0, 0, 0, 0, 9], 0, 0)
+        };
+        r.observer.events(&[spoof, spoof, spoof], &names).unwrap();
+        let o = r.observed();
+        assert_eq!(o.holder, None);
+        let claims: Vec<_> =
+            o.last_claims.iter().map(|c| (c.vnic.as_str(), c.accepted, c.detail.as_str())).collect();
+        assert_eq!(claims, [("ifindex 9", false, "vNIC is not a member of the HAVIP")]);
+        assert_eq!(
+            r.events(),
+            [(
+                EventKind::ClaimRejected,
+                Some("ifindex 9".into()),
+                "from ifindex 9, MAC 02:00:00:00:00:09: vNIC is not a member of the HAVIP".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn the_maps_catch_what_no_event_told() {
+        let r = replay("sync");
+        let mut maps = FakeMaps::new(4);
+        let v = VipKey::from(VIP);
+        maps.vips.insert(v, havip_common::VipRef { slot: 0 });
+        let mut st = havip_common::VipState {
+            slot: 0,
+            vip: VIP.octets(),
+            holder_ifindex: 8,
+            holder_mac: MAC_B,
+            epoch: 5,
+            since_ns: now_mono_ns(),
+            ..Default::default()
+        };
+        maps.vip_state.insert(0, st);
+
+        // Claims made while the agent was away: the maps are the truth at start.
+        r.observer.sync(&mut maps, SyncMode::Start).unwrap();
+        let o = r.observed();
+        assert_eq!((o.holder, o.epoch), (holder("vnic-b", MAC_B, 5), 5));
+        // Nothing new while running: nothing written, nothing said.
+        r.observer.sync(&mut maps, SyncMode::Running).unwrap();
+        assert_eq!(r.events().len(), 1);
+
+        // vnic-b vanishes; the reconciler cleared its holder (epoch 6).
+        r.links.send_modify(|l| {
+            l.remove("vnic-b");
+        });
+        (st.holder_ifindex, st.holder_mac, st.epoch) = (0, [0; 6], 6);
+        maps.vip_state.insert(0, st);
+        r.observer.sync(&mut maps, SyncMode::Running).unwrap();
+        let o = r.observed();
+        assert_eq!((o.holder, o.epoch, o.last_holder.as_deref()), (None, 6, Some("vnic-b")));
+        let last = r.events().pop().unwrap();
+        assert_eq!(
+            last,
+            (
+                EventKind::HolderCleared,
+                Some("vnic-b".into()),
+                "198.18.1.50 has no holder: vNIC vnic-b is gone".into()
+            )
+        );
+
+        // At start, an older epoch in the maps than in the store still wins
+        // (the maps were made anew): what the kernel holds is what forwards.
+        (st.holder_ifindex, st.holder_mac, st.epoch) = (7, MAC_A, 1);
+        maps.vip_state.insert(0, st);
+        r.observer.sync(&mut maps, SyncMode::Running).unwrap();
+        assert_eq!(r.observed().holder, None, "running: an older epoch is no news");
+        r.observer.sync(&mut maps, SyncMode::Start).unwrap();
+        assert_eq!(r.observed().holder, holder("vnic-a", MAC_A, 1));
     }
 }

@@ -38,7 +38,7 @@ use crate::{
         api::{self, Control},
         metrics,
     },
-    store::{RedbStore, Store},
+    store::{redb::RedbStore, Store},
 };
 
 /// Attaches `xdp_uplink` and starts following the uplink's next hop; the

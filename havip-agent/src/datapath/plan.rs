@@ -295,3 +295,184 @@ pub fn reconcile(maps: &mut dyn Maps, target: &MapTarget) -> Result<Applied> {
     let current = Current::read(maps)?;
     apply(maps, &plan(target, &current))
 }
+
+/// Replays of "these maps, this target": the exact operations, and what
+/// applying them leaves, with the maps in memory.
+#[cfg(test)]
+mod tests {
+    use havip_common::VipState;
+
+    use super::*;
+    use crate::datapath::fake::FakeMaps;
+
+    const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+    const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+
+    fn vip(last: u8) -> VipKey {
+        VipKey { addr: [198, 18, 1, last] }
+    }
+
+    fn member(v: VipKey, ifindex: u32) -> MemberKey {
+        MemberKey { vip: v.addr, ifindex }
+    }
+
+    fn info(mac: [u8; 6]) -> MemberInfo {
+        MemberInfo { mac, _pad: [0; 2] }
+    }
+
+    /// Maps already holding `vips` (address, slot), ports 7 and 8.
+    fn current(vips: &[(VipKey, u32)]) -> Current {
+        Current {
+            ports: BTreeSet::from([7, 8]),
+            vips: vips.iter().map(|&(k, slot)| (k, VipRef { slot })).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn target(vips: &[VipKey]) -> MapTarget {
+        MapTarget {
+            ports: BTreeSet::from([7, 8]),
+            vips: vips.iter().map(|&k| (k, BTreeMap::new())).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn new_vips_take_the_lowest_slots_no_vip_holds_not_even_one_being_removed() {
+        // .50 at 0, .52 at 2, .55 at 5; .55 goes, .51 .53 .54 come.
+        let cur = current(&[(vip(50), 0), (vip(52), 2), (vip(55), 5)]);
+        let ops = plan(&target(&[vip(50), vip(51), vip(52), vip(53), vip(54)]), &cur);
+        assert_eq!(
+            ops,
+            [
+                Op::AddVip { vip: vip(51), slot: 1 },
+                Op::AddVip { vip: vip(53), slot: 3 },
+                Op::AddVip { vip: vip(54), slot: 4 },
+                Op::RemoveVip { vip: vip(55), slot: 5 },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_slot_freed_by_one_pass_is_reused_by_the_next() {
+        let mut maps = FakeMaps::new(16);
+        reconcile(&mut maps, &target(&[vip(50), vip(51)])).unwrap();
+        reconcile(&mut maps, &target(&[vip(51)])).unwrap();
+        assert_eq!(maps.vip_state(0).unwrap(), VipState::default(), "slot 0 freed");
+        let ops = plan(&target(&[vip(51), vip(60)]), &Current::read(&mut maps).unwrap());
+        assert_eq!(ops, [Op::AddVip { vip: vip(60), slot: 0 }]);
+        apply(&mut maps, &ops).unwrap();
+        let st = maps.vip(&vip(60)).unwrap();
+        assert_eq!((st.slot, st.vip, st.vmac, st.holder_ifindex), (0, vip(60).addr, vmac(0), 0));
+        assert_eq!(maps.vip_slot(&vip(51)), Some(1), "a VIP keeps its slot");
+    }
+
+    #[test]
+    fn a_holder_that_left_is_cleared_one_that_stays_is_kept() {
+        let v = vip(50);
+        let mut cur = current(&[(v, 0)]);
+        cur.members = BTreeMap::from([(member(v, 7), info(MAC_A)), (member(v, 8), info(MAC_B))]);
+        cur.holders = BTreeMap::from([(0, (7, MAC_A))]);
+
+        let mut both = target(&[v]);
+        both.vips.insert(v, BTreeMap::from([(7, MAC_A), (8, MAC_B)]));
+        assert_eq!(plan(&both, &cur), [], "nothing to do: the holder stays a member");
+
+        let mut only_b = target(&[v]);
+        only_b.vips.insert(v, BTreeMap::from([(8, MAC_B)]));
+        assert_eq!(
+            plan(&only_b, &cur),
+            [Op::ClearHolder { vip: v, slot: 0, ifindex: 7, mac: MAC_A }, Op::RemoveMember(member(v, 7))]
+        );
+
+        // Still a member, but registered with another MAC: the holder's
+        // claims came from a MAC that is no longer the member's.
+        let mut a_moved = target(&[v]);
+        a_moved.vips.insert(v, BTreeMap::from([(7, MAC_B), (8, MAC_B)]));
+        assert_eq!(
+            plan(&a_moved, &cur),
+            [
+                Op::SetMember(member(v, 7), info(MAC_B)),
+                Op::ClearHolder { vip: v, slot: 0, ifindex: 7, mac: MAC_A },
+            ]
+        );
+    }
+
+    #[test]
+    fn clearing_spares_a_member_that_claimed_in_between() {
+        let v = vip(50);
+        let mut maps = FakeMaps::new(4);
+        let mut t = target(&[v]);
+        t.vips.insert(v, BTreeMap::from([(7, MAC_A), (8, MAC_B)]));
+        reconcile(&mut maps, &t).unwrap();
+        let claim = |maps: &mut FakeMaps, ifindex, mac, epoch| {
+            let mut st = maps.vip(&v).unwrap();
+            (st.holder_ifindex, st.holder_mac, st.epoch) = (ifindex, mac, epoch);
+            maps.set_vip_state(st.slot, st).unwrap();
+        };
+        claim(&mut maps, 7, MAC_A, 1);
+        t.vips.insert(v, BTreeMap::from([(8, MAC_B)]));
+        let ops = plan(&t, &Current::read(&mut maps).unwrap());
+        // The kernel moves the VIP to 8 between the plan and its application.
+        claim(&mut maps, 8, MAC_B, 2);
+        assert_eq!(apply(&mut maps, &ops).unwrap(), Applied { ops: 2, holders_cleared: 0 });
+        let st = maps.vip(&v).unwrap();
+        assert_eq!((st.holder_ifindex, st.epoch), (8, 2), "the new holder is kept");
+
+        // Without the race, the clear is a holder change: the epoch grows.
+        claim(&mut maps, 7, MAC_A, 3);
+        maps.members.insert(member(v, 7), info(MAC_A));
+        assert_eq!(reconcile(&mut maps, &t).unwrap(), Applied { ops: 2, holders_cleared: 1 });
+        let st = maps.vip(&v).unwrap();
+        assert_eq!((st.holder_ifindex, st.holder_mac, st.epoch), (0, [0; 6], 4));
+    }
+
+    #[test]
+    fn additions_come_before_removals_and_a_second_pass_does_nothing() {
+        let (keep, gone, new) = (vip(50), vip(51), vip(52));
+        let eip: Ipv4Addr = "203.0.113.10".parse().unwrap();
+        let subnet: Subnet = "198.18.1.0/24".parse().unwrap();
+        let uplink = Uplink { ifindex: 9, mac: [2, 0, 0, 0, 0, 9], next_hop_mac: [2, 0, 0, 0, 0, 0x99] };
+        let mut maps = FakeMaps::new(8);
+        let mut before = target(&[keep, gone]);
+        before.vips.insert(gone, BTreeMap::from([(7, MAC_A)]));
+        before.eips.insert(gone, EipNat { eip, subnet });
+        reconcile(&mut maps, &before).unwrap();
+
+        let mut after = target(&[keep, new]);
+        after.ports = BTreeSet::from([8, 10]);
+        after.vips.insert(new, BTreeMap::from([(8, MAC_B)]));
+        after.eips.insert(new, EipNat { eip, subnet });
+        after.uplink = Some(uplink);
+        let ops = plan(&after, &Current::read(&mut maps).unwrap());
+        let nat = VipNat { eip: eip.octets(), subnet: [198, 18, 1, 0], mask: [255, 255, 255, 0] };
+        assert_eq!(
+            ops,
+            [
+                Op::AddPort(9),
+                Op::AddPort(10),
+                Op::AddVip { vip: new, slot: 2 },
+                Op::SetMember(member(new, 8), info(MAC_B)),
+                Op::SetVipNat(new, nat),
+                Op::SetEip(EipKey { addr: eip.octets() }, EipEntry { vip: new.addr }),
+                Op::SetUplink(UplinkPort { ifindex: 9, mac: uplink.mac, next_hop_mac: uplink.next_hop_mac }),
+                Op::RemoveMember(member(gone, 7)),
+                Op::RemoveVipNat(gone),
+                Op::RemoveVip { vip: gone, slot: 1 },
+                Op::RemovePort(7),
+            ]
+        );
+        apply(&mut maps, &ops).unwrap();
+        assert_eq!(plan(&after, &Current::read(&mut maps).unwrap()), [], "idempotent");
+        assert_eq!(maps.vip_slot(&gone), None);
+        assert_eq!(maps.eips.get(&EipKey { addr: eip.octets() }), Some(&EipEntry { vip: new.addr }));
+    }
+
+    #[test]
+    fn an_eip_of_a_vip_not_in_the_target_is_not_written() {
+        let mut t = target(&[vip(50)]);
+        let subnet: Subnet = "198.18.1.0/24".parse().unwrap();
+        t.eips.insert(vip(99), EipNat { eip: "203.0.113.10".parse().unwrap(), subnet });
+        assert_eq!(plan(&t, &current(&[(vip(50), 0)])), []);
+    }
+}

@@ -2,15 +2,16 @@
 //! distributed backend (etcd: a read-modify-write is a transaction guarded
 //! by the revision it read, the feed is a watch) can replace the embedded
 //! one without touching the reconciler or the API.
+//!
+//! Backends live in submodules ([`redb`]); this module defines what they
+//! provide and never imports them.
 
-mod redb;
+pub mod redb;
 
 use std::{collections::BTreeMap, net::Ipv4Addr, sync::Arc};
 
 use havip_model::{DesiredState, Observed, Refusal};
 use tokio::sync::watch;
-
-pub use self::redb::RedbStore;
 
 /// The desired state as committed, and the revision that committed it.
 #[derive(Clone, Debug)]
