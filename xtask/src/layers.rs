@@ -17,6 +17,33 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+/// Crates that must stay light, and what they must not depend on (even
+/// indirectly): the model is pure, the CLI a thin client of the API.
+pub const CRATE_RULES: [(&str, &[&str]); 3] = [
+    ("havip-model", &["tokio", "aya", "redb", "axum", "hyper"]),
+    ("havip-api", &["aya", "redb", "axum", "havip-ebpf", "havip-agent"]),
+    ("havipctl", &["aya", "redb", "axum", "havip-ebpf", "havip-agent"]),
+];
+
+/// Checks `cargo tree -p KRATE --format {p}` output (one `name vX.Y.Z` a
+/// line) against the crates `krate` must not depend on.
+pub fn check_crate_deps(krate: &str, forbidden: &[&str], tree: &str) -> Result<()> {
+    let found: BTreeSet<&str> = tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| forbidden.contains(name))
+        .collect();
+    if !found.is_empty() {
+        bail!(
+            "{krate} depends on {} (directly or not); it must not depend on any of {}",
+            found.into_iter().collect::<Vec<_>>().join(", "),
+            forbidden.join(", ")
+        );
+    }
+    eprintln!("xtask: {krate} depends on none of {}", forbidden.join(", "));
+    Ok(())
+}
+
 /// Module path (`control::observer`) -> the file it lives in.
 type Modules = BTreeMap<String, PathBuf>;
 /// Module -> the modules it imports.
@@ -244,6 +271,14 @@ mod tests {
             ]
         );
         assert_eq!(expand("super::feed::Feed"), [s(&["super", "feed", "Feed"])]);
+    }
+
+    #[test]
+    fn a_forbidden_dependency_is_named() {
+        let tree = "havipctl v0.1.0 (/x)\nhyper v1.0.0\naya v0.14.0\n";
+        let e = check_crate_deps("havipctl", &["aya", "redb"], tree).unwrap_err().to_string();
+        assert_eq!(e, "havipctl depends on aya (directly or not); it must not depend on any of aya, redb");
+        check_crate_deps("havipctl", &["redb"], tree).unwrap();
     }
 
     /// The check must fail when a cycle is added: a throwaway crate with one.

@@ -53,7 +53,7 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Check the agent's module layering: no import cycle, layers in the order of its lib.rs.
+    /// Check the layering: no import cycle in the agent, its layers in lib.rs order, light crates light.
     Layers,
     /// The benchmark: havip against the XDP limit and the kernel, as ratios in one run (needs root).
     Bench {
@@ -87,7 +87,7 @@ fn main() -> Result<()> {
             }])
         }
         Cmd::Test { args } => test(&args),
-        Cmd::Layers => layers::check(&root_dir().join("havip-agent/src")),
+        Cmd::Layers => layering(),
         Cmd::Bench { args } => {
             require_root("the bench creates network namespaces and runs XDP programs")?;
             bench(&args)
@@ -181,9 +181,7 @@ fn test(args: &[String]) -> Result<()> {
     // House style is part of the suite: formatted, and clippy-clean.
     run(cargo().args(["fmt", "--all", "--check"]))?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
-    // The layers: no import cycle between the agent's modules (between
-    // crates cargo refuses one), each layer importing only those below it.
-    layers::check(&root_dir().join("havip-agent/src"))?;
+    layering()?;
     run(cargo().args(["test", "--workspace"]).args(args))
 }
 
@@ -200,4 +198,23 @@ fn bench(args: &[String]) -> Result<()> {
     }
     let err = cmd.args(args).current_dir(root_dir()).exec();
     Err(err).with_context(|| format!("running {}", bin.display()))
+}
+
+/// The layers: no import cycle between the agent's modules (between crates
+/// cargo refuses one), each layer importing only those below it, and the
+/// model, the API and havipctl free of the agent's heavy dependencies.
+fn layering() -> Result<()> {
+    layers::check(&root_dir().join("havip-agent/src"))?;
+    for (krate, forbidden) in layers::CRATE_RULES {
+        let out = cargo()
+            .args(["tree", "-p", krate, "-e", "normal", "--prefix", "none", "--format", "{p}"])
+            .current_dir(root_dir())
+            .output()
+            .with_context(|| format!("running cargo tree -p {krate}"))?;
+        if !out.status.success() {
+            bail!("cargo tree -p {krate} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        layers::check_crate_deps(krate, forbidden, &String::from_utf8_lossy(&out.stdout))?;
+    }
+    Ok(())
 }
