@@ -27,7 +27,7 @@ use crate::{
     sync::lock,
 };
 
-/// ifindex -> (vNIC name, guest MAC) of this host's vNICs, to report names
+/// ifindex -> vNIC name of this host's vNICs, to report names
 /// rather than numbers.
 pub type PortNames = HashMap<u32, String>;
 

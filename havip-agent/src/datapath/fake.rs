@@ -12,7 +12,7 @@ use havip_common::{
     VipRef, VipState, VrrpSeen,
 };
 
-use super::maps::{Maps, Table};
+use super::maps::{table_accessors, Maps, Table};
 
 impl<K: Ord + Copy + Send + std::fmt::Debug, V: Copy + Send> Table<K, V> for BTreeMap<K, V> {
     fn entries(&self) -> Result<BTreeMap<K, V>> {
@@ -76,25 +76,7 @@ impl FakeMaps {
 }
 
 impl Maps for FakeMaps {
-    fn vips(&mut self) -> &mut dyn Table<VipKey, VipRef> {
-        &mut self.vips
-    }
-
-    fn members(&mut self) -> &mut dyn Table<MemberKey, MemberInfo> {
-        &mut self.members
-    }
-
-    fn eips(&mut self) -> &mut dyn Table<EipKey, EipBinding> {
-        &mut self.eips
-    }
-
-    fn vip_nat(&mut self) -> &mut dyn Table<VipKey, VipNat> {
-        &mut self.vip_nat
-    }
-
-    fn vrrp(&mut self) -> &mut dyn Table<VipKey, VrrpSeen> {
-        &mut self.vrrp
-    }
+    table_accessors!();
 
     fn vip_slot(&self, vip: &VipKey) -> Option<u32> {
         self.vips.get(vip).map(|r| r.slot)

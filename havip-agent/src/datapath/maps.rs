@@ -51,7 +51,9 @@ pub trait Maps: Send {
 
     /// `tx_ports`: the ifindexes redirects may go to.
     fn tx_ports(&self) -> Result<BTreeSet<u32>>;
+    /// Lets redirects go to `ifindex`.
     fn add_tx_port(&mut self, ifindex: u32) -> Result<()>;
+    /// Takes `ifindex` out of `tx_ports`; an absent one is an error.
     fn remove_tx_port(&mut self, ifindex: u32) -> Result<()>;
 
     /// `vip_state[slot]`, read under its lock.
@@ -61,6 +63,7 @@ pub trait Maps: Send {
 
     /// `uplink[0]`: the uplink port, all zero when there is none.
     fn uplink(&self) -> Result<UplinkPort>;
+    /// Writes `uplink[0]` (all zero: no uplink).
     fn set_uplink(&mut self, port: UplinkPort) -> Result<()>;
 
     /// Zeroes `vip_stats[slot]` on every CPU (a slot given to a new VIP).
@@ -81,8 +84,35 @@ pub trait Maps: Send {
     }
 }
 
+/// The hash-map accessors of [`Maps`] for an implementation whose fields
+/// are named after the maps (the kernel's and the fake).
+macro_rules! table_accessors {
+    () => {
+        fn vips(&mut self) -> &mut dyn Table<VipKey, VipRef> {
+            &mut self.vips
+        }
+
+        fn members(&mut self) -> &mut dyn Table<MemberKey, MemberInfo> {
+            &mut self.members
+        }
+
+        fn eips(&mut self) -> &mut dyn Table<EipKey, EipBinding> {
+            &mut self.eips
+        }
+
+        fn vip_nat(&mut self) -> &mut dyn Table<VipKey, VipNat> {
+            &mut self.vip_nat
+        }
+
+        fn vrrp(&mut self) -> &mut dyn Table<VipKey, VrrpSeen> {
+            &mut self.vrrp
+        }
+    };
+}
+pub(crate) use table_accessors;
+
 /// Adds up per-CPU counter records.
-pub fn sum_counters<'a>(per_cpu: impl IntoIterator<Item = &'a VipCounters>) -> VipCounters {
+fn sum_counters<'a>(per_cpu: impl IntoIterator<Item = &'a VipCounters>) -> VipCounters {
     let mut sum = VipCounters::default();
     for c in per_cpu {
         for i in VipCounter::ALL {
@@ -135,25 +165,7 @@ impl<K: Pod + Ord + Send + std::fmt::Debug, V: Pod + Send> Table<K, V> for HashM
 }
 
 impl Maps for KernelMaps {
-    fn vips(&mut self) -> &mut dyn Table<VipKey, VipRef> {
-        &mut self.vips
-    }
-
-    fn members(&mut self) -> &mut dyn Table<MemberKey, MemberInfo> {
-        &mut self.members
-    }
-
-    fn eips(&mut self) -> &mut dyn Table<EipKey, EipBinding> {
-        &mut self.eips
-    }
-
-    fn vip_nat(&mut self) -> &mut dyn Table<VipKey, VipNat> {
-        &mut self.vip_nat
-    }
-
-    fn vrrp(&mut self) -> &mut dyn Table<VipKey, VrrpSeen> {
-        &mut self.vrrp
-    }
+    table_accessors!();
 
     fn vip_slot(&self, vip: &VipKey) -> Option<u32> {
         self.vips.get(vip, 0).ok().map(|r| r.slot)
