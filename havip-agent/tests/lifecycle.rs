@@ -2,46 +2,30 @@
 //! program into the same links), refuse mismatched pins, and tear down to
 //! nothing at all.
 
-use std::{path::Path, process::Command};
-
+use anyhow::Result;
 use havip_agent::datapath::loader::{teardown, versioned_dir, Attach, Dataplane};
+use havip_lab::{cmd::ip, netns};
 use havip_model::Capacity;
-
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = teardown(Path::new(&format!("/sys/fs/bpf/{}", self.0)));
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("running ip");
-    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// The XDP program id attached to `dev`, if any.
 fn xdp_prog(ns: &str, dev: &str) -> Option<u64> {
-    let out = ip(&["-n", ns, "-d", "-j", "link", "show", dev]);
+    let out = ip(&["-n", ns, "-d", "-j", "link", "show", dev]).unwrap();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v[0]["xdp"]["prog"]["id"].as_u64()
 }
 
 #[test]
-fn attach_reopen_swap_and_teardown_leave_nothing_behind() {
-    let ns = Netns(format!("havip-life-{}", std::process::id()));
-    ip(&["netns", "add", &ns.0]);
+fn attach_reopen_swap_and_teardown_leave_nothing_behind() -> Result<()> {
+    let mut scratch = netns::Scratch::new("test")?;
+    let ns = scratch.netns("life")?;
     for dev in ["vnic-a", "uplink0"] {
-        ip(&["-n", &ns.0, "link", "add", dev, "type", "veth", "peer", "name", &format!("p-{dev}")]);
+        ip(&["-n", &ns, "link", "add", dev, "type", "veth", "peer", "name", &format!("p-{dev}")])?;
     }
-    let name = ns.0.clone();
-    let root = format!("/sys/fs/bpf/{name}");
-    let pin_root = Path::new(&root).to_path_buf();
+    let name = ns.clone();
+    let pin_root = scratch.pin_dir();
     let thread_root = pin_root.clone();
     std::thread::spawn(move || {
-        havip_agent::host::netns::enter(&name).unwrap();
+        netns::enter(&name).unwrap();
         let mut dp = Dataplane::open(&thread_root, Capacity::default()).unwrap();
         assert_eq!(dp.attach("vnic-a").unwrap(), Attach::New);
         assert_eq!(dp.attach_uplink("uplink0").unwrap(), Attach::New);
@@ -64,8 +48,9 @@ fn attach_reopen_swap_and_teardown_leave_nothing_behind() {
     .join()
     .unwrap();
 
-    teardown(&pin_root).unwrap();
+    teardown(&pin_root)?;
     assert!(!versioned_dir(&pin_root).exists() && !pin_root.exists(), "no pin left");
-    assert_eq!(xdp_prog(&ns.0, "vnic-a"), None, "detached from the vNIC");
-    assert_eq!(xdp_prog(&ns.0, "uplink0"), None, "detached from the uplink");
+    assert_eq!(xdp_prog(&ns, "vnic-a"), None, "detached from the vNIC");
+    assert_eq!(xdp_prog(&ns, "uplink0"), None, "detached from the uplink");
+    Ok(())
 }

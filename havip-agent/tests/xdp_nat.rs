@@ -13,9 +13,9 @@ const OUTSIDE: [u8; 4] = [198, 51, 100, 2];
 const MAC_UPLINK: [u8; 6] = [0x02, 0, 0xc6, 0x33, 0x64, 0x01];
 const MAC_NEXT_HOP: [u8; 6] = [0x02, 0, 0xc6, 0x33, 0x64, 0x02];
 const MAC_GATEWAY: [u8; 6] = [0x02, 0, 0xc6, 0x12, 0x01, 0x01];
-const TCP: u8 = 6;
-const UDP: u8 = 17;
-const ICMP: u8 = 1;
+const TCP: u8 = IPPROTO_TCP;
+const UDP: u8 = IPPROTO_UDP;
+const ICMP: u8 = IPPROTO_ICMP;
 
 /// VIP held by vnic-a, EIP bound, uplink known (or not).
 fn bind_eip(f: &mut Fixture, uplink: bool) {
@@ -29,37 +29,13 @@ fn bind_eip(f: &mut Fixture, uplink: bool) {
 
 /// An L4 segment with its checksum computed over the pseudo-header.
 fn l4(proto: u8, src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
-    let mut seg = match proto {
-        TCP => {
-            [&[0x9c, 0x40, 0, 80][..], &[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0], payload]
-                .concat()
-        }
-        UDP => {
-            [&[0x9c, 0x40, 0, 53][..], &((8 + payload.len()) as u16).to_be_bytes(), &[0, 0], payload].concat()
-        }
-        ICMP => [&[8, 0, 0, 0, 0x12, 0x34, 0, 1][..], payload].concat(),
+    let seg = match proto {
+        TCP => tcp(40000, 80, payload),
+        UDP => udp(40000, 53, payload),
+        ICMP => icmp_echo(0x1234, 1, payload),
         _ => unreachable!(),
     };
-    let at = csum_offset(proto);
-    let sum = if proto == ICMP {
-        ones_sum(&seg)
-    } else {
-        ones_sum(&pseudo(src, dst, proto, seg.len())) + ones_sum(&seg)
-    };
-    seg[at..at + 2].copy_from_slice(&fold(sum).to_be_bytes());
-    seg
-}
-
-fn csum_offset(proto: u8) -> usize {
-    match proto {
-        TCP => 16,
-        UDP => 6,
-        _ => 2,
-    }
-}
-
-fn pseudo(src: [u8; 4], dst: [u8; 4], proto: u8, len: usize) -> Vec<u8> {
-    [&src[..], &dst, &[0, proto], &(len as u16).to_be_bytes()].concat()
+    with_l4_checksum(src, dst, proto, seg)
 }
 
 fn frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], proto: u8) -> Vec<u8> {
@@ -77,12 +53,10 @@ fn assert_checksums_valid(frame: &[u8]) {
     assert_eq!(fold(ones_sum(ip)), 0, "IPv4 header checksum");
     let (src, dst) = addrs(frame);
     let (proto, seg) = (ip[9], &frame[34..]);
-    let sum = match proto {
-        ICMP => ones_sum(seg),
-        UDP if seg[6..8] == [0, 0] => return,
-        _ => ones_sum(&pseudo(src, dst, proto, seg.len())) + ones_sum(seg),
-    };
-    assert_eq!(fold(sum), 0, "L4 checksum of protocol {proto}");
+    if proto == UDP && seg[6..8] == [0, 0] {
+        return;
+    }
+    assert_eq!(fold(l4_sum(src, dst, proto, seg)), 0, "L4 checksum of protocol {proto}");
 }
 
 #[test]
@@ -166,8 +140,8 @@ fn fragments_are_rewritten_and_the_first_carries_the_whole_datagram_checksum() {
         let (first, second) = datagram.split_at(32);
         let frag = |part: &[u8], word: u16| {
             [
-                eth(MAC_UPLINK, MAC_NEXT_HOP, 0x0800),
-                ipv4_header(OUTSIDE, EIP, UDP, part.len(), word, 64),
+                eth(MAC_UPLINK, MAC_NEXT_HOP, ETH_P_IP),
+                ipv4_header(Ipv4Fields { frag: word, ..Ipv4Fields::DF }, OUTSIDE, EIP, UDP, part.len()),
                 part.to_vec(),
             ]
             .concat()
@@ -181,7 +155,7 @@ fn fragments_are_rewritten_and_the_first_carries_the_whole_datagram_checksum() {
         }
         // Reassembled, the datagram's checksum verifies with the new address.
         let whole = [&out1[34..], &out2[34..]].concat();
-        assert_eq!(fold(ones_sum(&pseudo(OUTSIDE, VIP, UDP, whole.len())) + ones_sum(&whole)), 0);
+        assert_eq!(fold(l4_sum(OUTSIDE, VIP, UDP, &whole)), 0);
         assert_eq!(out2[34..], *second, "a later fragment's payload is untouched");
     });
 }

@@ -143,16 +143,14 @@ fn holder_whose_port_left_tx_ports_drops_instead_of_misdelivering() {
     });
 }
 
-fn vrrp_v3(src: [u8; 4], dst: [u8; 4], vrid: u8, prio: u8, addrs: &[[u8; 4]]) -> Vec<u8> {
-    let hdr = [0x31, vrid, prio, addrs.len() as u8, 0, 10, 0, 0];
-    let body: Vec<u8> = hdr.iter().copied().chain(addrs.iter().flatten().copied()).collect();
-    ipv4(MAC_A, [0x02, 0, 0, 0, 0, 1], src, dst, 112, &body)
+fn vrrp_advert(src: [u8; 4], dst: [u8; 4], vrid: u8, prio: u8, addrs: &[[u8; 4]]) -> Vec<u8> {
+    ipv4(MAC_A, [0x02, 0, 0, 0, 0, 1], src, dst, IPPROTO_VRRP, &vrrp_v3(vrid, prio, addrs))
 }
 
 #[test]
 fn vrrp_adverts_are_observed_per_vip_and_forwarded_unicast() {
     with_fixture(|f| {
-        let frame = vrrp_v3(IP_A, IP_B, 50, 150, &[VIP]);
+        let frame = vrrp_advert(IP_A, IP_B, 50, 150, &[VIP]);
         let (verdict, out) = f.run(f.a, &frame);
         assert_eq!(verdict, XDP_PASS, "unicast VRRP goes on through the host's routing");
         assert_eq!(out, frame);
@@ -162,7 +160,7 @@ fn vrrp_adverts_are_observed_per_vip_and_forwarded_unicast() {
         assert_eq!(seen.ifindex, f.a);
 
         // An advert for other addresses is not ours to count.
-        f.run(f.a, &vrrp_v3(IP_A, IP_B, 51, 100, &[[198, 18, 1, 99]]));
+        f.run(f.a, &vrrp_advert(IP_A, IP_B, 51, 100, &[[198, 18, 1, 99]]));
         assert_eq!(f.counter(VipCounter::VrrpAdverts), 1);
     });
 }
@@ -182,7 +180,7 @@ fn truncated_arp_is_passed_untouched_and_counted() {
 #[test]
 fn truncated_vrrp_and_short_ipv4_are_passed_and_counted() {
     with_fixture(|f| {
-        let frame = vrrp_v3(IP_A, IP_B, 50, 150, &[VIP]);
+        let frame = vrrp_advert(IP_A, IP_B, 50, 150, &[VIP]);
         // Header says one address; the frame ends inside the VRRP header.
         let short = frame[..14 + 20 + 4].to_vec();
         assert_eq!(f.run(f.a, &short), (XDP_PASS, short.clone()));

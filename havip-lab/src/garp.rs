@@ -1,32 +1,16 @@
-//! Hand-made frames sent from inside a namespace through an AF_PACKET
-//! socket: a gratuitous ARP (sender IP = target IP = the VIP), what a
-//! spoofer would send, or any frame a test needs on the wire as is.
+//! Hand-made frames ([`crate::frames`]) sent from inside a namespace through
+//! an AF_PACKET socket: a gratuitous ARP (sender IP = target IP = the VIP),
+//! what a spoofer would send, or any frame a test needs on the wire as is.
 
 use std::{ffi::CString, net::Ipv4Addr};
 
 use anyhow::{bail, Context, Result};
 
-use crate::netns;
-
-const ETH_P_ARP: u16 = 0x0806;
-
-/// The 42-byte frame: Ethernet broadcast + ARP request "who has VIP, tell VIP".
-fn frame(vip: Ipv4Addr, mac: [u8; 6]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(42);
-    f.extend_from_slice(&[0xff; 6]);
-    f.extend_from_slice(&mac);
-    f.extend_from_slice(&ETH_P_ARP.to_be_bytes());
-    f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]); // Ethernet/IPv4, request
-    f.extend_from_slice(&mac);
-    f.extend_from_slice(&vip.octets());
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&vip.octets());
-    f
-}
+use crate::{frames, netns};
 
 /// Sends one gratuitous ARP for `vip` from `mac` out of `ifname` in `ns`.
 pub fn send(ns: &str, ifname: &str, vip: Ipv4Addr, mac: [u8; 6]) -> Result<()> {
-    send_frame(ns, ifname, frame(vip, mac)).context("sending the gratuitous ARP")
+    send_frame(ns, ifname, frames::garp(mac, vip.octets())).context("sending the gratuitous ARP")
 }
 
 /// Sends `f`, a whole Ethernet frame, out of `ifname` in `ns`.

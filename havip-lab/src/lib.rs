@@ -1,4 +1,4 @@
-//! The havip lab: network namespaces wired like an SDN host (ARCHITECTURE.md),
+//! The havip lab: network namespaces wired like an SDN host (docs/architecture.md),
 //! real keepalived in the guests, the agent in the host namespace, and the
 //! probes that show where traffic to the VIP goes.
 //!
@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod cmd;
+pub mod frames;
 pub mod garp;
 pub mod interrupt;
 pub mod keepalived;

@@ -64,6 +64,44 @@ impl LabId {
     }
 }
 
+/// What one test (or other short run) creates, named after a fresh
+/// [`LabId::unique`]: namespaces made with [`Scratch::netns`], and the pin
+/// and run dirs of the id. Creating one first sweeps what killed earlier
+/// runs left behind; dropping it removes the dirs, then the namespaces.
+#[derive(Debug)]
+pub struct Scratch {
+    pub id: LabId,
+    netns: Vec<Netns>,
+}
+
+impl Scratch {
+    pub fn new(purpose: &'static str) -> Result<Self> {
+        sweep_stale().context("sweeping stale labs")?;
+        Ok(Self { id: LabId::unique(purpose), netns: Vec::new() })
+    }
+
+    /// Creates namespace `role` of this id; returns its name.
+    pub fn netns(&mut self, role: &str) -> Result<String> {
+        let ns = Netns::create(&self.id.netns(role))?;
+        let name = ns.name().to_owned();
+        self.netns.push(ns);
+        Ok(name)
+    }
+
+    pub fn pin_dir(&self) -> PathBuf {
+        self.id.pin_dir()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = remove_dirs(&self.id) {
+            eprintln!("havip-lab: cleanup: {e:#}");
+        }
+        // The namespaces go next, with `self.netns`.
+    }
+}
+
 /// A network namespace, deleted on drop (processes in it must be gone by then).
 #[derive(Debug)]
 pub struct Netns {
@@ -125,15 +163,20 @@ pub fn run_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> Result<T> + Send 
 pub fn remove_lab(stem: &str) -> Result<()> {
     stop_processes(stem)?;
     for purpose in PURPOSES {
-        let id = LabId { purpose, stem: stem.to_owned() };
-        for dir in [id.pin_dir(), id.run_dir()] {
-            // Unlinking a link pin detaches its XDP program once nothing else holds it.
-            let removed = fs::remove_dir_all(&dir);
-            unless_gone(removed, &dir).with_context(|| format!("removing {}", dir.display()))?;
-        }
+        remove_dirs(&LabId { purpose, stem: stem.to_owned() })?;
     }
     for ns in lab_netns(stem)? {
         unless_gone(cmd::ip(&["netns", "del", &ns]), &netns_path(&ns))?;
+    }
+    Ok(())
+}
+
+/// Removes lab `id`'s pin dir and run dir, if there.
+fn remove_dirs(id: &LabId) -> Result<()> {
+    for dir in [id.pin_dir(), id.run_dir()] {
+        // Unlinking a link pin detaches its XDP program once nothing else holds it.
+        let removed = fs::remove_dir_all(&dir);
+        unless_gone(removed, &dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     Ok(())
 }
@@ -167,11 +210,7 @@ fn lab_netns(stem: &str) -> Result<Vec<String>> {
 /// Removes the labs whose owning process is dead. Live labs, and labs with no
 /// owner pid in their name, are left alone.
 pub fn sweep_stale() -> Result<()> {
-    let mut stems: Vec<String> = list_netns()?
-        .iter()
-        .filter_map(|n| n.strip_prefix("havip-"))
-        .filter_map(|rest| rest.rsplit_once('-').map(|(stem, _role)| stem.to_owned()))
-        .collect();
+    let mut stems: Vec<String> = list_netns()?.iter().filter_map(|n| netns_stem(n)).collect();
     for (dir, prefix) in [(BPFFS, "havip-"), (RUN_DIR, "")] {
         let Ok(entries) = fs::read_dir(dir) else { continue };
         for e in entries.flatten() {
@@ -192,6 +231,15 @@ pub fn sweep_stale() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The owned stem (`<pid>-<tag>`) of namespace `havip-<pid>-<tag>-<role>`;
+/// the role may hold dashes (`vm-a`). None for a name with no owner pid.
+fn netns_stem(name: &str) -> Option<String> {
+    let mut parts = name.strip_prefix("havip-")?.splitn(3, '-');
+    let (pid, tag, _role) = (parts.next()?, parts.next()?, parts.next()?);
+    pid.parse::<u32>().ok()?;
+    Some(format!("{pid}-{tag}"))
 }
 
 /// Whether `pid` runs: a zombie (killed, not yet reaped) does not.
@@ -253,5 +301,16 @@ mod tests {
         assert_ne!(LabId::unique("test").stem, id.stem);
         assert!(alive(pid));
         assert!(!alive(u32::MAX));
+    }
+
+    #[test]
+    fn the_sweeper_reads_the_stem_of_every_role() {
+        let id = LabId::unique("test");
+        for role in ["hv", "inet", "vm-a", "xt"] {
+            assert_eq!(netns_stem(&id.netns(role)).as_deref(), Some(id.stem.as_str()), "{role}");
+        }
+        let fixed = LabId::fixed("lab", "up");
+        assert_eq!(netns_stem(&fixed.netns("vm-a")), None, "no owner, never swept");
+        assert_eq!(netns_stem("other-1-2-3"), None);
     }
 }

@@ -1,4 +1,4 @@
-//! The lab network of ARCHITECTURE.md: a host namespace `hv` that routes like
+//! The lab network of docs/architecture.md: a host namespace `hv` that routes like
 //! an SDN host (per-VM /32 routes, proxy ARP, no bridge) and guest namespaces
 //! `vm-a`, `vm-b`, `vm-c`, each on its own veth "vNIC". Nothing routes the VIP:
 //! without havip, vm-c cannot reach it, which is the problem havip solves.

@@ -25,7 +25,7 @@ use havip_api::view::{AgentStatus, Applied, HavipView};
 use havip_lab::{
     agent::{self, Agent},
     cmd,
-    netns::{LabId, Netns},
+    netns::{LabId, Scratch},
     wait,
 };
 
@@ -78,14 +78,13 @@ fn havips_file() -> String {
 }
 
 fn main() -> Result<()> {
-    let id = LabId::unique("test");
-    let ns = Netns::create(&id.netns("bench"))?;
-    let dir = id.run_dir();
+    let mut scratch = Scratch::new("test")?;
+    let ns = scratch.netns("bench")?;
+    let dir = scratch.id.run_dir();
     fs::create_dir_all(&dir)?;
-    let result = bench(&id, ns.name(), &dir);
-    // The agent is stopped and torn down inside; the namespace goes with `ns`.
-    let _ = fs::remove_dir_all(&dir);
-    result
+    // The agent is stopped and torn down inside; the files, the pins and the
+    // namespace go with `scratch`.
+    bench(&scratch.id, &ns, &dir)
 }
 
 fn bench(id: &LabId, ns: &str, dir: &std::path::Path) -> Result<()> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use havip_common::VipCounter;
 use havip_lab::{
-    garp,
+    frames, garp,
     netns::LabId,
     scenario::{Lab, FAILOVER_TIMEOUT},
     state,
@@ -65,17 +65,8 @@ fn eip_failover(lab: &mut Lab) -> Result<()> {
 /// A UDP datagram from the VIP to the outside host, as vm-b (standby) would
 /// send it: Ethernet to the host's vNIC, IPv4 with a valid checksum.
 fn from_vip_frame(dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<u8> {
-    let payload = b"standby speaking from the VIP";
-    let udp_len = (8 + payload.len()) as u16;
-    let mut ip = [&[0x45, 0][..], &(20 + udp_len).to_be_bytes(), &[0, 1, 0x40, 0, 64, 17, 0, 0]].concat();
-    ip.extend_from_slice(&VIP.octets());
-    ip.extend_from_slice(&INET_IP.octets());
-    let sum: u32 = ip.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
-    let csum = !(((sum & 0xffff) + (sum >> 16)) as u16);
-    ip[10..12].copy_from_slice(&csum.to_be_bytes());
-    let udp = [&5050u16.to_be_bytes()[..], &5050u16.to_be_bytes(), &udp_len.to_be_bytes(), &[0, 0], payload]
-        .concat();
-    [&dst_mac[..], &src_mac, &[0x08, 0x00], &ip, &udp].concat()
+    let datagram = frames::udp(5050, 5050, b"standby speaking from the VIP");
+    frames::ipv4(src_mac, dst_mac, VIP.octets(), INET_IP.octets(), frames::IPPROTO_UDP, &datagram)
 }
 
 #[test]
