@@ -37,7 +37,7 @@ impl Timeline {
 
     pub fn push(&self, source: &str, text: &str) {
         let line = Line { at: self.now(), source: source.to_owned(), text: text.to_owned() };
-        self.lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        lock(&self.lines).push(line);
     }
 
     /// A lab step, shown in the timeline and as progress on stderr.
@@ -47,7 +47,7 @@ impl Timeline {
     }
 
     pub fn lines(&self) -> Vec<Line> {
-        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        lock(&self.lines).clone()
     }
 }
 
@@ -55,4 +55,10 @@ impl Default for Timeline {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Locks `m`, carrying on after a panic elsewhere poisoned it: a timeline or
+/// log line is whole once pushed, and the lab must still clean up.
+pub(crate) fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -75,7 +75,7 @@ impl ChildProc {
                     for line in BufReader::new(stream).lines().map_while(Result::ok) {
                         let at = timeline.now();
                         timeline.push(&name, &line);
-                        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut log = crate::log::lock(&log);
                         // The log is for people debugging; losing a line is not worth failing over.
                         let _ = writeln!(log, "[{:>8.3}s] {line}", at.as_secs_f64());
                     }
