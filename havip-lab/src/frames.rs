@@ -7,6 +7,8 @@
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
+/// IEEE 802.1Q tag protocol identifier.
+pub const ETH_P_8021Q: u16 = 0x8100;
 pub const BROADCAST: [u8; 6] = [0xff; 6];
 pub const ARPOP_REQUEST: u16 = 1;
 pub const ARPOP_REPLY: u16 = 2;
@@ -32,6 +34,18 @@ pub fn arp(op: u16, sha: [u8; 6], spa: [u8; 4], tha: [u8; 6], tpa: [u8; 4]) -> V
 /// keepalived sends on taking a VIP (and a spoofer would).
 pub fn garp(mac: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
     arp(ARPOP_REQUEST, mac, ip, [0; 6], ip)
+}
+
+/// An RFC 5227 ARP probe: "who has `ip`?" from sender IP 0.0.0.0, as a
+/// host checking that an address is free before using it (`arping -D`).
+pub fn arp_probe(mac: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
+    arp(ARPOP_REQUEST, mac, [0; 4], [0; 6], ip)
+}
+
+/// `frame` with an 802.1Q tag (TCI `tci`: PCP, DEI, VID) inserted after its
+/// MACs; TCI 0 is a priority tag with VID 0, which means "untagged".
+pub fn vlan_tagged(frame: &[u8], tci: u16) -> Vec<u8> {
+    [&frame[..12], &ETH_P_8021Q.to_be_bytes(), &tci.to_be_bytes(), &frame[12..]].concat()
 }
 
 /// One's complement sum of big-endian 16-bit words (odd tail padded).
@@ -178,6 +192,27 @@ mod tests {
         want.extend_from_slice(&[0; 6]);
         want.extend_from_slice(&VIP);
         assert_eq!(garp(MAC, VIP), want);
+    }
+
+    #[test]
+    fn arp_probe_asks_from_no_address() {
+        let f = arp_probe(MAC, VIP);
+        assert_eq!(f.len(), 42);
+        assert_eq!(f[..6], BROADCAST);
+        assert_eq!(
+            (&f[22..28], &f[28..32], &f[32..38], &f[38..42]),
+            (&MAC[..], &[0; 4][..], &[0; 6][..], &VIP[..])
+        );
+    }
+
+    #[test]
+    fn a_vid_0_tag_goes_after_the_macs() {
+        let g = garp(MAC, VIP);
+        let t = vlan_tagged(&g, 0);
+        assert_eq!(t.len(), 46);
+        assert_eq!(t[..12], g[..12]);
+        assert_eq!(t[12..18], [0x81, 0x00, 0, 0, 0x08, 0x06]);
+        assert_eq!(t[16..], g[12..]);
     }
 
     #[test]

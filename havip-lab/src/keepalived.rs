@@ -15,7 +15,24 @@ use crate::{
 /// VRRP adverts every 100 ms (VRRPv3 counts in centiseconds), so a backup
 /// takes over within about 0.4 s if the master vanishes without a word.
 const ADVERT_INT: &str = "0.1";
-const VRID: u8 = 50;
+/// The lab's VRRP instance.
+pub const VRID: u8 = 50;
+
+/// How keepalived is configured beyond the lab's defaults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// `use_vmac`: the VIP goes on a macvlan `vrrp.<VRID>` with the RFC 5798
+    /// §7.3 virtual MAC 00:00:5e:00:01:<VRID>, and its gratuitous ARPs come
+    /// from that MAC.
+    pub use_vmac: bool,
+    /// `garp_master_delay`: seconds after becoming master until keepalived
+    /// sends its second burst of gratuitous ARPs, 0 for none; `None` leaves
+    /// keepalived's default (5 s).
+    pub garp_master_delay: Option<u32>,
+}
+
+/// The RFC 5798 §7.3 virtual router MAC of the lab's VRRP instance.
+pub const VRRP_VMAC: [u8; 6] = [0x00, 0x00, 0x5e, 0x00, 0x01, VRID];
 
 pub struct Keepalived {
     guest: Guest,
@@ -37,8 +54,21 @@ impl Keepalived {
         priority: u8,
         timeline: Option<&Timeline>,
     ) -> Result<Self> {
+        Self::start_with(dir, ns, guest, peer, priority, Options::default(), timeline)
+    }
+
+    /// [`Keepalived::start`] with `opts`.
+    pub fn start_with(
+        dir: &std::path::Path,
+        ns: &str,
+        guest: Guest,
+        peer: Guest,
+        priority: u8,
+        opts: Options,
+        timeline: Option<&Timeline>,
+    ) -> Result<Self> {
         let conf = dir.join(format!("keepalived-{}.conf", guest.name));
-        fs::write(&conf, config(guest, peer, priority))
+        fs::write(&conf, config(guest, peer, priority, opts))
             .with_context(|| format!("writing {}", conf.display()))?;
         let mut ka = Self {
             guest,
@@ -89,7 +119,20 @@ impl Keepalived {
     }
 }
 
-fn config(guest: Guest, peer: Guest, priority: u8) -> String {
+fn config(guest: Guest, peer: Guest, priority: u8, opts: Options) -> String {
+    // With use_vmac the VIP goes where keepalived puts it: on the macvlan.
+    let (mut extra, vip_dev) = if opts.use_vmac {
+        // Unicast adverts need the base interface; keepalived would set
+        // vmac_xmit_base itself, with a warning.
+        let vmac =
+            "\n    # RFC 5798 §7.3 virtual MAC on a macvlan vrrp.<VRID>.\n    use_vmac\n    vmac_xmit_base";
+        (vmac.to_owned(), String::new())
+    } else {
+        (String::new(), format!(" dev {GUEST_IF}"))
+    };
+    if let Some(delay) = opts.garp_master_delay {
+        extra += &format!("\n    garp_master_delay {delay}");
+    }
     format!(
         r#"global_defs {{
     router_id {name}
@@ -102,14 +145,14 @@ vrrp_instance VI_{VRID} {{
     interface {GUEST_IF}
     virtual_router_id {VRID}
     priority {priority}
-    advert_int {ADVERT_INT}
+    advert_int {ADVERT_INT}{extra}
     # A VPC carries no multicast: adverts go unicast to the peer.
     unicast_src_ip {ip}
     unicast_peer {{
         {peer}
     }}
     virtual_ipaddress {{
-        {VIP}/24 dev {GUEST_IF}
+        {VIP}/24{vip_dev}
     }}
 }}
 "#,
@@ -117,4 +160,32 @@ vrrp_instance VI_{VRID} {{
         ip = guest.ip,
         peer = peer.ip,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::{VM_A, VM_B};
+
+    #[test]
+    fn the_default_config_puts_the_vip_on_eth0_without_vmac() {
+        let c = config(VM_A, VM_B, 150, Options::default());
+        assert!(c.contains("198.18.1.50/24 dev eth0\n"));
+        assert!(!c.contains("use_vmac") && !c.contains("garp_master_delay"));
+    }
+
+    #[test]
+    fn garp_master_delay_is_set_only_when_asked() {
+        let c = config(VM_A, VM_B, 100, Options { garp_master_delay: Some(0), ..Options::default() });
+        assert!(c.contains("advert_int 0.1\n    garp_master_delay 0\n"));
+    }
+
+    #[test]
+    fn use_vmac_leaves_the_vip_to_the_macvlan() {
+        let c = config(VM_A, VM_B, 150, Options { use_vmac: true, ..Options::default() });
+        assert!(c.contains("\n    use_vmac\n    vmac_xmit_base\n"));
+        assert!(c.contains("198.18.1.50/24\n"));
+        assert!(!c.contains("dev eth0"));
+        assert_eq!(VRRP_VMAC, [0, 0, 0x5e, 0, 1, 50]);
+    }
 }

@@ -7,7 +7,9 @@
 //! swept by [`netns::sweep_stale`] when the next lab starts.
 
 pub mod agent;
+pub mod arping;
 pub mod cmd;
+pub mod fault;
 pub mod frames;
 pub mod garp;
 pub mod interrupt;

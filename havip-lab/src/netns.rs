@@ -287,6 +287,13 @@ fn kill_pids_in(ns: &str) -> Result<()> {
     bail!("processes in {ns} survived SIGKILL: {:?}", pids()?)
 }
 
+/// Writes `value` to `/proc/sys/net/<key>` (e.g. `ipv4/conf/eth0/arp_notify`)
+/// in namespace `ns`.
+pub fn sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
+    let (path, value) = (Path::new("/proc/sys/net").join(key), value.to_owned());
+    run_in(ns, move || fs::write(&path, value).with_context(|| format!("writing {}", path.display())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use havip_common::VipState;
 use crate::{
     agent::{self, Agent},
     cmd,
-    keepalived::Keepalived,
+    keepalived::{self, Keepalived},
     log::Timeline,
     netns::{self, LabId},
     probe::{Prober, Responder},
@@ -22,10 +22,22 @@ use crate::{
 };
 
 /// keepalived priorities: vm-a is the preferred master and preempts.
-const PRIORITY_A: u8 = 150;
-const PRIORITY_B: u8 = 100;
+pub const PRIORITY_A: u8 = 150;
+pub const PRIORITY_B: u8 = 100;
 /// How long a failover may take to show: VRRP master-down is ~0.4 s here.
 pub const FAILOVER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a lab runs with beyond its defaults; `Options::default()` is the
+/// plain lab of [`Lab::start`].
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Whole TOML sections appended to the agent's config (e.g.
+    /// `[verification]\nenabled = false`).
+    pub agent_sections: String,
+    /// `key = value` lines added to the HAVIP's `[[havips]]` table.
+    pub havip_settings: String,
+    pub keepalived: keepalived::Options,
+}
 
 pub struct Lab {
     pub timeline: Timeline,
@@ -66,11 +78,16 @@ impl Lab {
     /// The full lab: agent first (so it sees keepalived's first claims), then
     /// echo responders (attached labs only) and keepalived; returns once vm-a holds.
     pub fn start(id: LabId, attached: bool) -> Result<Self> {
+        Self::start_with(id, attached, &Options::default())
+    }
+
+    /// [`Lab::start`] with `opts` for the agent and keepalived.
+    pub fn start_with(id: LabId, attached: bool, opts: &Options) -> Result<Self> {
         let mut lab = Self::create(id, attached)?;
         let started = (|| {
-            lab.start_agent()?;
+            lab.start_agent_with(&opts.havip_settings, &opts.agent_sections)?;
             lab.start_responders()?;
-            lab.start_keepalived()?;
+            lab.start_keepalived_with(opts.keepalived)?;
             lab.wait_holder(VM_A, FAILOVER_TIMEOUT)
         })();
         lab.on_error(started)?;
@@ -97,6 +114,12 @@ impl Lab {
     }
 
     pub fn start_agent(&mut self) -> Result<()> {
+        self.start_agent_with("", "")
+    }
+
+    /// Starts the agent with `havip_settings` in the HAVIP's table and
+    /// `sections` appended to its config (see [`Options`]).
+    pub fn start_agent_with(&mut self, havip_settings: &str, sections: &str) -> Result<()> {
         let spec = agent::Spec {
             bin: agent::locate_binary()?,
             config: self.dir.path.join("havip.toml"),
@@ -104,7 +127,10 @@ impl Lab {
             pin_dir: self.topo.id.pin_dir(),
             dir: self.dir.path.clone(),
         };
-        let config = spec.agent_section() + &topology::agent_config();
+        let mut config = spec.agent_section() + &topology::agent_config_with(havip_settings);
+        if !sections.is_empty() {
+            config = config + "\n" + sections.trim_end() + "\n";
+        }
         fs::write(&spec.config, config).context("writing the agent config")?;
         self.timeline.step("starting havip-agent in hv");
         self.agent = Some(Agent::start(spec, self.attach())?);
@@ -132,9 +158,15 @@ impl Lab {
     }
 
     pub fn start_keepalived(&mut self) -> Result<()> {
+        self.start_keepalived_with(keepalived::Options::default())
+    }
+
+    /// keepalived in both members with `opts`.
+    pub fn start_keepalived_with(&mut self, opts: keepalived::Options) -> Result<()> {
         for (g, peer, prio) in [(VM_A, VM_B, PRIORITY_A), (VM_B, VM_A, PRIORITY_B)] {
             self.timeline.step(&format!("starting keepalived in {} (priority {prio})", g.name));
-            let ka = Keepalived::start(&self.dir.path, &self.topo.ns(g), g, peer, prio, self.attach())?;
+            let ns = self.topo.ns(g);
+            let ka = Keepalived::start_with(&self.dir.path, &ns, g, peer, prio, opts, self.attach())?;
             self.keepalived.push(ka);
         }
         Ok(())

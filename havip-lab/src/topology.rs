@@ -206,6 +206,12 @@ fn prepare_far_end(ns: &str, obj: &Path) -> Result<()> {
 /// The agent's config for this lab: every guest's vNIC, one HAVIP whose
 /// members are vm-a and vm-b with the EIP bound, and the uplink.
 pub fn agent_config() -> String {
+    agent_config_with("")
+}
+
+/// [`agent_config`] with `havip_settings` (TOML `key = value` lines, e.g.
+/// `split_brain = "keep-holder"`) added to the HAVIP's `[[havips]]` table.
+pub fn agent_config_with(havip_settings: &str) -> String {
     let mut cfg = format!("[[subnets]]\nname = \"vpc1\"\ncidr = \"{SUBNET}\"\n");
     for g in GUESTS {
         cfg += &format!(
@@ -221,6 +227,10 @@ pub fn agent_config() -> String {
         "\n[[havips]]\nvip = \"{VIP}\"\nsubnet = \"vpc1\"\nmembers = [{}]\neip = \"{EIP}\"\n",
         members.join(", ")
     );
+    for line in havip_settings.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        cfg += line;
+        cfg += "\n";
+    }
     cfg += &format!("\n[uplink]\nname = \"{UPLINK}\"\nnext_hop = \"{INET_IP}\"\n");
     cfg
 }
@@ -235,5 +245,14 @@ mod tests {
         assert!(cfg.contains("name = \"vnic-a\"\ninstance = \"vm-a\"\nsubnet = \"vpc1\"\nip = \"198.18.1.11\"\nmac = \"02:00:c6:12:01:0b\""));
         assert!(cfg.contains("vip = \"198.18.1.50\"\nsubnet = \"vpc1\"\nmembers = [\"vnic-a\", \"vnic-b\"]"));
         assert_eq!(cfg.matches("[[vnics]]").count(), 3);
+    }
+
+    #[test]
+    fn havip_settings_land_in_the_havip_table() {
+        let cfg = agent_config_with("split_brain = \"keep-holder\"\n  accept_vrrp_vmac = false\n");
+        assert!(cfg.contains(
+            "eip = \"203.0.113.10\"\nsplit_brain = \"keep-holder\"\naccept_vrrp_vmac = false\n\n[uplink]"
+        ));
+        assert_eq!(agent_config_with(""), agent_config());
     }
 }
