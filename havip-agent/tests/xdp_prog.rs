@@ -10,7 +10,10 @@ use havip_agent::datapath::{
     maps::Maps,
     plan::{reconcile, Applied},
 };
-use havip_common::{GlobalCounter, RejectReason, VipCounter, VipKey, EV_CLAIM, EV_CLAIM_REJECTED};
+use havip_common::{
+    GlobalCounter, MemberKey, RejectReason, VipConfig, VipCounter, VipKey, EV_CLAIM, EV_CLAIM_REJECTED,
+    VIP_F_VRRP_VMAC,
+};
 
 #[test]
 fn claim_from_member_moves_holder_and_reports_it() {
@@ -98,17 +101,6 @@ fn arp_request_for_vip_is_answered_with_the_fixed_virtual_mac() {
 }
 
 #[test]
-fn holder_resolving_a_peer_from_its_vip_is_a_claim_and_is_passed() {
-    with_fixture(|f| {
-        let frame = arp(1, MAC_A, VIP, [0; 6], IP_C);
-        let (verdict, out) = f.run(f.a, &frame);
-        assert_eq!(verdict, XDP_PASS, "the host's proxy ARP must answer it");
-        assert_eq!(out, frame, "passed untouched");
-        assert_eq!(f.vip().holder_ifindex, f.a);
-    });
-}
-
-#[test]
 fn ipv4_to_vip_is_redirected_to_the_holder_with_macs_rewritten() {
     with_fixture(|f| {
         f.run(f.b, &garp(MAC_B, VIP));
@@ -155,13 +147,21 @@ fn vrrp_adverts_are_observed_per_vip_and_forwarded_unicast() {
         assert_eq!(verdict, XDP_PASS, "unicast VRRP goes on through the host's routing");
         assert_eq!(out, frame);
         assert_eq!(f.counter(VipCounter::VrrpAdverts), 1);
-        let seen = f.maps.vrrp.get(&VipKey { addr: VIP }, 0).expect("a VRRP record");
+        let seen = f.maps.vrrp.get(&MemberKey { vip: VIP, ifindex: f.a }, 0).expect("vnic-a's VRRP record");
         assert_eq!((seen.advertiser, seen.vrid, seen.priority, seen.version), (IP_A, 50, 150, 3));
         assert_eq!(seen.ifindex, f.a);
 
-        // An advert for other addresses is not ours to count.
+        // Each member has its own record: two masters at once are visible.
+        f.run(f.b, &vrrp_advert(IP_B, IP_A, 50, 100, &[VIP]));
+        let seen = f.maps.vrrp.get(&MemberKey { vip: VIP, ifindex: f.b }, 0).expect("vnic-b's VRRP record");
+        assert_eq!((seen.advertiser, seen.priority), (IP_B, 100));
+
+        // An advert for other addresses is not ours to count; a
+        // non-member's is counted but leaves no record.
         f.run(f.a, &vrrp_advert(IP_A, IP_B, 51, 100, &[[198, 18, 1, 99]]));
-        assert_eq!(f.counter(VipCounter::VrrpAdverts), 1);
+        assert_eq!(f.counter(VipCounter::VrrpAdverts), 2);
+        f.run(f.c, &vrrp_advert(IP_C, IP_A, 50, 200, &[VIP]));
+        assert!(f.maps.vrrp.get(&MemberKey { vip: VIP, ifindex: f.c }, 0).is_err());
     });
 }
 
@@ -303,5 +303,137 @@ fn a_virtual_mac_naming_another_slot_does_not_misdeliver() {
         assert!(f.maps.vip(&VipKey { addr: VIP2 }).is_none());
         let stale = udp_to(vip2.vmac, MAC_C, IP_C, VIP2);
         assert_eq!(f.run(f.c, &stale), (XDP_PASS, stale.clone()));
+    });
+}
+
+/// Only gratuitous frames claim (the rule of OVN's virtual ports): a request
+/// from the VIP for another address is someone resolving a neighbour for
+/// traffic it sends from the VIP (arp_announce=0), member or not.
+#[test]
+fn a_neighbour_lookup_from_the_vip_is_not_a_claim() {
+    with_fixture(|f| {
+        f.run(f.a, &garp(MAC_A, VIP));
+        let lookup = arp(1, MAC_B, VIP, [0; 6], IP_C);
+        assert_eq!(f.run(f.b, &lookup), (XDP_PASS, lookup.clone()), "to the host's proxy ARP, untouched");
+        let lookup_c = arp(1, MAC_C, VIP, [0; 6], IP_A);
+        assert_eq!(f.run(f.c, &lookup_c), (XDP_PASS, lookup_c.clone()), "a non-member's too");
+        assert_eq!((f.vip().holder_ifindex, f.vip().epoch), (f.a, 1), "the holder stays");
+        assert_eq!(f.counter(VipCounter::NeighbourLookups), 2);
+        assert_eq!(f.counter(VipCounter::ClaimsRejected), 0, "no false spoofing report");
+        assert_eq!(f.events().len(), 1, "only vnic-a's claim");
+
+        // A reply from the VIP is a claim, whatever it answers.
+        assert_eq!(f.run(f.b, &arp(2, MAC_B, VIP, MAC_A, IP_A)).0, XDP_DROP);
+        assert_eq!(f.vip().holder_ifindex, f.b);
+    });
+}
+
+/// RFC 5227 probes (sender 0.0.0.0): the address is in use only if another
+/// vNIC holds it; the holder's own duplicate-address detection, and anyone's
+/// for a VIP nobody holds, hear nothing.
+#[test]
+fn probes_are_answered_only_for_a_vip_held_by_another() {
+    with_fixture(|f| {
+        let probe_a = arp_probe(MAC_A, VIP);
+        assert_eq!(f.run(f.a, &probe_a).0, XDP_DROP, "nobody holds it: no answer");
+        f.run(f.a, &garp(MAC_A, VIP));
+        assert_eq!(f.run(f.a, &probe_a).0, XDP_DROP, "the holder probing its own VIP: no answer");
+        assert_eq!(f.counter(VipCounter::ProbesUnanswered), 2);
+
+        let (verdict, out) = f.run(f.b, &arp_probe(MAC_B, VIP));
+        assert_eq!(verdict, XDP_TX, "held by vnic-a: in use");
+        let vmac = f.vip().vmac;
+        assert_eq!(out, [&eth(MAC_B, vmac, 0x0806)[..], &arp(2, vmac, VIP, MAC_B, [0; 4])[14..]].concat());
+        assert_eq!(f.counter(VipCounter::ProbesAnswered), 1);
+        assert_eq!(f.vip().holder_ifindex, f.a, "a probe claims nothing");
+    });
+}
+
+/// keepalived `use_vmac`: claims and traffic from 00:00:5e:00:01:{VRID}
+/// (RFC 5798 §7.3) on a member's own vNIC, where the HAVIP accepts them.
+#[test]
+fn a_member_may_claim_from_a_vrrp_virtual_mac_where_the_havip_allows_it() {
+    with_fixture(|f| {
+        let vrrp_vmac = [0, 0, 0x5e, 0, 1, 51];
+        let claim = arp(1, vrrp_vmac, VIP, [0; 6], VIP);
+        let claim = [&eth([0xff; 6], vrrp_vmac, 0x0806)[..], &claim[14..]].concat();
+        assert_eq!(f.run(f.a, &claim).0, XDP_DROP);
+        assert_eq!(f.vip().holder_ifindex, 0, "not accepted unless the HAVIP allows it");
+        assert_eq!(f.counter(VipCounter::ClaimsRejected), 1);
+
+        let mut target = desired(&[(f.a, MAC_A), (f.b, MAC_B)], &[f.a, f.b, f.c]);
+        target.configs.insert(VipKey { addr: VIP }, VipConfig { flags: VIP_F_VRRP_VMAC });
+        reconcile(&mut f.maps, &target).unwrap();
+        assert_eq!(f.run(f.a, &claim).0, XDP_DROP);
+        assert_eq!((f.vip().holder_ifindex, f.vip().holder_mac), (f.a, vrrp_vmac));
+        let (verdict, out) = f.run(f.c, &f.udp_to_vip(MAC_C, IP_C));
+        assert_eq!(verdict, XDP_REDIRECT);
+        assert_eq!(&out[0..6], &vrrp_vmac, "traffic goes to the macvlan's MAC");
+
+        // The ingress vNIC stays the credential: not from vnic-c, and the
+        // ARP sender must be the same virtual MAC.
+        assert_eq!(f.run(f.c, &[&eth([0xff; 6], vrrp_vmac, 0x0806)[..], &claim[14..]].concat()).0, XDP_DROP);
+        let forged =
+            [&eth([0xff; 6], vrrp_vmac, 0x0806)[..], &arp(1, MAC_B, VIP, [0; 6], VIP)[14..]].concat();
+        assert_eq!(f.run(f.b, &forged).0, XDP_DROP);
+        assert_eq!(f.vip().holder_ifindex, f.a);
+        assert_eq!(f.counter(VipCounter::ClaimsRejected), 3);
+    });
+}
+
+/// A priority tag (802.1Q, VID 0) means untagged; another VID is not ours,
+/// but a claim in it is counted by name rather than lost unseen.
+#[test]
+fn priority_tagged_claims_count_other_vlans_are_counted_and_passed() {
+    with_fixture(|f| {
+        let tagged = vlan_tagged(&garp(MAC_B, VIP), 0x6000); // PCP 3, VID 0
+        assert_eq!(f.run(f.b, &tagged).0, XDP_DROP);
+        assert_eq!(f.vip().holder_ifindex, f.b, "VID 0 is untagged: a claim");
+
+        let vlan100 = vlan_tagged(&garp(MAC_A, VIP), 100);
+        assert_eq!(f.run(f.a, &vlan100), (XDP_PASS, vlan100.clone()));
+        assert_eq!(f.vip().holder_ifindex, f.b);
+        assert_eq!(f.global(GlobalCounter::TaggedClaims), 1);
+
+        // VIP traffic in a priority-tagged frame is forwarded, tag kept.
+        let to_vip = vlan_tagged(&f.udp_to_vip(MAC_C, IP_C), 0);
+        let (verdict, out) = f.run(f.c, &to_vip);
+        assert_eq!(verdict, XDP_REDIRECT);
+        assert_eq!((&out[0..6], &out[12..14]), (&MAC_B[..], &[0x81, 0x00][..]));
+    });
+}
+
+/// The holder sending to its own VIP would get back what it sent.
+#[test]
+fn vip_traffic_is_never_sent_back_into_the_vnic_it_came_from() {
+    with_fixture(|f| {
+        f.run(f.a, &garp(MAC_A, VIP));
+        assert_eq!(f.run(f.a, &f.udp_to_vip(MAC_A, IP_A)).0, XDP_DROP);
+        assert_eq!(f.counter(VipCounter::HairpinDrops), 1);
+        assert_eq!(f.run(f.b, &f.udp_to_vip(MAC_B, IP_B)).0, XDP_REDIRECT, "from another member: forwarded");
+    });
+}
+
+/// The agent's holder writes are a compare-and-swap on the epoch, in the
+/// kernel under the value's lock: a claim that came first is never undone.
+#[test]
+fn holder_writes_lose_to_a_claim_that_came_first() {
+    with_fixture(|f| {
+        f.run(f.a, &garp(MAC_A, VIP));
+        let st = f.vip();
+        assert_eq!(st.epoch, 1);
+        // vnic-b claims after the agent read epoch 1.
+        f.run(f.b, &garp(MAC_B, VIP));
+        assert!(
+            !f.maps.write_holder(st.slot, st.epoch, 0, [0; 6]).unwrap(),
+            "the epoch moved: nothing written"
+        );
+        assert_eq!((f.vip().holder_ifindex, f.vip().epoch), (f.b, 2));
+
+        assert!(f.maps.write_holder(st.slot, 2, f.a, MAC_A).unwrap());
+        let now = f.vip();
+        assert_eq!((now.holder_ifindex, now.holder_mac, now.epoch), (f.a, MAC_A, 3));
+        assert!(now.since_ns > st.since_ns);
+        assert!(f.maps.write_holder(1 << 30, 0, 0, [0; 6]).is_err(), "a slot beyond the array");
     });
 }

@@ -8,7 +8,7 @@
 use std::{fmt, net::Ipv4Addr};
 
 /// Bump together with `HAVIP_ABI_VERSION` in the header: pins move to `v<N>/`.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 pub const DEFAULT_MAX_VIPS: u32 = 16384;
 pub const DEFAULT_MAX_MEMBERS: u32 = 65536;
@@ -19,6 +19,7 @@ pub const EVENTS_BYTES: u32 = 256 * 1024;
 pub mod maps {
     pub const VIPS: &str = "vips";
     pub const VIP_STATE: &str = "vip_state";
+    pub const VIP_CONFIG: &str = "vip_config";
     pub const MEMBERS: &str = "members";
     pub const VRRP: &str = "vrrp";
     pub const TX_PORTS: &str = "tx_ports";
@@ -34,6 +35,9 @@ pub mod maps {
 pub const PROG_VNIC: &str = "xdp_vnic";
 /// The EIP program, attached to the host's uplink.
 pub const PROG_UPLINK: &str = "xdp_uplink";
+/// The agent's holder writes (compare-and-swap on the epoch), run through
+/// BPF_PROG_TEST_RUN, never attached; pinned under the same name.
+pub const PROG_HOLDER_WRITE: &str = "xdp_holder_write";
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -77,6 +81,46 @@ pub struct VipState {
     pub vip: [u8; 4],
     pub _pad: [u8; 12],
 }
+
+/// The `vip_config` value (array by slot): the HAVIP's settings the kernel
+/// applies on the claim path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipConfig {
+    /// `VIP_F_*` bits.
+    pub flags: u32,
+}
+
+/// The frame `xdp_holder_write` takes: set `vip_state[slot]`'s holder to
+/// (`ifindex`, `mac`) — ifindex 0: none — if its epoch is still
+/// `expect_epoch`. Verdicts: XDP_PASS written (the epoch grew), XDP_DROP the
+/// epoch had moved, XDP_ABORTED a bad slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HolderWrite {
+    pub slot: u32,
+    pub ifindex: u32,
+    pub expect_epoch: u64,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+impl HolderWrite {
+    /// The request as the bytes of a frame.
+    pub fn to_bytes(&self) -> [u8; 24] {
+        let mut b = [0u8; 24];
+        b[0..4].copy_from_slice(&self.slot.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.ifindex.to_ne_bytes());
+        b[8..16].copy_from_slice(&self.expect_epoch.to_ne_bytes());
+        b[16..22].copy_from_slice(&self.mac);
+        b
+    }
+}
+
+/// `VipConfig::flags`: a member's claim may come from a VRRP virtual router
+/// MAC 00:00:5e:00:01:{VRID} (RFC 5798 §7.3, keepalived `use_vmac`); the
+/// ingress vNIC stays the credential (`HAVIP_VIP_F_VRRP_VMAC`).
+pub const VIP_F_VRRP_VMAC: u32 = 0x01;
 
 /// The MAC the VIP in `slot` answers ARP with: locally administered,
 /// `02:48:<slot, big-endian>` (`HAVIP_VMAC_*`), so frames sent to it name
@@ -160,10 +204,14 @@ pub enum VipCounter {
     EipOutNotHolder,
     EipOutNoUplink,
     EipTtlExceeded,
+    NeighbourLookups,
+    ProbesAnswered,
+    ProbesUnanswered,
+    HairpinDrops,
 }
 
 impl VipCounter {
-    pub const MAX: usize = 14;
+    pub const MAX: usize = 18;
     pub const ALL: [VipCounter; Self::MAX] = [
         Self::RedirectPackets,
         Self::RedirectBytes,
@@ -179,6 +227,10 @@ impl VipCounter {
         Self::EipOutNotHolder,
         Self::EipOutNoUplink,
         Self::EipTtlExceeded,
+        Self::NeighbourLookups,
+        Self::ProbesAnswered,
+        Self::ProbesUnanswered,
+        Self::HairpinDrops,
     ];
 
     /// Metric-style name, as operators see it.
@@ -198,6 +250,10 @@ impl VipCounter {
             Self::EipOutNotHolder => "eip_out_not_holder",
             Self::EipOutNoUplink => "eip_out_no_uplink",
             Self::EipTtlExceeded => "eip_ttl_exceeded",
+            Self::NeighbourLookups => "neighbour_lookups",
+            Self::ProbesAnswered => "probes_answered",
+            Self::ProbesUnanswered => "probes_unanswered",
+            Self::HairpinDrops => "hairpin_drops",
         }
     }
 }
@@ -221,17 +277,20 @@ pub enum GlobalCounter {
     Passed = 0,
     ParseErrors,
     EventsLost,
+    TaggedClaims,
 }
 
 impl GlobalCounter {
-    pub const MAX: usize = 3;
-    pub const ALL: [GlobalCounter; Self::MAX] = [Self::Passed, Self::ParseErrors, Self::EventsLost];
+    pub const MAX: usize = 4;
+    pub const ALL: [GlobalCounter; Self::MAX] =
+        [Self::Passed, Self::ParseErrors, Self::EventsLost, Self::TaggedClaims];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Passed => "passed",
             Self::ParseErrors => "parse_errors",
             Self::EventsLost => "events_lost",
+            Self::TaggedClaims => "tagged_claims",
         }
     }
 }
@@ -312,6 +371,7 @@ mod pod {
     unsafe impl aya::Pod for VipKey {}
     unsafe impl aya::Pod for VipRef {}
     unsafe impl aya::Pod for VipState {}
+    unsafe impl aya::Pod for VipConfig {}
     unsafe impl aya::Pod for MemberKey {}
     unsafe impl aya::Pod for MemberInfo {}
     unsafe impl aya::Pod for VrrpSeen {}
@@ -341,6 +401,8 @@ pub fn layouts() -> Vec<Layout> {
             [lock, holder_ifindex, vmac, holder_mac, slot, epoch, since_ns, last_claim_ns, vip, _pad]
         ),
         layout!("vip_ref", VipRef, [slot]),
+        layout!("vip_config", VipConfig, [flags]),
+        layout!("holder_write", HolderWrite, [slot, ifindex, expect_epoch, mac, _pad]),
         layout!("member_key", MemberKey, [vip, ifindex]),
         layout!("member_info", MemberInfo, [mac, _pad]),
         layout!("vrrp_seen", VrrpSeen, [advertiser, vrid, priority, version, _pad0, ifindex, _pad1, last_ns]),
@@ -363,6 +425,8 @@ const _: () = {
     assert!(size_of::<VipState>() == 64);
     assert!(std::mem::offset_of!(VipState, epoch) == 24);
     assert!(std::mem::offset_of!(VipState, vip) == 48);
+    assert!(size_of::<VipConfig>() == 4);
+    assert!(size_of::<HolderWrite>() == 24);
     assert!(size_of::<MemberKey>() == 8);
     assert!(size_of::<MemberInfo>() == 8);
     assert!(size_of::<VrrpSeen>() == 24);

@@ -49,9 +49,11 @@ static __always_inline struct vip_state *vip_by_vmac(const struct ethhdr *eth, _
 }
 
 /* VIP traffic goes to the holder's vNIC, looking as if it came from the
- * VIP's virtual router MAC. */
+ * VIP's virtual router MAC; never back into the vNIC it came from
+ * (`ingress`): the holder sending to its own VIP would get a copy of what it
+ * sent. */
 static __always_inline int forward_to_holder(struct ethhdr *eth, void *data_end,
-					     struct vip_state *vs)
+					     struct vip_state *vs, __u32 ingress)
 {
 	/* Read once: the agent may clear the holder while we run. */
 	__u32 ifindex = *(volatile __u32 *)&vs->holder_ifindex;
@@ -60,6 +62,10 @@ static __always_inline int forward_to_holder(struct ethhdr *eth, void *data_end,
 
 	if (!ifindex) {
 		count_vip(vs->slot, VIP_CTR_NO_HOLDER_DROPS, 1);
+		return XDP_DROP;
+	}
+	if (ifindex == ingress) {
+		count_vip(vs->slot, VIP_CTR_HAIRPIN_DROPS, 1);
 		return XDP_DROP;
 	}
 	__builtin_memcpy(eth->h_dest, vs->holder_mac, ETH_ALEN);

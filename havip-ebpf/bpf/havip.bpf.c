@@ -9,24 +9,32 @@
  *   forward.h   VIP lookup, redirect to the holder
  *   claim.h     ARP claims and answers, VRRP observation, claim events
  *   nat.h       EIP DNAT (uplink) and SNAT (vNIC)
+ *   holder.h    the agent's holder writes, atomic with claims
  *
  * xdp_vnic: attached to the host end of every guest vNIC; sees what the guest
  * sends. Rules, in order:
- *   ARP whose sender IP is a VIP     -> a claim: member moves the holder
- *                                       (XDP_DROP: consumed), non-member is
+ *   gratuitous ARP for a VIP         -> a claim: member moves the holder
+ *   (request VIP->VIP, reply from VIP)  (XDP_DROP: consumed), non-member is
  *                                       dropped and counted.
+ *   ARP request from a VIP for       -> a neighbour lookup: passed, counted.
+ *   another address
  *   ARP request for a VIP            -> answered here (XDP_TX) with the VIP's
- *                                       fixed virtual MAC.
+ *                                       fixed virtual MAC; a probe (sender
+ *                                       0.0.0.0) only if another vNIC holds it.
  *   IPv4 proto 112 (VRRP)            -> observed per VIP, then handled like
  *                                       any IPv4 packet below.
  *   IPv4 to a VIP                    -> MACs rewritten, redirected to the
- *                                       holder's vNIC; no holder: dropped.
+ *                                       holder's vNIC; no holder, or sent by
+ *                                       the holder itself: dropped, counted.
  *                                       Found by the slot in the virtual
  *                                       MAC it was sent to, else by address.
  *   IPv4 from a VIP with an EIP, to  -> from the holder: SNAT to the EIP,
  *   outside the VPC subnet              redirected out of the uplink; from
  *                                       anyone else: dropped, counted.
+ *   VLAN-tagged (VID != 0)           -> not ours: passed (a claim in one is
+ *                                       counted: tagged_claims).
  *   anything else                    -> XDP_PASS, untouched.
+ * A priority tag (802.1Q VID 0) is read past: such a frame is untagged.
  * xdp_uplink: attached to the host's uplink NIC.
  *   IPv4 to a bound EIP              -> DNAT to the VIP, redirected to the
  *                                       holder exactly like VIP traffic.
@@ -50,6 +58,7 @@
 #include "forward.h"
 #include "claim.h"
 #include "nat.h"
+#include "holder.h"
 
 /*
  * Each entry point sends its own parse failures to one `malformed:` exit at
@@ -66,15 +75,18 @@ int xdp_vnic(struct xdp_md *ctx)
 	struct vip_nat *nat;
 	struct ethhdr *eth;
 	struct iphdr *iph;
-	int proto;
+	int proto, inner;
 
-	proto = parse_ethhdr(&nh, data_end, &eth);
+	proto = parse_ethhdr(&nh, data_end, &eth, &inner);
 	if (proto < 0)
 		goto malformed;
 	if (proto == bpf_htons(ETH_P_ARP))
 		return handle_arp(ctx, &nh, data_end, eth);
-	if (proto != bpf_htons(ETH_P_IP))
+	if (proto != bpf_htons(ETH_P_IP)) {
+		if (proto == bpf_htons(ETH_P_8021Q))
+			return pass_tagged(&nh, data_end, inner);
 		return pass_untouched();
+	}
 
 	proto = parse_iphdr(&nh, data_end, &iph);
 	if (proto < 0)
@@ -86,7 +98,7 @@ int xdp_vnic(struct xdp_md *ctx)
 	if (!vs) /* a stale or other MAC: correctness never rests on it */
 		vs = vip_lookup((__u8 *)&iph->daddr);
 	if (vs)
-		return forward_to_holder(eth, data_end, vs);
+		return forward_to_holder(eth, data_end, vs, ctx->ingress_ifindex);
 
 	nat = bpf_map_lookup_elem(&vip_nat, &iph->saddr);
 	if (nat)
@@ -105,9 +117,9 @@ int xdp_uplink(struct xdp_md *ctx)
 	struct eip_binding *eb;
 	struct ethhdr *eth;
 	struct iphdr *iph;
-	int proto;
+	int proto, inner;
 
-	proto = parse_ethhdr(&nh, data_end, &eth);
+	proto = parse_ethhdr(&nh, data_end, &eth, &inner);
 	if (proto < 0)
 		goto malformed;
 	if (proto != bpf_htons(ETH_P_IP))
@@ -122,6 +134,18 @@ int xdp_uplink(struct xdp_md *ctx)
 	return dnat_to_holder(&nh, data_end, eth, iph, eb);
 malformed:
 	return pass_malformed();
+}
+
+/* Never attached: the agent runs it through BPF_PROG_TEST_RUN to change a
+ * holder atomically with claims (holder.h). */
+SEC("xdp")
+int xdp_holder_write(struct xdp_md *ctx)
+{
+	struct holder_write *w = (void *)(long)ctx->data;
+
+	if ((void *)(w + 1) > (void *)(long)ctx->data_end)
+		return XDP_ABORTED;
+	return holder_write(w);
 }
 
 /*

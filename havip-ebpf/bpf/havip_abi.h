@@ -16,7 +16,7 @@
 #include <linux/types.h>
 #include <linux/bpf.h>
 
-#define HAVIP_ABI_VERSION 2
+#define HAVIP_ABI_VERSION 3
 
 /* Default map capacities; the agent may size vips/members/tx_ports per host. */
 #define HAVIP_DEFAULT_MAX_VIPS 16384
@@ -58,6 +58,32 @@ struct vip_state {
 	__u8 _pad[12];        /* to 64 bytes: one entry, one cache line */
 };
 
+/* vip_config: array indexed by slot, the HAVIP's settings the kernel
+ * applies. Apart from vip_state so the agent writes them without a
+ * read-modify-write of the holder; read on the claim path only. */
+struct vip_config {
+	__u32 flags; /* HAVIP_VIP_F_* */
+};
+
+/* A member's claim may come from a VRRP virtual router MAC
+ * 00:00:5e:00:01:{VRID} (RFC 5798 §7.3: keepalived use_vmac) instead of the
+ * member's own MAC; the ingress vNIC stays the credential. The holder's MAC
+ * is then that virtual MAC, and its traffic goes to it. */
+#define HAVIP_VIP_F_VRRP_VMAC 0x01
+
+/* The request xdp_holder_write takes as its frame (BPF_PROG_TEST_RUN): set
+ * vip_state[slot]'s holder to (ifindex, mac) — ifindex 0: no holder — if its
+ * epoch is still expect_epoch. Verdict XDP_PASS: written, the epoch grew;
+ * XDP_DROP: the epoch had moved (a claim came first), nothing written;
+ * XDP_ABORTED: a malformed request or slot. */
+struct holder_write {
+	__u32 slot;
+	__u32 ifindex;
+	__u64 expect_epoch;
+	__u8 mac[6];
+	__u8 _pad[2];
+};
+
 /* members: who may claim a VIP. A claim must arrive on `ifindex` with both
  * the Ethernet source and the ARP sender hardware address equal to `mac`. */
 struct member_key {
@@ -70,8 +96,10 @@ struct member_info {
 	__u8 _pad[2];
 };
 
-/* vrrp: the last VRRP advertisement seen for a VIP (the holder's heartbeat
- * as the platform sees it). Key: struct vip_key. */
+/* vrrp: the last VRRP advertisement each member sent for a VIP (the
+ * holder's heartbeat as the platform sees it; two members advertising at once
+ * is a split brain). Key: struct member_key (VIP, the member's vNIC). Only
+ * members' adverts are recorded. */
 struct vrrp_seen {
 	__u8 advertiser[4]; /* IPv4 source of the advert */
 	__u8 vrid;
@@ -124,6 +152,10 @@ enum vip_counter {
 	VIP_CTR_EIP_OUT_NOT_HOLDER, /* from the VIP by a non-holder: dropped */
 	VIP_CTR_EIP_OUT_NO_UPLINK,  /* uplink or its next hop unknown: dropped */
 	VIP_CTR_EIP_TTL_EXCEEDED,   /* TTL would expire: left to the kernel (ICMP) */
+	VIP_CTR_NEIGHBOUR_LOOKUPS,  /* ARP requests from the VIP for another address: passed */
+	VIP_CTR_PROBES_ANSWERED,    /* RFC 5227 probes (sender 0.0.0.0) answered: the VIP is held */
+	VIP_CTR_PROBES_UNANSWERED,  /* probes from the holder, or for a VIP nobody holds: dropped */
+	VIP_CTR_HAIRPIN_DROPS,      /* to the VIP from the holder's own vNIC: never sent back */
 	VIP_CTR__MAX,
 };
 
@@ -136,6 +168,7 @@ enum global_counter {
 	GLB_CTR_PASSED = 0,   /* not ours: handed to the kernel untouched */
 	GLB_CTR_PARSE_ERRORS, /* truncated/malformed Ethernet, ARP, IPv4 or VRRP: passed untouched */
 	GLB_CTR_EVENTS_LOST,  /* ring buffer full (agent stopped or slow) */
+	GLB_CTR_TAGGED_CLAIMS, /* claims in a VLAN-tagged frame (VID != 0): not ours, passed */
 	GLB_CTR__MAX,
 };
 
@@ -168,6 +201,8 @@ _Static_assert(sizeof(struct vip_ref) == 4, "vip_ref layout");
 _Static_assert(sizeof(struct vip_state) == 64, "vip_state layout");
 _Static_assert(__builtin_offsetof(struct vip_state, epoch) == 24, "vip_state layout");
 _Static_assert(__builtin_offsetof(struct vip_state, vip) == 48, "vip_state layout");
+_Static_assert(sizeof(struct vip_config) == 4, "vip_config layout");
+_Static_assert(sizeof(struct holder_write) == 24, "holder_write layout");
 _Static_assert(sizeof(struct member_key) == 8, "member_key layout");
 _Static_assert(sizeof(struct member_info) == 8, "member_info layout");
 _Static_assert(sizeof(struct vrrp_seen) == 24, "vrrp_seen layout");

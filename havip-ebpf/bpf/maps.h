@@ -41,11 +41,21 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } members SEC(".maps");
 
-/* The last VRRP advert seen per VIP: the holder's heartbeat. */
+/* Slot -> the HAVIP's settings (claim path only). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, HAVIP_DEFAULT_MAX_VIPS);
+	__type(key, __u32);
+	__type(value, struct vip_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vip_config SEC(".maps");
+
+/* The last VRRP advert each member sent per VIP: the holder's heartbeat,
+ * and two at once is a split brain. One entry per membership at most. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, HAVIP_DEFAULT_MAX_VIPS);
-	__type(key, struct vip_key);
+	__uint(max_entries, HAVIP_DEFAULT_MAX_MEMBERS);
+	__type(key, struct member_key);
 	__type(value, struct vrrp_seen);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vrrp SEC(".maps");

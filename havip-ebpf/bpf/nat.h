@@ -96,7 +96,8 @@ static __always_inline int dnat_to_holder(struct hdr_cursor *nh, void *data_end,
 	if (nat_l4(nh, data_end, iph, eip, vip) < 0)
 		return pass_malformed();
 	nat_ip(iph, &iph->daddr, vip);
-	act = forward_to_holder(eth, data_end, vs);
+	/* From the uplink: no vNIC to hairpin into (ifindex 0 is nobody's). */
+	act = forward_to_holder(eth, data_end, vs, 0);
 	if (act == XDP_REDIRECT)
 		count_vip_packet(vs->slot, VIP_CTR_EIP_IN_PACKETS, data_end - (void *)eth);
 	return act;

@@ -64,17 +64,38 @@ static __always_inline int parse_fixed(struct hdr_cursor *nh, void *data_end, __
 	return 0;
 }
 
-/* Returns the EtherType (network order). No VLAN tags: a vNIC carries
- * untagged frames, and a tagged one is not ours. */
+/* An 802.1Q tag: the TCI (priority, DEI, VID) and the EtherType inside. */
+struct vlan_tag {
+	__be16 tci;
+	__be16 proto;
+} __attribute__((packed));
+
+#define VLAN_VID_MASK 0x0fff
+
+/* Returns the EtherType (network order). A vNIC carries untagged frames; a
+ * priority tag (802.1Q with VID 0: an untagged frame with a priority, IEEE
+ * 802.1Q §6.9.1) is read past, so the cursor is on the payload either way.
+ * A tag with another VID is not ours: ETH_P_8021Q is returned, the cursor
+ * past the tag, and `*inner` (else untouched) is the EtherType inside. */
 static __always_inline int parse_ethhdr(struct hdr_cursor *nh, void *data_end,
-					struct ethhdr **ethhdr)
+					struct ethhdr **ethhdr, int *inner)
 {
 	struct ethhdr *eth = nh->pos;
+	struct vlan_tag *tag;
 
 	if (parse_fixed(nh, data_end, sizeof(*eth)) < 0)
 		return -1;
 	*ethhdr = eth;
-	return eth->h_proto;
+	if (eth->h_proto != bpf_htons(ETH_P_8021Q))
+		return eth->h_proto;
+	tag = nh->pos;
+	if (parse_fixed(nh, data_end, sizeof(*tag)) < 0)
+		return -1;
+	if (tag->tci & bpf_htons(VLAN_VID_MASK)) {
+		*inner = tag->proto;
+		return bpf_htons(ETH_P_8021Q);
+	}
+	return tag->proto;
 }
 
 /* Returns the IP protocol; -1 if the fixed header is cut short or is not a

@@ -20,4 +20,7 @@ pub mod state;
 
 pub use ops::DesiredFile;
 pub use rules::{Capacity, Limits, Refusal, Rule};
-pub use state::{Claim, DesiredState, Havip, Holder, Host, MacAddr, Observed, Subnet, Vnic};
+pub use state::{
+    Claim, DesiredState, Havip, HavipSettings, Holder, Host, MacAddr, Observed, SplitBrainPolicy, Subnet,
+    Vnic,
+};

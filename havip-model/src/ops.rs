@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     rules::{check_ifname, check_name, parse_cidr, parse_ipv4, parse_mac, refuse, Refusal, Rule},
-    state::{DesiredState, Havip, MacAddr, Vnic},
+    state::{DesiredState, Havip, HavipSettings, MacAddr, SplitBrainPolicy, Vnic},
 };
 
 /// A subnet as written by an operator.
@@ -53,6 +53,23 @@ pub struct HavipSpec {
     pub members: Vec<String>,
     #[serde(default)]
     pub eip: Option<String>,
+    /// [`HavipSettings::accept_vrrp_vmac`]; true when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_vrrp_vmac: Option<bool>,
+    /// [`HavipSettings::split_brain`]; last-claim-wins when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_brain: Option<SplitBrainPolicy>,
+}
+
+impl HavipSpec {
+    /// The settings the spec writes, defaults for what it leaves out.
+    fn settings(&self) -> HavipSettings {
+        let d = HavipSettings::default();
+        HavipSettings {
+            accept_vrrp_vmac: self.accept_vrrp_vmac.unwrap_or(d.accept_vrrp_vmac),
+            split_brain: self.split_brain.unwrap_or(d.split_brain),
+        }
+    }
 }
 
 /// The declarative file: every object in it is created, or updated to be
@@ -122,6 +139,7 @@ impl DesiredFile {
                 subnet: h.subnet.clone(),
                 members: h.members.clone(),
                 eip: parse_eip(h.eip.as_deref())?,
+                settings: h.settings(),
             };
             if s.havips.insert(vip, havip).is_some() {
                 refuse(Rule::VipUnique, format!("HAVIP {vip} is written twice"))?;
@@ -156,11 +174,18 @@ impl From<&DesiredState> for DesiredFile {
             havips: s
                 .havips
                 .values()
-                .map(|h| HavipSpec {
-                    vip: Some(h.vip.to_string()),
-                    subnet: h.subnet.clone(),
-                    members: h.members.clone(),
-                    eip: h.eip.map(|e| e.to_string()),
+                .map(|h| {
+                    let d = HavipSettings::default();
+                    let s = h.settings;
+                    HavipSpec {
+                        vip: Some(h.vip.to_string()),
+                        subnet: h.subnet.clone(),
+                        members: h.members.clone(),
+                        eip: h.eip.map(|e| e.to_string()),
+                        accept_vrrp_vmac: (s.accept_vrrp_vmac != d.accept_vrrp_vmac)
+                            .then_some(s.accept_vrrp_vmac),
+                        split_brain: (s.split_brain != d.split_brain).then_some(s.split_brain),
+                    }
                 })
                 .collect(),
         }
@@ -242,6 +267,7 @@ pub fn create_havip(s: &mut DesiredState, spec: &HavipSpec) -> Result<Ipv4Addr, 
         subnet: spec.subnet.clone(),
         members: spec.members.clone(),
         eip: parse_eip(spec.eip.as_deref())?,
+        settings: spec.settings(),
     };
     s.havips.insert(vip, havip);
     Ok(vip)
@@ -361,9 +387,16 @@ mod tests {
     #[test]
     fn export_round_trips_through_toml() {
         let mut s = lab();
-        let spec = HavipSpec { subnet: "vpc1".into(), members: vec!["vnic-a".into()], ..Default::default() };
+        let spec = HavipSpec {
+            subnet: "vpc1".into(),
+            members: vec!["vnic-a".into()],
+            split_brain: Some(SplitBrainPolicy::VrrpPriority),
+            ..Default::default()
+        };
         let vip = create_havip(&mut s, &spec).unwrap();
         bind_eip(&mut s, vip, "203.0.113.7", 1).unwrap();
+        assert_eq!(s.havips[&vip].settings.split_brain, SplitBrainPolicy::VrrpPriority);
+        assert!(s.havips[&vip].settings.accept_vrrp_vmac, "on by default");
         let text = toml::to_string(&DesiredFile::from(&s)).unwrap();
         let back: DesiredFile = toml::from_str(&text).unwrap();
         assert_eq!(back.parse("elsewhere").unwrap(), s, "{text}");

@@ -409,7 +409,10 @@ mod tests {
     fn with_havip(mut s: DesiredState, vip: &str, members: &[&str]) -> DesiredState {
         let vip: Ipv4Addr = vip.parse().unwrap();
         let members = members.iter().map(|m| m.to_string()).collect();
-        s.havips.insert(vip, Havip { vip, subnet: "vpc1".into(), members, eip: None });
+        s.havips.insert(
+            vip,
+            Havip { vip, subnet: "vpc1".into(), members, eip: None, settings: Default::default() },
+        );
         s
     }
 

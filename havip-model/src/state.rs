@@ -149,6 +149,68 @@ pub struct Havip {
     pub members: Vec<String>,
     #[serde(default)]
     pub eip: Option<Ipv4Addr>,
+    /// How the platform verifies and settles who holds it.
+    #[serde(default)]
+    pub settings: HavipSettings,
+}
+
+/// A HAVIP's settings: how the platform treats its members' claims.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HavipSettings {
+    /// A member's claim may come from a VRRP virtual router MAC
+    /// 00:00:5e:00:01:{VRID} (RFC 5798 §7.3; keepalived `use_vmac`) rather
+    /// than its own; its vNIC stays the credential. On by default.
+    pub accept_vrrp_vmac: bool,
+    /// What happens when two members hold the VIP at once.
+    pub split_brain: SplitBrainPolicy,
+}
+
+impl Default for HavipSettings {
+    fn default() -> Self {
+        Self { accept_vrrp_vmac: true, split_brain: SplitBrainPolicy::default() }
+    }
+}
+
+/// What the platform does when two members hold one VIP at once (both
+/// claim or both advertise VRRP as master: a split brain the guests cannot
+/// resolve, e.g. VRRP lost between them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SplitBrainPolicy {
+    /// The last claim wins, as on a plain L2 segment; reported.
+    #[default]
+    LastClaimWins,
+    /// The holder keeps the VIP while it answers: a contender's claim is
+    /// undone.
+    KeepHolder,
+    /// The member advertising the higher VRRP priority gets the VIP.
+    VrrpPriority,
+}
+
+impl FromStr for SplitBrainPolicy {
+    type Err = Refusal;
+    fn from_str(s: &str) -> Result<Self, Refusal> {
+        match s {
+            "last-claim-wins" => Ok(Self::LastClaimWins),
+            "keep-holder" => Ok(Self::KeepHolder),
+            "vrrp-priority" => Ok(Self::VrrpPriority),
+            _ => crate::rules::refuse(
+                crate::rules::Rule::Malformed,
+                format!("{s:?} is not a split-brain policy (last-claim-wins, keep-holder, vrrp-priority)"),
+            ),
+        }
+    }
+}
+
+impl fmt::Display for SplitBrainPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::LastClaimWins => "last-claim-wins",
+            Self::KeepHolder => "keep-holder",
+            Self::VrrpPriority => "vrrp-priority",
+        })
+    }
 }
 
 /// Everything the operator declared.

@@ -14,6 +14,7 @@ use havip_api::{
 use havip_model::{
     ops::{DesiredFile, HavipSpec, SubnetSpec, VnicSpec},
     state::rfc3339,
+    SplitBrainPolicy,
 };
 use hyper::Method;
 use serde::{de::DeserializeOwned, Serialize};
@@ -51,6 +52,14 @@ enum Cmd {
         /// An EIP to bind at once.
         #[arg(long)]
         eip: Option<String>,
+        /// When two members hold it at once: last-claim-wins (default),
+        /// keep-holder or vrrp-priority.
+        #[arg(long)]
+        split_brain: Option<SplitBrainPolicy>,
+        /// Refuse claims from VRRP virtual MACs (00:00:5e:00:01:xx,
+        /// keepalived use_vmac); accepted from a member's own vNIC by default.
+        #[arg(long)]
+        no_vrrp_vmac: bool,
     },
     /// Delete a HAVIP; one with members or an EIP only with --force.
     Delete {
@@ -264,8 +273,9 @@ impl Ctl {
 async fn run(cli: Cli) -> Result<()> {
     let ctl = Ctl { client: Client::new(&cli.socket), json: cli.json };
     match cli.cmd {
-        Cmd::Create { subnet, vip, members, eip } => {
-            let spec = HavipSpec { vip, subnet, members, eip };
+        Cmd::Create { subnet, vip, members, eip, split_brain, no_vrrp_vmac } => {
+            let accept_vrrp_vmac = no_vrrp_vmac.then_some(false);
+            let spec = HavipSpec { vip, subnet, members, eip, accept_vrrp_vmac, split_brain };
             ctl.havip(Method::POST, "/v1/havips", Body::json(&spec)?).await
         }
         Cmd::Delete { vip, force } => {

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use havip_api::EventKind;
-use havip_common::VipKey;
+use havip_common::{VipConfig, VipKey, VIP_F_VRRP_VMAC};
 use havip_model::DesiredState;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -197,7 +197,15 @@ impl Reconciler {
                 Some((VipKey::from(h.vip), nat))
             })
             .collect();
-        MapTarget { ports, vips, eips, uplink: None }
+        let configs = state
+            .havips
+            .values()
+            .map(|h| {
+                let flags = if h.settings.accept_vrrp_vmac { VIP_F_VRRP_VMAC } else { 0 };
+                (VipKey::from(h.vip), VipConfig { flags })
+            })
+            .collect();
+        MapTarget { ports, vips, configs, eips, uplink: None }
     }
 }
 

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Context, Result};
 use havip_common::{
-    EipBinding, EipKey, GlobalCounter, MemberInfo, MemberKey, UplinkPort, VipCounters, VipKey, VipNat,
-    VipRef, VipState, VrrpSeen,
+    EipBinding, EipKey, GlobalCounter, MemberInfo, MemberKey, UplinkPort, VipConfig, VipCounters, VipKey,
+    VipNat, VipRef, VipState, VrrpSeen,
 };
 
 use super::maps::{table_accessors, Maps, Table};
@@ -49,7 +49,9 @@ pub struct FakeMaps {
     /// Slot -> state; a slot never written reads as all zero, as in an array map.
     pub vip_state: BTreeMap<u32, VipState>,
     pub members: BTreeMap<MemberKey, MemberInfo>,
-    pub vrrp: BTreeMap<VipKey, VrrpSeen>,
+    /// Slot -> settings; a slot never written reads as all zero.
+    pub vip_config: BTreeMap<u32, VipConfig>,
+    pub vrrp: BTreeMap<MemberKey, VrrpSeen>,
     pub tx_ports: BTreeSet<u32>,
     /// Slot -> counters (already summed over CPUs).
     pub vip_stats: BTreeMap<u32, VipCounters>,
@@ -106,6 +108,27 @@ impl Maps for FakeMaps {
     fn set_vip_state(&mut self, slot: u32, state: VipState) -> Result<()> {
         self.check_slot(slot)?;
         self.vip_state.insert(slot, state);
+        Ok(())
+    }
+
+    fn write_holder(&mut self, slot: u32, expect_epoch: u64, ifindex: u32, mac: [u8; 6]) -> Result<bool> {
+        let mut st = self.vip_state(slot)?;
+        if st.epoch != expect_epoch {
+            return Ok(false);
+        }
+        (st.holder_ifindex, st.holder_mac, st.epoch) = (ifindex, mac, expect_epoch + 1);
+        self.set_vip_state(slot, st)?;
+        Ok(true)
+    }
+
+    fn vip_config(&self, slot: u32) -> Result<VipConfig> {
+        self.check_slot(slot)?;
+        Ok(self.vip_config.get(&slot).copied().unwrap_or_default())
+    }
+
+    fn set_vip_config(&mut self, slot: u32, config: VipConfig) -> Result<()> {
+        self.check_slot(slot)?;
+        self.vip_config.insert(slot, config);
         Ok(())
     }
 

@@ -18,9 +18,11 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
+use aya_obj::programs::XdpAttachType;
 use havip_common::{
-    maps, EipBinding, EipKey, GlobalCounter, MemberInfo, MemberKey, UplinkPort, VipCounters, VipKey, VipNat,
-    VipRef, VipState, VrrpSeen, ABI_VERSION, EVENTS_BYTES, PROG_UPLINK, PROG_VNIC,
+    maps, EipBinding, EipKey, GlobalCounter, MemberInfo, MemberKey, UplinkPort, VipConfig, VipCounters,
+    VipKey, VipNat, VipRef, VipState, VrrpSeen, ABI_VERSION, EVENTS_BYTES, PROG_HOLDER_WRITE, PROG_UPLINK,
+    PROG_VNIC,
 };
 use havip_model::Capacity;
 use tracing::{info, warn};
@@ -67,7 +69,7 @@ struct MapSpec {
 
 /// What every pinned map must look like for this build (aya, unlike libbpf,
 /// reuses a pinned map without checking it).
-fn expected_maps(cap: Capacity) -> [MapSpec; 11] {
+fn expected_maps(cap: Capacity) -> [MapSpec; 12] {
     // struct bpf_devmap_val: egress ifindex + optional program fd/id.
     let devmap_val = 8;
     [
@@ -93,11 +95,18 @@ fn expected_maps(cap: Capacity) -> [MapSpec; 11] {
             max_entries: cap.max_members,
         },
         MapSpec {
+            name: maps::VIP_CONFIG,
+            ty: MapType::Array,
+            key: 4,
+            value: size_of::<VipConfig>(),
+            max_entries: cap.max_vips,
+        },
+        MapSpec {
             name: maps::VRRP,
             ty: MapType::Hash,
-            key: size_of::<VipKey>(),
+            key: size_of::<MemberKey>(),
             value: size_of::<VrrpSeen>(),
-            max_entries: cap.max_vips,
+            max_entries: cap.max_members,
         },
         MapSpec {
             name: maps::TX_PORTS,
@@ -183,7 +192,8 @@ impl Dataplane {
             .default_map_pin_directory(&dir)
             .map_max_entries(maps::VIPS, cap.max_vips)
             .map_max_entries(maps::VIP_STATE, cap.max_vips)
-            .map_max_entries(maps::VRRP, cap.max_vips)
+            .map_max_entries(maps::VIP_CONFIG, cap.max_vips)
+            .map_max_entries(maps::VRRP, cap.max_members)
             .map_max_entries(maps::VIP_STATS, cap.max_vips)
             .map_max_entries(maps::EIPS, cap.max_vips)
             .map_max_entries(maps::VIP_NAT, cap.max_vips)
@@ -191,7 +201,7 @@ impl Dataplane {
             .map_max_entries(maps::TX_PORTS, cap.max_vnics)
             .load(havip_ebpf::HAVIP_OBJ)
             .context("loading the havip XDP object")?;
-        for name in [PROG_VNIC, PROG_UPLINK] {
+        for name in [PROG_VNIC, PROG_UPLINK, PROG_HOLDER_WRITE] {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .with_context(|| format!("the object has no {name} program"))?
@@ -283,13 +293,27 @@ impl Dataplane {
         Ok(self.ebpf.take_map(maps::EVENTS).context("map events missing")?.try_into()?)
     }
 
-    /// Hands out the maps; call once.
+    /// Hands out the maps, with the holder-write program; call once. The
+    /// program is pinned as `xdp_holder_write` (an operator can run it with
+    /// `bpftool prog run`) and opened again from the pin, so the maps own
+    /// their copy.
     pub fn take_maps(&mut self) -> Result<KernelMaps> {
+        let pin = self.dir.join(PROG_HOLDER_WRITE);
+        if pin.exists() {
+            // The previous agent's: this load's replaces it.
+            fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
+        }
+        self.named_program(PROG_HOLDER_WRITE)?
+            .pin(&pin)
+            .with_context(|| format!("pinning {PROG_HOLDER_WRITE} at {}", pin.display()))?;
+        let holder_write = Xdp::from_pin(&pin, XdpAttachType::Interface)
+            .with_context(|| format!("opening {}", pin.display()))?;
         let mut take = |name: &str| self.ebpf.take_map(name).with_context(|| format!("map {name} missing"));
         Ok(KernelMaps {
             vips: take(maps::VIPS)?.try_into()?,
             vip_state: take(maps::VIP_STATE)?.try_into()?,
             members: take(maps::MEMBERS)?.try_into()?,
+            vip_config: take(maps::VIP_CONFIG)?.try_into()?,
             vrrp: take(maps::VRRP)?.try_into()?,
             tx_ports: take(maps::TX_PORTS)?.try_into()?,
             vip_stats: take(maps::VIP_STATS)?.try_into()?,
@@ -297,6 +321,7 @@ impl Dataplane {
             eips: take(maps::EIPS)?.try_into()?,
             vip_nat: take(maps::VIP_NAT)?.try_into()?,
             uplink: take(maps::UPLINK)?.try_into()?,
+            holder_write,
         })
     }
 }

@@ -8,15 +8,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use aya::{
     maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray, PerCpuValues},
+    programs::{TestRun, TestRunOptions, Xdp},
     Pod,
 };
 use havip_common::{
-    EipBinding, EipKey, GlobalCounter, MemberInfo, MemberKey, UplinkPort, VipCounter, VipCounters, VipKey,
-    VipNat, VipRef, VipState, VrrpSeen,
+    EipBinding, EipKey, GlobalCounter, HolderWrite, MemberInfo, MemberKey, UplinkPort, VipConfig, VipCounter,
+    VipCounters, VipKey, VipNat, VipRef, VipState, VrrpSeen, PROG_HOLDER_WRITE,
 };
+
+/// `xdp_action` verdicts `xdp_holder_write` answers with.
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
 
 /// One hash map of the data plane: key -> value.
 pub trait Table<K, V>: Send {
@@ -46,8 +51,8 @@ pub trait Maps: Send {
     fn eips(&mut self) -> &mut dyn Table<EipKey, EipBinding>;
     /// `vip_nat`: VIP -> its EIP and the subnet its traffic must leave.
     fn vip_nat(&mut self) -> &mut dyn Table<VipKey, VipNat>;
-    /// `vrrp`: VIP -> the last VRRP advert seen for it.
-    fn vrrp(&mut self) -> &mut dyn Table<VipKey, VrrpSeen>;
+    /// `vrrp`: (VIP, member vNIC) -> the last VRRP advert it sent for the VIP.
+    fn vrrp(&mut self) -> &mut dyn Table<MemberKey, VrrpSeen>;
 
     /// `tx_ports`: the ifindexes redirects may go to.
     fn tx_ports(&self) -> Result<BTreeSet<u32>>;
@@ -60,6 +65,16 @@ pub trait Maps: Send {
     fn vip_state(&self, slot: u32) -> Result<VipState>;
     /// Writes `vip_state[slot]` under its lock.
     fn set_vip_state(&mut self, slot: u32, state: VipState) -> Result<()>;
+
+    /// Sets the holder of `slot` to (`ifindex`, `mac`) — ifindex 0: none —
+    /// if its epoch is still `expect_epoch`, atomically with the kernel's
+    /// claims; the epoch then grows by one. `Ok(false)`: the epoch had moved
+    /// (a claim came first) and nothing was written.
+    fn write_holder(&mut self, slot: u32, expect_epoch: u64, ifindex: u32, mac: [u8; 6]) -> Result<bool>;
+
+    /// `vip_config[slot]`: the HAVIP's settings the kernel applies.
+    fn vip_config(&self, slot: u32) -> Result<VipConfig>;
+    fn set_vip_config(&mut self, slot: u32, config: VipConfig) -> Result<()>;
 
     /// `uplink[0]`: the uplink port, all zero when there is none.
     fn uplink(&self) -> Result<UplinkPort>;
@@ -104,7 +119,7 @@ macro_rules! table_accessors {
             &mut self.vip_nat
         }
 
-        fn vrrp(&mut self) -> &mut dyn Table<VipKey, VrrpSeen> {
+        fn vrrp(&mut self) -> &mut dyn Table<MemberKey, VrrpSeen> {
             &mut self.vrrp
         }
     };
@@ -133,13 +148,16 @@ pub struct KernelMaps {
     pub vips: HashMap<MapData, VipKey, VipRef>,
     pub vip_state: Array<MapData, VipState>,
     pub members: HashMap<MapData, MemberKey, MemberInfo>,
-    pub vrrp: HashMap<MapData, VipKey, VrrpSeen>,
+    pub vip_config: Array<MapData, VipConfig>,
+    pub vrrp: HashMap<MapData, MemberKey, VrrpSeen>,
     pub tx_ports: DevMapHash<MapData>,
     pub vip_stats: PerCpuArray<MapData, VipCounters>,
     pub global_stats: PerCpuArray<MapData, u64>,
     pub eips: HashMap<MapData, EipKey, EipBinding>,
     pub vip_nat: HashMap<MapData, VipKey, VipNat>,
     pub uplink: Array<MapData, UplinkPort>,
+    /// `xdp_holder_write`, run through BPF_PROG_TEST_RUN (`holder.h`).
+    pub holder_write: Xdp,
 }
 
 impl<K: Pod + Ord + Send + std::fmt::Debug, V: Pod + Send> Table<K, V> for HashMap<MapData, K, V> {
@@ -194,6 +212,27 @@ impl Maps for KernelMaps {
         self.vip_state
             .set(slot, state, BPF_F_LOCK)
             .with_context(|| format!("writing vip_state[{slot}] (is dataplane.max_vips large enough?)"))
+    }
+
+    fn write_holder(&mut self, slot: u32, expect_epoch: u64, ifindex: u32, mac: [u8; 6]) -> Result<bool> {
+        let request = HolderWrite { slot, ifindex, expect_epoch, mac, _pad: [0; 2] }.to_bytes();
+        let run = self
+            .holder_write
+            .test_run(TestRunOptions { data_in: Some(&request), ..TestRunOptions::default() })
+            .with_context(|| format!("running {PROG_HOLDER_WRITE} for slot {slot}"))?;
+        match run.return_value {
+            XDP_PASS => Ok(true),
+            XDP_DROP => Ok(false),
+            v => bail!("{PROG_HOLDER_WRITE} refused slot {slot} (verdict {v})"),
+        }
+    }
+
+    fn vip_config(&self, slot: u32) -> Result<VipConfig> {
+        self.vip_config.get(&slot, 0).with_context(|| format!("reading vip_config[{slot}]"))
+    }
+
+    fn set_vip_config(&mut self, slot: u32, config: VipConfig) -> Result<()> {
+        self.vip_config.set(slot, config, 0).with_context(|| format!("writing vip_config[{slot}]"))
     }
 
     fn uplink(&self) -> Result<UplinkPort> {

@@ -17,7 +17,8 @@ use std::{
 
 use anyhow::{Context, Result};
 use havip_common::{
-    vmac, EipBinding as EipEntry, EipKey, MemberInfo, MemberKey, UplinkPort, VipKey, VipNat, VipRef, VipState,
+    vmac, EipBinding, EipKey, MemberInfo, MemberKey, UplinkPort, VipConfig, VipKey, VipNat, VipRef, VipState,
+    VIP_F_VRRP_VMAC,
 };
 use havip_model::Subnet;
 use tracing::info;
@@ -31,6 +32,8 @@ pub struct MapTarget {
     pub ports: BTreeSet<u32>,
     /// VIP -> member ifindex -> member guest MAC.
     pub vips: BTreeMap<VipKey, BTreeMap<u32, [u8; 6]>>,
+    /// VIP -> its settings the kernel applies; a VIP not here has none.
+    pub configs: BTreeMap<VipKey, VipConfig>,
     /// VIP -> its EIP (1:1 NAT on the uplink).
     pub eips: BTreeMap<VipKey, EipNat>,
     /// The host's uplink, once attached and its next hop resolved.
@@ -61,8 +64,12 @@ pub struct Current {
     pub vips: BTreeMap<VipKey, VipRef>,
     /// Slot -> its holder (ifindex, MAC), for slots that have one.
     pub holders: BTreeMap<u32, (u32, [u8; 6])>,
+    /// Slot -> its settings, for slots that have any.
+    pub configs: BTreeMap<u32, VipConfig>,
     pub members: BTreeMap<MemberKey, MemberInfo>,
-    pub eips: BTreeMap<EipKey, EipEntry>,
+    /// The memberships that have a VRRP record.
+    pub vrrp: BTreeSet<MemberKey>,
+    pub eips: BTreeMap<EipKey, EipBinding>,
     pub vip_nat: BTreeMap<VipKey, VipNat>,
     pub uplink: UplinkPort,
 }
@@ -71,18 +78,24 @@ impl Current {
     /// Reads every map the plan compares.
     pub fn read(maps: &mut dyn Maps) -> Result<Self> {
         let vips = maps.vips().entries().context("listing vips")?;
-        let mut holders = BTreeMap::new();
+        let (mut holders, mut configs) = (BTreeMap::new(), BTreeMap::new());
         for (key, r) in &vips {
             let st = maps.vip_state(r.slot).with_context(|| format!("reading the state of {}", key.ip()))?;
             if st.holder_ifindex != 0 {
                 holders.insert(r.slot, (st.holder_ifindex, st.holder_mac));
+            }
+            let config = maps.vip_config(r.slot)?;
+            if config != VipConfig::default() {
+                configs.insert(r.slot, config);
             }
         }
         Ok(Self {
             ports: maps.tx_ports()?,
             vips,
             holders,
+            configs,
             members: maps.members().entries().context("listing members")?,
+            vrrp: maps.vrrp().entries().context("listing vrrp")?.into_keys().collect(),
             eips: maps.eips().entries().context("listing eips")?,
             vip_nat: maps.vip_nat().entries().context("listing vip_nat")?,
             uplink: maps.uplink()?,
@@ -100,9 +113,15 @@ pub enum Op {
         vip: VipKey,
         slot: u32,
     },
+    /// The VIP's settings (a freed slot's are all zero).
+    SetVipConfig {
+        vip: VipKey,
+        slot: u32,
+        config: VipConfig,
+    },
     SetMember(MemberKey, MemberInfo),
     SetVipNat(VipKey, VipNat),
-    SetEip(EipKey, EipEntry),
+    SetEip(EipKey, EipBinding),
     SetUplink(UplinkPort),
     /// The slot's holder is no longer a member: cleared (the epoch grows), if
     /// it is still this holder when applied.
@@ -115,7 +134,9 @@ pub enum Op {
     RemoveMember(MemberKey),
     RemoveEip(EipKey),
     RemoveVipNat(VipKey),
-    /// Unreachable by address first, then the slot freed and the VRRP record dropped.
+    /// The VRRP record of a membership that is no more.
+    RemoveVrrp(MemberKey),
+    /// Unreachable by address first, then the slot freed (state and settings).
     RemoveVip {
         vip: VipKey,
         slot: u32,
@@ -146,6 +167,12 @@ pub fn plan(target: &MapTarget, current: &Current) -> Vec<Op> {
         slots.insert(*key, slot);
         ops.push(Op::AddVip { vip: *key, slot });
     }
+    for key in target.vips.keys() {
+        let (slot, want) = (slots[key], target.configs.get(key).copied().unwrap_or_default());
+        if current.configs.get(&slot).copied().unwrap_or_default() != want {
+            ops.push(Op::SetVipConfig { vip: *key, slot, config: want });
+        }
+    }
 
     let want_members: BTreeMap<MemberKey, MemberInfo> = target
         .vips
@@ -169,18 +196,21 @@ pub fn plan(target: &MapTarget, current: &Current) -> Vec<Op> {
         ops.push(Op::SetUplink(want_uplink));
     }
 
+    ops.extend(extra(&current.members, &want_members).map(Op::RemoveMember));
+    ops.extend(extra(&current.eips, &want_eips).map(Op::RemoveEip));
+    ops.extend(extra(&current.vip_nat, &want_nat).map(Op::RemoveVipNat));
+    ops.extend(current.vrrp.iter().filter(|k| !want_members.contains_key(k)).map(|&k| Op::RemoveVrrp(k)));
+    // After the memberships went: a cleared holder cannot claim again.
     for (key, members) in &target.vips {
         let slot = slots[key];
+        let config = target.configs.get(key).copied().unwrap_or_default();
         if let Some(&(ifindex, mac)) = current.holders.get(&slot) {
-            if members.get(&ifindex) != Some(&mac) {
+            if !may_hold(members, config, ifindex, mac) {
                 ops.push(Op::ClearHolder { vip: *key, slot, ifindex, mac });
             }
         }
     }
 
-    ops.extend(extra(&current.members, &want_members).map(Op::RemoveMember));
-    ops.extend(extra(&current.eips, &want_eips).map(Op::RemoveEip));
-    ops.extend(extra(&current.vip_nat, &want_nat).map(Op::RemoveVipNat));
     ops.extend(
         current
             .vips
@@ -190,6 +220,17 @@ pub fn plan(target: &MapTarget, current: &Current) -> Vec<Op> {
     );
     ops.extend(current.ports.difference(&want_ports).map(|&p| Op::RemovePort(p)));
     ops
+}
+
+/// Whether (`ifindex`, `mac`) may hold a VIP with these members and
+/// settings: the kernel's claim rule (claim.h), applied again when either
+/// changes.
+fn may_hold(members: &BTreeMap<u32, [u8; 6]>, config: VipConfig, ifindex: u32, mac: [u8; 6]) -> bool {
+    let is_vrrp_vmac = mac[..5] == [0x00, 0x00, 0x5e, 0x00, 0x01];
+    match members.get(&ifindex) {
+        Some(m) => *m == mac || (config.flags & VIP_F_VRRP_VMAC != 0 && is_vrrp_vmac),
+        None => false,
+    }
 }
 
 /// Entries of `want` that `have` lacks or holds differently.
@@ -210,10 +251,12 @@ fn extra<'a, K: Ord + Copy, V, W>(
 
 /// The `eips` (EIP -> VIP) and `vip_nat` (VIP -> EIP, subnet) entries for
 /// every binding whose VIP is in the target.
-fn nat_entries(target: &MapTarget) -> (BTreeMap<EipKey, EipEntry>, BTreeMap<VipKey, VipNat>) {
+fn nat_entries(target: &MapTarget) -> (BTreeMap<EipKey, EipBinding>, BTreeMap<VipKey, VipNat>) {
     let bound = target.eips.iter().filter(|(vip, _)| target.vips.contains_key(vip));
-    let eips =
-        bound.clone().map(|(vip, b)| (EipKey { addr: b.eip.octets() }, EipEntry { vip: vip.addr })).collect();
+    let eips = bound
+        .clone()
+        .map(|(vip, b)| (EipKey { addr: b.eip.octets() }, EipBinding { vip: vip.addr }))
+        .collect();
     let nat = bound
         .map(|(vip, b)| {
             let nat = VipNat {
@@ -251,6 +294,9 @@ pub fn apply(maps: &mut dyn Maps, ops: &[Op]) -> Result<Applied> {
                     format!("adding VIP {} (is dataplane.max_vips large enough?)", vip.ip())
                 })?;
             }
+            Op::SetVipConfig { vip, slot, config } => {
+                maps.set_vip_config(slot, config).with_context(|| format!("settings of VIP {}", vip.ip()))?
+            }
             Op::SetMember(k, v) => maps.members().set(k, v).context("members")?,
             Op::SetVipNat(k, v) => maps.vip_nat().set(k, v).context("vip_nat")?,
             Op::SetEip(k, v) => maps.eips().set(k, v).context("eips")?,
@@ -261,12 +307,14 @@ pub fn apply(maps: &mut dyn Maps, ops: &[Op]) -> Result<Applied> {
             Op::RemoveMember(k) => maps.members().remove(&k).context("members")?,
             Op::RemoveEip(k) => maps.eips().remove(&k).context("eips")?,
             Op::RemoveVipNat(k) => maps.vip_nat().remove(&k).context("vip_nat")?,
+            // The kernel may have dropped it meanwhile (never: it only adds).
+            Op::RemoveVrrp(k) => maps.vrrp().remove(&k).context("vrrp")?,
             Op::RemoveVip { vip, slot } => {
                 maps.vips().remove(&vip).with_context(|| format!("removing VIP {}", vip.ip()))?;
                 maps.set_vip_state(slot, VipState::default())
                     .with_context(|| format!("freeing slot {slot} of VIP {}", vip.ip()))?;
-                // The VRRP record may never have existed.
-                let _ = maps.vrrp().remove(&vip);
+                maps.set_vip_config(slot, VipConfig::default())
+                    .with_context(|| format!("freeing the settings of slot {slot}"))?;
             }
             Op::RemovePort(p) => maps.remove_tx_port(p)?,
         }
@@ -276,19 +324,29 @@ pub fn apply(maps: &mut dyn Maps, ops: &[Op]) -> Result<Applied> {
 }
 
 /// Clears the holder of `slot` if it is still (`ifindex`, `mac`): a member
-/// that claimed in between keeps the VIP. A holder change, so the epoch grows.
+/// that claimed in between keeps the VIP (the write is a compare-and-swap on
+/// the epoch, `Maps::write_holder`). A holder change, so the epoch grows.
 fn clear_holder(maps: &mut dyn Maps, vip: VipKey, slot: u32, ifindex: u32, mac: [u8; 6]) -> Result<bool> {
-    let mut state = maps.vip_state(slot)?;
-    if (state.holder_ifindex, state.holder_mac) != (ifindex, mac) {
-        return Ok(false);
+    // Each lost race is a claim, and only members claim: the membership
+    // the old holder had is gone (removed first), so this ends fast.
+    for _ in 0..CAS_ATTEMPTS {
+        let state = maps.vip_state(slot)?;
+        if (state.holder_ifindex, state.holder_mac) != (ifindex, mac) {
+            return Ok(false);
+        }
+        if maps
+            .write_holder(slot, state.epoch, 0, [0; 6])
+            .with_context(|| format!("clearing the holder of {}", vip.ip()))?
+        {
+            info!(vip = %vip.ip(), epoch = state.epoch + 1, "holder cleared: no longer a member");
+            return Ok(true);
+        }
     }
-    state.holder_ifindex = 0;
-    state.holder_mac = [0; 6];
-    state.epoch += 1;
-    maps.set_vip_state(slot, state).with_context(|| format!("clearing the holder of {}", vip.ip()))?;
-    info!(vip = %vip.ip(), epoch = state.epoch, "holder cleared: no longer a member");
-    Ok(true)
+    anyhow::bail!("clearing the holder of {}: {CAS_ATTEMPTS} claims came first", vip.ip())
 }
+
+/// How often a holder write is tried against racing claims.
+const CAS_ATTEMPTS: usize = 8;
 
 /// Reads the maps, plans, applies: brings the maps to `target`.
 pub fn reconcile(maps: &mut dyn Maps, target: &MapTarget) -> Result<Applied> {
@@ -380,9 +438,11 @@ mod tests {
 
         let mut only_b = target(&[v]);
         only_b.vips.insert(v, BTreeMap::from([(8, MAC_B)]));
+        // The membership first: the old holder cannot claim again before
+        // it is cleared.
         assert_eq!(
             plan(&only_b, &cur),
-            [Op::ClearHolder { vip: v, slot: 0, ifindex: 7, mac: MAC_A }, Op::RemoveMember(member(v, 7))]
+            [Op::RemoveMember(member(v, 7)), Op::ClearHolder { vip: v, slot: 0, ifindex: 7, mac: MAC_A }]
         );
 
         // Still a member, but registered with another MAC: the holder's
@@ -396,6 +456,71 @@ mod tests {
                 Op::ClearHolder { vip: v, slot: 0, ifindex: 7, mac: MAC_A },
             ]
         );
+    }
+
+    #[test]
+    fn a_holder_on_a_vrrp_virtual_mac_is_kept_only_where_the_havip_accepts_it() {
+        let v = vip(50);
+        let vrrp_vmac = [0, 0, 0x5e, 0, 1, 51];
+        let mut cur = current(&[(v, 0)]);
+        cur.members = BTreeMap::from([(member(v, 7), info(MAC_A))]);
+        cur.holders = BTreeMap::from([(0, (7, vrrp_vmac))]);
+        cur.configs = BTreeMap::from([(0, VipConfig { flags: VIP_F_VRRP_VMAC })]);
+        let mut t = target(&[v]);
+        t.vips.insert(v, BTreeMap::from([(7, MAC_A)]));
+        t.configs.insert(v, VipConfig { flags: VIP_F_VRRP_VMAC });
+        assert_eq!(plan(&t, &cur), [], "keepalived use_vmac: the member's claim from 00:00:5e:00:01:51");
+
+        t.configs.remove(&v);
+        assert_eq!(
+            plan(&t, &cur),
+            [
+                Op::SetVipConfig { vip: v, slot: 0, config: VipConfig::default() },
+                Op::ClearHolder { vip: v, slot: 0, ifindex: 7, mac: vrrp_vmac },
+            ],
+            "the setting turned off: such a holder is cleared"
+        );
+    }
+
+    #[test]
+    fn settings_and_vrrp_records_follow_the_vips_and_memberships() {
+        let (a, b) = (vip(50), vip(51));
+        let mut maps = FakeMaps::new(4);
+        let mut t = target(&[a, b]);
+        t.vips.insert(a, BTreeMap::from([(7, MAC_A), (8, MAC_B)]));
+        t.configs.insert(b, VipConfig { flags: VIP_F_VRRP_VMAC });
+        assert_eq!(
+            plan(&t, &Current::read(&mut maps).unwrap()),
+            [
+                Op::AddPort(7),
+                Op::AddPort(8),
+                Op::AddVip { vip: a, slot: 0 },
+                Op::AddVip { vip: b, slot: 1 },
+                Op::SetVipConfig { vip: b, slot: 1, config: VipConfig { flags: VIP_F_VRRP_VMAC } },
+                Op::SetMember(member(a, 7), info(MAC_A)),
+                Op::SetMember(member(a, 8), info(MAC_B)),
+            ]
+        );
+        reconcile(&mut maps, &t).unwrap();
+        // The kernel records both members' adverts.
+        maps.vrrp.insert(member(a, 7), Default::default());
+        maps.vrrp.insert(member(a, 8), Default::default());
+
+        t.vips.insert(a, BTreeMap::from([(8, MAC_B)]));
+        t.vips.remove(&b);
+        t.configs.clear();
+        let ops = plan(&t, &Current::read(&mut maps).unwrap());
+        assert_eq!(
+            ops,
+            [
+                Op::RemoveMember(member(a, 7)),
+                Op::RemoveVrrp(member(a, 7)),
+                Op::RemoveVip { vip: b, slot: 1 },
+            ]
+        );
+        apply(&mut maps, &ops).unwrap();
+        assert_eq!(maps.vip_config(1).unwrap(), VipConfig::default(), "a freed slot has no settings");
+        assert_eq!(maps.vrrp.keys().copied().collect::<Vec<_>>(), [member(a, 8)]);
     }
 
     #[test]
@@ -454,7 +579,7 @@ mod tests {
                 Op::AddVip { vip: new, slot: 2 },
                 Op::SetMember(member(new, 8), info(MAC_B)),
                 Op::SetVipNat(new, nat),
-                Op::SetEip(EipKey { addr: eip.octets() }, EipEntry { vip: new.addr }),
+                Op::SetEip(EipKey { addr: eip.octets() }, EipBinding { vip: new.addr }),
                 Op::SetUplink(UplinkPort { ifindex: 9, mac: uplink.mac, next_hop_mac: uplink.next_hop_mac }),
                 Op::RemoveMember(member(gone, 7)),
                 Op::RemoveVipNat(gone),
@@ -465,7 +590,7 @@ mod tests {
         apply(&mut maps, &ops).unwrap();
         assert_eq!(plan(&after, &Current::read(&mut maps).unwrap()), [], "idempotent");
         assert_eq!(maps.vip_slot(&gone), None);
-        assert_eq!(maps.eips.get(&EipKey { addr: eip.octets() }), Some(&EipEntry { vip: new.addr }));
+        assert_eq!(maps.eips.get(&EipKey { addr: eip.octets() }), Some(&EipBinding { vip: new.addr }));
     }
 
     #[test]
