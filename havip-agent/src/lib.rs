@@ -5,7 +5,7 @@
 //! Layers, each importing only the ones listed before it (checked by
 //! `cargo xtask test`; see `docs/architecture.md`):
 //!
-//! - [`sync`]: a shared lock helper.
+//! - [`sync`], [`clock`]: a shared lock helper, the kernel's clock.
 //! - [`store`]: desired and observed state (redb; the `Store` trait).
 //! - [`datapath`]: the XDP object, its pins and links, its maps behind a
 //!   trait, the plan from desired maps to operations, the claim events.
@@ -19,6 +19,8 @@
 //! (the programs).
 
 pub mod sync;
+
+pub mod clock;
 
 pub mod store;
 

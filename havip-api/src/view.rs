@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, fmt, net::Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
-use havip_model::{state::Claim, DesiredState};
+use havip_model::{state::Claim, DesiredState, HavipSettings};
 
 /// The cloud's status words: Available (no members) / InUse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +69,61 @@ pub struct HavipView {
     pub last_claims: Vec<Claim>,
     /// The data plane's per-VIP counters, by name.
     pub counters: BTreeMap<String, u64>,
+    /// How the platform settles who holds it.
+    pub settings: HavipSettings,
+    /// Why there is no holder, when there is none.
+    pub no_holder_reason: Option<String>,
+    /// Two members holding it at once, if they do now.
+    pub contested: Option<Contested>,
+    /// What the holder verification sees now.
+    pub verification: Option<VerificationView>,
+    /// The last VRRP advert each member sent for the VIP, newest first.
+    pub vrrp: Vec<VrrpView>,
+}
+
+/// A split brain: the members that hold a VIP at once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contested {
+    pub members: Vec<ContestedMember>,
+    /// Since when, RFC 3339.
+    pub since: String,
+    /// What the platform does about it (the HAVIP's split-brain policy).
+    pub policy: String,
+}
+
+/// One of the members of a split brain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContestedMember {
+    pub vnic: String,
+    /// Its advertised VRRP priority, if it advertises.
+    pub priority: Option<u8>,
+}
+
+/// The holder verification of one HAVIP.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerificationView {
+    /// `ok` (the holder answers), `unresponsive` (it stopped: every member
+    /// is asked), `searching` (no holder: every member is asked).
+    pub state: String,
+    /// Probes the holder missed in a row.
+    pub misses: u32,
+    /// Probes sent, and answered, for this HAVIP since the agent started.
+    pub probes_sent: u64,
+    pub probes_answered: u64,
+    /// Corrections made, by reason.
+    pub corrections: BTreeMap<String, u64>,
+}
+
+/// A member's last VRRP advert for a VIP, as the data plane recorded it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpView {
+    pub vnic: String,
+    pub advertiser: Ipv4Addr,
+    pub vrid: u8,
+    pub priority: u8,
+    pub version: u8,
+    /// How long ago, ms.
+    pub age_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,12 +219,33 @@ pub enum EventKind {
     PeerWithoutXdp,
     /// The desired state changed (an operation or an apply).
     Changed,
+    /// The holder stopped answering the agent's probes: every member is
+    /// asked until one answers.
+    HolderUnresponsive,
+    /// The platform re-pointed the VIP itself; the detail says why (a
+    /// holder that stopped answering while another member answered, VRRP
+    /// adverts contradicting the holder, a split-brain policy).
+    HolderCorrected,
+    /// Two members hold the VIP at once (both advertise VRRP as master, or
+    /// both keep claiming): a split brain, named with their priorities.
+    Contested,
+    /// The VIP keeps moving back and forth between live members.
+    HolderFlapping,
 }
 
 impl EventKind {
     /// What an operator should look at: logged as a warning.
     pub fn is_warning(self) -> bool {
-        matches!(self, Self::HolderCleared | Self::ClaimRejected | Self::PeerWithoutXdp)
+        matches!(
+            self,
+            Self::HolderCleared
+                | Self::ClaimRejected
+                | Self::PeerWithoutXdp
+                | Self::HolderUnresponsive
+                | Self::HolderCorrected
+                | Self::Contested
+                | Self::HolderFlapping
+        )
     }
 }
 

@@ -158,7 +158,6 @@ fn one_way_vrrp_loss(lab: &Lab) -> Result<(Duration, Instant)> {
 }
 
 #[test]
-#[ignore = "needs issue 10: holder verification (ARP probes to the holder, re-election among the members)"]
 fn verification_returns_the_vip_after_one_way_vrrp_loss() -> Result<()> {
     start(&quiet_masters())?.run(|lab| {
         let ctl = Ctl::of(lab)?;
@@ -274,7 +273,6 @@ fn rfc5227_probes_see_the_vip_in_use_only_elsewhere() -> Result<()> {
 // ------------------------------------------- 4. an address with no GARP
 
 #[test]
-#[ignore = "needs issue 10: members asked every round while a HAVIP has no holder"]
 fn an_address_added_without_garp_is_found_in_the_first_round() -> Result<()> {
     let lab = Lab::create(LabId::unique("test"), true)?;
     lab.run(|lab| {
@@ -330,7 +328,6 @@ fn contested(view: &Value) -> Vec<(String, Option<u64>)> {
 }
 
 #[test]
-#[ignore = "needs issue 10: contested HAVIPs and split_brain = \"vrrp-priority\""]
 fn two_masters_are_contested_and_vrrp_priority_settles_on_vm_a() -> Result<()> {
     let opts = Options { havip_settings: "split_brain = \"vrrp-priority\"".to_owned(), ..Options::default() };
     start(&opts)?.run(|lab| {

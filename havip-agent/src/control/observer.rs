@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use super::feed::Feed;
 use crate::{
+    clock::monotonic_ns,
     datapath::maps::Maps,
     host::links::Links,
     store::{Store, StoreError},
@@ -222,11 +223,7 @@ fn note_holder(o: &mut Observed, holder: Option<Holder>, since_ms: u64, epoch: u
 /// Wall-clock Unix ms of a CLOCK_MONOTONIC timestamp (the kernel's
 /// bpf_ktime_get_ns), as of now.
 fn wall_ms(mono_ns: u64) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid out-pointer; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    let now_ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
-    now_ms().saturating_sub(now_ns.saturating_sub(mono_ns) / 1_000_000)
+    now_ms().saturating_sub(monotonic_ns().saturating_sub(mono_ns) / 1_000_000)
 }
 
 #[cfg(test)]
@@ -260,9 +257,7 @@ mod tests {
     #[test]
     fn monotonic_to_wall_clock() {
         let now = now_ms();
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        let ten_s_ago = (ts.tv_sec as u64 - 10) * 1_000_000_000 + ts.tv_nsec as u64;
+        let ten_s_ago = monotonic_ns() - 10_000_000_000;
         let got = wall_ms(ten_s_ago);
         assert!((now - 10_000).abs_diff(got) < 100, "{got} vs {now}");
     }
@@ -349,16 +344,9 @@ mod tests {
         }
     }
 
-    fn now_mono_ns() -> u64 {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: a valid out-pointer; CLOCK_MONOTONIC always exists.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-    }
-
     fn claim(ifindex: u32, prev_ifindex: u32, mac: [u8; 6], epoch: u64, changed: u8) -> HavipEvent {
         HavipEvent {
-            ts_ns: now_mono_ns(),
+            ts_ns: monotonic_ns(),
             epoch,
             kind: EV_CLAIM,
             vip: VIP.octets(),
@@ -456,7 +444,7 @@ mod tests {
             holder_ifindex: 8,
             holder_mac: MAC_B,
             epoch: 5,
-            since_ns: now_mono_ns(),
+            since_ns: monotonic_ns(),
             ..Default::default()
         };
         maps.vip_state.insert(0, st);

@@ -15,7 +15,7 @@ use havip_model::{
 };
 use serde::{de::DeserializeOwned, Deserialize};
 
-use crate::host::uplink::UplinkSpec;
+use crate::{control::verifier::VerifySettings, host::uplink::UplinkSpec};
 
 /// Who the agent is, and where it keeps and serves things: every path is
 /// configurable so that several agents (e.g. parallel tests) never share one.
@@ -65,6 +65,8 @@ pub struct Config {
     pub capacity: Capacity,
     /// The uplink NIC that carries EIP traffic.
     pub uplink: Option<UplinkSpec>,
+    /// `[verification]`: how holders are verified.
+    pub verification: VerifySettings,
     /// The file's desired-state sections, parsed but not yet checked: the
     /// rules apply to the store's state with these applied.
     pub desired: DesiredState,
@@ -90,6 +92,7 @@ impl Config {
         let host = Host { id, underlay: agent.underlay };
         let mut limits: Limits = section(&mut table, "limits")?;
         let capacity: Capacity = section(&mut table, "dataplane")?;
+        let verification: VerifySettings = section(&mut table, "verification")?;
         let uplink = section::<Option<RawUplink>>(&mut table, "uplink")?
             .map(|u| {
                 anyhow::Ok(UplinkSpec {
@@ -108,7 +111,7 @@ impl Config {
         }
         limits.capacity = capacity;
         let desired = file.parse(&host.id)?;
-        Ok(Self { host, agent, limits, capacity, uplink, desired })
+        Ok(Self { host, agent, limits, capacity, uplink, verification, desired })
     }
 }
 
@@ -169,6 +172,7 @@ mod tests {
         assert_eq!(c.limits.max_members_per_havip, 3);
         assert_eq!(c.limits.max_havips_per_instance, 5);
         assert_eq!(c.limits.capacity, Capacity::default());
+        assert_eq!(c.verification, VerifySettings::default());
         assert_eq!(c.desired.havips[&"198.18.1.50".parse().unwrap()].members, ["vnic-a"]);
         assert_eq!(c.desired.vnics["vnic-a"].mac, [2, 0, 0xc6, 0x12, 1, 0x0b]);
     }
@@ -190,6 +194,15 @@ mod tests {
         let c = Config::parse("").unwrap();
         assert_eq!(c.agent.store, Path::new("/var/lib/havip/state.redb"));
         assert!(c.desired.havips.is_empty() && c.uplink.is_none());
+    }
+
+    #[test]
+    fn verification_is_configurable() {
+        let c = Config::parse("[verification]\nenabled = false\ninterval_ms = 100\nmisses = 3").unwrap();
+        let want =
+            VerifySettings { enabled: false, interval_ms: 100, misses: 3, ..VerifySettings::default() };
+        assert_eq!(c.verification, want);
+        assert!(Config::parse("[verification]\nretries = 3").is_err(), "unknown keys are refused");
     }
 
     #[test]

@@ -3,19 +3,19 @@
 //! changes until told to stop. Stopping leaves everything attached.
 
 use std::{
+    collections::BTreeMap,
     path::Path,
     sync::{atomic::AtomicU64, Arc, Mutex},
 };
 
 use anyhow::{Context, Result};
+use havip_model::{ops, rules, state::now_ms};
 use rtnetlink::Handle;
 use tokio::{
     signal::unix::{signal, SignalKind},
-    sync::watch,
+    sync::{watch, Notify},
 };
 use tracing::{info, warn};
-
-use havip_model::{ops, rules, state::now_ms};
 
 use super::{config::Config, notify};
 use crate::{
@@ -23,10 +23,11 @@ use crate::{
         feed::Feed,
         observer::{Observer, SyncMode},
         reconciler::{report_veth_peer, Inputs, Reconciler},
+        verifier::{self, Verifier, VerifierInputs},
     },
-    datapath::maps::Maps,
     datapath::{
         loader::{Attach, Dataplane},
+        maps::Maps,
         plan::Uplink,
         ringbuf,
     },
@@ -94,6 +95,8 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
     let maps: Arc<Mutex<dyn Maps>> = Arc::new(Mutex::new(dp.take_maps()?));
 
     let reconciled = Arc::new(AtomicU64::new(0));
+    let verdicts = Arc::new(Mutex::new(BTreeMap::new()));
+    let nudge = Arc::new(Notify::new());
     let observer = Arc::new(Observer::new(&cfg.host.id, store.clone(), feed.clone(), links.clone()));
     let mut reconciler = Reconciler::new(Inputs {
         host: cfg.host.id.clone(),
@@ -118,8 +121,21 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
         feed,
         links,
         reconciled,
+        verdicts: verdicts.clone(),
         started_ms: now_ms(),
     });
+    let verify = verifier::run(
+        Verifier::new(&cfg.host.id, cfg.verification),
+        VerifierInputs {
+            store: ctl.store.clone(),
+            maps: ctl.maps.clone(),
+            links: ctl.links.clone(),
+            feed: ctl.feed.clone(),
+            observer: observer.clone(),
+            verdicts,
+            nudge: nudge.clone(),
+        },
+    );
     let serve_api = api::bind(ctl.clone(), &cfg.agent.api_socket)?;
     let serve_metrics = metrics::bind(ctl, cfg.agent.metrics).await?;
 
@@ -130,7 +146,8 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
 
     let outcome = tokio::select! {
         r = reconciler.run() => r.map(|()| "reconciler"),
-        r = ringbuf::follow(events, |batch| record_claims(&observer, batch)) => r.map(|()| "events"),
+        r = ringbuf::follow(events, |batch| record_claims(&observer, &nudge, batch)) => r.map(|()| "events"),
+        r = verify => r.map(|()| "verifier"),
         r = follow_links => r.map(|()| "links"),
         r = serve_api => r.map(|()| "API"),
         r = serve_metrics => r.map(|()| "metrics"),
@@ -147,8 +164,16 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
 }
 
 /// Hands a batch of the kernel's claim events to the observer: one store
-/// commit per batch (it waits for fsync), off the async threads.
-async fn record_claims(observer: &Arc<Observer>, batch: Vec<havip_common::HavipEvent>) -> Result<()> {
+/// commit per batch (it waits for fsync), off the async threads; and has a
+/// new holder verified at once.
+async fn record_claims(
+    observer: &Arc<Observer>,
+    nudge: &Notify,
+    batch: Vec<havip_common::HavipEvent>,
+) -> Result<()> {
+    if batch.iter().any(|e| e.changed != 0) {
+        nudge.notify_one();
+    }
     let names = observer.names();
     let observer = observer.clone();
     tokio::task::spawn_blocking(move || observer.events(&batch, &names))

@@ -512,11 +512,7 @@ mod tests {
         let ops = plan(&t, &Current::read(&mut maps).unwrap());
         assert_eq!(
             ops,
-            [
-                Op::RemoveMember(member(a, 7)),
-                Op::RemoveVrrp(member(a, 7)),
-                Op::RemoveVip { vip: b, slot: 1 },
-            ]
+            [Op::RemoveMember(member(a, 7)), Op::RemoveVrrp(member(a, 7)), Op::RemoveVip { vip: b, slot: 1 },]
         );
         apply(&mut maps, &ops).unwrap();
         assert_eq!(maps.vip_config(1).unwrap(), VipConfig::default(), "a freed slot has no settings");

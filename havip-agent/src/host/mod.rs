@@ -1,9 +1,10 @@
 //! This host's network, as the agent sees it through rtnetlink: links and
 //! whether they are up ([`links`]), the uplink's next hop ([`uplink`]),
 //! what a veth vNIC's peer can take ([`vethpeer`]), and entering the
-//! namespace that holds the vNICs ([`netns`]). Nothing here knows about
-//! HAVIPs or the store.
+//! namespace that holds the vNICs ([`netns`]), asking a guest whether it has
+//! an address ([`arp`]). Nothing here knows about HAVIPs or the store.
 
+pub mod arp;
 pub mod links;
 pub mod netns;
 pub mod uplink;

@@ -27,12 +27,12 @@ use axum::{
 use futures::{stream, Future, StreamExt};
 use havip_api::{
     view::{
-        AgentStatus, Applied, DesiredView, EipRequest, ErrorBody, HavipView, LinkState, MemberView, Status,
-        SubnetView, VnicView,
+        AgentStatus, Applied, Contested, ContestedMember, DesiredView, EipRequest, ErrorBody, HavipView,
+        LinkState, MemberView, Status, SubnetView, VerificationView, VnicView, VrrpView,
     },
     Event, EventKind,
 };
-use havip_common::{VipCounter, VipKey};
+use havip_common::{MemberKey, VipCounter, VipKey};
 use havip_model::{
     ops::{self, DesiredFile, HavipSpec, SubnetSpec, VnicSpec},
     rules::{self, parse_ipv4},
@@ -43,7 +43,11 @@ use serde::Deserialize;
 use tokio::{net::UnixListener, sync::watch};
 
 use crate::{
-    control::feed::Feed,
+    clock::monotonic_ns,
+    control::{
+        feed::Feed,
+        verifier::{Phase, Verdict},
+    },
     datapath::maps::Maps,
     host::links::Links,
     store::{update_with, Store, StoreError},
@@ -61,6 +65,8 @@ pub struct Control {
     pub links: watch::Receiver<Links>,
     /// The store revision the maps were last brought to.
     pub reconciled: Arc<AtomicU64>,
+    /// The holder verification's verdicts, by VIP.
+    pub verdicts: Arc<Mutex<BTreeMap<Ipv4Addr, Verdict>>>,
     pub started_ms: u64,
 }
 
@@ -106,12 +112,16 @@ impl Control {
         let state = self.store.desired().state;
         let observed = self.store.observed();
         let links = self.links.borrow().clone();
+        let verdicts = lock(&self.verdicts).clone();
         let mut maps = self.maps();
         state
             .havips
             .values()
             .filter(|h| vips(&h.vip))
-            .map(|h| self.view_havip(&state, h, observed.get(&h.vip), &links, &mut *maps))
+            .map(|h| {
+                let o = observed.get(&h.vip).cloned().unwrap_or_default();
+                self.view_havip(&state, h, o, verdicts.get(&h.vip), &links, &mut *maps)
+            })
             .collect()
     }
 
@@ -132,12 +142,48 @@ impl Control {
         &self,
         state: &DesiredState,
         h: &Havip,
-        o: Option<&Observed>,
+        o: Observed,
+        verdict: Option<&Verdict>,
         links: &Links,
         maps: &mut dyn Maps,
     ) -> HavipView {
-        let o = o.cloned().unwrap_or_default();
         let instance = |vnic: &str| state.vnics.get(vnic).map(|v| v.instance.clone());
+        // This host's members: (name, ifindex).
+        let local: Vec<(&String, u32)> = h
+            .members
+            .iter()
+            .filter_map(|m| {
+                let v = state.vnics.get(m).filter(|v| v.host == self.host)?;
+                Some((m, links.get(&v.ifname)?.ifindex))
+            })
+            .collect();
+        let now = monotonic_ns();
+        let mut vrrp: Vec<VrrpView> = local
+            .iter()
+            .filter_map(|(m, ifindex)| {
+                let seen = maps.vrrp().get(&MemberKey { vip: h.vip.octets(), ifindex: *ifindex })?;
+                Some(VrrpView {
+                    vnic: (*m).clone(),
+                    advertiser: Ipv4Addr::from(seen.advertiser),
+                    vrid: seen.vrid,
+                    priority: seen.priority,
+                    version: seen.version,
+                    age_ms: now.saturating_sub(seen.last_ns) / 1_000_000,
+                })
+            })
+            .collect();
+        vrrp.sort_by_key(|v| v.age_ms);
+        let no_holder_reason = o.holder.is_none().then(|| {
+            if h.members.is_empty() {
+                "it has no members".to_owned()
+            } else if local.is_empty() {
+                "no member's vNIC is present and up on this host".to_owned()
+            } else if verdict.is_some_and(|v| v.phase == Phase::Searching) {
+                "no member has claimed it or answered the platform's probes".to_owned()
+            } else {
+                "no member has claimed it (a gratuitous ARP)".to_owned()
+            }
+        });
         HavipView {
             vip: h.vip,
             subnet: h.subnet.clone(),
@@ -160,6 +206,25 @@ impl Control {
             failovers: o.failovers,
             last_claims: o.last_claims.into(),
             counters: counters(maps, h.vip),
+            settings: h.settings,
+            no_holder_reason,
+            contested: verdict.and_then(|v| v.contested.as_ref()).map(|c| Contested {
+                members: c
+                    .members
+                    .iter()
+                    .map(|(vnic, priority)| ContestedMember { vnic: vnic.clone(), priority: *priority })
+                    .collect(),
+                since: rfc3339(c.since_ms),
+                policy: h.settings.split_brain.to_string(),
+            }),
+            verification: verdict.map(|v| VerificationView {
+                state: v.phase.name().to_owned(),
+                misses: v.misses,
+                probes_sent: v.probes_sent,
+                probes_answered: v.probes_answered,
+                corrections: v.corrections.clone(),
+            }),
+            vrrp,
         }
     }
 

@@ -11,6 +11,7 @@ use havip_model::Observed;
 use tokio::net::TcpListener;
 
 use super::api::{counters, Control};
+use crate::{control::verifier::Verdict, sync::lock};
 
 /// Binds the metrics address, if one is configured, and returns the server
 /// to run (one that never ends when there is none).
@@ -63,6 +64,57 @@ fn render(ctl: &Control) -> String {
     let members: Vec<(String, u64)> =
         state.havips.values().map(|h| (vip_label(&h.vip), h.members.len() as u64)).collect();
     family("vip_members", "gauge", "Members of the HAVIP.", &members);
+    let holders: Vec<(String, u64)> = state
+        .havips
+        .keys()
+        .filter_map(|vip| {
+            let h = observed.get(vip)?.holder.as_ref()?;
+            Some((format!("{{vip=\"{vip}\",vnic=\"{}\",host=\"{}\"}}", escape(&h.vnic), escape(&h.host)), 1))
+        })
+        .collect();
+    family("holder_info", "gauge", "The holder of each held VIP, as labels.", &holders);
+    let verdicts = lock(&ctl.verdicts).clone();
+    let per_verdict = |f: &dyn Fn(&Verdict) -> u64| -> Vec<(String, u64)> {
+        verdicts.iter().map(|(vip, v)| (vip_label(vip), f(v))).collect()
+    };
+    family(
+        "vip_contested",
+        "gauge",
+        "1 while two members hold the VIP at once (split brain).",
+        &per_verdict(&|v| v.contested.is_some() as u64),
+    );
+    family(
+        "verification_probes_total",
+        "counter",
+        "ARP probes the agent sent for the VIP.",
+        &per_verdict(&|v| v.probes_sent),
+    );
+    family(
+        "verification_probes_answered_total",
+        "counter",
+        "Probe rounds for the VIP that got an answer.",
+        &per_verdict(&|v| v.probes_answered),
+    );
+    family(
+        "verification_misses",
+        "gauge",
+        "Probes the holder missed in a row.",
+        &per_verdict(&|v| v.misses as u64),
+    );
+    let corrections: Vec<(String, u64)> = verdicts
+        .iter()
+        .flat_map(|(vip, v)| {
+            v.corrections
+                .iter()
+                .map(move |(reason, n)| (format!("{{vip=\"{vip}\",reason=\"{reason}\"}}"), *n))
+        })
+        .collect();
+    family(
+        "holder_corrections_total",
+        "counter",
+        "Times the platform re-pointed the VIP itself, by reason (probe, vrrp, split-brain).",
+        &corrections,
+    );
     for g in GlobalCounter::ALL {
         let v = maps.global_counter(g).unwrap_or(0);
         family(
@@ -74,4 +126,10 @@ fn render(ctl: &Control) -> String {
     }
     family("havips", "gauge", "HAVIPs in the desired state.", &[(String::new(), state.havips.len() as u64)]);
     out
+}
+
+/// A label value in the exposition format: backslash, quote and newline
+/// escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }

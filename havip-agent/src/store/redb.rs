@@ -269,7 +269,10 @@ mod tests {
         let store = RedbStore::open(&path).unwrap();
         let snap = store.desired();
         assert_eq!(snap.revision, 1);
-        assert_eq!(snap.state.havips[&vip], Havip { vip, subnet: "vpc1".into(), members: vec![], eip: None, settings: Default::default() });
+        assert_eq!(
+            snap.state.havips[&vip],
+            Havip { vip, subnet: "vpc1".into(), members: vec![], eip: None, settings: Default::default() }
+        );
         let observed = store.observed();
         assert_eq!(observed.len(), 1, "observations of unknown HAVIPs are dropped");
         assert_eq!((observed[&vip].epoch, observed[&vip].holder.as_ref()), (3, Some(&holder)));
