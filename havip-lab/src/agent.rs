@@ -2,14 +2,50 @@
 //! a NOTIFY_SOCKET to learn when it is ready, stopped with SIGTERM (which
 //! leaves the data plane running), and torn down with `havip-agent teardown`.
 
-use std::{io::ErrorKind, os::unix::net::UnixDatagram, path::PathBuf, process::Command, time::Duration};
+use std::{
+    io::{ErrorKind, Read, Write},
+    net::TcpStream,
+    os::unix::net::UnixDatagram,
+    path::PathBuf,
+    process::Command,
+    time::Duration,
+};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
-use crate::{log::Timeline, process::ChildProc, wait};
+use crate::{log::Timeline, netns, process::ChildProc, wait};
 
 /// Where the agent serves Prometheus metrics, inside the hv namespace.
 pub const METRICS: &str = "127.0.0.1:9477";
+
+/// How long a metrics scrape may take.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One scrape of the agent's `/metrics` from inside namespace `ns` (the
+/// lab's hv): the body, as served, once the answer is `200` in the
+/// Prometheus text format.
+pub fn scrape_metrics(ns: &str) -> Result<String> {
+    let text = netns::run_in(ns, || {
+        let addr = METRICS.parse().context("the metrics address")?;
+        let mut conn =
+            TcpStream::connect_timeout(&addr, SCRAPE_TIMEOUT).context("connecting to the metrics address")?;
+        conn.set_read_timeout(Some(SCRAPE_TIMEOUT))?;
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: havip\r\n\r\n")?;
+        let mut text = String::new();
+        conn.read_to_string(&mut text).context("reading the metrics")?;
+        Ok(text)
+    })?;
+    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP body in the metrics answer")?;
+    ensure!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "metrics answered {head}");
+    ensure!(
+        head.lines().any(|l| {
+            let l = l.to_ascii_lowercase();
+            l.starts_with("content-type:") && l.contains("text/plain") && l.contains("version=0.0.4")
+        }),
+        "metrics not served as the Prometheus text format 0.0.4: {head}"
+    );
+    Ok(body.to_owned())
+}
 
 /// Loading, attaching and filling maps: seconds at most, even on a busy box.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
