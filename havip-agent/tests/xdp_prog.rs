@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use havip_agent::datapath::{
     maps::Maps,
-    plan::{reconcile, Applied},
+    plan::{reconcile, ApplyReport},
 };
 use havip_common::{
     GlobalCounter, MemberKey, RejectReason, VipConfig, VipCounter, VipKey, EV_CLAIM, EV_CLAIM_REJECTED,
@@ -222,13 +222,17 @@ fn reconcile_keeps_a_learned_holder_and_clears_one_that_left() {
     with_fixture(|f| {
         f.run(f.a, &garp(MAC_A, VIP));
         let all = desired(&[(f.a, MAC_A), (f.b, MAC_B)], &[f.a, f.b, f.c]);
-        assert_eq!(reconcile(&mut f.maps, &all).unwrap(), Applied::default(), "idempotent: nothing to do");
+        assert_eq!(
+            reconcile(&mut f.maps, &all).unwrap(),
+            ApplyReport::default(),
+            "idempotent: nothing to do"
+        );
         assert_eq!((f.vip().holder_ifindex, f.vip().epoch), (f.a, 1), "holder kept");
 
         let without_a = desired(&[(f.b, MAC_B)], &[f.a, f.b, f.c]);
         let ch = reconcile(&mut f.maps, &without_a).unwrap();
         // The holder cleared, its membership removed.
-        assert_eq!(ch, Applied { ops: 2, holders_cleared: 1 });
+        assert_eq!(ch, ApplyReport { ops: 2, holders_cleared: 1 });
         assert_eq!((f.vip().holder_ifindex, f.vip().epoch), (0, 2));
         assert_eq!(f.run(f.a, &garp(MAC_A, VIP)).0, XDP_DROP);
         assert_eq!(f.vip().holder_ifindex, 0, "a former member can no longer claim");

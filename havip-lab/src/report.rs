@@ -39,10 +39,13 @@ fn agent_line(text: &str) -> Option<String> {
     if msg == "event" {
         // The agent's event feed: holder changes, refused claims, vNICs, changes.
         let label = match s("kind").as_str() {
-            "HolderChanged" => "HOLDER",
-            "HolderCleared" => "NO HOLDER",
-            "ClaimRejected" => "claim rejected",
-            "PeerWithoutXdp" => "peer without XDP",
+            "holder_changed" => "HOLDER",
+            "holder_cleared" => "NO HOLDER",
+            "holder_corrected" => "CORRECTED",
+            "holder_unresponsive" => "holder unresponsive",
+            "contested" => "CONTESTED",
+            "claim_rejected" => "claim rejected",
+            "peer_without_xdp" => "peer without XDP",
             _ => return None,
         };
         Some(format!("{label}: {}", s("detail")))
@@ -141,15 +144,15 @@ mod tests {
 
     #[test]
     fn agent_holder_changes_and_rejections_are_shown() {
-        let holder = r#"{"level":"INFO","fields":{"message":"event","kind":"HolderChanged","vip":"198.18.1.50","vnic":"vnic-b","detail":"vnic-b holds 198.18.1.50 (was vnic-a), epoch 3, failovers 2"}}"#;
+        let holder = r#"{"level":"INFO","fields":{"message":"event","kind":"holder_changed","vip":"198.18.1.50","vnic":"vnic-b","detail":"vnic-b holds 198.18.1.50 (was vnic-a), epoch 3, failovers 2"}}"#;
         assert_eq!(
             agent_line(holder).unwrap(),
             "HOLDER: vnic-b holds 198.18.1.50 (was vnic-a), epoch 3, failovers 2"
         );
-        let rejected = r#"{"level":"WARN","fields":{"message":"event","kind":"ClaimRejected","vip":"198.18.1.50","vnic":"vnic-c","detail":"from vnic-c, MAC 02:00:c6:12:01:0d: vNIC is not a member of the HAVIP"}}"#;
+        let rejected = r#"{"level":"WARN","fields":{"message":"event","kind":"claim_rejected","vip":"198.18.1.50","vnic":"vnic-c","detail":"from vnic-c, MAC 02:00:c6:12:01:0d: vNIC is not a member of the HAVIP"}}"#;
         assert!(agent_line(rejected).unwrap().starts_with("claim rejected: from vnic-c, MAC"));
         assert_eq!(
-            agent_line(r#"{"level":"INFO","fields":{"message":"event","kind":"Changed","detail":"x"}}"#),
+            agent_line(r#"{"level":"INFO","fields":{"message":"event","kind":"changed","detail":"x"}}"#),
             None
         );
         assert_eq!(agent_line(r#"{"level":"INFO","fields":{"message":"attached"}}"#), None);

@@ -118,18 +118,18 @@ impl DesiredFile {
         for sn in &self.subnets {
             let subnet = parse_cidr(&sn.cidr)?;
             if s.subnets.insert(sn.name.clone(), subnet).is_some() {
-                refuse(Rule::Malformed, format!("subnet {} is written twice", sn.name))?;
+                refuse(Rule::WellFormed, format!("subnet {} is written twice", sn.name))?;
             }
         }
         for v in &self.vnics {
             if s.vnics.insert(v.name.clone(), v.parse(local_host)?).is_some() {
-                refuse(Rule::Malformed, format!("vNIC {} is written twice", v.name))?;
+                refuse(Rule::WellFormed, format!("vNIC {} is written twice", v.name))?;
             }
         }
         for h in &self.havips {
             let Some(vip) = &h.vip else {
                 return refuse(
-                    Rule::Malformed,
+                    Rule::WellFormed,
                     "a HAVIP in a file needs its vip (a file is applied again and again)",
                 );
             };
@@ -443,7 +443,7 @@ mod tests {
             havips: vec![HavipSpec { subnet: "vpc1".into(), ..Default::default() }],
             ..Default::default()
         };
-        assert_eq!(f.parse("hv1").unwrap_err().rule, Rule::Malformed);
+        assert_eq!(f.parse("hv1").unwrap_err().rule, Rule::WellFormed);
         let h = HavipSpec { vip: Some("198.18.1.5".into()), subnet: "vpc1".into(), ..Default::default() };
         let f = DesiredFile { havips: vec![h.clone(), h], ..Default::default() };
         assert_eq!(f.parse("hv1").unwrap_err().rule, Rule::VipUnique);

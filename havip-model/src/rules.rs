@@ -17,7 +17,7 @@ use crate::state::{DesiredState, Subnet};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rule {
     /// Text that is not what it should be (CIDR, MAC, interface name).
-    Malformed,
+    WellFormed,
     Ipv4Only,
     UnknownSubnet,
     UnknownVnic,
@@ -48,7 +48,7 @@ impl Rule {
     /// show it.
     pub fn name(self) -> &'static str {
         match self {
-            Self::Malformed => "well-formed",
+            Self::WellFormed => "well-formed",
             Self::Ipv4Only => "ipv4-only",
             Self::UnknownSubnet => "subnet-exists",
             Self::UnknownVnic => "vnic-exists",
@@ -308,7 +308,7 @@ pub fn check_name(what: &str, name: &str) -> Result<(), Refusal> {
     let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if name.is_empty() || name.len() > 63 || !name.chars().all(ok) {
         refuse(
-            Rule::Malformed,
+            Rule::WellFormed,
             format!("{what} name {name:?} is not 1-63 bytes of letters, digits, '.', '_' and '-'"),
         )?;
     }
@@ -324,7 +324,7 @@ pub fn check_ifname(name: &str) -> Result<(), Refusal> {
         || name.chars().any(char::is_whitespace)
     {
         refuse(
-            Rule::Malformed,
+            Rule::WellFormed,
             format!("{name:?} is not an interface name (1-15 bytes, no '/', ':' or spaces)"),
         )?;
     }
@@ -336,29 +336,29 @@ pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr, Refusal> {
     match s.parse::<IpAddr>() {
         Ok(IpAddr::V4(ip)) => Ok(ip),
         Ok(IpAddr::V6(_)) => refuse(Rule::Ipv4Only, format!("{s} is IPv6: only IPv4 is supported")),
-        Err(_) => refuse(Rule::Malformed, format!("{s:?} is not an IPv4 address")),
+        Err(_) => refuse(Rule::WellFormed, format!("{s:?} is not an IPv4 address")),
     }
 }
 
 pub fn parse_cidr(s: &str) -> Result<Subnet, Refusal> {
     let Some((addr, prefix)) = s.split_once('/') else {
-        return refuse(Rule::Malformed, format!("{s:?} is not a CIDR (address/prefix)"));
+        return refuse(Rule::WellFormed, format!("{s:?} is not a CIDR (address/prefix)"));
     };
     let network = parse_ipv4(addr)?;
     let Some(prefix) = prefix.parse::<u8>().ok().filter(|p| *p <= 32) else {
-        return refuse(Rule::Malformed, format!("{s:?}: prefix length must be 0 to 32"));
+        return refuse(Rule::WellFormed, format!("{s:?}: prefix length must be 0 to 32"));
     };
     let subnet = Subnet { network, prefix };
     let masked = Ipv4Addr::from(u32::from(network) & subnet.mask());
     if masked != network {
-        refuse(Rule::Malformed, format!("{s:?} has host bits set: did you mean {masked}/{prefix}?"))?;
+        refuse(Rule::WellFormed, format!("{s:?} has host bits set: did you mean {masked}/{prefix}?"))?;
     }
     Ok(subnet)
 }
 
 pub fn parse_mac(s: &str) -> Result<[u8; 6], Refusal> {
     let malformed =
-        || refuse(Rule::Malformed, format!("{s:?} is not a MAC address (six hex bytes separated by ':')"));
+        || refuse(Rule::WellFormed, format!("{s:?} is not a MAC address (six hex bytes separated by ':')"));
     let parts: Vec<&str> = s.split(':').collect();
     if parts.len() != 6 {
         return malformed();
@@ -371,7 +371,7 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], Refusal> {
         }
     }
     if mac[0] & 1 == 1 {
-        refuse(Rule::Malformed, format!("{s} is a multicast MAC: a vNIC's MAC must be unicast"))?;
+        refuse(Rule::WellFormed, format!("{s} is a multicast MAC: a vNIC's MAC must be unicast"))?;
     }
     Ok(mac)
 }
@@ -446,7 +446,7 @@ mod tests {
         s.vnics.insert("vnic-b".into(), b);
         check(&s, &Limits::default()).unwrap();
         s.vnics.get_mut("vnic-b").unwrap().host = "hv 2".into();
-        assert_eq!(rule_of(&s), Rule::Malformed);
+        assert_eq!(rule_of(&s), Rule::WellFormed);
     }
 
     #[test]
@@ -530,7 +530,7 @@ mod tests {
 
     #[test]
     fn refuses_bad_text() {
-        assert_eq!(parse_cidr("198.18.1.5/24").unwrap_err().rule, Rule::Malformed);
+        assert_eq!(parse_cidr("198.18.1.5/24").unwrap_err().rule, Rule::WellFormed);
         assert!(parse_mac("01:00:5e:00:00:01").unwrap_err().message.contains("multicast"));
         assert!(parse_mac("02:00:00:00:00").is_err());
         assert!(check_ifname("a-very-long-interface").is_err());

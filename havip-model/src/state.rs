@@ -196,7 +196,7 @@ impl FromStr for SplitBrainPolicy {
             "keep-holder" => Ok(Self::KeepHolder),
             "vrrp-priority" => Ok(Self::VrrpPriority),
             _ => crate::rules::refuse(
-                crate::rules::Rule::Malformed,
+                crate::rules::Rule::WellFormed,
                 format!("{s:?} is not a split-brain policy (last-claim-wins, keep-holder, vrrp-priority)"),
             ),
         }

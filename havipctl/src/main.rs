@@ -9,7 +9,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use futures::StreamExt;
 use havip_api::{
     view::{AgentStatus, Applied, DesiredView, EipRequest, HavipView, SubnetView, VnicView},
-    Body, Client, Event, DEFAULT_SOCKET,
+    Body, Client, ClientError, Event, DEFAULT_SOCKET,
 };
 use havip_model::{
     ops::{DesiredFile, HavipSpec, SubnetSpec, VnicSpec},
@@ -17,6 +17,7 @@ use havip_model::{
     SplitBrainPolicy,
 };
 use hyper::Method;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::{de::DeserializeOwned, Serialize};
 
 #[derive(Parser)]
@@ -77,6 +78,9 @@ enum Cmd {
     UnbindEip { vip: String },
     /// One HAVIP in detail, or a table of all.
     Describe { vip: Option<String> },
+    /// Why is the VIP where it is? Holder, verification, VRRP view, and the
+    /// HAVIP's claims and events as one timeline, with reasons.
+    Trace { vip: String },
     /// Holder changes, refused claims, vNICs and changes; --follow waits for more.
     Events {
         #[arg(short, long)]
@@ -216,6 +220,39 @@ fn havip_detail(h: &HavipView) -> String {
     for m in &h.members {
         out += &format!("  {:<16} {:<16} {}\n", m.vnic, m.instance, m.link);
     }
+    out += &format!(
+        "Settings:   split brain {}, VRRP virtual MACs {}\n",
+        h.settings.split_brain,
+        if h.settings.accept_vrrp_vmac { "accepted" } else { "refused" }
+    );
+    if let Some(why) = &h.no_holder_reason {
+        out += &format!("No holder:  {why}\n");
+    }
+    if let Some(c) = &h.contested {
+        let who: Vec<String> =
+            c.members.iter().map(|m| format!("{} (priority {})", m.vnic, or_dash(m.priority))).collect();
+        out += &format!("Contested:  {} since {}; policy {}\n", who.join(" and "), c.since, c.policy);
+    }
+    if let Some(v) = &h.verification {
+        let corrections: Vec<String> = v.corrections.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        out += &format!(
+            "Verified:   {} ({} missed in a row; {} probes, {} rounds answered; corrections: {})\n",
+            v.state,
+            v.misses,
+            v.probes_sent,
+            v.probes_answered,
+            if corrections.is_empty() { "none".to_owned() } else { corrections.join(", ") }
+        );
+    }
+    if !h.vrrp.is_empty() {
+        out += "VRRP (last advert per member):\n";
+        for a in &h.vrrp {
+            out += &format!(
+                "  {:<16} from {:<15} VRID {:<3} priority {:<3} v{}  {} ms ago\n",
+                a.vnic, a.advertiser, a.vrid, a.priority, a.version, a.age_ms
+            );
+        }
+    }
     out += "Last claims:\n";
     for c in &h.last_claims {
         let verdict = if c.accepted { "accepted" } else { "rejected" };
@@ -224,6 +261,38 @@ fn havip_detail(h: &HavipView) -> String {
     out += "Counters:\n";
     for (name, v) in h.counters.iter().filter(|(_, v)| **v > 0) {
         out += &format!("  {name:<20} {v}\n");
+    }
+    out
+}
+
+/// A name or address as one URL path segment (or query value): everything
+/// but letters, digits and `-._~` percent-encoded (RFC 3986 §2.3), so no
+/// argument can add a path, a query or a flag of its own.
+fn seg(v: &str) -> String {
+    const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    utf8_percent_encode(v, UNRESERVED).to_string()
+}
+
+/// `havipctl trace`: the detail, then the claims and the HAVIP's events as
+/// one timeline, oldest first.
+fn trace(h: &HavipView, events: &[Event]) -> String {
+    let mut out = havip_detail(h);
+    let mut timeline: Vec<(String, String)> = h
+        .last_claims
+        .iter()
+        .map(|c| {
+            let verdict = if c.accepted { "claim accepted" } else { "claim rejected" };
+            (rfc3339(c.at_ms), format!("{verdict:<18} {:<15} {:<15} {}", h.vip, c.vnic, c.detail))
+        })
+        .collect();
+    timeline.extend(events.iter().map(|e| {
+        let line = event_line(e);
+        (rfc3339(e.at_ms), line.split_once("  ").map_or(line.clone(), |(_, rest)| rest.to_owned()))
+    }));
+    timeline.sort();
+    out += "Timeline (claims and events, oldest first):\n";
+    for (at, what) in timeline {
+        out += &format!("  {at}  {what}\n");
     }
     out
 }
@@ -241,7 +310,7 @@ fn event_line(e: &Event) -> String {
     let kind =
         serde_json::to_value(e.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
     format!(
-        "{}  {kind:<15} {:<15} {:<15} {}",
+        "{}  {kind:<18} {:<15} {:<15} {}",
         rfc3339(e.at_ms),
         or_dash(e.vip),
         or_dash(e.vnic.as_ref()),
@@ -279,30 +348,44 @@ async fn run(cli: Cli) -> Result<()> {
             ctl.havip(Method::POST, "/v1/havips", Body::json(&spec)?).await
         }
         Cmd::Delete { vip, force } => {
-            let path = format!("/v1/havips/{vip}?force={force}");
+            let path = format!("/v1/havips/{}?force={force}", seg(&vip));
             ctl.done(Method::DELETE, &path, Body::None, format!("HAVIP {vip} deleted")).await
         }
         Cmd::Associate { vip, vnic } => {
-            ctl.havip(Method::PUT, &format!("/v1/havips/{vip}/members/{vnic}"), Body::None).await
+            ctl.havip(Method::PUT, &format!("/v1/havips/{}/members/{}", seg(&vip), seg(&vnic)), Body::None)
+                .await
         }
         Cmd::Disassociate { vip, vnic } => {
-            ctl.havip(Method::DELETE, &format!("/v1/havips/{vip}/members/{vnic}"), Body::None).await
+            ctl.havip(Method::DELETE, &format!("/v1/havips/{}/members/{}", seg(&vip), seg(&vnic)), Body::None)
+                .await
         }
         Cmd::BindEip { vip, eip } => {
-            ctl.havip(Method::PUT, &format!("/v1/havips/{vip}/eip"), Body::json(&EipRequest { eip })?).await
+            ctl.havip(Method::PUT, &format!("/v1/havips/{}/eip", seg(&vip)), Body::json(&EipRequest { eip })?)
+                .await
         }
         Cmd::UnbindEip { vip } => {
-            ctl.havip(Method::DELETE, &format!("/v1/havips/{vip}/eip"), Body::None).await
+            ctl.havip(Method::DELETE, &format!("/v1/havips/{}/eip", seg(&vip)), Body::None).await
         }
         Cmd::Describe { vip: Some(vip) } => {
-            ctl.havip(Method::GET, &format!("/v1/havips/{vip}"), Body::None).await
+            ctl.havip(Method::GET, &format!("/v1/havips/{}", seg(&vip)), Body::None).await
         }
         Cmd::Describe { vip: None } => {
             let all: Vec<HavipView> = ctl.call(Method::GET, "/v1/havips", Body::None).await?;
             show(ctl.json, &all, |all| havip_table(all))
         }
+        Cmd::Trace { vip } => {
+            let h: HavipView =
+                ctl.call(Method::GET, &format!("/v1/havips/{}", seg(&vip)), Body::None).await?;
+            let mut lines = Box::pin(ctl.client.lines(&format!("/v1/events?vip={}", seg(&vip))).await?);
+            let mut events = Vec::new();
+            while let Some(line) = lines.next().await {
+                events.push(serde_json::from_str::<Event>(&line?).context("reading an event")?);
+            }
+            let doc = serde_json::json!({ "havip": h, "events": events });
+            show(ctl.json, &doc, |_| trace(&h, &events))
+        }
         Cmd::Events { follow, vip } => {
-            let only = vip.map(|v| format!("&vip={v}")).unwrap_or_default();
+            let only = vip.map(|v| format!("&vip={}", seg(&v))).unwrap_or_default();
             let mut lines = Box::pin(ctl.client.lines(&format!("/v1/events?follow={follow}{only}")).await?);
             while let Some(line) = lines.next().await {
                 let line = line?;
@@ -355,8 +438,13 @@ async fn run(cli: Cli) -> Result<()> {
             ctl.done(Method::POST, "/v1/vnics", Body::json(&spec)?, what).await
         }
         Cmd::Vnic(VnicCmd::Delete { name }) => {
-            ctl.done(Method::DELETE, &format!("/v1/vnics/{name}"), Body::None, format!("vNIC {name} removed"))
-                .await
+            ctl.done(
+                Method::DELETE,
+                &format!("/v1/vnics/{}", seg(&name)),
+                Body::None,
+                format!("vNIC {name} removed"),
+            )
+            .await
         }
         Cmd::Vnic(VnicCmd::List) => {
             let vs: Vec<VnicView> = ctl.call(Method::GET, "/v1/vnics", Body::None).await?;
@@ -394,7 +482,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Subnet(SubnetCmd::Delete { name }) => {
             let what = format!("subnet {name} removed");
-            ctl.done(Method::DELETE, &format!("/v1/subnets/{name}"), Body::None, what).await
+            ctl.done(Method::DELETE, &format!("/v1/subnets/{}", seg(&name)), Body::None, what).await
         }
         Cmd::Subnet(SubnetCmd::List) => {
             let ss: Vec<SubnetView> = ctl.call(Method::GET, "/v1/subnets", Body::None).await?;
@@ -413,15 +501,34 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Exit status: 0 done; 1 refused by a rule (409) or malformed (400);
+/// 2 no such object (404); 3 the agent failed (5xx); 4 the agent could not
+/// be reached, or anything else went wrong.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<ClientError>() {
+        Some(ClientError::Refused { status: 404, .. }) => 2,
+        Some(ClientError::Refused { status, .. }) if *status >= 500 => 3,
+        Some(ClientError::Refused { .. }) => 1,
+        _ => 4,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = cli.json;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
     let result = rt.context("starting the tokio runtime").and_then(|rt| rt.block_on(run(cli)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("havipctl: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<ClientError>() {
+                // For scripts: the refusal as the API sent it, on stdout.
+                Some(ClientError::Refused { status, rule, error }) if json => {
+                    println!("{}", serde_json::json!({ "error": error, "rule": rule, "status": status }));
+                }
+                _ => eprintln!("havipctl: {e:#}"),
+            }
+            ExitCode::from(exit_code(&e))
         }
     }
 }

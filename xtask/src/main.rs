@@ -71,8 +71,20 @@ enum LabAction {
     Down,
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().cmd {
+/// Errors end as one line that says what failed (no backtrace, even with
+/// RUST_BACKTRACE set: these are a tool's refusals, not crashes).
+fn main() -> std::process::ExitCode {
+    match run_cmd(Cli::parse().cmd) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_cmd(cmd: Cmd) -> Result<()> {
+    match cmd {
         Cmd::Deps => deps(),
         Cmd::Build => build(),
         Cmd::Run => {

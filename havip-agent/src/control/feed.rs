@@ -48,10 +48,12 @@ impl Feed {
         let ev =
             Event { seq, at_ms: now_ms(), kind, vip, vnic: vnic.map(str::to_owned), detail: detail.into() };
         let vip = ev.vip.map(|v| v.to_string());
+        // The kind as `havipctl events` spells it, so one grep finds both.
+        let kind = serde_json::to_value(ev.kind).ok().and_then(|v| v.as_str().map(str::to_owned));
         if ev.kind.is_warning() {
-            tracing::warn!(kind = ?ev.kind, vip, vnic = ev.vnic, detail = %ev.detail, "event");
+            tracing::warn!(kind, vip, vnic = ev.vnic, detail = %ev.detail, "event");
         } else {
-            tracing::info!(kind = ?ev.kind, vip, vnic = ev.vnic, detail = %ev.detail, "event");
+            tracing::info!(kind, vip, vnic = ev.vnic, detail = %ev.detail, "event");
         }
         if recent.len() == KEPT {
             recent.pop_front();

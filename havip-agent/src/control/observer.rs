@@ -70,7 +70,7 @@ impl Observer {
     }
 
     /// Records a batch of claim events from the ring buffer.
-    pub fn events(&self, events: &[HavipEvent], names: &PortNames) -> Result<(), StoreError> {
+    pub fn record_events(&self, events: &[HavipEvent], names: &PortNames) -> Result<(), StoreError> {
         let _serial = lock(&self.lock);
         let desired = self.store.desired().state;
         let mut observed = self.store.observed();
@@ -368,15 +368,15 @@ mod tests {
         let names = r.observer.names();
         assert_eq!(names, PortNames::from([(7, "vnic-a".into()), (8, "vnic-b".into())]), "hv1's vNICs only");
 
-        r.observer.events(&[claim(7, 0, MAC_A, 1, 1)], &names).unwrap();
+        r.observer.record_events(&[claim(7, 0, MAC_A, 1, 1)], &names).unwrap();
         let o = r.observed();
         assert_eq!((o.holder.clone(), o.epoch, o.failovers), (holder("vnic-a", MAC_A, 1), 1, 0));
 
         // keepalived repeats its GARPs: a refresh writes nothing new.
-        r.observer.events(&[claim(7, 7, MAC_A, 1, 0)], &names).unwrap();
+        r.observer.record_events(&[claim(7, 7, MAC_A, 1, 0)], &names).unwrap();
         assert_eq!(r.observed(), o);
 
-        r.observer.events(&[claim(8, 7, MAC_B, 2, 1)], &names).unwrap();
+        r.observer.record_events(&[claim(8, 7, MAC_B, 2, 1)], &names).unwrap();
         let o = r.observed();
         assert_eq!((o.holder, o.epoch, o.failovers), (holder("vnic-b", MAC_B, 2), 2, 1));
         let claims: Vec<_> =
@@ -387,7 +387,7 @@ mod tests {
         );
 
         // An event older than what is recorded (epoch 1 < 2) changes no holder.
-        r.observer.events(&[claim(7, 8, MAC_A, 1, 1)], &names).unwrap();
+        r.observer.record_events(&[claim(7, 8, MAC_A, 1, 1)], &names).unwrap();
         assert_eq!(r.observed().holder, holder("vnic-b", MAC_B, 2));
 
         assert_eq!(
@@ -416,7 +416,7 @@ mod tests {
             reason: RejectReason::NotMember as u8,
             ..claim(9, 0, [2, 0, 0, 0, 0, 9], 0, 0)
         };
-        r.observer.events(&[spoof, spoof, spoof], &names).unwrap();
+        r.observer.record_events(&[spoof, spoof, spoof], &names).unwrap();
         let o = r.observed();
         assert_eq!(o.holder, None);
         let claims: Vec<_> =

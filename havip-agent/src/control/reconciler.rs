@@ -38,7 +38,7 @@ use crate::{
 
 /// Brings this host's data plane to the desired state, pass after pass.
 pub struct Reconciler {
-    io: Inputs,
+    inputs: Inputs,
     /// Interface name -> the ifindex this run attached to.
     attached: BTreeMap<String, u32>,
     /// This host's registered vNICs' links as of the last pass, by vNIC
@@ -64,36 +64,36 @@ pub struct Inputs {
 }
 
 impl Reconciler {
-    pub fn new(io: Inputs) -> Self {
-        Self { io, attached: BTreeMap::new(), seen: Links::new() }
+    pub fn new(inputs: Inputs) -> Self {
+        Self { inputs, attached: BTreeMap::new(), seen: Links::new() }
     }
 
     /// One pass: attach, reconcile the maps, observe the holders.
     pub fn pass(&mut self, mode: SyncMode) -> Result<()> {
-        let snap = self.io.store.desired();
-        let links = self.io.links.borrow_and_update().clone();
+        let snap = self.inputs.store.desired();
+        let links = self.inputs.links.borrow_and_update().clone();
         self.report_links(&snap.state, &links);
         self.attach(&snap.state, &links)?;
         let mut target = self.target(&snap.state, &links);
-        target.uplink = *self.io.uplink.borrow_and_update();
-        let mut maps = lock(&self.io.maps);
+        target.uplink = *self.inputs.uplink.borrow_and_update();
+        let mut maps = lock(&self.inputs.maps);
         let applied = reconcile(&mut *maps, &target).context("reconciling the maps")?;
         if applied.ops > 0 {
             info!(revision = snap.revision, ?applied, "maps reconciled");
         }
-        self.io.reconciled.store(snap.revision, Ordering::Relaxed);
-        self.io.observer.sync(&mut *maps, mode).context("recording holders")
+        self.inputs.reconciled.store(snap.revision, Ordering::Relaxed);
+        self.inputs.observer.sync(&mut *maps, mode).context("recording holders")
     }
 
     /// Passes again on every change of the desired state, the links or the uplink.
     pub async fn run(mut self) -> Result<()> {
-        let mut revision = self.io.store.watch();
+        let mut revision = self.inputs.store.watch();
         loop {
             tokio::select! {
                 r = revision.changed() => r.context("the store's change feed closed")?,
-                r = self.io.links.changed() => r.context("the link feed closed")?,
+                r = self.inputs.links.changed() => r.context("the link feed closed")?,
                 // Without an uplink nobody sends: the branch is then disabled.
-                Ok(()) = self.io.uplink.changed() => {}
+                Ok(()) = self.inputs.uplink.changed() => {}
             }
             if let Err(e) = self.pass(SyncMode::Running) {
                 // The next change retries; the data plane keeps its last state.
@@ -104,10 +104,10 @@ impl Reconciler {
 
     fn report_links(&mut self, state: &DesiredState, links: &Links) {
         let now: Links = state
-            .vnics_on(&self.io.host)
+            .vnics_on(&self.inputs.host)
             .filter_map(|v| Some((v.name.clone(), *links.get(&v.ifname)?)))
             .collect();
-        for name in state.vnics_on(&self.io.host).map(|v| &v.name) {
+        for name in state.vnics_on(&self.inputs.host).map(|v| &v.name) {
             let (kind, detail) = match (self.seen.get(name), now.get(name)) {
                 (None, Some(l)) if l.up => {
                     (EventKind::VnicUp, format!("{name} is present and up (ifindex {})", l.ifindex))
@@ -129,7 +129,7 @@ impl Reconciler {
                 (Some(_), None) => (EventKind::VnicGone, format!("{name} is gone")),
                 _ => continue,
             };
-            self.io.feed.publish(kind, None, Some(name), detail);
+            self.inputs.feed.publish(kind, None, Some(name), detail);
         }
         self.seen = now;
     }
@@ -137,19 +137,21 @@ impl Reconciler {
     /// Attaches to every vNIC of this host that is present (again, if it was
     /// made anew); detaches from pinned interfaces no longer registered here.
     fn attach(&mut self, state: &DesiredState, links: &Links) -> Result<()> {
-        for v in state.vnics_on(&self.io.host) {
+        for v in state.vnics_on(&self.inputs.host) {
             let (name, ifname) = (&v.name, &v.ifname);
             match links.get(ifname) {
-                Some(l) if self.attached.get(ifname) != Some(&l.ifindex) => match self.io.dp.attach(ifname) {
-                    Ok(how) => {
-                        info!(vnic = %name, %ifname, ifindex = l.ifindex, hitless = how == Attach::Swapped, "attached");
-                        self.attached.insert(ifname.clone(), l.ifindex);
-                        report_veth_peer(&self.io.rtnl, &self.io.feed, name, ifname);
+                Some(l) if self.attached.get(ifname) != Some(&l.ifindex) => {
+                    match self.inputs.dp.attach(ifname) {
+                        Ok(how) => {
+                            info!(vnic = %name, %ifname, ifindex = l.ifindex, hitless = how == Attach::Swapped, "attached");
+                            self.attached.insert(ifname.clone(), l.ifindex);
+                            report_veth_peer(&self.inputs.rtnl, &self.inputs.feed, name, ifname);
+                        }
+                        Err(e) => {
+                            warn!(vnic = %name, %ifname, error = %format!("{e:#}"), "attaching failed; retried on the next change")
+                        }
                     }
-                    Err(e) => {
-                        warn!(vnic = %name, %ifname, error = %format!("{e:#}"), "attaching failed; retried on the next change")
-                    }
-                },
+                }
                 Some(_) => {}
                 None => {
                     if self.attached.remove(ifname).is_none() && !self.seen.contains_key(name) {
@@ -158,9 +160,9 @@ impl Reconciler {
                 }
             }
         }
-        for ifname in self.io.dp.attached()? {
-            if !state.vnics_on(&self.io.host).any(|v| v.ifname == ifname) {
-                self.io.dp.detach(&ifname)?;
+        for ifname in self.inputs.dp.attached()? {
+            if !state.vnics_on(&self.inputs.host).any(|v| v.ifname == ifname) {
+                self.inputs.dp.detach(&ifname)?;
                 self.attached.remove(&ifname);
                 info!(%ifname, "detached: no longer a registered vNIC of this host");
             }
@@ -172,11 +174,11 @@ impl Reconciler {
     /// attached to and that are up count, as ports and as members.
     fn target(&self, state: &DesiredState, links: &Links) -> MapTarget {
         let usable = |vnic: &str| -> Option<&Link> {
-            let v = state.vnics.get(vnic).filter(|v| v.host == self.io.host)?;
+            let v = state.vnics.get(vnic).filter(|v| v.host == self.inputs.host)?;
             links.get(&v.ifname).filter(|l| l.up && self.attached.get(&v.ifname) == Some(&l.ifindex))
         };
         let ports =
-            state.vnics_on(&self.io.host).filter_map(|v| usable(&v.name)).map(|l| l.ifindex).collect();
+            state.vnics_on(&self.inputs.host).filter_map(|v| usable(&v.name)).map(|l| l.ifindex).collect();
         let vips = state
             .havips
             .values()

@@ -149,10 +149,8 @@ pub struct Contest {
 #[derive(Default)]
 struct Track {
     verdict: Verdict,
-    /// When the last round's probes were sent (CLOCK_MONOTONIC ns), and
-    /// whether every member was asked.
+    /// When the last round's probes were sent (CLOCK_MONOTONIC ns).
     probed_at: Option<u64>,
-    asked_all: bool,
     /// The holder (ifindex) and epoch seen last round.
     seen: Option<(u32, u64)>,
     /// A member advertising alone while the holder is silent, and for how
@@ -296,16 +294,15 @@ fn judge_probes(ctx: &Ctx<'_>, t: &mut Track, maps: &mut dyn Maps) -> Result<()>
             t.verdict.probes_answered += 1;
         }
         match holder {
-            // A member answered while everyone was asked: it took the VIP.
-            Some(h) if moved && t.asked_all && st.since_ns >= at => {
-                let why = match t.verdict.phase {
-                    Phase::Unresponsive => format!(
-                        "the holder missed {} probes in a row; {} answered",
-                        t.verdict.misses,
-                        ctx.name(h)
-                    ),
-                    _ => format!("it had no holder; {} answered the probe", ctx.name(h)),
-                };
+            // The holder had stopped answering and another member took the
+            // VIP while every member was asked (by answering, or by a claim
+            // of its own): a correction worth saying so.
+            Some(h) if moved && t.verdict.phase == Phase::Unresponsive && st.since_ns >= at => {
+                let why = format!(
+                    "the holder missed {} probes in a row; {} answered",
+                    t.verdict.misses,
+                    ctx.name(h)
+                );
                 correction(ctx, t, "probe", h, why);
                 t.verdict.misses = 0;
                 t.verdict.phase = Phase::Ok;
@@ -476,7 +473,6 @@ fn next_probes(ctx: &Ctx<'_>, t: &mut Track, maps: &mut dyn Maps) -> Result<Vec<
         None if st.holder_ifindex != 0 => Vec::new(),
         _ => ctx.members.iter().collect(),
     };
-    t.asked_all = ask.len() > 1 || (ask.len() == 1 && st.holder_ifindex == 0);
     t.probed_at = (!ask.is_empty()).then_some(ctx.now_ns);
     t.verdict.probes_sent += ask.len() as u64;
     let vip = ctx.vip;
@@ -654,14 +650,10 @@ mod tests {
         w.answer(7, MAC_A);
         assert_eq!(w.round(), [7], "then only the holder is asked");
         assert_eq!(w.verdict().phase, Phase::Ok);
-        assert_eq!(w.verdict().corrections, BTreeMap::from([("probe".to_owned(), 1)]));
-        assert_eq!(
-            w.events(),
-            [(
-                EventKind::HolderCorrected,
-                "198.18.1.50 re-pointed to vnic-a: it had no holder; vnic-a answered the probe".to_owned()
-            )]
-        );
+        // The answer is a claim like any other: the observer reports the
+        // new holder; nothing to correct (a GARP may as well have done it).
+        assert!(w.verdict().corrections.is_empty());
+        assert_eq!(w.events(), []);
     }
 
     #[test]

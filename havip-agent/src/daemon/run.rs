@@ -36,7 +36,7 @@ use crate::{
         uplink,
     },
     northbound::{
-        api::{self, Control},
+        api::{self, ApiContext},
         metrics,
     },
     store::{redb::RedbStore, Store},
@@ -113,7 +113,7 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
     // At start the maps are the truth about holders: nothing is reset.
     reconciler.pass(SyncMode::Start)?;
 
-    let ctl = Arc::new(Control {
+    let ctl = Arc::new(ApiContext {
         host: cfg.host.id.clone(),
         store,
         limits: cfg.limits.clone(),
@@ -176,7 +176,7 @@ async fn record_claims(
     }
     let names = observer.names();
     let observer = observer.clone();
-    tokio::task::spawn_blocking(move || observer.events(&batch, &names))
+    tokio::task::spawn_blocking(move || observer.record_events(&batch, &names))
         .await
         .context("observer task")?
         .context("recording claims")

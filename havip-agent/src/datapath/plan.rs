@@ -272,7 +272,7 @@ fn nat_entries(target: &MapTarget) -> (BTreeMap<EipKey, EipBinding>, BTreeMap<Vi
 
 /// What [`apply`] did, for the log.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Applied {
+pub struct ApplyReport {
     /// Operations carried out.
     pub ops: usize,
     /// Holders cleared because they were no longer members.
@@ -281,8 +281,8 @@ pub struct Applied {
 
 /// Carries out `ops` in order; stops at the first that fails (the next
 /// reconcile plans again from what the maps then hold).
-pub fn apply(maps: &mut dyn Maps, ops: &[Op]) -> Result<Applied> {
-    let mut done = Applied::default();
+pub fn apply(maps: &mut dyn Maps, ops: &[Op]) -> Result<ApplyReport> {
+    let mut done = ApplyReport::default();
     for op in ops {
         match *op {
             Op::AddPort(p) => maps.add_tx_port(p)?,
@@ -349,7 +349,7 @@ fn clear_holder(maps: &mut dyn Maps, vip: VipKey, slot: u32, ifindex: u32, mac: 
 const CAS_ATTEMPTS: usize = 8;
 
 /// Reads the maps, plans, applies: brings the maps to `target`.
-pub fn reconcile(maps: &mut dyn Maps, target: &MapTarget) -> Result<Applied> {
+pub fn reconcile(maps: &mut dyn Maps, target: &MapTarget) -> Result<ApplyReport> {
     let current = Current::read(maps)?;
     apply(maps, &plan(target, &current))
 }
@@ -536,14 +536,14 @@ mod tests {
         let ops = plan(&t, &Current::read(&mut maps).unwrap());
         // The kernel moves the VIP to 8 between the plan and its application.
         claim(&mut maps, 8, MAC_B, 2);
-        assert_eq!(apply(&mut maps, &ops).unwrap(), Applied { ops: 2, holders_cleared: 0 });
+        assert_eq!(apply(&mut maps, &ops).unwrap(), ApplyReport { ops: 2, holders_cleared: 0 });
         let st = maps.vip(&v).unwrap();
         assert_eq!((st.holder_ifindex, st.epoch), (8, 2), "the new holder is kept");
 
         // Without the race, the clear is a holder change: the epoch grows.
         claim(&mut maps, 7, MAC_A, 3);
         maps.members.insert(member(v, 7), info(MAC_A));
-        assert_eq!(reconcile(&mut maps, &t).unwrap(), Applied { ops: 2, holders_cleared: 1 });
+        assert_eq!(reconcile(&mut maps, &t).unwrap(), ApplyReport { ops: 2, holders_cleared: 1 });
         let st = maps.vip(&v).unwrap();
         assert_eq!((st.holder_ifindex, st.holder_mac, st.epoch), (0, [0; 6], 4));
     }

@@ -55,7 +55,7 @@ use crate::{
 };
 
 /// What the API reads and changes.
-pub struct Control {
+pub struct ApiContext {
     /// This host's id: where vNICs registered without a host are placed.
     pub host: String,
     pub store: Arc<dyn Store>,
@@ -70,21 +70,26 @@ pub struct Control {
     pub started_ms: u64,
 }
 
-impl Control {
+impl ApiContext {
     /// Runs `edit` on the desired state and commits it if every rule holds;
     /// tells the feed what changed.
+    /// Returns the edit's result and the revision after it.
     async fn change<T: Send + 'static>(
         self: &Arc<Self>,
-        vip: Option<Ipv4Addr>,
+        (vip, vnic): (Option<Ipv4Addr>, Option<&str>),
         what: String,
         edit: impl FnMut(&mut DesiredState) -> Result<T, Refusal> + Send + 'static,
-    ) -> Result<T, ApiError> {
+    ) -> Result<(T, u64), ApiError> {
+        let before = self.store.desired().revision;
         let (out, revision) = self.commit(edit).await?;
-        self.feed.publish(EventKind::Changed, vip, None, format!("{what} (revision {revision})"));
-        Ok(out)
+        // An edit that changed nothing committed nothing: nothing to say.
+        if revision != before {
+            self.feed.publish(EventKind::Changed, vip, vnic, format!("{what} (revision {revision})"));
+        }
+        Ok((out, revision))
     }
 
-    /// [`Control::change`] without the event; returns the revision too.
+    /// [`ApiContext::change`] without the event; returns the revision too.
     async fn commit<T: Send + 'static>(
         self: &Arc<Self>,
         mut edit: impl FnMut(&mut DesiredState) -> Result<T, Refusal> + Send + 'static,
@@ -257,7 +262,7 @@ impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> Self {
         let status = match r.rule {
             rule if rule.is_not_found() => StatusCode::NOT_FOUND,
-            Rule::Malformed | Rule::Ipv4Only => StatusCode::BAD_REQUEST,
+            Rule::WellFormed | Rule::Ipv4Only => StatusCode::BAD_REQUEST,
             _ => StatusCode::CONFLICT,
         };
         Self { status, body: ErrorBody { error: r.to_string(), rule: Some(r.rule.name().to_owned()) } }
@@ -288,7 +293,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type Ctl = State<Arc<Control>>;
+type Ctl = State<Arc<ApiContext>>;
 type Answer<T> = Result<Json<T>, ApiError>;
 
 fn vip_of(text: &str) -> Result<Ipv4Addr, ApiError> {
@@ -322,20 +327,20 @@ struct Force {
 async fn delete_havip(State(c): Ctl, UrlPath(vip): UrlPath<String>, Query(q): Query<Force>) -> Answer<Havip> {
     let vip = vip_of(&vip)?;
     let what = if q.force { "HAVIP deleted (forced)" } else { "HAVIP deleted" };
-    Ok(Json(c.change(Some(vip), what.into(), move |s| ops::delete_havip(s, vip, q.force)).await?))
+    Ok(Json(c.change((Some(vip), None), what.into(), move |s| ops::delete_havip(s, vip, q.force)).await?.0))
 }
 
 async fn associate(State(c): Ctl, UrlPath((vip, vnic)): UrlPath<(String, String)>) -> Answer<HavipView> {
     let vip = vip_of(&vip)?;
     let what = format!("{vnic} associated");
-    c.change(Some(vip), what, move |s| ops::associate(s, vip, &vnic)).await?;
+    c.change((Some(vip), None), what, move |s| ops::associate(s, vip, &vnic)).await?;
     Ok(Json(c.describe_one(vip)?))
 }
 
 async fn disassociate(State(c): Ctl, UrlPath((vip, vnic)): UrlPath<(String, String)>) -> Answer<HavipView> {
     let vip = vip_of(&vip)?;
     let what = format!("{vnic} disassociated");
-    c.change(Some(vip), what, move |s| ops::disassociate(s, vip, &vnic)).await?;
+    c.change((Some(vip), None), what, move |s| ops::disassociate(s, vip, &vnic)).await?;
     Ok(Json(c.describe_one(vip)?))
 }
 
@@ -347,13 +352,13 @@ async fn bind_eip(
     let vip = vip_of(&vip)?;
     let max = c.limits.max_eips_per_havip;
     let what = format!("EIP {} bound", req.eip);
-    c.change(Some(vip), what, move |s| ops::bind_eip(s, vip, &req.eip, max)).await?;
+    c.change((Some(vip), None), what, move |s| ops::bind_eip(s, vip, &req.eip, max)).await?;
     Ok(Json(c.describe_one(vip)?))
 }
 
 async fn unbind_eip(State(c): Ctl, UrlPath(vip): UrlPath<String>) -> Answer<HavipView> {
     let vip = vip_of(&vip)?;
-    c.change(Some(vip), "EIP unbound".into(), move |s| ops::unbind_eip(s, vip)).await?;
+    c.change((Some(vip), None), "EIP unbound".into(), move |s| ops::unbind_eip(s, vip)).await?;
     Ok(Json(c.describe_one(vip)?))
 }
 
@@ -382,13 +387,15 @@ async fn list_vnics(State(c): Ctl) -> Answer<Vec<VnicView>> {
 async fn put_vnic(State(c): Ctl, Json(spec): Json<VnicSpec>) -> Answer<()> {
     let what = format!("vNIC {} registered", spec.name);
     let host = c.host.clone();
-    c.change(None, what, move |s| ops::put_vnic(s, &spec, &host)).await?;
+    let name = spec.name.clone();
+    c.change((None, Some(&name)), what, move |s| ops::put_vnic(s, &spec, &host)).await?;
     Ok(Json(()))
 }
 
 async fn delete_vnic(State(c): Ctl, UrlPath(name): UrlPath<String>) -> Answer<()> {
     let what = format!("vNIC {name} removed");
-    c.change(None, what, move |s| ops::delete_vnic(s, &name)).await?;
+    let vnic = name.clone();
+    c.change((None, Some(&vnic)), what, move |s| ops::delete_vnic(s, &name)).await?;
     Ok(Json(()))
 }
 
@@ -409,13 +416,13 @@ async fn list_subnets(State(c): Ctl) -> Answer<Vec<SubnetView>> {
 
 async fn put_subnet(State(c): Ctl, Json(spec): Json<SubnetSpec>) -> Answer<()> {
     let what = format!("subnet {} registered", spec.name);
-    c.change(None, what, move |s| ops::put_subnet(s, &spec)).await?;
+    c.change((None, None), what, move |s| ops::put_subnet(s, &spec)).await?;
     Ok(Json(()))
 }
 
 async fn delete_subnet(State(c): Ctl, UrlPath(name): UrlPath<String>) -> Answer<()> {
     let what = format!("subnet {name} removed");
-    c.change(None, what, move |s| ops::delete_subnet(s, &name)).await?;
+    c.change((None, None), what, move |s| ops::delete_subnet(s, &name)).await?;
     Ok(Json(()))
 }
 
@@ -427,16 +434,16 @@ async fn get_desired(State(c): Ctl) -> Answer<DesiredView> {
 /// The body is the declarative TOML file itself.
 async fn apply(State(c): Ctl, text: String) -> Answer<Applied> {
     let file: DesiredFile = toml::from_str(&text)
-        .map_err(|e| Refusal { rule: Rule::Malformed, message: format!("reading the file: {e}") })?;
+        .map_err(|e| Refusal { rule: Rule::WellFormed, message: format!("reading the file: {e}") })?;
     let objects = file.parse(&c.host)?;
     let counts = (objects.subnets.len(), objects.vnics.len(), objects.havips.len());
     let what = format!("applied {} subnets, {} vNICs, {} HAVIPs", counts.0, counts.1, counts.2);
-    c.change(None, what, move |s| {
-        ops::apply(s, objects.clone());
-        Ok(())
-    })
-    .await?;
-    let revision = c.store.desired().revision;
+    let ((), revision) = c
+        .change((None, None), what, move |s| {
+            ops::apply(s, objects.clone());
+            Ok(())
+        })
+        .await?;
     Ok(Json(Applied { revision, subnets: counts.0, vnics: counts.1, havips: counts.2 }))
 }
 
@@ -512,7 +519,7 @@ async fn events(State(c): Ctl, Query(q): Query<EventsQuery>) -> Result<Response,
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
-pub fn router(ctl: Arc<Control>) -> Router {
+pub fn router(ctl: Arc<ApiContext>) -> Router {
     Router::new()
         .route("/v1/havips", get(list_havips).post(create_havip))
         .route("/v1/havips/{vip}", get(get_havip).delete(delete_havip))
@@ -531,7 +538,7 @@ pub fn router(ctl: Arc<Control>) -> Router {
 
 /// Binds the API socket (owner-only: the API changes the data plane) and
 /// returns the server to run.
-pub fn bind(ctl: Arc<Control>, path: &Path) -> Result<impl Future<Output = Result<()>>> {
+pub fn bind(ctl: Arc<ApiContext>, path: &Path) -> Result<impl Future<Output = Result<()>>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

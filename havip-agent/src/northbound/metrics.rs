@@ -10,12 +10,15 @@ use havip_common::GlobalCounter;
 use havip_model::Observed;
 use tokio::net::TcpListener;
 
-use super::api::{counters, Control};
+use super::api::{counters, ApiContext};
 use crate::{control::verifier::Verdict, sync::lock};
 
 /// Binds the metrics address, if one is configured, and returns the server
 /// to run (one that never ends when there is none).
-pub async fn bind(ctl: Arc<Control>, addr: Option<SocketAddr>) -> Result<impl Future<Output = Result<()>>> {
+pub async fn bind(
+    ctl: Arc<ApiContext>,
+    addr: Option<SocketAddr>,
+) -> Result<impl Future<Output = Result<()>>> {
     let listener = match addr {
         Some(a) => Some(TcpListener::bind(a).await.with_context(|| format!("binding metrics on {a}"))?),
         None => None,
@@ -31,11 +34,11 @@ pub async fn bind(ctl: Arc<Control>, addr: Option<SocketAddr>) -> Result<impl Fu
     })
 }
 
-async fn metrics(State(ctl): State<Arc<Control>>) -> impl IntoResponse {
+async fn metrics(State(ctl): State<Arc<ApiContext>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render(&ctl))
 }
 
-fn render(ctl: &Control) -> String {
+fn render(ctl: &ApiContext) -> String {
     let state = ctl.store.desired().state;
     let observed = ctl.store.observed();
     let mut maps = ctl.maps();

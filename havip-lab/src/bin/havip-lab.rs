@@ -148,22 +148,28 @@ fn up() -> Result<()> {
         .with_context(|| format!("writing {}", state.display()))?;
     let (hv, vmc, pins) = (id.netns("hv"), id.netns(VM_C.role), spec.pin_dir.display().to_string());
     let inet = id.netns(INET);
+    let abi = havip_common::ABI_VERSION;
+    // havipctl is built next to this binary.
+    let havipctl = std::env::current_exe()?.with_file_name("havipctl");
+    let havipctl = havipctl.display();
     println!(
         "The lab is up: keepalived in {} and {}, havip-agent in {hv} (pins in {pins}).\n\
          Try:\n  \
          ip netns exec {vmc} ping -c3 {VIP}\n  \
          ip netns exec {inet} curl -s http://{EIP}/    # through the EIP, from outside\n  \
          ip -n {vmc} neigh show {VIP}\n  \
-         bpftool map dump pinned {pins}/v2/vips\n  \
-         bpftool map dump pinned {pins}/v2/vip_state\n  \
-         bpftool map dump pinned {pins}/v2/vip_stats\n  \
-         bpftool map dump pinned {pins}/v2/eips\n  \
-         havipctl --socket {}/api.sock describe    # target/debug/havipctl\n  \
+         bpftool map dump pinned {pins}/v{abi}/vips\n  \
+         bpftool map dump pinned {pins}/v{abi}/vip_state\n  \
+         bpftool map dump pinned {pins}/v{abi}/vip_stats\n  \
+         bpftool map dump pinned {pins}/v{abi}/eips\n  \
+         {havipctl} --socket {}/api.sock describe\n  \
+         {havipctl} --socket {}/api.sock trace {VIP}    # why the VIP is where it is\n  \
          kill $(cat {}/keepalived-vm-a.pid)    # stop keepalived on vm-a: vm-b takes over\n  \
          tail -f {}/*.log\n\
          Remove it with `cargo xtask lab down`.",
         id.netns(VM_A.role),
         id.netns(VM_B.role),
+        spec.dir.display(),
         spec.dir.display(),
         spec.dir.display(),
         spec.dir.display(),
