@@ -107,9 +107,10 @@ pub struct VerificationView {
     pub state: String,
     /// Probes the holder missed in a row.
     pub misses: u32,
-    /// Probes sent, and answered, for this HAVIP since the agent started.
+    /// Probes sent for this HAVIP, and rounds in which they were answered,
+    /// since the agent started.
     pub probes_sent: u64,
-    pub probes_answered: u64,
+    pub rounds_answered: u64,
     /// Corrections made, by reason.
     pub corrections: BTreeMap<String, u64>,
 }

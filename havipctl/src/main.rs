@@ -240,7 +240,7 @@ fn havip_detail(h: &HavipView) -> String {
             v.state,
             v.misses,
             v.probes_sent,
-            v.probes_answered,
+            v.rounds_answered,
             if corrections.is_empty() { "none".to_owned() } else { corrections.join(", ") }
         );
     }

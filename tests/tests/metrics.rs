@@ -50,7 +50,7 @@ fn metrics(lab: &mut Lab) -> Result<()> {
     let hv = lab.topo.hv().to_owned();
     let held = ctl.wait_describe(&vip, "vnic-a to hold the VIP, verified", OBSERVE_TIMEOUT, |h| {
         h.holder.as_deref() == Some(VM_A.vnic)
-            && h.verification.as_ref().is_some_and(|v| v.state == "ok" && v.probes_answered > 0)
+            && h.verification.as_ref().is_some_and(|v| v.state == "ok" && v.rounds_answered > 0)
     })?;
 
     let echo = Echo::open(lab)?;
@@ -129,8 +129,8 @@ fn metrics(lab: &mut Lab) -> Result<()> {
     })?;
     ensure!(later.vip("havip_verification_misses")? == 0.0, "vm-a holds, yet misses are counted");
     ensure!(
-        later.vip("havip_verification_probes_answered_total")?
-            > after.vip("havip_verification_probes_answered_total")?,
+        later.vip("havip_verification_rounds_answered_total")?
+            > after.vip("havip_verification_rounds_answered_total")?,
         "the probes went unanswered"
     );
     Ok(())

@@ -129,7 +129,7 @@ pub struct Verdict {
     /// Probes the holder missed in a row.
     pub misses: u32,
     pub probes_sent: u64,
-    pub probes_answered: u64,
+    pub rounds_answered: u64,
     /// Corrections by reason (`probe`, `vrrp`, `split-brain`).
     pub corrections: BTreeMap<String, u64>,
     /// The split brain, if it is contested now.
@@ -291,7 +291,7 @@ fn judge_probes(ctx: &Ctx<'_>, t: &mut Track, maps: &mut dyn Maps) -> Result<()>
     if let Some(at) = t.probed_at {
         let answered = st.last_claim_ns >= at;
         if answered {
-            t.verdict.probes_answered += 1;
+            t.verdict.rounds_answered += 1;
         }
         match holder {
             // The holder had stopped answering and another member took the
@@ -677,7 +677,7 @@ mod tests {
             w.events()[1].1,
             "198.18.1.50 re-pointed to vnic-a: the holder missed 2 probes in a row; vnic-a answered"
         );
-        assert_eq!(w.verdict().probes_answered, 2, "rounds 2 and 5");
+        assert_eq!(w.verdict().rounds_answered, 2, "rounds 2 and 5");
     }
 
     #[test]

@@ -226,7 +226,7 @@ impl ApiContext {
                 state: v.phase.name().to_owned(),
                 misses: v.misses,
                 probes_sent: v.probes_sent,
-                probes_answered: v.probes_answered,
+                rounds_answered: v.rounds_answered,
                 corrections: v.corrections.clone(),
             }),
             vrrp,

@@ -93,10 +93,10 @@ fn render(ctl: &ApiContext) -> String {
         &per_verdict(&|v| v.probes_sent),
     );
     family(
-        "verification_probes_answered_total",
+        "verification_rounds_answered_total",
         "counter",
-        "Probe rounds for the VIP that got an answer.",
-        &per_verdict(&|v| v.probes_answered),
+        "Verification rounds for the VIP whose probes were answered.",
+        &per_verdict(&|v| v.rounds_answered),
     );
     family(
         "verification_misses",
