@@ -18,6 +18,8 @@
 //! (views, events, client), `havip-common` (the kernel ABI) and `havip-ebpf`
 //! (the programs).
 
+#![warn(missing_docs)]
+
 pub mod sync;
 
 pub mod clock;

@@ -29,6 +29,7 @@ pub enum ClientError {
         status: u16,
         /// The rule's name (`Rule::name`), when a rule refused.
         rule: Option<String>,
+        /// The agent's message (a refusal's [`Refusal`](havip_model::Refusal) text, or the failure).
         error: String,
     },
     /// The agent could not be reached, or the exchange broke off.
@@ -46,8 +47,11 @@ pub struct Client {
 
 /// A request body and its media type.
 pub enum Body {
+    /// No body (GET, DELETE, PUT of a membership).
     None,
+    /// `application/json` bytes.
     Json(Vec<u8>),
+    /// `application/toml` text: a declarative file for `/v1/apply`.
     Toml(String),
 }
 

@@ -9,6 +9,8 @@
 //!
 //! The endpoints are listed in the README ("The API").
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod view;
 

@@ -10,7 +10,9 @@ use havip_model::{state::Claim, DesiredState, HavipSettings};
 /// The cloud's status words: Available (no members) / InUse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {
+    /// No members.
     Available,
+    /// At least one member.
     InUse,
 }
 
@@ -24,7 +26,9 @@ impl fmt::Display for Status {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkState {
+    /// The interface exists on this host and is up.
     Up,
+    /// The interface exists on this host but is down.
     Down,
     /// Registered on this host, but no such interface exists (yet).
     Absent,
@@ -43,29 +47,44 @@ impl fmt::Display for LinkState {
     }
 }
 
+/// One member of a HAVIP, as `GET /v1/havips` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberView {
+    /// The member's [`Vnic::name`](havip_model::Vnic::name).
     pub vnic: String,
+    /// The vNIC's instance (guest); empty if the vNIC is not registered.
     pub instance: String,
+    /// Its link as the answering agent's host sees it.
     pub link: LinkState,
 }
 
+/// One HAVIP: its desired state, what was observed of it, and the data plane's view (`GET
+/// /v1/havips[/{vip}]`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HavipView {
+    /// The virtual IP.
     pub vip: Ipv4Addr,
+    /// Name of the subnet the VIP is in.
     pub subnet: String,
+    /// `InUse` when it has members, else `Available`.
     pub status: Status,
+    /// Its members, in the order they were associated.
     pub members: Vec<MemberView>,
+    /// The EIP bound to it (1:1 NAT), if any.
     pub eip: Option<Ipv4Addr>,
     /// The vNIC holding the VIP, as observed.
     pub holder: Option<String>,
     /// The host whose data plane saw the holder take over.
     pub holder_host: Option<String>,
+    /// The holder vNIC's instance (guest), if a holder is known and registered.
     pub holder_instance: Option<String>,
     /// Since when the holder (or the absence of one) holds, RFC 3339.
     pub since: Option<String>,
+    /// The kernel's holder epoch: grows by one on every holder change, a clear too.
     pub epoch: u64,
+    /// Times the VIP moved to another vNIC than the one that last held it.
     pub failovers: u64,
+    /// The last claims seen (at most [`LAST_CLAIMS`](havip_model::state::LAST_CLAIMS)), newest first.
     pub last_claims: Vec<Claim>,
     /// The data plane's per-VIP counters, by name.
     pub counters: BTreeMap<String, u64>,
@@ -84,6 +103,7 @@ pub struct HavipView {
 /// A split brain: the members that hold a VIP at once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Contested {
+    /// The members holding it, with their VRRP priorities.
     pub members: Vec<ContestedMember>,
     /// Since when, RFC 3339.
     pub since: String,
@@ -94,6 +114,7 @@ pub struct Contested {
 /// One of the members of a split brain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContestedMember {
+    /// The member's [`Vnic::name`](havip_model::Vnic::name).
     pub vnic: String,
     /// Its advertised VRRP priority, if it advertises.
     pub priority: Option<u8>,
@@ -110,6 +131,7 @@ pub struct VerificationView {
     /// Probes sent for this HAVIP, and rounds in which they were answered,
     /// since the agent started.
     pub probes_sent: u64,
+    /// Rounds whose probes were answered, since the agent started.
     pub rounds_answered: u64,
     /// Corrections made, by reason.
     pub corrections: BTreeMap<String, u64>,
@@ -118,87 +140,124 @@ pub struct VerificationView {
 /// A member's last VRRP advert for a VIP, as the data plane recorded it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VrrpView {
+    /// The member's [`Vnic::name`](havip_model::Vnic::name) (a member on the answering agent's host).
     pub vnic: String,
+    /// The advert's IPv4 source.
     pub advertiser: Ipv4Addr,
+    /// Virtual router ID from the advert (RFC 5798 §5.2.3).
     pub vrid: u8,
+    /// Priority from the advert, 0-255 (RFC 5798 §5.2.4).
     pub priority: u8,
+    /// VRRP version of the advert: 2 or 3.
     pub version: u8,
     /// How long ago, ms.
     pub age_ms: u64,
 }
 
+/// One vNIC (`GET /v1/vnics`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VnicView {
+    /// Unique in the VPC.
     pub name: String,
+    /// The [`Host::id`](havip_model::Host::id) it lives on.
     pub host: String,
+    /// Its host-side interface name on that host (≤ 15 bytes).
     pub ifname: String,
+    /// The instance (guest) it belongs to.
     pub instance: String,
+    /// Name of the subnet it is in.
     pub subnet: String,
+    /// Its own IPv4 address.
     pub ip: Ipv4Addr,
+    /// The guest's MAC, `aa:bb:cc:dd:ee:ff` text.
     pub mac: String,
+    /// Its link as the answering agent's host sees it.
     pub link: LinkState,
+    /// The host-side interface's ifindex, when it lives on the answering agent's host and exists.
     pub ifindex: Option<u32>,
     /// HAVIPs it is a member of.
     pub havips: Vec<Ipv4Addr>,
 }
 
+/// One subnet (`GET /v1/subnets`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubnetView {
+    /// Unique in the VPC.
     pub name: String,
+    /// `network/prefix` text.
     pub cidr: String,
+    /// Number of vNICs in it.
     pub vnics: usize,
+    /// Number of HAVIPs in it.
     pub havips: usize,
 }
 
 /// The whole desired state and the revision that committed it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredView {
+    /// The store revision that committed `state`.
     pub revision: u64,
+    /// Subnets, vNICs and HAVIPs as stored.
     pub state: DesiredState,
 }
 
 /// The agent itself: what it runs, how far it got, what it costs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentStatus {
+    /// The agent's crate version (`CARGO_PKG_VERSION`).
     pub version: String,
     /// This host's id (`[agent] host_id`, by default the hostname).
     pub host: String,
+    /// The agent's process id.
     pub pid: u32,
+    /// When the agent started, RFC 3339.
     pub started: String,
     /// The store's desired-state revision.
     pub revision: u64,
     /// The revision the data plane's maps were last brought to.
     pub reconciled_revision: u64,
+    /// Subnets in the desired state.
     pub subnets: usize,
+    /// vNICs in the desired state, on every host.
     pub vnics: usize,
     /// Registered vNICs that live on this host.
     pub vnics_local: usize,
     /// Of those, the ones whose link exists.
     pub vnics_present: usize,
+    /// HAVIPs in the desired state.
     pub havips: usize,
+    /// Resident set size, KiB (`VmRSS` of `/proc/self/status`; 0 if unreadable).
     pub rss_kib: u64,
+    /// Peak resident set size, KiB (`VmHWM` of `/proc/self/status`; 0 if unreadable).
     pub peak_rss_kib: u64,
 }
 
 /// What an apply did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
+    /// The store revision the apply committed.
     pub revision: u64,
+    /// Subnets in the applied file.
     pub subnets: usize,
+    /// vNICs in the applied file.
     pub vnics: usize,
+    /// HAVIPs in the applied file.
     pub havips: usize,
 }
 
 /// Every refusal and failure, as the API sends it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
+    /// What was refused or failed, for an operator.
     pub error: String,
     /// The rule that refused the request, if one did.
     pub rule: Option<String>,
 }
 
+/// The body of `PUT /v1/havips/{vip}/eip`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EipRequest {
+    /// The EIP to bind, dotted-quad text.
     pub eip: String,
 }
 
@@ -212,8 +271,11 @@ pub enum EventKind {
     HolderCleared,
     /// A claim the data plane dropped (not a member, wrong MAC).
     ClaimRejected,
+    /// A vNIC on this host appeared up, came up, or was made again up.
     VnicUp,
+    /// A vNIC on this host appeared down, went down, or was made again down.
     VnicDown,
+    /// A vNIC's interface disappeared from this host.
     VnicGone,
     /// A veth vNIC whose peer cannot take XDP frames: what havip redirects
     /// into it would be dropped.
@@ -257,10 +319,14 @@ pub struct Event {
     pub seq: u64,
     /// Unix ms.
     pub at_ms: u64,
+    /// What happened.
     pub kind: EventKind,
+    /// The HAVIP it is about, if one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vip: Option<Ipv4Addr>,
+    /// The vNIC it is about ([`Vnic::name`](havip_model::Vnic::name)), if one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vnic: Option<String>,
+    /// What happened, in words for an operator.
     pub detail: String,
 }

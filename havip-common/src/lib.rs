@@ -5,29 +5,52 @@
 //! `abi_layout` test compares each struct, field by field, with the BTF that
 //! clang wrote into the compiled object, so C and Rust cannot drift apart.
 
+#![warn(missing_docs)]
+
 use std::{fmt, net::Ipv4Addr};
 
 /// Bump together with `HAVIP_ABI_VERSION` in the header: pins move to `v<N>/`.
 pub const ABI_VERSION: u32 = 3;
 
+/// Default capacity of the `vips` map, in HAVIPs (`HAVIP_DEFAULT_MAX_VIPS`); the agent may size it per host.
 pub const DEFAULT_MAX_VIPS: u32 = 16384;
+/// Default capacity of the `members` map, in (VIP, vNIC) pairs (`HAVIP_DEFAULT_MAX_MEMBERS`).
 pub const DEFAULT_MAX_MEMBERS: u32 = 65536;
+/// Default capacity of the `tx_ports` devmap, in vNICs (`HAVIP_DEFAULT_MAX_VNICS`).
 pub const DEFAULT_MAX_VNICS: u32 = 1024;
+/// Size of the `events` ring buffer, in bytes (`HAVIP_EVENTS_BYTES`: 256 KiB).
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 
 /// Map names, as in the C object and under the pin directory.
 pub mod maps {
+    /// `vips`: hash, VIP ([`VipKey`](super::VipKey)) to its slot ([`VipRef`](super::VipRef)).
     pub const VIPS: &str = "vips";
+    /// `vip_state`: array by slot of [`VipState`](super::VipState) (holder, epoch).
     pub const VIP_STATE: &str = "vip_state";
+    /// `vip_config`: array by slot of [`VipConfig`](super::VipConfig) (`VIP_F_*` flags).
     pub const VIP_CONFIG: &str = "vip_config";
+    /// `members`: hash, [`MemberKey`](super::MemberKey) to [`MemberInfo`](super::MemberInfo): who may claim a
+    /// VIP.
     pub const MEMBERS: &str = "members";
+    /// `vrrp`: hash, [`MemberKey`](super::MemberKey) to [`VrrpSeen`](super::VrrpSeen): each member's last
+    /// VRRP advert.
     pub const VRRP: &str = "vrrp";
+    /// `tx_ports`: devmap of the interfaces XDP may redirect to (vNICs, the uplink), keyed by ifindex.
     pub const TX_PORTS: &str = "tx_ports";
+    /// `vip_stats`: per-CPU array by slot of [`VipCounters`](super::VipCounters).
     pub const VIP_STATS: &str = "vip_stats";
+    /// `global_stats`: per-CPU array indexed by [`GlobalCounter`](super::GlobalCounter), one `u64` each.
     pub const GLOBAL_STATS: &str = "global_stats";
+    /// `events`: ring buffer of [`HavipEvent`](super::HavipEvent) records,
+    /// [`EVENTS_BYTES`](super::EVENTS_BYTES) long.
     pub const EVENTS: &str = "events";
+    /// `eips`: hash, EIP ([`EipKey`](super::EipKey)) to the VIP it is bound to
+    /// ([`EipBinding`](super::EipBinding)).
     pub const EIPS: &str = "eips";
+    /// `vip_nat`: hash, VIP ([`VipKey`](super::VipKey)) to its EIP and VPC subnet
+    /// ([`VipNat`](super::VipNat)).
     pub const VIP_NAT: &str = "vip_nat";
+    /// `uplink`: one-entry array, the host's uplink NIC ([`UplinkPort`](super::UplinkPort)).
     pub const UPLINK: &str = "uplink";
 }
 
@@ -39,9 +62,11 @@ pub const PROG_UPLINK: &str = "xdp_uplink";
 /// BPF_PROG_TEST_RUN, never attached; pinned under the same name.
 pub const PROG_HOLDER_WRITE: &str = "xdp_holder_write";
 
+/// The `vips` key (`struct vip_key`): one HAVIP's IPv4 address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct VipKey {
+    /// The VIP, network order.
     pub addr: [u8; 4],
 }
 
@@ -52,6 +77,7 @@ impl From<Ipv4Addr> for VipKey {
 }
 
 impl VipKey {
+    /// The VIP as an [`Ipv4Addr`].
     pub fn ip(&self) -> Ipv4Addr {
         Ipv4Addr::from(self.addr)
     }
@@ -61,6 +87,7 @@ impl VipKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VipRef {
+    /// Index into `vip_state`, `vip_config` and `vip_stats`; fixed for the VIP's life.
     pub slot: u32,
 }
 
@@ -70,15 +97,23 @@ pub struct VipRef {
 pub struct VipState {
     /// `struct bpf_spin_lock`: the kernel owns it; userspace writes with BPF_F_LOCK.
     pub lock: u32,
+    /// The holder's vNIC ifindex; 0: no holder yet, or the holder was cleared.
     pub holder_ifindex: u32,
+    /// The MAC ARP for the VIP is answered with ([`vmac`] of the slot); never changes.
     pub vmac: [u8; 6],
+    /// The holder's guest MAC (or the VRRP virtual MAC it claimed from, with [`VIP_F_VRRP_VMAC`]).
     pub holder_mac: [u8; 6],
+    /// This entry's own index, also its index into `vip_stats`.
     pub slot: u32,
+    /// Grows by one on every holder change; the CAS token of [`HolderWrite`].
     pub epoch: u64,
+    /// When the claim that made this holder was accepted: ns of CLOCK_MONOTONIC (`bpf_ktime_get_ns`).
     pub since_ns: u64,
+    /// When the last accepted claim (moving the holder or not) arrived: ns of CLOCK_MONOTONIC.
     pub last_claim_ns: u64,
     /// The VIP in this slot; all zero: a free slot.
     pub vip: [u8; 4],
+    /// Padding to 64 bytes: one entry, one cache line.
     pub _pad: [u8; 12],
 }
 
@@ -98,10 +133,15 @@ pub struct VipConfig {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HolderWrite {
+    /// The `vip_state` slot to write.
     pub slot: u32,
+    /// The new holder's vNIC ifindex; 0 clears the holder.
     pub ifindex: u32,
+    /// The epoch the agent last read; the write happens only if it is still current.
     pub expect_epoch: u64,
+    /// The new holder's MAC (all zero when clearing).
     pub mac: [u8; 6],
+    /// Padding to 24 bytes; zero.
     pub _pad: [u8; 2],
 }
 
@@ -131,58 +171,87 @@ pub fn vmac(slot: u32) -> [u8; 6] {
     [0x02, 0x48, s[0], s[1], s[2], s[3]]
 }
 
+/// The `members` and `vrrp` key (`struct member_key`): a VIP and one member's vNIC.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MemberKey {
+    /// The VIP, network order.
     pub vip: [u8; 4],
+    /// The member's vNIC ifindex (host side); a claim must arrive on it.
     pub ifindex: u32,
 }
 
+/// The `members` value (`struct member_info`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemberInfo {
+    /// The member's guest MAC: a claim's Ethernet source and ARP sender hardware address must both equal it.
     pub mac: [u8; 6],
+    /// Padding to 8 bytes; zero.
     pub _pad: [u8; 2],
 }
 
+/// The `vrrp` value (`struct vrrp_seen`): the last VRRP advert a member sent for a VIP, the holder's
+/// heartbeat as the platform sees it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VrrpSeen {
+    /// IPv4 source of the advert, network order.
     pub advertiser: [u8; 4],
+    /// Virtual router ID from the VRRP header (RFC 5798 §5.2.3).
     pub vrid: u8,
+    /// Priority from the VRRP header, 0–255 (RFC 5798 §5.2.4; 0: the master is resigning).
     pub priority: u8,
+    /// VRRP version from the header: 2 (RFC 3768) or 3 (RFC 5798); other versions are not recorded.
     pub version: u8,
+    /// Padding; zero.
     pub _pad0: u8,
+    /// The vNIC ifindex the advert arrived on.
     pub ifindex: u32,
+    /// Padding to align `last_ns`; zero.
     pub _pad1: u32,
+    /// When the advert arrived: ns of CLOCK_MONOTONIC (`bpf_ktime_get_ns`).
     pub last_ns: u64,
 }
 
+/// The `eips` key (`struct eip_key`): an EIP (public address, 1:1 NAT on the uplink).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EipKey {
+    /// The EIP, network order.
     pub addr: [u8; 4],
 }
 
+/// The `eips` value (`struct eip_binding`): the VIP an EIP is DNATed to.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EipBinding {
+    /// The VIP, network order.
     pub vip: [u8; 4],
 }
 
+/// The `vip_nat` value (`struct vip_nat`): traffic from the VIP to outside `subnet`/`mask` is SNATed to
+/// `eip`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VipNat {
+    /// The EIP bound to the VIP, network order.
     pub eip: [u8; 4],
+    /// The VPC subnet's network address, network order.
     pub subnet: [u8; 4],
+    /// The VPC subnet's mask, network order (e.g. `255.255.255.0` for a /24).
     pub mask: [u8; 4],
 }
 
+/// The `uplink` value (`struct uplink_port`): the host's uplink NIC; ifindex 0: none yet.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UplinkPort {
+    /// The uplink's ifindex; 0: no uplink known yet.
     pub ifindex: u32,
+    /// The uplink's own MAC: the source of SNATed frames.
     pub mac: [u8; 6],
+    /// The next hop's MAC: the destination of frames to the outside.
     pub next_hop_mac: [u8; 6],
 }
 
@@ -190,28 +259,48 @@ pub struct UplinkPort {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VipCounter {
+    /// Packets forwarded to the holder.
     RedirectPackets = 0,
+    /// Bytes forwarded to the holder.
     RedirectBytes,
+    /// Claims (GARP or ARP reply from a member) accepted.
     ClaimsAccepted,
+    /// Claims rejected (not a member, or not the member's MAC).
     ClaimsRejected,
+    /// Packets dropped: no holder, or the holder's vNIC is not in `tx_ports`.
     NoHolderDrops,
+    /// ARP requests for the VIP answered in XDP.
     ArpReplies,
+    /// VRRP adverts seen from members for this VIP.
     VrrpAdverts,
+    /// Packets to the EIP, DNATed and sent to the holder.
     EipInPackets,
+    /// Bytes to the EIP, DNATed and sent to the holder.
     EipInBytes,
+    /// Packets from the holder, SNATed out of the uplink.
     EipOutPackets,
+    /// Bytes from the holder, SNATed out of the uplink.
     EipOutBytes,
+    /// Packets from the VIP by a non-holder: dropped.
     EipOutNotHolder,
+    /// Packets dropped because the uplink or its next hop is unknown.
     EipOutNoUplink,
+    /// Packets whose TTL would expire: left to the kernel, which sends the ICMP.
     EipTtlExceeded,
+    /// ARP requests from the VIP for another address: passed to the kernel.
     NeighbourLookups,
+    /// RFC 5227 probes (sender 0.0.0.0) answered: the VIP is held.
     ProbesAnswered,
+    /// Probes from the holder, or for a VIP nobody holds: dropped.
     ProbesUnanswered,
+    /// Packets to the VIP from the holder's own vNIC: dropped, never sent back.
     HairpinDrops,
 }
 
 impl VipCounter {
+    /// Number of counters (`VIP_CTR__MAX`).
     pub const MAX: usize = 18;
+    /// Every counter, in index order.
     pub const ALL: [VipCounter; Self::MAX] = [
         Self::RedirectPackets,
         Self::RedirectBytes,
@@ -258,13 +347,16 @@ impl VipCounter {
     }
 }
 
+/// The `vip_stats` value (`struct vip_counters`): one CPU's counters for one slot.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VipCounters {
+    /// Counts indexed by [`VipCounter`]; packets or bytes as each counter's name says.
     pub c: [u64; VipCounter::MAX],
 }
 
 impl VipCounters {
+    /// One counter's value (this CPU's, or a sum the caller made).
     pub fn get(&self, counter: VipCounter) -> u64 {
         self.c[counter as usize]
     }
@@ -274,17 +366,24 @@ impl VipCounters {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GlobalCounter {
+    /// Frames not ours: handed to the kernel untouched.
     Passed = 0,
+    /// Truncated or malformed Ethernet, ARP, IPv4 or VRRP: passed untouched.
     ParseErrors,
+    /// Events dropped because the ring buffer was full (agent stopped or slow).
     EventsLost,
+    /// Claims in a VLAN-tagged frame (VID != 0): not ours, passed.
     TaggedClaims,
 }
 
 impl GlobalCounter {
+    /// Number of counters (`GLB_CTR__MAX`).
     pub const MAX: usize = 4;
+    /// Every counter, in index order.
     pub const ALL: [GlobalCounter; Self::MAX] =
         [Self::Passed, Self::ParseErrors, Self::EventsLost, Self::TaggedClaims];
 
+    /// Metric-style name, as operators see it.
     pub fn name(self) -> &'static str {
         match self {
             Self::Passed => "passed",
@@ -295,20 +394,26 @@ impl GlobalCounter {
     }
 }
 
-/// `enum havip_event_kind`.
+/// `HAVIP_EV_CLAIM` (`enum havip_event_kind`): a member claimed;
+/// [`HavipEvent::changed`] says whether the holder moved.
 pub const EV_CLAIM: u32 = 1;
+/// `HAVIP_EV_CLAIM_REJECTED`: a claim was dropped; [`HavipEvent::reason`] says why.
 pub const EV_CLAIM_REJECTED: u32 = 2;
 
 /// `enum havip_reject_reason`.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RejectReason {
+    /// The claim was accepted.
     None = 0,
+    /// The vNIC is not a member of the VIP.
     NotMember = 1,
+    /// A member's vNIC, but a MAC that is not the member's.
     MacMismatch = 2,
 }
 
 impl RejectReason {
+    /// The reason for a raw `havip_event.reason`; `None` for a value this build does not know.
     pub fn from_raw(raw: u8) -> Option<Self> {
         match raw {
             0 => Some(Self::None),
@@ -329,17 +434,27 @@ impl fmt::Display for RejectReason {
     }
 }
 
+/// An `events` ring buffer record (`struct havip_event`, 40 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HavipEvent {
+    /// When the claim arrived: ns of CLOCK_MONOTONIC (`bpf_ktime_get_ns`).
     pub ts_ns: u64,
+    /// The VIP's epoch after this claim.
     pub epoch: u64,
+    /// [`EV_CLAIM`] or [`EV_CLAIM_REJECTED`].
     pub kind: u32,
+    /// The VIP claimed, network order.
     pub vip: [u8; 4],
+    /// The vNIC ifindex the claim arrived on.
     pub ifindex: u32,
+    /// The holder before the claim; 0: none.
     pub prev_ifindex: u32,
+    /// Ethernet source MAC of the claim.
     pub mac: [u8; 6],
+    /// A [`RejectReason`] as its raw `u8`.
     pub reason: u8,
+    /// 1: the claim moved the holder; 0: it did not.
     pub changed: u8,
 }
 

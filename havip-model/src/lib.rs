@@ -14,6 +14,8 @@
 //! - [`ops`]: the operator's operations as edits of a desired state, and
 //!   the declarative file ([`DesiredFile`]).
 
+#![warn(missing_docs)]
+
 pub mod ops;
 pub mod rules;
 pub mod state;

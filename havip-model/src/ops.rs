@@ -20,7 +20,9 @@ use crate::{
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubnetSpec {
+    /// Unique in the VPC: 1-63 bytes of letters, digits, '.', '_' and '-'.
     pub name: String,
+    /// `network/prefix` text, host bits clear (e.g. `198.18.1.0/24`).
     pub cidr: String,
 }
 
@@ -28,6 +30,7 @@ pub struct SubnetSpec {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VnicSpec {
+    /// Unique in the VPC: 1-63 bytes of letters, digits, '.', '_' and '-'.
     pub name: String,
     /// The host it lives on; the local host when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -35,9 +38,15 @@ pub struct VnicSpec {
     /// Its host-side interface; `name` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ifname: Option<String>,
+    /// The guest (VM) it belongs to;
+    /// [`Limits::max_havips_per_instance`](crate::rules::Limits::max_havips_per_instance) counts per
+    /// instance.
     pub instance: String,
+    /// Name of the subnet it is in; must exist.
     pub subnet: String,
+    /// Its IPv4 address, dotted-quad text; must lie in `subnet`.
     pub ip: String,
+    /// The guest's MAC, `aa:bb:cc:dd:ee:ff` text (two hex digits a byte; unicast).
     pub mac: String,
 }
 
@@ -46,11 +55,15 @@ pub struct VnicSpec {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HavipSpec {
+    /// The VIP, dotted-quad text; required in a file, picked by `create` when absent.
     #[serde(default)]
     pub vip: Option<String>,
+    /// Name of the subnet the VIP is in; must exist.
     pub subnet: String,
+    /// Member vNIC names, all in `subnet`; none when absent.
     #[serde(default)]
     pub members: Vec<String>,
+    /// The EIP to bind (1:1 NAT on the uplink), dotted-quad text; none when absent.
     #[serde(default)]
     pub eip: Option<String>,
     /// [`HavipSettings::accept_vrrp_vmac`]; true when absent.
@@ -77,10 +90,13 @@ impl HavipSpec {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DesiredFile {
+    /// Subnets to create or update.
     #[serde(default)]
     pub subnets: Vec<SubnetSpec>,
+    /// vNICs to register or update.
     #[serde(default)]
     pub vnics: Vec<VnicSpec>,
+    /// HAVIPs to create or update, keyed by their `vip`.
     #[serde(default)]
     pub havips: Vec<HavipSpec>,
 }

@@ -18,28 +18,51 @@ use crate::state::{DesiredState, Subnet};
 pub enum Rule {
     /// Text that is not what it should be (CIDR, MAC, interface name).
     WellFormed,
+    /// An IPv6 address where only IPv4 is supported.
     Ipv4Only,
+    /// A subnet named that does not exist (HTTP 404).
     UnknownSubnet,
+    /// A vNIC named that does not exist, or is not a member where one was named (HTTP 404).
     UnknownVnic,
+    /// A HAVIP named that does not exist, or has no EIP to unbind (HTTP 404).
     UnknownHavip,
+    /// A vNIC's address must lie in its subnet.
     VnicInSubnet,
+    /// No two vNICs share an address.
     VnicAddressUnique,
+    /// No two vNICs share a host-side interface on one host.
     VnicInterfaceUnique,
+    /// A VIP must lie in its subnet.
     VipInSubnet,
+    /// A VIP is neither its subnet's network nor its broadcast address (prefixes shorter than /31).
     VipNotNetworkOrBroadcast,
+    /// A VIP is not any vNIC's own address.
     VipNotVnicAddress,
+    /// No two HAVIPs share a VIP.
     VipUnique,
+    /// `create` without a VIP needs a free address left in the subnet.
     SubnetHasFreeAddress,
+    /// A HAVIP and its members share one subnet.
     MemberInSubnet,
+    /// A vNIC is a member of a HAVIP at most once.
     MemberOnce,
+    /// At most [`Limits::max_members_per_havip`] members per HAVIP.
     MaxMembersPerHavip,
+    /// An instance is a member of at most [`Limits::max_havips_per_instance`] HAVIPs.
     MaxHavipsPerInstance,
+    /// At most [`Limits::max_eips_per_havip`] EIPs per HAVIP (0 or 1).
     MaxEipsPerHavip,
+    /// An EIP is a public address: in none of the VPC's subnets.
     EipOutsideVpc,
+    /// An EIP is bound to one HAVIP at most.
     EipBoundOnce,
+    /// A HAVIP with members or an EIP is deleted only with force.
     DeleteInUse,
+    /// A vNIC that is a HAVIP's member cannot be deleted.
     VnicInUse,
+    /// A subnet that vNICs or HAVIPs use cannot be deleted.
     SubnetInUse,
+    /// The desired state would not fit the data plane's maps ([`Capacity`]).
     DataplaneCapacity,
 }
 
@@ -91,7 +114,9 @@ impl fmt::Display for Rule {
 /// A request refused by a rule; nothing was changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
+    /// The rule the request breaks.
     pub rule: Rule,
+    /// What was refused and why, for an operator (names the object).
     pub message: String,
 }
 
@@ -114,8 +139,11 @@ pub fn refuse<T>(rule: Rule, message: impl Into<String>) -> Result<T, Refusal> {
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Capacity {
+    /// Capacity of the `vips` map, in HAVIPs (`[dataplane] max_vips`).
     pub max_vips: u32,
+    /// Capacity of the `members` map, in memberships summed over HAVIPs (`[dataplane] max_members`).
     pub max_members: u32,
+    /// Capacity of the `tx_ports` map, in vNICs (`[dataplane] max_vnics`).
     pub max_vnics: u32,
 }
 
@@ -133,7 +161,9 @@ impl Default for Capacity {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
+    /// Members a HAVIP may have; 10 by default (product quota).
     pub max_members_per_havip: usize,
+    /// HAVIPs one instance may be a member of; 5 by default (product quota).
     pub max_havips_per_instance: usize,
     /// 0 or 1: the data plane NATs at most one EIP per VIP.
     pub max_eips_per_havip: usize,
@@ -340,6 +370,11 @@ pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr, Refusal> {
     }
 }
 
+/// Parses `network/prefix` text into a [`Subnet`].
+///
+/// # Errors
+/// [`Rule::WellFormed`] for no '/', a prefix above 32 or host bits set;
+/// [`Rule::Ipv4Only`] for an IPv6 network.
 pub fn parse_cidr(s: &str) -> Result<Subnet, Refusal> {
     let Some((addr, prefix)) = s.split_once('/') else {
         return refuse(Rule::WellFormed, format!("{s:?} is not a CIDR (address/prefix)"));
@@ -356,6 +391,11 @@ pub fn parse_cidr(s: &str) -> Result<Subnet, Refusal> {
     Ok(subnet)
 }
 
+/// Parses `aa:bb:cc:dd:ee:ff` text (two hex digits per byte) into six bytes.
+///
+/// # Errors
+/// [`Rule::WellFormed`] for any other form, or a multicast MAC (a vNIC's
+/// MAC must be unicast).
 pub fn parse_mac(s: &str) -> Result<[u8; 6], Refusal> {
     let malformed =
         || refuse(Rule::WellFormed, format!("{s:?} is not a MAC address (six hex bytes separated by ':')"));

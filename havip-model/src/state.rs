@@ -18,7 +18,9 @@ use crate::rules::{parse_cidr, parse_mac, Refusal};
 /// An IPv4 subnet, written `network/prefix`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Subnet {
+    /// The network address (host bits clear).
     pub network: Ipv4Addr,
+    /// Prefix length, 0-32 bits.
     pub prefix: u8,
 }
 
@@ -116,8 +118,11 @@ pub struct Vnic {
     pub host: String,
     /// The host-side interface (tap, veth) on that host: what XDP attaches to.
     pub ifname: String,
+    /// The guest (VM) the vNIC belongs to; quotas count HAVIPs per instance.
     pub instance: String,
+    /// Name of the [`Subnet`] it is in (a key of [`DesiredState::subnets`]).
     pub subnet: String,
+    /// Its own address; inside `subnet`, unique in the VPC.
     pub ip: Ipv4Addr,
     /// The guest's MAC: the source MAC its claims must carry.
     #[serde(with = "mac_text")]
@@ -142,11 +147,14 @@ mod mac_text {
 /// its members may claim (ENS/ZEC HAVIP product pages).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Havip {
+    /// The virtual IP; unique, inside `subnet`, not a vNIC's address.
     pub vip: Ipv4Addr,
+    /// Name of the [`Subnet`] the VIP and every member are in.
     pub subnet: String,
     /// vNIC names, in the order they were associated.
     #[serde(default)]
     pub members: Vec<String>,
+    /// The EIP bound to it (1:1 NAT on the uplink), if any; outside every subnet.
     #[serde(default)]
     pub eip: Option<Ipv4Addr>,
     /// How the platform verifies and settles who holds it.
@@ -216,8 +224,11 @@ impl fmt::Display for SplitBrainPolicy {
 /// Everything the operator declared.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredState {
+    /// Subnets by name.
     pub subnets: BTreeMap<String, Subnet>,
+    /// vNICs by [`Vnic::name`].
     pub vnics: BTreeMap<String, Vnic>,
+    /// HAVIPs by VIP.
     pub havips: BTreeMap<Ipv4Addr, Havip>,
 }
 
@@ -266,8 +277,11 @@ pub struct Observed {
 /// One claim a data plane saw, accepted or refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
+    /// When the claim arrived, Unix ms (the kernel's CLOCK_MONOTONIC stamp turned into wall time).
     pub at_ms: u64,
+    /// The [`Vnic::name`] the claim arrived on (`ifindex N` when no vNIC has that ifindex).
     pub vnic: String,
+    /// Whether the data plane accepted it.
     pub accepted: bool,
     /// Why a claim was refused, or what an accepted one changed.
     pub detail: String,

@@ -49,7 +49,10 @@ pub struct Observer {
 /// the agent was away) or while running (only newer epochs count).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncMode {
+    /// At agent start: the maps are the truth; a holder or epoch that differs from the stored one is taken,
+    /// an older epoch too.
     Start,
+    /// While running: only an epoch newer than the stored one is taken.
     Running,
 }
 

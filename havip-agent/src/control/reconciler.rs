@@ -50,12 +50,19 @@ pub struct Reconciler {
 pub struct Inputs {
     /// This host's id: only vNICs placed here are attached.
     pub host: String,
+    /// The loaded data plane: attaches and detaches the XDP programs.
     pub dp: Dataplane,
+    /// The maps, shared with the observer, the verifier and the API.
     pub maps: Arc<Mutex<dyn Maps>>,
+    /// The desired and observed state.
     pub store: Arc<dyn Store>,
+    /// The host's links by name (host::links), updated on every rtnetlink notification.
     pub links: watch::Receiver<Links>,
+    /// The uplink, once its link exists and its next hop's MAC is known (host::uplink).
     pub uplink: watch::Receiver<Option<Uplink>>,
+    /// Reads the holders from the maps after each pass.
     pub observer: Arc<Observer>,
+    /// Where link changes and attach problems are reported.
     pub feed: Arc<Feed>,
     /// The store revision the maps were last brought to.
     pub reconciled: Arc<AtomicU64>,
@@ -64,6 +71,7 @@ pub struct Inputs {
 }
 
 impl Reconciler {
+    /// A reconciler that has attached nothing yet and has seen no links.
     pub fn new(inputs: Inputs) -> Self {
         Self { inputs, attached: BTreeMap::new(), seen: Links::new() }
     }

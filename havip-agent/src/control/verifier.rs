@@ -93,9 +93,13 @@ const FLAP_WINDOW_NS: u64 = 10_000_000_000;
 /// the guest `guest_mac`, asking for `vip`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Probe {
+    /// The host end of the member's vNIC: where the probe is sent.
     pub ifindex: u32,
+    /// The host end's own MAC: the probe's Ethernet source.
     pub host_mac: [u8; 6],
+    /// The member's guest MAC: the probe's Ethernet destination.
     pub guest_mac: [u8; 6],
+    /// The VIP asked for (ARP target).
     pub vip: Ipv4Addr,
 }
 
@@ -125,10 +129,13 @@ impl Phase {
 /// What the verifier knows of one HAVIP (shown by `describe` and /metrics).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Verdict {
+    /// Where the verification stands.
     pub phase: Phase,
     /// Probes the holder missed in a row.
     pub misses: u32,
+    /// Probes sent for this HAVIP since the agent started (one per member asked per round).
     pub probes_sent: u64,
+    /// Rounds whose probes were answered (a claim came after they were sent), since the agent started.
     pub rounds_answered: u64,
     /// Corrections by reason (`probe`, `vrrp`, `split-brain`).
     pub corrections: BTreeMap<String, u64>,
@@ -484,9 +491,13 @@ fn next_probes(ctx: &Ctx<'_>, t: &mut Track, maps: &mut dyn Maps) -> Result<Vec<
 
 /// What the verification task works with.
 pub struct VerifierInputs {
+    /// The desired state (members, settings) and the observed holders.
     pub store: Arc<dyn Store>,
+    /// The maps: holders are read and corrected (`xdp_holder_write`), VRRP records read.
     pub maps: Arc<Mutex<dyn Maps>>,
+    /// The host's links: the vNICs probes go into.
     pub links: watch::Receiver<Links>,
+    /// Where corrections, contests and flaps are reported.
     pub feed: Arc<Feed>,
     /// Reads the maps after the verifier moved a holder itself.
     pub observer: Arc<Observer>,

@@ -60,8 +60,11 @@ struct RawUplink {
 pub struct Config {
     /// This host: its id (from `[agent] host_id` or the hostname) and underlay.
     pub host: Host,
+    /// `[agent]`: host id, store, API socket, metrics address.
     pub agent: AgentSettings,
+    /// `[limits]`: product quotas; its `capacity` is `[dataplane]`'s.
     pub limits: Limits,
+    /// `[dataplane]`: map capacities.
     pub capacity: Capacity,
     /// The uplink NIC that carries EIP traffic.
     pub uplink: Option<UplinkSpec>,

@@ -24,6 +24,12 @@ fn existing_ancestor(path: &Path) -> &Path {
     path.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"))
 }
 
+/// Makes sure `pin_root` is on a BPF filesystem, mounting bpffs at /sys/fs/bpf
+/// if the pin root lies under it and nothing is mounted there yet.
+///
+/// # Errors
+/// `statfs` failing on the nearest existing ancestor, a pin root outside
+/// /sys/fs/bpf that is not on bpffs, or mount(2) failing (needs CAP_SYS_ADMIN).
 pub fn ensure_mounted(pin_root: &Path) -> Result<()> {
     if is_bpffs(existing_ancestor(pin_root))? {
         return Ok(());

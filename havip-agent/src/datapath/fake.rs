@@ -45,19 +45,27 @@ impl<K: Ord + Copy + Send + std::fmt::Debug, V: Copy + Send> Table<K, V> for BTr
 /// any state.
 #[derive(Clone, Debug, Default)]
 pub struct FakeMaps {
+    /// `vips`: VIP -> its slot.
     pub vips: BTreeMap<VipKey, VipRef>,
     /// Slot -> state; a slot never written reads as all zero, as in an array map.
     pub vip_state: BTreeMap<u32, VipState>,
+    /// `members`: (VIP, ifindex) -> the member's guest MAC.
     pub members: BTreeMap<MemberKey, MemberInfo>,
     /// Slot -> settings; a slot never written reads as all zero.
     pub vip_config: BTreeMap<u32, VipConfig>,
+    /// `vrrp`: (VIP, ifindex) -> the member's last VRRP advert.
     pub vrrp: BTreeMap<MemberKey, VrrpSeen>,
+    /// `tx_ports`: the ifindexes redirects may go to.
     pub tx_ports: BTreeSet<u32>,
     /// Slot -> counters (already summed over CPUs).
     pub vip_stats: BTreeMap<u32, VipCounters>,
+    /// `global_stats`: [`GlobalCounter`] index -> count, summed over CPUs.
     pub global_stats: BTreeMap<u32, u64>,
+    /// `eips`: EIP -> the VIP it is bound to.
     pub eips: BTreeMap<EipKey, EipBinding>,
+    /// `vip_nat`: VIP -> its EIP and VPC subnet.
     pub vip_nat: BTreeMap<VipKey, VipNat>,
+    /// `uplink[0]`: the uplink port; all zero when there is none.
     pub uplink: UplinkPort,
     /// The array maps' size (`dataplane.max_vips`).
     pub max_vips: u32,

@@ -212,6 +212,7 @@ impl Dataplane {
         Ok(Self { ebpf, dir })
     }
 
+    /// The versioned pin directory (`DIR/v<ABI>`, see [`versioned_dir`]) the maps and links are pinned under.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

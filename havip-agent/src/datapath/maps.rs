@@ -74,6 +74,7 @@ pub trait Maps: Send {
 
     /// `vip_config[slot]`: the HAVIP's settings the kernel applies.
     fn vip_config(&self, slot: u32) -> Result<VipConfig>;
+    /// Writes `vip_config[slot]` (no lock: the kernel only reads it, on the claim path).
     fn set_vip_config(&mut self, slot: u32, config: VipConfig) -> Result<()>;
 
     /// `uplink[0]`: the uplink port, all zero when there is none.
@@ -145,16 +146,27 @@ const BPF_F_LOCK: u64 = 4;
 /// The pinned maps in the kernel, typed (aya). Fields are public for the
 /// bench, which fills maps faster than through [`Maps`].
 pub struct KernelMaps {
+    /// `vips`: VIP -> its slot.
     pub vips: HashMap<MapData, VipKey, VipRef>,
+    /// `vip_state`: slot -> holder, epoch and times; written with `BPF_F_LOCK`.
     pub vip_state: Array<MapData, VipState>,
+    /// `members`: (VIP, ifindex) -> the member's guest MAC.
     pub members: HashMap<MapData, MemberKey, MemberInfo>,
+    /// `vip_config`: slot -> the HAVIP's `VIP_F_*` flags.
     pub vip_config: Array<MapData, VipConfig>,
+    /// `vrrp`: (VIP, ifindex) -> the member's last VRRP advert.
     pub vrrp: HashMap<MapData, MemberKey, VrrpSeen>,
+    /// `tx_ports`: the ifindexes redirects may go to (vNICs, the uplink).
     pub tx_ports: DevMapHash<MapData>,
+    /// `vip_stats`: slot -> counters, one copy per CPU.
     pub vip_stats: PerCpuArray<MapData, VipCounters>,
+    /// `global_stats`: [`GlobalCounter`] index -> count, one copy per CPU.
     pub global_stats: PerCpuArray<MapData, u64>,
+    /// `eips`: EIP -> the VIP it is bound to.
     pub eips: HashMap<MapData, EipKey, EipBinding>,
+    /// `vip_nat`: VIP -> its EIP and VPC subnet.
     pub vip_nat: HashMap<MapData, VipKey, VipNat>,
+    /// `uplink`: one-entry array, the uplink port (ifindex 0: none).
     pub uplink: Array<MapData, UplinkPort>,
     /// `xdp_holder_write`, run through BPF_PROG_TEST_RUN (`holder.h`).
     pub holder_write: Xdp,

@@ -43,13 +43,16 @@ pub struct MapTarget {
 /// An EIP bound to a HAVIP, and the VPC subnet traffic must leave to be NATed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EipNat {
+    /// The public address, DNATed to the VIP on the way in.
     pub eip: Ipv4Addr,
+    /// The HAVIP's subnet: traffic from the VIP to outside it is SNATed to `eip`.
     pub subnet: Subnet,
 }
 
 /// The uplink NIC: where traffic to EIPs arrives and from EIPs leaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Uplink {
+    /// The uplink NIC's ifindex.
     pub ifindex: u32,
     /// The uplink's own MAC (source of frames we send out).
     pub mac: [u8; 6],
@@ -60,17 +63,23 @@ pub struct Uplink {
 /// What the maps hold now: the part the plan compares.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Current {
+    /// `tx_ports`: the ifindexes redirects may go to.
     pub ports: BTreeSet<u32>,
+    /// `vips`: VIP -> its slot.
     pub vips: BTreeMap<VipKey, VipRef>,
     /// Slot -> its holder (ifindex, MAC), for slots that have one.
     pub holders: BTreeMap<u32, (u32, [u8; 6])>,
     /// Slot -> its settings, for slots that have any.
     pub configs: BTreeMap<u32, VipConfig>,
+    /// `members`: (VIP, ifindex) -> the member's guest MAC.
     pub members: BTreeMap<MemberKey, MemberInfo>,
     /// The memberships that have a VRRP record.
     pub vrrp: BTreeSet<MemberKey>,
+    /// `eips`: EIP -> the VIP it is bound to.
     pub eips: BTreeMap<EipKey, EipBinding>,
+    /// `vip_nat`: VIP -> its EIP and VPC subnet.
     pub vip_nat: BTreeMap<VipKey, VipNat>,
+    /// `uplink[0]`: all zero when there is none.
     pub uplink: UplinkPort,
 }
 
@@ -106,41 +115,61 @@ impl Current {
 /// One change to the maps, in the order [`plan`] lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// Adds an ifindex (a vNIC's or the uplink's) to `tx_ports`.
     AddPort(u32),
     /// A new VIP at a free slot: counters zeroed, state written (virtual MAC
     /// of the slot, no holder), then the address added.
     AddVip {
+        /// The VIP.
         vip: VipKey,
+        /// The free slot it takes.
         slot: u32,
     },
     /// The VIP's settings (a freed slot's are all zero).
     SetVipConfig {
+        /// The VIP.
         vip: VipKey,
+        /// Its slot.
         slot: u32,
+        /// The `VIP_F_*` flags to write.
         config: VipConfig,
     },
+    /// Adds or updates a membership: (VIP, ifindex) -> the guest MAC claims must carry.
     SetMember(MemberKey, MemberInfo),
+    /// Adds or updates a VIP's EIP and VPC subnet (SNAT on the way out).
     SetVipNat(VipKey, VipNat),
+    /// Adds or updates an EIP's binding to a VIP (DNAT on the way in).
     SetEip(EipKey, EipBinding),
+    /// Writes `uplink[0]` (all zero: no uplink).
     SetUplink(UplinkPort),
     /// The slot's holder is no longer a member: cleared (the epoch grows), if
     /// it is still this holder when applied.
     ClearHolder {
+        /// The VIP.
         vip: VipKey,
+        /// Its slot.
         slot: u32,
+        /// The holder's ifindex as read; the clear is skipped if it changed.
         ifindex: u32,
+        /// The holder's MAC as read.
         mac: [u8; 6],
     },
+    /// Removes a membership: that vNIC may no longer claim the VIP.
     RemoveMember(MemberKey),
+    /// Removes an EIP's binding (no more DNAT).
     RemoveEip(EipKey),
+    /// Removes a VIP's EIP and subnet (no more SNAT).
     RemoveVipNat(VipKey),
     /// The VRRP record of a membership that is no more.
     RemoveVrrp(MemberKey),
     /// Unreachable by address first, then the slot freed (state and settings).
     RemoveVip {
+        /// The VIP.
         vip: VipKey,
+        /// The slot it frees.
         slot: u32,
     },
+    /// Removes an ifindex (a vNIC's or the uplink's) from `tx_ports`.
     RemovePort(u32),
 }
 

@@ -16,8 +16,10 @@ use rtnetlink::{Handle, MulticastGroup};
 use tokio::sync::watch;
 use tracing::warn;
 
+/// One link of the host, as rtnetlink last reported it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Link {
+    /// The kernel's interface index (changes when the interface is made again).
     pub ifindex: u32,
     /// The host end's own MAC (not the guest's).
     pub mac: [u8; 6],

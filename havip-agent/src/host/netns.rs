@@ -6,6 +6,11 @@ use std::{fs::File, os::fd::AsRawFd};
 
 use anyhow::{Context, Result};
 
+/// Moves the calling thread into the network namespace `/run/netns/{name}`
+/// (setns(2), CLONE_NEWNET); call before any other thread exists.
+///
+/// # Errors
+/// The namespace file cannot be opened, or setns(2) fails (needs CAP_SYS_ADMIN).
 pub fn enter(name: &str) -> Result<()> {
     let path = format!("/run/netns/{name}");
     let ns = File::open(&path).with_context(|| format!("opening network namespace {path}"))?;

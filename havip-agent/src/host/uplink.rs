@@ -24,7 +24,9 @@ const REFRESH: Duration = Duration::from_secs(1);
 /// What the operator configures: the uplink NIC and its next hop.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UplinkSpec {
+    /// The uplink NIC's interface name (`[uplink] name`).
     pub name: String,
+    /// The next hop's IPv4 address (`[uplink] next_hop`); its MAC comes from the neighbour table.
     pub next_hop: Ipv4Addr,
 }
 

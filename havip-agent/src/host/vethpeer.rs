@@ -29,9 +29,15 @@ pub enum Peer {
     /// Not a veth (a tap, say): delivery needs nothing of a peer.
     NotVeth,
     /// A veth whose peer runs an XDP program: native delivery.
-    Ready { peer: String },
+    Ready {
+        /// The peer interface's name.
+        peer: String,
+    },
     /// A veth whose peer has no XDP program: delivery depends on GRO there.
-    NoXdp { peer: String },
+    NoXdp {
+        /// The peer interface's name.
+        peer: String,
+    },
 }
 
 fn name(msg: &LinkMessage) -> String {

@@ -58,15 +58,21 @@ use crate::{
 pub struct ApiContext {
     /// This host's id: where vNICs registered without a host are placed.
     pub host: String,
+    /// The desired and observed state.
     pub store: Arc<dyn Store>,
+    /// Quotas and map capacities every edit is checked against.
     pub limits: Limits,
+    /// The maps: counters and VRRP records for `describe`, shared with the reconciler.
     pub maps: Arc<Mutex<dyn Maps>>,
+    /// The event feed: edits are published, `/v1/events` follows it.
     pub feed: Arc<Feed>,
+    /// The host's links by name, for link states and ifindexes.
     pub links: watch::Receiver<Links>,
     /// The store revision the maps were last brought to.
     pub reconciled: Arc<AtomicU64>,
     /// The holder verification's verdicts, by VIP.
     pub verdicts: Arc<Mutex<BTreeMap<Ipv4Addr, Verdict>>>,
+    /// When the agent started, Unix ms.
     pub started_ms: u64,
 }
 
@@ -519,6 +525,7 @@ async fn events(State(c): Ctl, Query(q): Query<EventsQuery>) -> Result<Response,
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
+/// The API's routes (`/v1/...`, listed in the README "The API") over `ctl`.
 pub fn router(ctl: Arc<ApiContext>) -> Router {
     Router::new()
         .route("/v1/havips", get(list_havips).post(create_havip))

@@ -16,7 +16,9 @@ use tokio::sync::watch;
 /// The desired state as committed, and the revision that committed it.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
+    /// Grows by one per committed edit; 0 for a store never written.
     pub revision: u64,
+    /// The desired state that revision committed, shared read-only.
     pub state: Arc<DesiredState>,
 }
 
