@@ -129,7 +129,7 @@ pub struct VipConfig {
 /// The frame `xdp_holder_write` takes: set `vip_state[slot]`'s holder to
 /// (`ifindex`, `mac`) — ifindex 0: none — if its epoch is still
 /// `expect_epoch`. Verdicts: XDP_PASS written (the epoch grew), XDP_DROP the
-/// epoch had moved, XDP_ABORTED a bad slot.
+/// epoch had moved, XDP_ABORTED a malformed request or slot.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HolderWrite {

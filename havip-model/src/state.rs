@@ -124,7 +124,8 @@ pub struct Vnic {
     pub subnet: String,
     /// Its own address; inside `subnet`, unique in the VPC.
     pub ip: Ipv4Addr,
-    /// The guest's MAC: the source MAC its claims must carry.
+    /// The guest's MAC: the source MAC its claims must carry (or a VRRP
+    /// virtual MAC, where the HAVIP accepts those).
     #[serde(with = "mac_text")]
     pub mac: [u8; 6],
 }
@@ -250,7 +251,8 @@ pub struct Holder {
     pub host: String,
     /// The member vNIC ([`Vnic::name`]).
     pub vnic: String,
-    /// The source MAC of the claim (the member's guest MAC).
+    /// The source MAC of the claim: the member's guest MAC, or a VRRP
+    /// virtual MAC `00:00:5e:00:01:{VRID}` where the HAVIP accepts those.
     #[serde(with = "mac_text")]
     pub mac: [u8; 6],
     /// The holder epoch at which it took over (see [`Observed::epoch`]).

@@ -118,6 +118,10 @@ fn metrics(lab: &mut Lab) -> Result<()> {
         ensure!(m.vip("havip_vip_contested")? == 0.0, "the VIP shows as contested");
         ensure!(m.vip("havip_verification_misses")? == 0.0, "vm-a holds, yet misses are counted");
         ensure!(m.global("havip_havips")? == 1.0, "havip_havips is not 1");
+        // keepalived's claim made vm-a holder: one claim recorded, fast.
+        let claims = m.global("havip_claim_recorded_seconds_count")?;
+        ensure!(claims >= 1.0, "no claim in havip_claim_recorded_seconds ({claims})");
+        ensure!(m.global("havip_claim_recorded_seconds_sum")? < claims, "a claim took a second to record");
     }
 
     // The agent verifies the holder every 250 ms: the probe count grows,
@@ -202,12 +206,25 @@ impl Metrics {
         for line in text.lines() {
             match LineInfo::parse(line) {
                 LineInfo::Sample { metric_name, .. } => {
-                    ensure!(types.contains_key(metric_name), "sample before its TYPE: {line:?}");
-                    sample_lines += 1;
+                    // A histogram's lines are its family's _bucket, _sum and _count.
+                    let family = histogram_family(metric_name, &types).unwrap_or(metric_name);
+                    ensure!(types.contains_key(family), "sample before its TYPE: {line:?}");
+                    // The parser folds a histogram's buckets into one sample
+                    // and keeps its _sum and _count as samples of their own.
+                    if family == metric_name
+                        || !metric_name.ends_with("_bucket")
+                        || line.contains("le=\"+Inf\"")
+                    {
+                        sample_lines += 1;
+                    }
                 }
-                LineInfo::Type { metric_name, .. } => {
-                    let kind = line.split_whitespace().nth(3).unwrap_or_default().to_owned();
-                    ensure!(types.insert(metric_name, kind).is_none(), "a second TYPE line: {line:?}");
+                // The name as the line writes it: the parser names a
+                // histogram's TYPE after its `_bucket` series.
+                LineInfo::Type { .. } => {
+                    let mut words = line.split_whitespace().skip(2);
+                    let name = words.next().unwrap_or_default().to_owned();
+                    let kind = words.next().unwrap_or_default().to_owned();
+                    ensure!(types.insert(name, kind).is_none(), "a second TYPE line: {line:?}");
                 }
                 LineInfo::Doc { metric_name, .. } => helped.push(metric_name.to_owned()),
                 LineInfo::Empty => bail!("an empty line in the metrics"),
@@ -223,13 +240,30 @@ impl Metrics {
         for (name, kind) in &types {
             ensure!(helped.contains(name), "{name} has no HELP");
             ensure!(name.starts_with("havip_"), "{name} lacks the havip_ prefix");
-            let want = if name.ends_with("_total") { "counter" } else { "gauge" };
+            let want = if name.ends_with("_total") {
+                "counter"
+            } else if name.ends_with("_seconds") {
+                "histogram"
+            } else {
+                "gauge"
+            };
             ensure!(kind == want, "{name} is a {kind}, its name says {want}");
         }
         for s in &scrape.samples {
-            let ok = match s.value {
-                Value::Counter(v) => s.metric.ends_with("_total") && v >= 0.0,
-                Value::Gauge(v) => !s.metric.ends_with("_total") && v >= 0.0,
+            if histogram_family(&s.metric, &types).is_some() {
+                // A histogram's _sum and _count: plain non-negative numbers.
+                ensure!(value(s) >= 0.0, "{} is negative", s.metric);
+                continue;
+            }
+            let ok = match &s.value {
+                Value::Counter(v) => s.metric.ends_with("_total") && *v >= 0.0,
+                Value::Gauge(v) => !s.metric.ends_with("_total") && *v >= 0.0,
+                // Cumulative buckets, ending in +Inf.
+                Value::Histogram(buckets) => {
+                    s.metric.ends_with("_seconds")
+                        && buckets.windows(2).all(|w| w[0].count <= w[1].count)
+                        && buckets.last().is_some_and(|b| b.less_than == f64::INFINITY)
+                }
                 _ => false,
             };
             ensure!(ok, "{} is typed {:?}", s.metric, s.value);
@@ -242,13 +276,17 @@ impl Metrics {
             ensure!(c.labels.get("vip") == Some(VIP.to_string().as_str()), "a correction of another VIP");
             ensure!(c.labels.get("reason").is_some(), "a correction without a reason");
         }
-        let expected = PER_VIP_FAMILIES + GLOBAL_FAMILIES + 1 + corrections.count();
+        let expected = PER_VIP_FAMILIES + GLOBAL_FAMILIES + 3 * HISTOGRAMS + 1 + corrections.count();
         ensure!(
             scrape.samples.len() == expected,
             "{} samples, expected {expected}:\n{text}",
             scrape.samples.len()
         );
-        ensure!(types.len() == PER_VIP_FAMILIES + GLOBAL_FAMILIES + 2, "{} families:\n{text}", types.len());
+        ensure!(
+            types.len() == PER_VIP_FAMILIES + GLOBAL_FAMILIES + HISTOGRAMS + 2,
+            "{} families:\n{text}",
+            types.len()
+        );
         Ok(Self { samples: scrape.samples })
     }
 
@@ -284,4 +322,14 @@ fn value(s: &Sample) -> f64 {
         Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
         _ => f64::NAN,
     }
+}
+
+/// The control loop's latency histograms (`havip_*_seconds`).
+const HISTOGRAMS: usize = 2;
+
+/// The histogram family a `_bucket`, `_sum` or `_count` line belongs to,
+/// if its TYPE said histogram.
+fn histogram_family<'a>(name: &'a str, types: &BTreeMap<String, String>) -> Option<&'a str> {
+    let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s))?;
+    (types.get(base).map(String::as_str) == Some("histogram")).then_some(base)
 }

@@ -17,7 +17,7 @@ use crate::sync::lock;
 /// How many past events `havipctl events` shows.
 const KEPT: usize = 1024;
 
-/// The feed: the last [`KEPT`] events and a broadcast of every new one.
+/// The feed: the last 1,024 events and a broadcast of every new one.
 pub struct Feed {
     recent: Mutex<VecDeque<Event>>,
     live: broadcast::Sender<Event>,

@@ -19,7 +19,7 @@ use havip_model::{
 };
 use tokio::sync::watch;
 
-use super::feed::Feed;
+use super::{feed::Feed, latency::Latencies};
 use crate::{
     clock::monotonic_ns,
     datapath::maps::Maps,
@@ -40,6 +40,8 @@ pub struct Observer {
     store: Arc<dyn Store>,
     feed: Arc<Feed>,
     links: watch::Receiver<Links>,
+    /// Claim -> record latencies it measures.
+    latencies: Arc<Latencies>,
     /// Serialises read-modify-write of the observed state between the
     /// ring-buffer task and the reconciler.
     lock: Mutex<()>,
@@ -59,7 +61,13 @@ pub enum SyncMode {
 impl Observer {
     /// An observer for host `host`'s data plane.
     pub fn new(host: &str, store: Arc<dyn Store>, feed: Arc<Feed>, links: watch::Receiver<Links>) -> Self {
-        Self { host: host.to_owned(), store, feed, links, lock: Mutex::new(()) }
+        let latencies = Arc::new(Latencies::default());
+        Self { host: host.to_owned(), store, feed, links, latencies, lock: Mutex::new(()) }
+    }
+
+    /// How far the control loop lags the data plane (for /metrics).
+    pub fn latencies(&self) -> &Arc<Latencies> {
+        &self.latencies
     }
 
     /// ifindex -> name of every vNIC of this host whose link is present now.
@@ -125,7 +133,13 @@ impl Observer {
                 _ => {}
             }
         }
-        self.store.record(&touched)
+        self.store.record(&touched)?;
+        // The holder changes are on disk: that is what `describe` shows now.
+        let now = monotonic_ns();
+        for ev in events.iter().filter(|e| e.kind == EV_CLAIM && e.changed != 0) {
+            self.latencies.claim_recorded(now.saturating_sub(ev.ts_ns));
+        }
+        Ok(())
     }
 
     fn holder(&self, vnic: &str, mac: [u8; 6], epoch: u64) -> Holder {

@@ -160,9 +160,13 @@ struct Track {
     probed_at: Option<u64>,
     /// The holder (ifindex) and epoch seen last round.
     seen: Option<(u32, u64)>,
-    /// A member advertising alone while the holder is silent, and for how
-    /// many rounds.
-    vrrp_lead: Option<(u32, u32)>,
+    /// A member advertising alone while the holder is silent, for how
+    /// many rounds, and since when (monotonic ns).
+    vrrp_lead: Option<(u32, u32, u64)>,
+    /// When the holder first missed a probe in the current run of misses.
+    first_miss_ns: Option<u64>,
+    /// Corrections this round (ns since the first sign), for the caller.
+    corrected_ns: Vec<u64>,
     /// The holder when the contest began (keep-holder).
     holder_before_contest: Option<u32>,
     /// Recent holder changes (monotonic ns), to see flapping.
@@ -188,6 +192,10 @@ pub struct Round {
     /// Whether the verifier moved a holder itself (no claim event tells the
     /// observer: it must read the maps).
     pub repointed: bool,
+    /// For each correction this round: ns from the first sign of a wrong
+    /// holder (its first missed probe, or the first round a rival
+    /// advertised alone) to the correction.
+    pub corrections_ns: Vec<u64>,
 }
 
 /// The holder verification of this host's HAVIPs.
@@ -254,6 +262,7 @@ impl Verifier {
             judge_probes(&ctx, track, maps)?;
             out.repointed |= settle(&ctx, track, maps, &adverts, h.settings.split_brain)?;
             out.probes.extend(next_probes(&ctx, track, maps)?);
+            out.corrections_ns.append(&mut track.corrected_ns);
         }
         Ok(out)
     }
@@ -310,16 +319,19 @@ fn judge_probes(ctx: &Ctx<'_>, t: &mut Track, maps: &mut dyn Maps) -> Result<()>
                     t.verdict.misses,
                     ctx.name(h)
                 );
-                correction(ctx, t, "probe", h, why);
+                let first_sign = t.first_miss_ns.unwrap_or(at);
+                correction(ctx, t, "probe", h, first_sign, why);
                 t.verdict.misses = 0;
                 t.verdict.phase = Phase::Ok;
             }
             Some(_) if answered => {
                 t.verdict.misses = 0;
+                t.first_miss_ns = None;
                 t.verdict.phase = Phase::Ok;
             }
             Some(h) if !moved => {
                 t.verdict.misses += 1;
+                t.first_miss_ns.get_or_insert(at);
                 if t.verdict.misses >= ctx.settings.misses && t.verdict.phase != Phase::Unresponsive {
                     t.verdict.phase = Phase::Unresponsive;
                     ctx.publish(
@@ -337,6 +349,7 @@ fn judge_probes(ctx: &Ctx<'_>, t: &mut Track, maps: &mut dyn Maps) -> Result<()>
             // A claim of its own moved it: a new holder, judged afresh.
             Some(_) => {
                 t.verdict.misses = 0;
+                t.first_miss_ns = None;
                 t.verdict.phase = Phase::Ok;
             }
             None => t.verdict.phase = Phase::Searching,
@@ -408,7 +421,7 @@ fn settle(
         t.vrrp_lead = None;
         if let Some(w) = want.filter(|w| holder != Some(*w)) {
             let why = format!("split brain, policy {policy}: {} gets it", ctx.name(w));
-            return repoint(ctx, t, maps, w, "split-brain", why);
+            return repoint(ctx, t, maps, w, "split-brain", ctx.now_ns, why);
         }
         return Ok(false);
     }
@@ -420,11 +433,11 @@ fn settle(
     // advertiser is the master the guests agreed on.
     let lead = adverts.keys().next().copied().filter(|a| Some(*a) != holder);
     t.vrrp_lead = match (lead, t.vrrp_lead) {
-        (Some(a), Some((b, n))) if a == b => Some((a, n + 1)),
-        (Some(a), _) => Some((a, 1)),
+        (Some(a), Some((b, n, since))) if a == b => Some((a, n + 1, since)),
+        (Some(a), _) => Some((a, 1, ctx.now_ns)),
         (None, _) => None,
     };
-    if let Some((a, n)) = t.vrrp_lead {
+    if let Some((a, n, since)) = t.vrrp_lead {
         if n >= VRRP_LEAD_ROUNDS {
             let holder_name =
                 holder.map_or_else(|| "no holder".to_owned(), |h| format!("holder {}", ctx.name(h)));
@@ -434,7 +447,7 @@ fn settle(
                 ctx.vip
             );
             t.vrrp_lead = None;
-            return repoint(ctx, t, maps, a, "vrrp", why);
+            return repoint(ctx, t, maps, a, "vrrp", since, why);
         }
     }
     Ok(false)
@@ -448,6 +461,7 @@ fn repoint(
     maps: &mut dyn Maps,
     to: u32,
     reason: &str,
+    first_sign_ns: u64,
     why: String,
 ) -> Result<bool> {
     let Some(m) = ctx.member(to) else { return Ok(false) };
@@ -459,12 +473,14 @@ fn repoint(
     t.changes.push_back(ctx.now_ns);
     t.verdict.misses = 0;
     t.verdict.phase = Phase::Ok;
-    correction(ctx, t, reason, to, why);
+    correction(ctx, t, reason, to, first_sign_ns, why);
     Ok(true)
 }
 
-fn correction(ctx: &Ctx<'_>, t: &mut Track, reason: &str, to: u32, why: String) {
+fn correction(ctx: &Ctx<'_>, t: &mut Track, reason: &str, to: u32, first_sign_ns: u64, why: String) {
     *t.verdict.corrections.entry(reason.to_owned()).or_default() += 1;
+    t.corrected_ns.push(ctx.now_ns.saturating_sub(first_sign_ns));
+    t.first_miss_ns = None;
     let name = ctx.name(to);
     ctx.publish(EventKind::HolderCorrected, Some(&name), format!("{} re-pointed to {name}: {why}", ctx.vip));
 }
@@ -543,6 +559,9 @@ pub async fn run(mut verifier: Verifier, io: VerifierInputs) -> Result<()> {
             }
         };
         *lock(&io.verdicts) = verifier.verdicts();
+        for ns in &round.corrections_ns {
+            io.observer.latencies().correction(*ns);
+        }
         for p in &round.probes {
             if let Err(e) = arp.probe(p.ifindex, p.host_mac, p.guest_mac, p.vip.octets()) {
                 // The vNIC went away meanwhile: the reconciler will say so.

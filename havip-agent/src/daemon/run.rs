@@ -122,6 +122,7 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
         links,
         reconciled,
         verdicts: verdicts.clone(),
+        latencies: observer.latencies().clone(),
         started_ms: now_ms(),
     });
     let verify = verifier::run(

@@ -142,6 +142,14 @@ pub enum Op {
     SetEip(EipKey, EipBinding),
     /// Writes `uplink[0]` (all zero: no uplink).
     SetUplink(UplinkPort),
+    /// Removes a membership: that vNIC may no longer claim the VIP.
+    RemoveMember(MemberKey),
+    /// Removes an EIP's binding (no more DNAT).
+    RemoveEip(EipKey),
+    /// Removes a VIP's EIP and subnet (no more SNAT).
+    RemoveVipNat(VipKey),
+    /// The VRRP record of a membership that is no more.
+    RemoveVrrp(MemberKey),
     /// The slot's holder is no longer a member: cleared (the epoch grows), if
     /// it is still this holder when applied.
     ClearHolder {
@@ -154,14 +162,6 @@ pub enum Op {
         /// The holder's MAC as read.
         mac: [u8; 6],
     },
-    /// Removes a membership: that vNIC may no longer claim the VIP.
-    RemoveMember(MemberKey),
-    /// Removes an EIP's binding (no more DNAT).
-    RemoveEip(EipKey),
-    /// Removes a VIP's EIP and subnet (no more SNAT).
-    RemoveVipNat(VipKey),
-    /// The VRRP record of a membership that is no more.
-    RemoveVrrp(MemberKey),
     /// Unreachable by address first, then the slot freed (state and settings).
     RemoveVip {
         /// The VIP.

@@ -46,6 +46,7 @@ use crate::{
     clock::monotonic_ns,
     control::{
         feed::Feed,
+        latency::Latencies,
         verifier::{Phase, Verdict},
     },
     datapath::maps::Maps,
@@ -72,6 +73,8 @@ pub struct ApiContext {
     pub reconciled: Arc<AtomicU64>,
     /// The holder verification's verdicts, by VIP.
     pub verdicts: Arc<Mutex<BTreeMap<Ipv4Addr, Verdict>>>,
+    /// How far the control loop lags the data plane.
+    pub latencies: Arc<Latencies>,
     /// When the agent started, Unix ms.
     pub started_ms: u64,
 }

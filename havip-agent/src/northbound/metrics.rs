@@ -128,6 +128,24 @@ fn render(ctl: &ApiContext) -> String {
         );
     }
     family("havips", "gauge", "HAVIPs in the desired state.", &[(String::new(), state.havips.len() as u64)]);
+    for (name, help, h) in [
+        (
+            "claim_recorded_seconds",
+            "From a claim in the kernel (which re-points on that very packet) to its holder record in the store.",
+            lock(&ctl.latencies.claim_recorded).clone(),
+        ),
+        (
+            "correction_seconds",
+            "From the first sign of a wrong holder (a missed probe, a rival advertising alone) to its correction.",
+            lock(&ctl.latencies.correction).clone(),
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP havip_{name} {help}\n# TYPE havip_{name} histogram");
+        for (le, n) in h.cumulative() {
+            let _ = writeln!(out, "havip_{name}_bucket{{le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(out, "havip_{name}_sum {}\nhavip_{name}_count {}", h.sum, h.count);
+    }
     out
 }
 
