@@ -75,19 +75,29 @@ int xdp_vnic(struct xdp_md *ctx)
 	struct vip_nat *nat;
 	struct ethhdr *eth;
 	struct iphdr *iph;
-	int proto, inner;
+	__u16 vid;
+	int proto;
 
-	proto = parse_ethhdr(&nh, data_end, &eth, &inner);
+	proto = parse_ethhdr(&nh, data_end, &eth);
 	if (proto < 0)
 		goto malformed;
+	/* IPv4 first: the VIP path tests nothing it does not need. */
+	if (proto == bpf_htons(ETH_P_IP))
+		goto ipv4;
+	if (proto == bpf_htons(ETH_P_8021Q)) {
+		proto = parse_vlan_tag(&nh, data_end, &vid);
+		if (proto < 0)
+			goto malformed;
+		if (vid)
+			return pass_tagged(&nh, data_end, proto);
+		if (proto == bpf_htons(ETH_P_IP))
+			goto ipv4;
+	}
 	if (proto == bpf_htons(ETH_P_ARP))
 		return handle_arp(ctx, &nh, data_end, eth);
-	if (proto != bpf_htons(ETH_P_IP)) {
-		if (proto == bpf_htons(ETH_P_8021Q))
-			return pass_tagged(&nh, data_end, inner);
-		return pass_untouched();
-	}
+	return pass_untouched();
 
+ipv4:
 	proto = parse_iphdr(&nh, data_end, &iph);
 	if (proto < 0)
 		goto malformed;
@@ -117,9 +127,9 @@ int xdp_uplink(struct xdp_md *ctx)
 	struct eip_binding *eb;
 	struct ethhdr *eth;
 	struct iphdr *iph;
-	int proto, inner;
+	int proto;
 
-	proto = parse_ethhdr(&nh, data_end, &eth, &inner);
+	proto = parse_ethhdr(&nh, data_end, &eth);
 	if (proto < 0)
 		goto malformed;
 	if (proto != bpf_htons(ETH_P_IP))

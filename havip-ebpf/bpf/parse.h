@@ -72,29 +72,29 @@ struct vlan_tag {
 
 #define VLAN_VID_MASK 0x0fff
 
-/* Returns the EtherType (network order). A vNIC carries untagged frames; a
- * priority tag (802.1Q with VID 0: an untagged frame with a priority, IEEE
- * 802.1Q §6.9.1) is read past, so the cursor is on the payload either way.
- * A tag with another VID is not ours: ETH_P_8021Q is returned, the cursor
- * past the tag, and `*inner` (else untouched) is the EtherType inside. */
+/* Returns the EtherType (network order). */
 static __always_inline int parse_ethhdr(struct hdr_cursor *nh, void *data_end,
-					struct ethhdr **ethhdr, int *inner)
+					struct ethhdr **ethhdr)
 {
 	struct ethhdr *eth = nh->pos;
-	struct vlan_tag *tag;
 
 	if (parse_fixed(nh, data_end, sizeof(*eth)) < 0)
 		return -1;
 	*ethhdr = eth;
-	if (eth->h_proto != bpf_htons(ETH_P_8021Q))
-		return eth->h_proto;
-	tag = nh->pos;
+	return eth->h_proto;
+}
+
+/* After an EtherType of ETH_P_8021Q: returns the EtherType inside the tag,
+ * `*vid` its VLAN id (host order). A vNIC carries untagged frames; VID 0 is
+ * a priority tag, which means untagged (IEEE 802.1Q §6.9.1). Called only off
+ * the IPv4 path, so untagged traffic never pays for tags. */
+static __always_inline int parse_vlan_tag(struct hdr_cursor *nh, void *data_end, __u16 *vid)
+{
+	struct vlan_tag *tag = nh->pos;
+
 	if (parse_fixed(nh, data_end, sizeof(*tag)) < 0)
 		return -1;
-	if (tag->tci & bpf_htons(VLAN_VID_MASK)) {
-		*inner = tag->proto;
-		return bpf_htons(ETH_P_8021Q);
-	}
+	*vid = bpf_ntohs(tag->tci) & VLAN_VID_MASK;
 	return tag->proto;
 }
 
