@@ -25,7 +25,7 @@
 //! pure over the maps and returns the probes to send, so replays test it.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     net::Ipv4Addr,
     sync::{Arc, Mutex},
     time::Duration,
@@ -84,6 +84,12 @@ impl VerifySettings {
 /// Rounds a member must advertise the VIP alone (the holder silent) before
 /// it gets the VIP.
 pub const VRRP_LEAD_ROUNDS: u32 = 3;
+
+/// Moves of a VIP between members within [`CONTEST_WINDOW_NS`] that make it
+/// contested like two VRRP masters: two round trips (A→B→A→B→A). One
+/// failover and its preempt-back are a single round trip, never a contest.
+const CONTEST_CLAIMS: usize = 4;
+const CONTEST_WINDOW_NS: u64 = 5_000_000_000;
 
 /// Holder changes within [`FLAP_WINDOW_NS`] that make a flap.
 const FLAP_CHANGES: usize = 4;
@@ -169,8 +175,9 @@ struct Track {
     corrected_ns: Vec<u64>,
     /// The holder when the contest began (keep-holder).
     holder_before_contest: Option<u32>,
-    /// Recent holder changes (monotonic ns), to see flapping.
-    changes: VecDeque<u64>,
+    /// Recent holder changes: (monotonic ns, previous holder ifindex, new
+    /// holder ifindex; 0: none), to see flapping and claim contests.
+    changes: VecDeque<(u64, u32, u32)>,
     flapping: bool,
 }
 
@@ -301,8 +308,8 @@ fn judge_probes(ctx: &Ctx<'_>, t: &mut Track, maps: &mut dyn Maps) -> Result<()>
     let st = maps.vip_state(ctx.slot)?;
     let holder = (st.holder_ifindex != 0).then_some(st.holder_ifindex);
     let moved = t.seen.is_some_and(|(h, e)| (h, e) != (st.holder_ifindex, st.epoch));
-    if moved {
-        t.changes.push_back(ctx.now_ns);
+    if let Some((before, _)) = t.seen.filter(|_| moved) {
+        t.changes.push_back((ctx.now_ns, before, st.holder_ifindex));
     }
     if let Some(at) = t.probed_at {
         let answered = st.last_claim_ns >= at;
@@ -357,7 +364,7 @@ fn judge_probes(ctx: &Ctx<'_>, t: &mut Track, maps: &mut dyn Maps) -> Result<()>
     } else if holder.is_none() {
         t.verdict.phase = Phase::Searching;
     }
-    while t.changes.front().is_some_and(|&c| ctx.now_ns.saturating_sub(c) > FLAP_WINDOW_NS) {
+    while t.changes.front().is_some_and(|c| ctx.now_ns.saturating_sub(c.0) > FLAP_WINDOW_NS) {
         t.changes.pop_front();
     }
     if t.changes.len() >= FLAP_CHANGES && !t.flapping {
@@ -392,31 +399,33 @@ fn settle(
 ) -> Result<bool> {
     let st = maps.vip_state(ctx.slot)?;
     let holder = (st.holder_ifindex != 0).then_some(st.holder_ifindex);
-    if adverts.len() >= 2 {
+    if let Some((contenders, how, first_holder)) = contest(ctx, t, adverts) {
         if t.verdict.contested.is_none() {
             let who: Vec<(String, Option<u8>)> =
-                adverts.iter().map(|(i, (p, _))| (ctx.name(*i), Some(*p))).collect();
-            let names: Vec<String> =
-                who.iter().map(|(n, p)| format!("{n} (priority {})", p.unwrap_or(0))).collect();
+                contenders.iter().map(|i| (ctx.name(*i), adverts.get(i).map(|(p, _)| *p))).collect();
+            let names: Vec<String> = who
+                .iter()
+                .map(|(n, p)| match p {
+                    Some(p) => format!("{n} (priority {p})"),
+                    None => n.clone(),
+                })
+                .collect();
             ctx.publish(
                 EventKind::Contested,
                 None,
-                format!(
-                    "{} is contested: {} advertise VRRP as master at once; policy {policy}",
-                    ctx.vip,
-                    names.join(" and ")
-                ),
+                format!("{} is contested: {} {how}; policy {policy}", ctx.vip, names.join(" and ")),
             );
             t.verdict.contested = Some(Contest { members: who, since_ms: now_ms() });
-            t.holder_before_contest = holder;
+            t.holder_before_contest = first_holder.or(holder);
         }
         let want = match policy {
             SplitBrainPolicy::LastClaimWins => None,
             SplitBrainPolicy::VrrpPriority => {
-                // The highest priority; ties to the lowest ifindex, stably.
+                // The highest advertised priority; ties to the lowest
+                // ifindex, stably. Nobody advertising: nothing to go by.
                 adverts.iter().max_by_key(|(i, (p, _))| (*p, std::cmp::Reverse(**i))).map(|(i, _)| *i)
             }
-            SplitBrainPolicy::KeepHolder => t.holder_before_contest.filter(|h| adverts.contains_key(h)),
+            SplitBrainPolicy::KeepHolder => t.holder_before_contest.filter(|h| contenders.contains(h)),
         };
         t.vrrp_lead = None;
         if let Some(w) = want.filter(|w| holder != Some(*w)) {
@@ -453,6 +462,36 @@ fn settle(
     Ok(false)
 }
 
+/// A split brain, if there is one: the contending members (ifindexes), how
+/// it shows, and who held the VIP before it began (if not whoever holds it
+/// now). Two members advertising
+/// VRRP as master at once; or claims moving the VIP back and forth between
+/// members ([`CONTEST_CLAIMS`] moves within [`CONTEST_WINDOW_NS`]).
+fn contest(
+    ctx: &Ctx<'_>,
+    t: &Track,
+    adverts: &BTreeMap<u32, (u8, u64)>,
+) -> Option<(Vec<u32>, &'static str, Option<u32>)> {
+    if adverts.len() >= 2 {
+        // Who held it before: whoever holds it as the split is seen.
+        return Some((adverts.keys().copied().collect(), "advertise VRRP as master at once", None));
+    }
+    // Moves from one member to another: gaining or losing a holder is not
+    // a contest.
+    let recent: Vec<&(u64, u32, u32)> = t
+        .changes
+        .iter()
+        .filter(|c| c.1 != 0 && c.2 != 0 && ctx.now_ns.saturating_sub(c.0) <= CONTEST_WINDOW_NS)
+        .collect();
+    let members: BTreeSet<u32> = recent.iter().map(|c| c.2).filter(|i| *i != 0).collect();
+    if recent.len() >= CONTEST_CLAIMS && members.len() >= 2 {
+        // Who held it before: the holder the first of these claims replaced.
+        let before = recent.first().map(|c| c.1).filter(|h| *h != 0);
+        return Some((members.into_iter().collect(), "keep claiming it in turn", before));
+    }
+    None
+}
+
 /// Moves the VIP to member `to` (compare-and-swap on the epoch just read:
 /// a claim meanwhile wins, and the next round judges again). True if moved.
 fn repoint(
@@ -470,7 +509,7 @@ fn repoint(
         return Ok(false);
     }
     t.seen = Some((m.ifindex, st.epoch + 1));
-    t.changes.push_back(ctx.now_ns);
+    t.changes.push_back((ctx.now_ns, st.holder_ifindex, m.ifindex));
     t.verdict.misses = 0;
     t.verdict.phase = Phase::Ok;
     correction(ctx, t, reason, to, first_sign_ns, why);
@@ -770,6 +809,31 @@ mod tests {
         w.advertise(8, 100);
         w.round();
         assert_eq!(w.holder(), 8);
+    }
+
+    #[test]
+    fn members_claiming_in_turn_are_contested_too() {
+        let mut w = world("keep-holder");
+        w.answer(7, MAC_A);
+        w.round();
+        w.round(); // vnic-a has held it for a while
+                   // A failover and back is no contest.
+        for (i, mac) in [(8, MAC_B), (7, MAC_A)] {
+            w.answer(i, mac);
+            w.round();
+        }
+        assert!(w.verdict().contested.is_none());
+        // Two round trips within 5 s are: no VRRP here (kube-vip, arping,
+        // two leaders), the claims alone show it.
+        for (i, mac) in [(8, MAC_B), (7, MAC_A), (8, MAC_B)] {
+            w.answer(i, mac);
+            w.round();
+        }
+        let c = w.verdict().contested.expect("contested by claims");
+        assert_eq!(c.members, [("vnic-a".to_owned(), None), ("vnic-b".to_owned(), None)]);
+        assert_eq!(w.holder(), 7, "keep-holder: vnic-a held it before the claims began");
+        let contested = w.events().into_iter().find(|e| e.0 == EventKind::Contested).unwrap();
+        assert!(contested.1.contains("vnic-a and vnic-b keep claiming it in turn"), "{}", contested.1);
     }
 
     #[test]
