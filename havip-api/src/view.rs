@@ -294,6 +294,12 @@ pub enum EventKind {
     Contested,
     /// The VIP keeps moving back and forth between live members.
     HolderFlapping,
+    /// A reconcile pass failed: the maps no longer follow the store (retried
+    /// with backoff).
+    ReconcileFailed,
+    /// A vNIC of this host is present but XDP could not be attached to it
+    /// (retried with backoff).
+    AttachFailed,
 }
 
 impl EventKind {
@@ -308,6 +314,8 @@ impl EventKind {
                 | Self::HolderCorrected
                 | Self::Contested
                 | Self::HolderFlapping
+                | Self::ReconcileFailed
+                | Self::AttachFailed
         )
     }
 }

@@ -9,6 +9,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
+    time::Duration,
 };
 
 use anyhow::{Context, Result};
@@ -36,6 +37,25 @@ use crate::{
     sync::lock,
 };
 
+/// Whether the maps follow the store, as the last pass left it (for
+/// `status`, /metrics and events): divergence is never silent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncHealth {
+    /// The last pass's error, if it failed (the maps keep their last state).
+    pub last_error: Option<String>,
+    /// Passes that failed since the agent started.
+    pub failed_passes: u64,
+    /// vNICs of this host present but not attached, and why.
+    pub unattached: BTreeMap<String, String>,
+}
+
+/// Time between full passes even when nothing changed: a safety net for a
+/// change that was missed or a map someone else edited.
+pub const RESYNC: Duration = Duration::from_secs(30);
+
+/// Retries after a failed pass or attach: 1 s, doubling, at most [`RESYNC`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+
 /// Brings this host's data plane to the desired state, pass after pass.
 pub struct Reconciler {
     inputs: Inputs,
@@ -44,6 +64,8 @@ pub struct Reconciler {
     /// This host's registered vNICs' links as of the last pass, by vNIC
     /// name, to report what changed.
     seen: Links,
+    /// What the last pass left diverging.
+    health: Arc<Mutex<SyncHealth>>,
 }
 
 /// What a reconciler works with.
@@ -73,11 +95,42 @@ pub struct Inputs {
 impl Reconciler {
     /// A reconciler that has attached nothing yet and has seen no links.
     pub fn new(inputs: Inputs) -> Self {
-        Self { inputs, attached: BTreeMap::new(), seen: Links::new() }
+        Self { inputs, attached: BTreeMap::new(), seen: Links::new(), health: Arc::default() }
+    }
+
+    /// What the last pass left diverging (shared: read by the API).
+    pub fn health(&self) -> Arc<Mutex<SyncHealth>> {
+        self.health.clone()
     }
 
     /// One pass: attach, reconcile the maps, observe the holders.
     pub fn pass(&mut self, mode: SyncMode) -> Result<()> {
+        let result = self.try_pass(mode);
+        let mut health = lock(&self.health);
+        match &result {
+            Ok(()) => {
+                if let Some(was) = health.last_error.take() {
+                    info!(was = %was, "reconcile passes again");
+                }
+            }
+            Err(e) => {
+                let error = format!("{e:#}");
+                if health.last_error.as_ref() != Some(&error) {
+                    self.inputs.feed.publish(
+                        EventKind::ReconcileFailed,
+                        None,
+                        None,
+                        format!("the maps no longer follow the store: {error}; retried with backoff"),
+                    );
+                }
+                health.last_error = Some(error);
+                health.failed_passes += 1;
+            }
+        }
+        result
+    }
+
+    fn try_pass(&mut self, mode: SyncMode) -> Result<()> {
         let snap = self.inputs.store.desired();
         let links = self.inputs.links.borrow_and_update().clone();
         self.report_links(&snap.state, &links);
@@ -94,18 +147,35 @@ impl Reconciler {
     }
 
     /// Passes again on every change of the desired state, the links or the uplink.
+    /// Passes again on every change of the desired state, the links or the
+    /// uplink; after a failure (or a vNIC that could not be attached) again
+    /// with backoff; and every [`RESYNC`] regardless.
     pub async fn run(mut self) -> Result<()> {
         let mut revision = self.inputs.store.watch();
+        let mut retry = RETRY_FIRST;
+        let mut next = tokio::time::Instant::now() + RESYNC;
         loop {
             tokio::select! {
                 r = revision.changed() => r.context("the store's change feed closed")?,
                 r = self.inputs.links.changed() => r.context("the link feed closed")?,
                 // Without an uplink nobody sends: the branch is then disabled.
                 Ok(()) = self.inputs.uplink.changed() => {}
+                () = tokio::time::sleep_until(next) => {}
             }
-            if let Err(e) = self.pass(SyncMode::Running) {
-                // The next change retries; the data plane keeps its last state.
-                warn!(error = %format!("{e:#}"), "reconcile pass failed");
+            let ok = match self.pass(SyncMode::Running) {
+                Ok(()) => lock(&self.health).unattached.is_empty(),
+                // The data plane keeps its last state; the retry comes with backoff.
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), retry_in = ?retry, "reconcile pass failed");
+                    false
+                }
+            };
+            if ok {
+                retry = RETRY_FIRST;
+                next = tokio::time::Instant::now() + RESYNC;
+            } else {
+                next = tokio::time::Instant::now() + retry;
+                retry = (retry * 2).min(RESYNC);
             }
         }
     }
@@ -151,12 +221,23 @@ impl Reconciler {
                 Some(l) if self.attached.get(ifname) != Some(&l.ifindex) => {
                     match self.inputs.dp.attach(ifname) {
                         Ok(how) => {
+                            lock(&self.health).unattached.remove(name);
                             info!(vnic = %name, %ifname, ifindex = l.ifindex, hitless = how == Attach::Swapped, "attached");
                             self.attached.insert(ifname.clone(), l.ifindex);
                             report_veth_peer(&self.inputs.rtnl, &self.inputs.feed, name, ifname);
                         }
                         Err(e) => {
-                            warn!(vnic = %name, %ifname, error = %format!("{e:#}"), "attaching failed; retried on the next change")
+                            let error = format!("{e:#}");
+                            let mut health = lock(&self.health);
+                            if health.unattached.get(name) != Some(&error) {
+                                self.inputs.feed.publish(
+                                    EventKind::AttachFailed,
+                                    None,
+                                    Some(name),
+                                    format!("{ifname} cannot be attached: {error}; retried with backoff"),
+                                );
+                            }
+                            health.unattached.insert(name.clone(), error);
                         }
                     }
                 }
@@ -168,6 +249,10 @@ impl Reconciler {
                 }
             }
         }
+        // Only vNICs still here and present can be "not attached".
+        lock(&self.health).unattached.retain(|name, _| {
+            state.vnics.get(name).is_some_and(|v| v.host == self.inputs.host && links.contains_key(&v.ifname))
+        });
         for ifname in self.inputs.dp.attached()? {
             if !state.vnics_on(&self.inputs.host).any(|v| v.ifname == ifname) {
                 self.inputs.dp.detach(&ifname)?;
