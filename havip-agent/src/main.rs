@@ -48,9 +48,13 @@ enum Cmd {
         at: Where,
     },
     /// Detach from every vNIC and remove every pin: holders are forgotten.
+    /// Refused while an agent runs on the pin directory.
     Teardown {
         #[command(flatten)]
         at: Where,
+        /// Tear down even under a running agent (which then reports maps that are gone).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -68,7 +72,7 @@ fn init_logs(format: LogFormat) {
 
 fn main_inner(cli: Cli) -> Result<()> {
     let at = match &cli.cmd {
-        Cmd::Run { at, .. } | Cmd::Teardown { at } => at,
+        Cmd::Run { at, .. } | Cmd::Teardown { at, .. } => at,
     };
     // Before any runtime thread exists: threads inherit the namespace.
     if let Some(ns) = &at.netns {
@@ -81,7 +85,7 @@ fn main_inner(cli: Cli) -> Result<()> {
             .build()
             .context("starting the tokio runtime")?
             .block_on(run::run(config, &at.pin_dir)),
-        Cmd::Teardown { at } => loader::teardown(&at.pin_dir),
+        Cmd::Teardown { at, force } => loader::teardown_with(&at.pin_dir, *force),
     }
 }
 

@@ -10,7 +10,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use havip_model::{
-    rules::{check_name, parse_ipv4},
+    ops,
+    rules::{self, check_name, parse_ipv4, Rule},
     Capacity, DesiredFile, DesiredState, Host, Limits,
 };
 use serde::{de::DeserializeOwned, Deserialize};
@@ -114,7 +115,23 @@ impl Config {
         }
         limits.capacity = capacity;
         let desired = file.parse(&host.id)?;
+        check_alone(&desired, &limits)?;
         Ok(Self { host, agent, limits, capacity, uplink, verification, desired })
+    }
+}
+
+/// The file's desired state must keep the rules on its own: such a file is
+/// broken whatever the store holds, and is refused before anything is made.
+/// A reference to an object the file does not define (made through the
+/// API) is left to the start, which checks the file against the store.
+fn check_alone(desired: &DesiredState, limits: &Limits) -> Result<()> {
+    let mut alone = DesiredState::default();
+    ops::apply(&mut alone, desired.clone());
+    match rules::check(&alone, limits) {
+        Err(r) if !matches!(r.rule, Rule::UnknownSubnet | Rule::UnknownVnic | Rule::UnknownHavip) => {
+            Err(anyhow::Error::new(r).context("the desired-state sections break a rule"))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -227,5 +244,20 @@ mod tests {
         assert!(Config::parse("[limits]\nmax_eips_per_havip = 2").is_err());
         let e = Config::parse("[[subnets]]\nname=\"s\"\ncidr=\"198.18.1.5/24\"").unwrap_err();
         assert!(format!("{e:#}").contains("well-formed"), "{e:#}");
+    }
+
+    #[test]
+    fn a_file_that_breaks_a_rule_on_its_own_is_refused_before_anything_is_made() {
+        // Two members where the file's own limit allows one.
+        let two = LAB.replace("max_members_per_havip = 3", "max_members_per_havip = 1").replace(
+            "members = [\"vnic-a\"]",
+            "members = [\"vnic-a\", \"vnic-b\"]\n[[vnics]]\nname = \"vnic-b\"\ninstance = \"vm-b\"\n\
+             subnet = \"vpc1\"\nip = \"198.18.1.12\"\nmac = \"02:00:c6:12:01:0c\"",
+        );
+        let e = Config::parse(&two).unwrap_err();
+        assert!(format!("{e:#}").contains("max-members-per-havip"), "{e:#}");
+        // A HAVIP in a subnet made through the API is the store's business.
+        let elsewhere = "[[havips]]\nvip = \"198.18.9.50\"\nsubnet = \"vpc9\"";
+        assert!(Config::parse(elsewhere).is_ok());
     }
 }

@@ -1,11 +1,18 @@
-//! `havip-agent run`: open the store, apply the config's desired state, bring
-//! the data plane to it, then serve the API and follow links, claims and
-//! changes until told to stop. Stopping leaves everything attached.
+//! `havip-agent run`: check the whole config, take the pin directory
+//! (one agent per data plane), open the store, apply the config's desired
+//! state, bring the data plane to it, then serve the API and follow links,
+//! claims and changes until told to stop. Stopping leaves everything
+//! attached.
+//!
+//! Every signal has a defined, logged outcome: SIGTERM, SIGINT and SIGQUIT
+//! stop the agent (exit 0); SIGHUP, SIGUSR1 and SIGUSR2 are logged and
+//! ignored (a restart reloads the config).
 
 use std::{
     collections::BTreeMap,
     path::Path,
     sync::{atomic::AtomicU64, Arc, Mutex},
+    time::Duration,
 };
 
 use anyhow::{Context, Result};
@@ -15,7 +22,7 @@ use tokio::{
     signal::unix::{signal, SignalKind},
     sync::{watch, Notify},
 };
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{config::Config, notify};
 use crate::{
@@ -26,6 +33,7 @@ use crate::{
         verifier::{self, Verifier, VerifierInputs},
     },
     datapath::{
+        bpffs::PinLock,
         loader::{Attach, Dataplane},
         maps::Maps,
         plan::Uplink,
@@ -39,8 +47,9 @@ use crate::{
         api::{self, ApiContext},
         metrics,
     },
-    store::{redb::RedbStore, Store},
+    store::{redb::RedbStore, Store, StoreError},
 };
+use havip_api::EventKind;
 
 /// Attaches `xdp_uplink` and starts following the uplink's next hop; the
 /// receiver sees the uplink once it is usable.
@@ -66,30 +75,135 @@ async fn start_uplink(
 }
 
 /// Applies the config's desired-state sections, like `havipctl apply -f`.
-fn apply_config(store: &dyn Store, cfg: &Config) -> Result<()> {
-    let snap = store
-        .update(&mut |s| {
-            ops::apply(s, cfg.desired.clone());
-            rules::check(s, &cfg.limits)
-        })
-        .context("applying the config's desired state")?;
-    info!(revision = snap.revision, havips = snap.state.havips.len(), "desired state loaded");
+/// An accepted change never makes a start fail: if the file's state, applied
+/// to the store's, breaks a rule (two API calls may have made it so), or
+/// cannot be written, the agent starts on the store's state and says why
+/// (returned, logged, and kept in the store's health for status).
+fn apply_config(store: &dyn Store, cfg: &Config) -> Option<String> {
+    let applied = store.update(&mut |s| {
+        ops::apply(s, cfg.desired.clone());
+        rules::check(s, &cfg.limits)
+    });
+    let why = match applied {
+        Ok(snap) => {
+            info!(revision = snap.revision, havips = snap.state.havips.len(), "desired state loaded");
+            store.health().set_config_not_applied(None);
+            return None;
+        }
+        Err(StoreError::Refused(r)) => format!("with the store's state it is {r}"),
+        Err(StoreError::Backend(e)) => format!("the store could not write it: {e:#}"),
+    };
+    let snap = store.desired();
+    let why = format!(
+        "the config file's desired state was not applied ({why}); running on the store's state, revision {}",
+        snap.revision
+    );
+    warn!(revision = snap.revision, "{why}");
+    store.health().set_config_not_applied(Some(why.clone()));
+    Some(why)
+}
+
+/// What the config asks for that can be checked without making anything:
+/// the metrics address can be bound.
+fn preflight(cfg: &Config) -> Result<()> {
+    if let Some(addr) = cfg.agent.metrics {
+        drop(std::net::TcpListener::bind(addr).with_context(|| format!("agent.metrics: binding {addr}"))?);
+    }
+    Ok(())
+}
+
+/// How long the store may fail before it is tried again, at most.
+const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
+const STORE_RETRY_MIN: Duration = Duration::from_millis(250);
+
+/// Keeps the store written: while its writes fail, reports it once (log and
+/// feed), retries with backoff (observations wait in memory, the data plane
+/// never waits), and says when it is back. Never ends.
+async fn keep_store_written(store: Arc<dyn Store>, feed: Arc<Feed>) {
+    let health = store.health();
+    let mut backoff = STORE_RETRY_MIN;
+    let mut reported = false;
+    loop {
+        tokio::time::sleep(backoff).await;
+        if !health.failing() {
+            if reported {
+                info!("store: writes work again; every observation is on disk");
+                reported = false;
+            }
+            backoff = STORE_RETRY_MIN;
+            continue;
+        }
+        if !reported {
+            let h = health.snapshot();
+            feed.publish(
+                EventKind::ReconcileFailed,
+                None,
+                None,
+                format!(
+                    "store: writes fail ({}); observations of {} HAVIPs kept in memory, retried with \
+                     backoff; the data plane is not affected",
+                    h.last_error.unwrap_or_default(),
+                    h.pending
+                ),
+            );
+            reported = true;
+        }
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.flush()).await {
+            Ok(Ok(())) => backoff = STORE_RETRY_MIN,
+            Ok(Err(_)) => backoff = (backoff * 2).min(STORE_RETRY_MAX),
+            Err(e) => {
+                error!(error = %e, "store flush task");
+                backoff = STORE_RETRY_MAX;
+            }
+        }
+    }
+}
+
+/// Logs the signals that do not stop the agent, for its life.
+fn log_ignored_signals() -> Result<()> {
+    for (kind, name) in [
+        (SignalKind::hangup(), "SIGHUP"),
+        (SignalKind::user_defined1(), "SIGUSR1"),
+        (SignalKind::user_defined2(), "SIGUSR2"),
+    ] {
+        let mut sig = signal(kind).with_context(|| format!("installing {name} handler"))?;
+        tokio::spawn(async move {
+            while sig.recv().await.is_some() {
+                warn!("{name}: ignored; restart the agent to reload its config");
+            }
+        });
+    }
     Ok(())
 }
 
 /// Runs the agent with the configuration file `config` and pins under
 /// `pin_root`, until SIGTERM or SIGINT (or a part fails).
 pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
+    // First, so that no signal finds the default action (exit, no log).
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut quit = signal(SignalKind::quit()).context("installing SIGQUIT handler")?;
+    log_ignored_signals()?;
+    // The whole config is checked before anything is made.
     let cfg = Config::load(config)?;
+    preflight(&cfg)?;
     info!(host = %cfg.host.id, underlay = ?cfg.host.underlay, "this host");
-    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&cfg.agent.store)?);
-    apply_config(&*store, &cfg)?;
-
+    // Nothing that may change a data plane runs before this process owns it.
+    let _owner = PinLock::acquire(pin_root)?;
     let mut dp = Dataplane::open(pin_root, cfg.capacity)?;
     info!(dir = %dp.dir().display(), "data plane loaded");
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&cfg.agent.store)?);
+    let config_not_applied = apply_config(&*store, &cfg);
+
     let (links, follow_links) = links::watch_links().await?;
     let rtnl = links::connect()?;
     let feed = Arc::new(Feed::default());
+    if let Some(why) = config_not_applied {
+        feed.publish(EventKind::ReconcileFailed, None, None, why);
+    }
+    tokio::spawn(keep_store_written(store.clone(), feed.clone()));
+    let last_flush = store.clone();
     let uplink = start_uplink(&mut dp, &cfg, &links, &rtnl, &feed).await?;
     let events = dp.take_events()?;
     let maps: Arc<Mutex<dyn Maps>> = Arc::new(Mutex::new(dp.take_maps()?));
@@ -140,8 +254,6 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
     let serve_api = api::bind(ctl.clone(), &cfg.agent.api_socket)?;
     let serve_metrics = metrics::bind(ctl, cfg.agent.metrics).await?;
 
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     notify::notify("READY=1")?;
     info!(api = %cfg.agent.api_socket.display(), "ready");
 
@@ -154,9 +266,18 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
         r = serve_metrics => r.map(|()| "metrics"),
         _ = term.recv() => Ok("SIGTERM"),
         _ = int.recv() => Ok("SIGINT"),
+        _ = quit.recv() => Ok("SIGQUIT"),
     };
-    if let Ok(signal) = &outcome {
-        info!("{signal}: stopping; programs stay attached and holders stay in the kernel");
+    match &outcome {
+        Ok(signal) => info!("{signal}: stopping; programs stay attached and holders stay in the kernel"),
+        Err(e) => error!("{e:#}: stopping; programs stay attached and holders stay in the kernel"),
+    }
+    if let Err(e) = tokio::task::spawn_blocking(move || last_flush.flush())
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|r| Ok(r?))
+    {
+        warn!(error = %format!("{e:#}"), "store: observations still in memory are lost with this run (the next start reads them from the maps)");
     }
     // The next agent would remove it as stale; removing it now says "stopped".
     let _ = std::fs::remove_file(&cfg.agent.api_socket);
@@ -166,7 +287,9 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
 
 /// Hands a batch of the kernel's claim events to the observer: one store
 /// commit per batch (it waits for fsync), off the async threads; and has a
-/// new holder verified at once.
+/// new holder verified at once. Never fails: whatever a guest sends, and
+/// whatever the store does, the events keep being followed (a failed write
+/// is the store's to keep and retry, see [`keep_store_written`]).
 async fn record_claims(
     observer: &Arc<Observer>,
     nudge: &Notify,
@@ -177,8 +300,10 @@ async fn record_claims(
     }
     let names = observer.names();
     let observer = observer.clone();
-    tokio::task::spawn_blocking(move || observer.record_events(&batch, &names))
-        .await
-        .context("observer task")?
-        .context("recording claims")
+    match tokio::task::spawn_blocking(move || observer.record_events(&batch, &names)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %format!("{e:#}"), "recording claims"),
+        Err(e) => error!(error = %e, "the observer task failed on a batch of claims"),
+    }
+    Ok(())
 }

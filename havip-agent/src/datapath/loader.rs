@@ -27,7 +27,7 @@ use havip_common::{
 use havip_model::Capacity;
 use tracing::{info, warn};
 
-use super::{bpffs, maps::KernelMaps};
+use super::{bpffs::PinLock, maps::KernelMaps};
 
 /// What attaching to a vNIC did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +42,8 @@ pub enum Attach {
 pub struct Dataplane {
     ebpf: Ebpf,
     dir: PathBuf,
+    /// This process owns the pin directory while the data plane is open.
+    _lock: PinLock,
 }
 
 /// `DIR/v<ABI>`: a layout change moves to a new directory rather than
@@ -180,9 +182,10 @@ fn check_pinned(dir: &Path, cap: Capacity) -> Result<()> {
 
 impl Dataplane {
     /// Loads the program, reusing compatible pinned maps under
-    /// `pin_root/v<ABI>/` or creating and pinning them.
+    /// `pin_root/v<ABI>/` or creating and pinning them, once this process
+    /// owns `pin_root` ([`PinLock`]): refused while another process does.
     pub fn open(pin_root: &Path, cap: Capacity) -> Result<Self> {
-        bpffs::ensure_mounted(pin_root)?;
+        let lock = PinLock::acquire(pin_root)?;
         let dir = versioned_dir(pin_root);
         fs::create_dir_all(links_dir(&dir))
             .with_context(|| format!("creating pin directory {}", dir.display()))?;
@@ -209,7 +212,7 @@ impl Dataplane {
                 .with_context(|| format!("{name} is not an XDP program"))?;
             prog.load().with_context(|| format!("verifying and loading {name}"))?;
         }
-        Ok(Self { ebpf, dir })
+        Ok(Self { ebpf, dir, _lock: lock })
     }
 
     /// The versioned pin directory (`DIR/v<ABI>`, see [`versioned_dir`]) the maps and links are pinned under.
@@ -344,13 +347,28 @@ fn unpin_link(pin: &Path) -> Result<()> {
 }
 
 /// Detaches havip from every vNIC and removes every pin under
-/// `pin_root/v<ABI>/`: holders and counters are forgotten.
+/// `pin_root/v<ABI>/`: holders and counters are forgotten. Refused while
+/// another process (a running agent) owns `pin_root`; see [`teardown_with`].
 pub fn teardown(pin_root: &Path) -> Result<()> {
+    teardown_with(pin_root, false)
+}
+
+/// [`teardown`]; with `force`, also under a running agent (which then
+/// reports maps that are gone: stop it first whenever possible).
+pub fn teardown_with(pin_root: &Path, force: bool) -> Result<()> {
     let dir = versioned_dir(pin_root);
     if !dir.exists() {
         info!(dir = %dir.display(), "nothing pinned");
         return Ok(());
     }
+    let _lock = match PinLock::acquire(pin_root) {
+        Ok(lock) => Some(lock),
+        Err(e) if force => {
+            warn!(error = %format!("{e:#}"), "--force: tearing down under the running agent");
+            None
+        }
+        Err(e) => return Err(e.context("refusing to tear down (--force to do it anyway)")),
+    };
     for links in [links_dir(&dir), uplink_dir(&dir)] {
         if !links.exists() {
             continue;

@@ -8,10 +8,20 @@
 
 pub mod redb;
 
-use std::{collections::BTreeMap, net::Ipv4Addr, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+};
 
 use havip_model::{DesiredState, Observed, Refusal};
+use serde::Serialize;
 use tokio::sync::watch;
+
+use crate::sync::lock;
 
 /// The desired state as committed, and the revision that committed it.
 #[derive(Clone, Debug)]
@@ -57,6 +67,98 @@ pub trait Store: Send + Sync {
 
     /// The revision of the desired state: changes on every commit.
     fn watch(&self) -> watch::Receiver<u64>;
+
+    /// Writes what [`Store::record`] kept in memory because the backend
+    /// failed (reopening the backend first if it must). Called again, with
+    /// backoff, while it fails; a backend that never defers writes has
+    /// nothing to do.
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// How the backend is doing, for logs, status and metrics: shared, so
+    /// a reader keeps it for the agent's life.
+    fn health(&self) -> Arc<StoreHealth> {
+        Arc::default()
+    }
+}
+
+/// How the store is doing, updated by the backend as it writes (lock-free
+/// reads): whether its writes fail, how many observations wait in memory to
+/// be written, and whether the config file's desired state was left out at
+/// start. Northbound shows it in status and metrics.
+#[derive(Debug, Default)]
+pub struct StoreHealth {
+    failing: AtomicBool,
+    write_failures: AtomicU64,
+    reopens: AtomicU64,
+    pending: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    config_not_applied: Mutex<Option<String>>,
+}
+
+/// [`StoreHealth`] read at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StoreHealthSnapshot {
+    /// The last write failed: observations are kept in memory and retried.
+    pub failing: bool,
+    /// Writes that failed since the agent started.
+    pub write_failures: u64,
+    /// Times the backend was reopened after a failed write.
+    pub reopens: u64,
+    /// HAVIPs whose observations are in memory, not yet on disk.
+    pub pending: u64,
+    /// The last write error, kept after recovery (None if there never was one).
+    pub last_error: Option<String>,
+    /// Why the config file's desired state was not applied at start (the
+    /// agent runs on the store's state), if it was not.
+    pub config_not_applied: Option<String>,
+}
+
+impl StoreHealth {
+    /// Whether the last write failed.
+    pub fn failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+
+    /// Every field at once.
+    pub fn snapshot(&self) -> StoreHealthSnapshot {
+        StoreHealthSnapshot {
+            failing: self.failing(),
+            write_failures: self.write_failures.load(Ordering::Relaxed),
+            reopens: self.reopens.load(Ordering::Relaxed),
+            pending: self.pending.load(Ordering::Relaxed),
+            last_error: lock(&self.last_error).clone(),
+            config_not_applied: lock(&self.config_not_applied).clone(),
+        }
+    }
+
+    /// A write failed with `error`.
+    pub fn write_failed(&self, error: &str) {
+        self.failing.store(true, Ordering::Relaxed);
+        self.write_failures.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.last_error) = Some(error.to_owned());
+    }
+
+    /// A write succeeded.
+    pub fn write_succeeded(&self) {
+        self.failing.store(false, Ordering::Relaxed);
+    }
+
+    /// The backend was reopened.
+    pub fn reopened(&self) {
+        self.reopens.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `n` HAVIPs' observations wait in memory.
+    pub fn set_pending(&self, n: usize) {
+        self.pending.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// The config file's desired state was not applied at start, and why.
+    pub fn set_config_not_applied(&self, why: Option<String>) {
+        *lock(&self.config_not_applied) = why;
+    }
 }
 
 /// [`Store::update`] with a result from the edit.

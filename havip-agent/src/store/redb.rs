@@ -3,10 +3,12 @@
 //! crash mid-write leaves the previous state; a returned commit is on disk.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     fmt::Display,
+    fs::{DirBuilder, OpenOptions, Permissions},
     net::Ipv4Addr,
-    path::Path,
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
     str::FromStr,
     sync::{Arc, Mutex, MutexGuard},
 };
@@ -15,10 +17,11 @@ use anyhow::{bail, Context, Result};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::watch;
+use tracing::{info, warn};
 
 use havip_model::{DesiredState, Observed};
 
-use super::{Edit, Snapshot, Store, StoreError};
+use super::{Edit, Snapshot, Store, StoreError, StoreHealth};
 use crate::sync::lock;
 
 /// Every table maps a name (or a VIP, as text) to a JSON document.
@@ -36,58 +39,111 @@ const SCHEMA_VERSION: u64 = 2;
 
 /// The embedded store: one redb file, with the committed state cached in
 /// memory.
+///
+/// A failed write never stops it: redb refuses every write after an I/O
+/// error ("Previous I/O error occurred") until the file is opened again, so
+/// the database is dropped on a failed commit and reopened before the next
+/// one. Observations ([`Store::record`]) are kept in memory until they can
+/// be written ([`Store::flush`]); [`StoreHealth`] says how it goes.
 pub struct RedbStore {
-    db: Database,
-    /// Held across each write so memory and file change together.
+    path: PathBuf,
+    /// None after a failed commit: reopened before the next write.
+    db: Mutex<Option<Database>>,
+    /// Held across each write so memory and file change together (taken
+    /// before `db`).
     cache: Mutex<Cache>,
     revision: watch::Sender<u64>,
+    health: Arc<StoreHealth>,
 }
 
 struct Cache {
     desired: Snapshot,
+    /// What was observed, written or not.
     observed: BTreeMap<Ipv4Addr, Observed>,
+    /// HAVIPs whose observations are not on disk yet.
+    pending: BTreeSet<Ipv4Addr>,
+}
+
+/// Creates the store's directory (owner only) if it is missing, and the
+/// file owner-read-write, tightening an existing file's mode: the store is
+/// the agent's private state.
+fn create_private(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+        }
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating the store {}", path.display()))?;
+    let mode = file.metadata()?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        file.set_permissions(Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} private", path.display()))?;
+        info!(store = %path.display(), "was mode {mode:o}: made 0600");
+    }
+    Ok(())
+}
+
+/// Opens (or initialises) the database file and checks its schema.
+fn open_db(path: &Path) -> Result<Database> {
+    let db = Database::create(path).with_context(|| format!("opening the store {}", path.display()))?;
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        let schema = meta.get(SCHEMA)?.map(|v| v.value());
+        match schema {
+            None => {
+                meta.insert(SCHEMA, SCHEMA_VERSION)?;
+            }
+            Some(SCHEMA_VERSION) => {}
+            Some(v) => {
+                bail!("store {} has schema {v}; this agent reads {SCHEMA_VERSION}", path.display())
+            }
+        }
+        for t in [SUBNETS, VNICS, HAVIPS, OBSERVED] {
+            txn.open_table(t)?;
+        }
+    }
+    txn.commit().context("initialising the store")?;
+    Ok(db)
+}
+
+/// The committed desired state.
+fn read_desired(db: &Database) -> Result<Snapshot> {
+    let read = db.begin_read()?;
+    let revision = read.open_table(META)?.get(REVISION)?.map_or(0, |v| v.value());
+    let state = DesiredState {
+        subnets: read_docs(&read.open_table(SUBNETS)?)?,
+        vnics: read_docs(&read.open_table(VNICS)?)?,
+        havips: read_docs(&read.open_table(HAVIPS)?)?,
+    };
+    Ok(Snapshot { revision, state: Arc::new(state) })
 }
 
 impl RedbStore {
-    /// Opens the store at `path`, creating it (and its directory) if needed.
+    /// Opens the store at `path`, creating it (and its directory, 0700) if
+    /// needed; the file is made 0600.
     pub fn open(path: &Path) -> Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let db = Database::create(path).with_context(|| format!("opening the store {}", path.display()))?;
-        let txn = db.begin_write()?;
-        {
-            let mut meta = txn.open_table(META)?;
-            let schema = meta.get(SCHEMA)?.map(|v| v.value());
-            match schema {
-                None => {
-                    meta.insert(SCHEMA, SCHEMA_VERSION)?;
-                }
-                Some(SCHEMA_VERSION) => {}
-                Some(v) => {
-                    bail!("store {} has schema {v}; this agent reads {SCHEMA_VERSION}", path.display())
-                }
-            }
-            for t in [SUBNETS, VNICS, HAVIPS, OBSERVED] {
-                txn.open_table(t)?;
-            }
-        }
-        txn.commit().context("initialising the store")?;
-
-        let read = db.begin_read()?;
-        let revision = read.open_table(META)?.get(REVISION)?.map_or(0, |v| v.value());
-        let state = DesiredState {
-            subnets: read_docs(&read.open_table(SUBNETS)?)?,
-            vnics: read_docs(&read.open_table(VNICS)?)?,
-            havips: read_docs(&read.open_table(HAVIPS)?)?,
-        };
-        let observed = read_docs(&read.open_table(OBSERVED)?)?;
-        drop(read);
-        let desired = Snapshot { revision, state: Arc::new(state) };
+        create_private(path)?;
+        let db = open_db(path)?;
+        let desired = read_desired(&db)?;
+        let observed = read_docs(&db.begin_read()?.open_table(OBSERVED)?)?;
+        let revision = desired.revision;
         Ok(Self {
-            db,
-            cache: Mutex::new(Cache { desired, observed }),
+            path: path.to_owned(),
+            db: Mutex::new(Some(db)),
+            cache: Mutex::new(Cache { desired, observed, pending: BTreeSet::new() }),
             revision: watch::Sender::new(revision),
+            health: Arc::default(),
         })
     }
 
@@ -97,10 +153,71 @@ impl RedbStore {
         lock(&self.cache)
     }
 
-    fn commit(&self, write: impl FnOnce(&WriteTransaction) -> Result<()>) -> Result<()> {
-        let txn = self.db.begin_write().context("starting a store transaction")?;
-        write(&txn)?;
-        txn.commit().context("committing to the store")
+    /// The open database, reopened first after a failed commit. A failed
+    /// commit may have landed after all (fsync failing after the write):
+    /// then the file is ahead of memory, and memory takes its desired state.
+    fn ready<'a>(&self, slot: &'a mut Option<Database>, cache: &mut Cache) -> Result<&'a Database> {
+        if slot.is_none() {
+            let db = open_db(&self.path).context("reopening the store after a failed write")?;
+            self.health.reopened();
+            let on_disk = read_desired(&db)?;
+            if on_disk.revision != cache.desired.revision {
+                warn!(
+                    memory = cache.desired.revision,
+                    disk = on_disk.revision,
+                    "the store file is at another revision than memory after a failed write: taking the file's"
+                );
+                cache.observed.retain(|vip, _| on_disk.state.havips.contains_key(vip));
+                cache.pending.retain(|vip| on_disk.state.havips.contains_key(vip));
+                self.revision.send_replace(on_disk.revision);
+                cache.desired = on_disk;
+            }
+            info!(store = %self.path.display(), "reopened");
+            *slot = Some(db);
+        }
+        Ok(slot.as_ref().expect("opened above"))
+    }
+
+    /// One commit of `write`, on a database reopened first if it must be;
+    /// a failure drops the database (redb would refuse every later write)
+    /// and marks the store's health.
+    fn commit(
+        &self,
+        cache: &mut Cache,
+        write: impl FnOnce(&Cache, &WriteTransaction) -> Result<()>,
+    ) -> Result<()> {
+        let mut slot = lock(&self.db);
+        let result = (|| {
+            let db = self.ready(&mut slot, cache)?;
+            let txn = db.begin_write().context("starting a store transaction")?;
+            write(cache, &txn)?;
+            txn.commit().context("committing to the store")
+        })();
+        match &result {
+            Ok(()) => self.health.write_succeeded(),
+            Err(e) => {
+                *slot = None;
+                self.health.write_failed(&format!("{e:#}"));
+            }
+        }
+        result
+    }
+
+    /// Writes the observations waiting in memory.
+    fn write_pending(&self, cache: &mut Cache) -> Result<()> {
+        self.commit(cache, |cache, txn| {
+            let mut table = txn.open_table(OBSERVED)?;
+            for vip in &cache.pending {
+                if let Some(o) = cache.observed.get(vip) {
+                    table.insert(vip.to_string().as_str(), serde_json::to_vec(o)?.as_slice())?;
+                }
+            }
+            Ok(())
+        })
+        .context("recording observations")?;
+        cache.pending.clear();
+        self.health.set_pending(0);
+        Ok(())
     }
 }
 
@@ -111,6 +228,14 @@ impl Store for RedbStore {
 
     fn update(&self, change: &mut Edit<'_>) -> Result<Snapshot, StoreError> {
         let mut cache = self.cache();
+        {
+            // Before the edit: a reopen may change what it edits.
+            let mut slot = lock(&self.db);
+            if let Err(e) = self.ready(&mut slot, &mut cache) {
+                self.health.write_failed(&format!("{e:#}"));
+                return Err(e.into());
+            }
+        }
         let old = cache.desired.clone();
         let mut new = (*old.state).clone();
         change(&mut new)?;
@@ -124,7 +249,7 @@ impl Store for RedbStore {
             .filter(|vip| !new.havips.contains_key(vip))
             .map(|v| v.to_string())
             .collect();
-        self.commit(|txn| {
+        self.commit(&mut cache, |cache, txn| {
             write_diff(&mut txn.open_table(SUBNETS)?, &old.state.subnets, &new.subnets)?;
             write_diff(&mut txn.open_table(VNICS)?, &old.state.vnics, &new.vnics)?;
             write_diff(&mut txn.open_table(HAVIPS)?, &old.state.havips, &new.havips)?;
@@ -132,10 +257,18 @@ impl Store for RedbStore {
             for vip in &gone {
                 observed.remove(vip.as_str())?;
             }
+            // Observations waiting in memory go with it.
+            for vip in cache.pending.iter().filter(|v| new.havips.contains_key(v)) {
+                if let Some(o) = cache.observed.get(vip) {
+                    observed.insert(vip.to_string().as_str(), serde_json::to_vec(o)?.as_slice())?;
+                }
+            }
             txn.open_table(META)?.insert(REVISION, revision)?;
             Ok(())
         })
         .with_context(|| format!("committing revision {revision}"))?;
+        cache.pending.clear();
+        self.health.set_pending(0);
         cache.observed.retain(|vip, _| new.havips.contains_key(vip));
         cache.desired = Snapshot { revision, state: Arc::new(new) };
         self.revision.send_replace(revision);
@@ -146,28 +279,56 @@ impl Store for RedbStore {
         self.cache().observed.clone()
     }
 
+    /// Keeps the observations in memory at once (what `observed` returns),
+    /// then writes them; if the store is failing, or the write fails, they
+    /// wait for [`Store::flush`] and this still succeeds: no storage fault
+    /// may stop what reports the data plane.
     fn record(&self, observed: &BTreeMap<Ipv4Addr, Observed>) -> Result<(), StoreError> {
         let mut cache = self.cache();
         let desired = cache.desired.state.clone();
-        let fresh: BTreeMap<&Ipv4Addr, &Observed> = observed
+        let fresh: Vec<(Ipv4Addr, Observed)> = observed
             .iter()
             .filter(|(vip, o)| desired.havips.contains_key(vip) && cache.observed.get(vip) != Some(o))
+            .map(|(vip, o)| (*vip, o.clone()))
             .collect();
-        if fresh.is_empty() {
+        for (vip, o) in fresh {
+            cache.observed.insert(vip, o);
+            cache.pending.insert(vip);
+        }
+        self.health.set_pending(cache.pending.len());
+        // While failing, retries come from `flush`, with the caller's backoff.
+        if cache.pending.is_empty() || self.health.failing() {
             return Ok(());
         }
-        self.commit(|txn| {
-            let mut table = txn.open_table(OBSERVED)?;
-            for (vip, o) in &fresh {
-                table.insert(vip.to_string().as_str(), serde_json::to_vec(o)?.as_slice())?;
-            }
-            Ok(())
-        })
-        .context("recording observations")?;
-        for (vip, o) in fresh {
-            cache.observed.insert(*vip, o.clone());
+        if let Err(e) = self.write_pending(&mut cache) {
+            warn!(
+                error = %format!("{e:#}"),
+                pending = cache.pending.len(),
+                "store write failed: observations kept in memory, retried"
+            );
         }
         Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        let mut cache = self.cache();
+        if cache.pending.is_empty() {
+            // Nothing to write: being able to open the store again is health.
+            let mut slot = lock(&self.db);
+            match self.ready(&mut slot, &mut cache) {
+                Ok(_) => self.health.write_succeeded(),
+                Err(e) => {
+                    self.health.write_failed(&format!("{e:#}"));
+                    return Err(e.into());
+                }
+            }
+            return Ok(());
+        }
+        Ok(self.write_pending(&mut cache)?)
+    }
+
+    fn health(&self) -> Arc<StoreHealth> {
+        self.health.clone()
     }
 
     fn watch(&self) -> watch::Receiver<u64> {
@@ -286,5 +447,141 @@ mod tests {
         drop(store);
         assert!(RedbStore::open(&path).unwrap().observed().is_empty());
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    fn one_havip(store: &RedbStore, vip: Ipv4Addr) {
+        store
+            .update(&mut |s| {
+                s.subnets.insert("vpc1".into(), "198.18.1.0/24".parse()?);
+                create_havip(
+                    s,
+                    &HavipSpec { vip: Some(vip.to_string()), subnet: "vpc1".into(), ..Default::default() },
+                )?;
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn the_state_directory_and_file_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = temp_path("private");
+        let dir = path.parent().unwrap().to_owned();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        drop(RedbStore::open(&path).unwrap());
+        assert_eq!((mode(&dir), mode(&path)), (0o700, 0o600), "state dir and store are owner-only");
+        // A store made before (by hand, or an older agent) is made private.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(RedbStore::open(&path).unwrap());
+        assert_eq!(mode(&path), 0o600);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A tmpfs of `size` mounted on a fresh directory, unmounted (lazily:
+    /// files may still be open) and removed on drop.
+    struct SmallFs(std::path::PathBuf);
+
+    impl SmallFs {
+        fn mount(name: &str, size: &str) -> Option<Self> {
+            use std::ffi::CString;
+            if unsafe { libc::geteuid() } != 0 {
+                eprintln!("skipped: needs root to mount a tmpfs");
+                return None;
+            }
+            let dir = std::env::temp_dir().join(format!("havip-store-{}-{name}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let (src, target, fstype) = (
+                CString::new("tmpfs").unwrap(),
+                CString::new(dir.to_str().unwrap()).unwrap(),
+                CString::new("tmpfs").unwrap(),
+            );
+            let data = CString::new(format!("size={size},mode=0700")).unwrap();
+            // SAFETY: valid C strings.
+            let rc = unsafe {
+                libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, data.as_ptr().cast())
+            };
+            assert_eq!(rc, 0, "mounting a tmpfs: {}", std::io::Error::last_os_error());
+            Some(Self(dir))
+        }
+
+        /// Fills the filesystem: a file grown until ENOSPC.
+        fn fill(&self) -> std::path::PathBuf {
+            use std::io::Write;
+            let filler = self.0.join("filler");
+            let mut f = std::fs::File::create(&filler).unwrap();
+            let block = vec![0xa5u8; 4096];
+            loop {
+                match f.write_all(&block) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                    Err(e) => panic!("filling: {e}"),
+                }
+            }
+            filler
+        }
+    }
+
+    impl Drop for SmallFs {
+        fn drop(&mut self) {
+            let target = std::ffi::CString::new(self.0.to_str().unwrap()).unwrap();
+            // SAFETY: a valid C string.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_full_disk_keeps_observations_in_memory_and_never_poisons_the_store() {
+        let Some(fs) = SmallFs::mount("full", "4m") else { return };
+        let path = fs.0.join("state.redb");
+        let vip: Ipv4Addr = "198.18.1.50".parse().unwrap();
+        let store = RedbStore::open(&path).unwrap();
+        one_havip(&store, vip);
+        let filler = fs.fill();
+        let health = store.health();
+
+        // Observations keep coming while nothing can be written.
+        for epoch in 1..=20u64 {
+            let holder = Holder { host: "hv1".into(), vnic: "vnic-a".into(), mac: [2, 0, 0, 0, 0, 1], epoch };
+            let mut o = Observed { holder: Some(holder), epoch, ..Default::default() };
+            o.remember(Claim {
+                at_ms: epoch,
+                vnic: "vnic-a".into(),
+                accepted: true,
+                detail: "x".repeat(4000),
+            });
+            store.record(&BTreeMap::from([(vip, o)])).expect("a failed write is not the observer's failure");
+            assert_eq!(store.observed()[&vip].epoch, epoch, "kept in memory, shown at once");
+        }
+        let h = health.snapshot();
+        assert!(h.failing && h.write_failures >= 1 && h.pending == 1, "{h:?}");
+        assert!(h.last_error.as_deref().unwrap_or("").contains("No space left"), "{h:?}");
+        assert!(store.flush().is_err(), "still full");
+        let refused = store.update(&mut |s| {
+            s.subnets.insert("vpc2".into(), "198.18.2.0/24".parse()?);
+            Ok(())
+        });
+        assert!(
+            matches!(refused, Err(StoreError::Backend(_))),
+            "an edit that cannot be written is not acknowledged"
+        );
+        assert_eq!(store.desired().revision, 1);
+
+        // Space is freed: the store comes back without a restart.
+        std::fs::remove_file(filler).unwrap();
+        store.flush().expect("written once there is space");
+        let h = health.snapshot();
+        assert!(!h.failing && h.pending == 0 && h.reopens >= 1, "{h:?}");
+        let snap = store
+            .update(&mut |s| {
+                s.subnets.insert("vpc2".into(), "198.18.2.0/24".parse()?);
+                Ok(())
+            })
+            .expect("writes work again: the store is not poisoned");
+        assert_eq!(snap.revision, 2);
+        drop(store);
+        let again = RedbStore::open(&path).unwrap();
+        assert_eq!(again.observed()[&vip].epoch, 20, "the last observation landed on disk");
+        assert_eq!(again.desired().revision, 2);
     }
 }
