@@ -3,7 +3,11 @@
 //! ([`ClientError::Refused`]) keeps the HTTP status and the rule's name, so a
 //! caller can tell "the agent said no" from "the agent is not there".
 
-use std::path::{Path, PathBuf};
+use std::{
+    future::Future,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::Context;
 use futures::{Stream, TryStreamExt};
@@ -43,6 +47,7 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 /// A client of one agent's API socket.
 pub struct Client {
     socket: PathBuf,
+    timeout: Option<Duration>,
 }
 
 /// A request body and its media type.
@@ -65,7 +70,26 @@ impl Body {
 impl Client {
     /// A client of the agent serving `socket`; connects on each request.
     pub fn new(socket: &Path) -> Self {
-        Self { socket: socket.to_owned() }
+        Self { socket: socket.to_owned(), timeout: None }
+    }
+
+    /// Bounds every exchange by `timeout`: connecting, sending, and reading
+    /// the whole answer ([`Client::lines`]: until the answer begins). Past
+    /// it the exchange fails as [`ClientError::Transport`].
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        Self { timeout: Some(timeout), ..self }
+    }
+
+    async fn bounded<T>(&self, what: &str, f: impl Future<Output = Result<T>>) -> Result<T> {
+        match self.timeout {
+            None => f.await,
+            Some(t) => tokio::time::timeout(t, f).await.map_err(|_| {
+                ClientError::Transport(anyhow::anyhow!(
+                    "the agent at {} did not {what} within {t:?} (--timeout)",
+                    self.socket.display()
+                ))
+            })?,
+        }
     }
 
     async fn send(&self, method: Method, path: &str, body: Body) -> Result<Response<Incoming>> {
@@ -103,14 +127,17 @@ impl Client {
 
     /// Sends a request and reads a JSON answer.
     pub async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Body) -> Result<T> {
-        let resp = self.send(method, path, body).await?;
-        let bytes = resp.into_body().collect().await.context("reading the answer")?.to_bytes();
-        Ok(serde_json::from_slice(&bytes).with_context(|| format!("reading the answer to {path}"))?)
+        self.bounded("answer", async {
+            let resp = self.send(method, path, body).await?;
+            let bytes = resp.into_body().collect().await.context("reading the answer")?.to_bytes();
+            Ok(serde_json::from_slice(&bytes).with_context(|| format!("reading the answer to {path}"))?)
+        })
+        .await
     }
 
     /// Sends a GET and yields the answer's lines as they arrive (NDJSON).
     pub async fn lines(&self, path: &str) -> Result<impl Stream<Item = anyhow::Result<String>>> {
-        let resp = self.send(Method::GET, path, Body::None).await?;
+        let resp = self.bounded("answer", self.send(Method::GET, path, Body::None)).await?;
         let bytes = BodyStream::new(resp.into_body())
             .try_filter_map(|frame| async move { Ok(frame.into_data().ok()) })
             .map_err(std::io::Error::other);

@@ -300,6 +300,10 @@ pub enum EventKind {
     /// A vNIC of this host is present but XDP could not be attached to it
     /// (retried with backoff).
     AttachFailed,
+    /// Not an event but a marker in a follower's stream: it read more slowly
+    /// than events came, and missed some. `seq` is the first one missed;
+    /// the detail starts with how many.
+    Missed,
 }
 
 impl EventKind {

@@ -33,6 +33,10 @@ struct Cli {
     /// Print JSON (one document, or one event per line) instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// How long to wait for the agent: connecting, and its whole answer
+    /// (`events --follow`: until the stream begins). E.g. 5s, 500ms, 1m.
+    #[arg(long, global = true, default_value = "5s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -339,8 +343,69 @@ impl Ctl {
     }
 }
 
+impl Ctl {
+    /// Prints one NDJSON event line, as JSON or as a table row; flushed per
+    /// line, so `events --follow | grep` sees each at once.
+    fn event(&self, line: &str) -> Result<()> {
+        let text = if self.json { line.to_owned() } else { event_line(&serde_json::from_str(line)?) };
+        out(&text)
+    }
+}
+
+/// Attempts to reach the agent again after its stream ended, 1 s apart:
+/// a restart (`RestartSec=1s`, then the maps loaded) fits well within.
+const FOLLOW_RETRIES: u32 = 30;
+
+/// `events --follow`: when the agent goes away (a restart, an upgrade), says
+/// so on stderr and follows the next one, at most [`FOLLOW_RETRIES`] tries
+/// in a row; the same agent's events already printed are not printed again.
+async fn follow_events(ctl: &Ctl, path: &str) -> Result<()> {
+    // (the agent's pid and start, the last seq printed from it)
+    let mut last: Option<((u32, String), u64)> = None;
+    let mut tries = 0;
+    loop {
+        let attempt = async {
+            let s: AgentStatus = ctl.client.call(Method::GET, "/v1/status", Body::None).await?;
+            let lines = ctl.client.lines(path).await?;
+            Ok::<_, ClientError>(((s.pid, s.started), lines))
+        };
+        match attempt.await {
+            Ok((agent, lines)) => {
+                if tries > 0 {
+                    eprintln!("havipctl: following the agent again (pid {})", agent.0);
+                }
+                tries = 0;
+                let after = last.as_ref().filter(|(a, _)| *a == agent).map_or(0, |(_, seq)| *seq);
+                let mut lines = Box::pin(lines);
+                while let Some(line) = lines.next().await {
+                    let Ok(line) = line else { break };
+                    let seq = serde_json::from_str::<Event>(&line).map(|e| e.seq).unwrap_or(0);
+                    if seq != 0 && seq <= after {
+                        continue;
+                    }
+                    ctl.event(&line)?;
+                    last = Some((agent.clone(), seq));
+                }
+                eprintln!("havipctl: the agent's event stream ended; reconnecting");
+            }
+            // The agent answered, and said no: retrying will not help.
+            Err(e @ ClientError::Refused { .. }) => return Err(e.into()),
+            Err(e) => {
+                tries += 1;
+                if tries > FOLLOW_RETRIES {
+                    return Err(
+                        anyhow::Error::from(e).context(format!("gave up after {FOLLOW_RETRIES} tries"))
+                    );
+                }
+                eprintln!("havipctl: {e:#}; retrying in 1s ({tries}/{FOLLOW_RETRIES})");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 async fn run(cli: Cli) -> Result<()> {
-    let ctl = Ctl { client: Client::new(&cli.socket), json: cli.json };
+    let ctl = Ctl { client: Client::new(&cli.socket).with_timeout(cli.timeout), json: cli.json };
     match cli.cmd {
         Cmd::Create { subnet, vip, members, eip, split_brain, no_vrrp_vmac } => {
             let accept_vrrp_vmac = no_vrrp_vmac.then_some(false);
@@ -384,16 +449,17 @@ async fn run(cli: Cli) -> Result<()> {
             let doc = serde_json::json!({ "havip": h, "events": events });
             show(ctl.json, &doc, |_| trace(&h, &events))
         }
-        Cmd::Events { follow, vip } => {
+        Cmd::Events { follow: false, vip } => {
             let only = vip.map(|v| format!("&vip={}", seg(&v))).unwrap_or_default();
-            let mut lines = Box::pin(ctl.client.lines(&format!("/v1/events?follow={follow}{only}")).await?);
+            let mut lines = Box::pin(ctl.client.lines(&format!("/v1/events?follow=false{only}")).await?);
             while let Some(line) = lines.next().await {
-                let line = line?;
-                let text = if ctl.json { line } else { event_line(&serde_json::from_str(&line)?) };
-                // Flushed per line: `events --follow | grep` must see each at once.
-                out(&text)?;
+                ctl.event(&line?)?;
             }
             Ok(())
+        }
+        Cmd::Events { follow: true, vip } => {
+            let only = vip.map(|v| format!("&vip={}", seg(&v))).unwrap_or_default();
+            follow_events(&ctl, &format!("/v1/events?follow=true{only}")).await
         }
         Cmd::Apply { file } => {
             let text =

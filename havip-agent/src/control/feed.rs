@@ -5,27 +5,86 @@
 use std::{
     collections::VecDeque,
     net::Ipv4Addr,
-    sync::{Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use havip_api::{Event, EventKind};
 use havip_model::state::now_ms;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 
 use crate::sync::lock;
 
 /// How many past events `havipctl events` shows.
 const KEPT: usize = 1024;
 
+/// Events a follower may fall behind by before it misses some (one ring
+/// shared by every follower, so it costs the same for one or for many).
+pub const BACKLOG: usize = 1024;
+/// Followers at once (`havipctl events --follow`); more are refused.
+pub const MAX_FOLLOWERS: usize = 64;
+
 /// The feed: the last 1,024 events and a broadcast of every new one.
 pub struct Feed {
     recent: Mutex<VecDeque<Event>>,
     live: broadcast::Sender<Event>,
+    followers: Arc<Semaphore>,
 }
 
 impl Default for Feed {
     fn default() -> Self {
-        Self { recent: Mutex::new(VecDeque::new()), live: broadcast::Sender::new(KEPT) }
+        Self {
+            recent: Mutex::new(VecDeque::new()),
+            live: broadcast::Sender::new(BACKLOG),
+            followers: Arc::new(Semaphore::new(MAX_FOLLOWERS)),
+        }
+    }
+}
+
+/// One follower of the feed, holding one of the [`MAX_FOLLOWERS`] slots
+/// until dropped.
+pub struct Follower {
+    rx: broadcast::Receiver<Event>,
+    /// The event read after a gap, given after the gap's marker.
+    pending: Option<Event>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Follower {
+    /// The next event; after a gap (this follower fell more than
+    /// [`BACKLOG`] events behind), first a [`EventKind::Missed`] marker whose
+    /// `seq` is the first missed event's and whose detail starts with how
+    /// many were missed. `None` once the feed is gone.
+    pub async fn next(&mut self) -> Option<Event> {
+        if let Some(ev) = self.pending.take() {
+            return Some(ev);
+        }
+        let mut missed = match self.rx.recv().await {
+            Ok(ev) => return Some(ev),
+            Err(broadcast::error::RecvError::Lagged(n)) => n,
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        let next = loop {
+            match self.rx.recv().await {
+                Ok(ev) => break ev,
+                Err(broadcast::error::RecvError::Lagged(n)) => missed += n,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        };
+        let first = next.seq.saturating_sub(missed);
+        let marker = Event {
+            seq: first,
+            at_ms: now_ms(),
+            kind: EventKind::Missed,
+            vip: None,
+            vnic: None,
+            detail: format!(
+                "{missed} events missed (seq {first}-{}): this follower read more slowly than they came \
+                 (the agent holds {BACKLOG} for a follower)",
+                next.seq - 1
+            ),
+        };
+        self.pending = Some(next);
+        Some(marker)
     }
 }
 
@@ -69,6 +128,14 @@ impl Feed {
         let recent = self.recent();
         (recent.iter().cloned().collect(), self.live.subscribe())
     }
+
+    /// [`Feed::follow`] as a [`Follower`], if one of the [`MAX_FOLLOWERS`]
+    /// slots is free.
+    pub fn subscribe(&self) -> Option<(Vec<Event>, Follower)> {
+        let slot = self.followers.clone().try_acquire_owned().ok()?;
+        let (past, rx) = self.follow();
+        Some((past, Follower { rx, pending: None, _slot: slot }))
+    }
 }
 
 #[cfg(test)]
@@ -84,5 +151,29 @@ mod tests {
         assert_eq!(past.len(), 1);
         let next = rx.try_recv().unwrap();
         assert_eq!((next.seq, next.kind), (2, EventKind::Changed));
+    }
+
+    #[tokio::test]
+    async fn a_follower_that_falls_behind_gets_a_marker_then_goes_on() {
+        let feed = Feed::default();
+        let (_, mut f) = feed.subscribe().unwrap();
+        let total = BACKLOG as u64 + 10;
+        for i in 0..total {
+            feed.publish(EventKind::Changed, None, None, format!("edit {i}"));
+        }
+        let marker = f.next().await.unwrap();
+        assert_eq!((marker.kind, marker.seq), (EventKind::Missed, 1));
+        assert!(marker.detail.starts_with("10 events missed (seq 1-10)"), "{}", marker.detail);
+        assert_eq!(f.next().await.unwrap().seq, 11);
+        assert_eq!(f.next().await.unwrap().seq, 12);
+    }
+
+    #[test]
+    fn followers_are_bounded() {
+        let feed = Feed::default();
+        let held: Vec<_> = (0..MAX_FOLLOWERS).map(|_| feed.subscribe().unwrap()).collect();
+        assert!(feed.subscribe().is_none());
+        drop(held);
+        assert!(feed.subscribe().is_some());
     }
 }

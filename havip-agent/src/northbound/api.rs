@@ -2,6 +2,12 @@
 //! Every change is one store transaction checked against every rule; a
 //! refusal answers 404 (no such object), 400 (malformed) or 409 (a rule),
 //! with the rule's name, and changes nothing.
+//!
+//! Every error is one shape, `{"error": …, "rule": …}` (`rule` null when no
+//! product rule was involved), axum's own rejections included: malformed
+//! JSON 400/422, wrong media type 415, too large 413, method 405, unknown
+//! path 404, overloaded or too slow 503. The server's limits are
+//! [`limits`], [`MAX_IN_FLIGHT`], [`REQUEST_TIMEOUT`] and [`MAX_BODY`].
 
 use std::{
     collections::BTreeMap,
@@ -13,16 +19,19 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
+    time::Duration,
 };
 
 use anyhow::{bail, Context, Result};
 use axum::{
     body::{Body, Bytes},
-    extract::{Path as UrlPath, Query, State},
-    http::{header, StatusCode},
+    error_handling::HandleErrorLayer,
+    extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State},
+    http::{header, Method, StatusCode, Uri},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post, put},
-    Json, Router,
+    BoxError, Json, Router,
 };
 use futures::{stream, Future, StreamExt};
 use havip_api::{
@@ -35,22 +44,27 @@ use havip_api::{
 use havip_common::{MemberKey, VipCounter, VipKey};
 use havip_model::{
     ops::{self, DesiredFile, HavipSpec, SubnetSpec, VnicSpec},
-    rules::{self, parse_ipv4},
+    rules::{self, check_name, parse_ipv4},
     state::rfc3339,
     DesiredState, Havip, Limits, MacAddr, Observed, Refusal, Rule, Vnic,
 };
 use serde::Deserialize;
-use tokio::{net::UnixListener, sync::watch};
+use tokio::{
+    net::UnixListener,
+    sync::{watch, Semaphore},
+};
+use tower::{limit::GlobalConcurrencyLimitLayer, timeout::TimeoutLayer, ServiceBuilder};
 
 use crate::{
     clock::monotonic_ns,
     control::{
-        feed::Feed,
+        feed::{Feed, MAX_FOLLOWERS},
         latency::Latencies,
         verifier::{Phase, Verdict},
     },
     datapath::maps::Maps,
     host::links::Links,
+    northbound::serve::{serve, ServerLimits},
     store::{update_with, Store, StoreError},
     sync::lock,
 };
@@ -296,6 +310,13 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
+impl ApiError {
+    /// An error no product rule made: `rule` is null.
+    fn plain(status: StatusCode, error: String) -> Self {
+        Self { status, body: ErrorBody { error, rule: None } }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, Json(self.body)).into_response()
@@ -341,6 +362,7 @@ async fn delete_havip(State(c): Ctl, UrlPath(vip): UrlPath<String>, Query(q): Qu
 
 async fn associate(State(c): Ctl, UrlPath((vip, vnic)): UrlPath<(String, String)>) -> Answer<HavipView> {
     let vip = vip_of(&vip)?;
+    check_name("vNIC", &vnic)?;
     let what = format!("{vnic} associated");
     c.change((Some(vip), None), what, move |s| ops::associate(s, vip, &vnic)).await?;
     Ok(Json(c.describe_one(vip)?))
@@ -348,6 +370,7 @@ async fn associate(State(c): Ctl, UrlPath((vip, vnic)): UrlPath<(String, String)
 
 async fn disassociate(State(c): Ctl, UrlPath((vip, vnic)): UrlPath<(String, String)>) -> Answer<HavipView> {
     let vip = vip_of(&vip)?;
+    check_name("vNIC", &vnic)?;
     let what = format!("{vnic} disassociated");
     c.change((Some(vip), None), what, move |s| ops::disassociate(s, vip, &vnic)).await?;
     Ok(Json(c.describe_one(vip)?))
@@ -402,6 +425,7 @@ async fn put_vnic(State(c): Ctl, Json(spec): Json<VnicSpec>) -> Answer<()> {
 }
 
 async fn delete_vnic(State(c): Ctl, UrlPath(name): UrlPath<String>) -> Answer<()> {
+    check_name("vNIC", &name)?;
     let what = format!("vNIC {name} removed");
     let vnic = name.clone();
     c.change((None, Some(&vnic)), what, move |s| ops::delete_vnic(s, &name)).await?;
@@ -430,6 +454,7 @@ async fn put_subnet(State(c): Ctl, Json(spec): Json<SubnetSpec>) -> Answer<()> {
 }
 
 async fn delete_subnet(State(c): Ctl, UrlPath(name): UrlPath<String>) -> Answer<()> {
+    check_name("subnet", &name)?;
     let what = format!("subnet {name} removed");
     c.change((None, None), what, move |s| ops::delete_subnet(s, &name)).await?;
     Ok(Json(()))
@@ -501,35 +526,109 @@ struct EventsQuery {
 async fn events(State(c): Ctl, Query(q): Query<EventsQuery>) -> Result<Response, ApiError> {
     let only = q.vip.as_deref().map(vip_of).transpose()?;
     let line = move |ev: Event| -> Option<Result<Bytes, Infallible>> {
-        if only.is_some() && ev.vip != only {
+        // A gap marker concerns every HAVIP.
+        if only.is_some() && ev.vip != only && ev.kind != EventKind::Missed {
             return None;
         }
         let mut v = serde_json::to_vec(&ev).expect("events serialise");
         v.push(b'\n');
         Some(Ok(v.into()))
     };
-    let (past, rx) = c.feed.follow();
-    let head = stream::iter(past.into_iter().filter_map(line));
     let body = if q.follow {
-        let live = stream::unfold(rx, |mut rx| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(ev) => return Some((ev, rx)),
-                    // A slow reader misses some; it keeps following.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        });
+        let Some((past, follower)) = c.feed.subscribe() else {
+            return Err(ApiError::plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{MAX_FOLLOWERS} event followers already: try again later"),
+            ));
+        };
+        let head = stream::iter(past.into_iter().filter_map(line));
+        // A slow reader is told what it missed (a `missed` marker), and goes on.
+        let live = stream::unfold(follower, |mut f| async move { Some((f.next().await?, f)) });
         Body::from_stream(head.chain(live.filter_map(move |ev| std::future::ready(line(ev)))))
     } else {
-        Body::from_stream(head)
+        Body::from_stream(stream::iter(c.feed.follow().0.into_iter().filter_map(line)))
     };
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
-/// The API's routes (`/v1/...`, listed in the README "The API") over `ctl`.
+/// The API socket's connections: far below the descriptors the agent has
+/// (65,536 in the unit; 1,024 still leaves room), far above what operators
+/// and their tools open. An idle or half-open one is closed after
+/// `header_timeout`.
+pub fn limits() -> ServerLimits {
+    ServerLimits {
+        name: "API",
+        max_connections: 512,
+        header_timeout: Duration::from_secs(5),
+        lifetime: None,
+        busy: (
+            "application/json",
+            r#"{"error":"too many connections to the API (512): try again","rule":null}"#.to_owned(),
+        ),
+    }
+}
+/// Requests being handled at once; more are answered 503 at once.
+pub const MAX_IN_FLIGHT: usize = 64;
+/// From a request's head to its answer's head (a commit waits for fsync; an
+/// event stream's body is not bounded by it).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest request body: a declarative file of well over 10,000 HAVIPs.
+pub const MAX_BODY: usize = 8 << 20;
+
+/// Every error the API returns as `{"error", "rule"}` JSON, whatever made
+/// it: axum's extractor rejections (text), a 405 or a 404 (empty).
+async fn json_errors(method: Method, uri: Uri, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let path = uri.path();
+    let error = match status {
+        StatusCode::NOT_FOUND if text.is_empty() => format!("no such endpoint: {method} {path}"),
+        StatusCode::METHOD_NOT_ALLOWED => format!("{method} is not allowed on {path}"),
+        _ if text.is_empty() => status.canonical_reason().unwrap_or("error").to_owned(),
+        _ => text,
+    };
+    let mut out = ApiError::plain(status, error).into_response();
+    for h in [header::ALLOW, header::RETRY_AFTER] {
+        if let Some(v) = parts.headers.get(&h) {
+            out.headers_mut().insert(h, v.clone());
+        }
+    }
+    out
+}
+
+/// A request the server would not take on: too many in flight, or too slow.
+async fn overloaded(method: Method, uri: Uri, err: BoxError) -> ApiError {
+    let path = uri.path();
+    if err.is::<tower::timeout::error::Elapsed>() {
+        let why = format!("{method} {path} took longer than {}s", REQUEST_TIMEOUT.as_secs());
+        ApiError::plain(StatusCode::SERVICE_UNAVAILABLE, why)
+    } else if err.is::<tower::load_shed::error::Overloaded>() {
+        let why = format!("{MAX_IN_FLIGHT} requests in flight already: try again");
+        ApiError::plain(StatusCode::SERVICE_UNAVAILABLE, why)
+    } else {
+        ApiError::plain(StatusCode::INTERNAL_SERVER_ERROR, format!("{method} {path}: {err}"))
+    }
+}
+
+async fn unknown(method: Method, uri: Uri) -> ApiError {
+    ApiError::plain(StatusCode::NOT_FOUND, format!("no such endpoint: {method} {}", uri.path()))
+}
+
+/// The API's routes (`/v1/...`, listed in the README "The API") over `ctl`,
+/// with the API's limits and its one error shape.
 pub fn router(ctl: Arc<ApiContext>) -> Router {
+    // One budget for every route (a layer is applied to each route apart).
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     Router::new()
         .route("/v1/havips", get(list_havips).post(create_havip))
         .route("/v1/havips/{vip}", get(get_havip).delete(delete_havip))
@@ -543,7 +642,17 @@ pub fn router(ctl: Arc<ApiContext>) -> Router {
         .route("/v1/apply", post(apply))
         .route("/v1/events", get(events))
         .route("/v1/status", get(status))
+        .fallback(unknown)
         .with_state(ctl)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(overloaded))
+                .load_shed()
+                .layer(GlobalConcurrencyLimitLayer::with_semaphore(in_flight))
+                .layer(TimeoutLayer::new(REQUEST_TIMEOUT)),
+        )
+        .layer(middleware::from_fn(json_errors))
 }
 
 /// Binds the API socket (owner-only: the API changes the data plane) and
@@ -567,5 +676,5 @@ pub fn bind(ctl: Arc<ApiContext>, path: &Path) -> Result<impl Future<Output = Re
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("restricting {}", path.display()))?;
     let app = router(ctl);
-    Ok(async move { axum::serve(listener, app).await.context("serving the API") })
+    Ok(async move { serve(listener, app, limits()).await.context("serving the API") })
 }

@@ -1,17 +1,68 @@
 //! Prometheus `/metrics` on a TCP address (`[agent] metrics`): per-VIP data
 //! plane counters, holder epoch and failovers, and the global counters.
+//!
+//! Its own server, task and limits, apart from the API's: any local user
+//! can reach a loopback port, so a flood of it must never cost the API a
+//! slot, a descriptor or a thread. A scrape is rendered off the async
+//! threads, one at a time, and shared by every scrape within
+//! [`FRESH_FOR`]; one that finds no free slot is answered 503 at once.
 
-use std::{fmt::Write, net::SocketAddr, sync::Arc};
+use std::{
+    fmt::Write,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result};
-use axum::{extract::State, http::header, response::IntoResponse, routing::get, Router};
+use axum::{
+    body::Bytes,
+    error_handling::HandleErrorLayer,
+    extract::State,
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    BoxError, Router,
+};
 use futures::Future;
 use havip_common::GlobalCounter;
 use havip_model::Observed;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Mutex as AsyncMutex};
+use tower::{limit::GlobalConcurrencyLimitLayer, timeout::TimeoutLayer, ServiceBuilder};
 
-use super::api::{counters, ApiContext};
+use super::{
+    api::{counters, ApiContext},
+    serve::{serve, ServerLimits},
+};
 use crate::{control::verifier::Verdict, sync::lock};
+
+/// A rendered scrape is served again for this long: Prometheus scrapes every
+/// few seconds, a flood gets one render a second (~9 MB at 10,000 HAVIPs).
+pub const FRESH_FOR: Duration = Duration::from_secs(1);
+/// Scrapes handled at once (waiting for the render or served from it); more
+/// are answered 503 at once.
+pub const MAX_SCRAPES: usize = 4;
+/// How long a scrape may wait for its render.
+pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The metrics port's connections: few, short, and each one bounded in
+/// time, so a flood holds neither descriptors nor memory for long.
+pub fn limits() -> ServerLimits {
+    ServerLimits {
+        name: "metrics",
+        max_connections: 32,
+        header_timeout: Duration::from_secs(5),
+        lifetime: Some(Duration::from_secs(30)),
+        busy: ("text/plain; charset=utf-8", "too many connections to /metrics (32): try again\n".to_owned()),
+    }
+}
+
+struct Scrapes {
+    ctl: Arc<ApiContext>,
+    /// The last render and when it was made; locked while rendering, so
+    /// scrapes that arrive meanwhile wait for it rather than render again.
+    last: AsyncMutex<Option<(Instant, Bytes)>>,
+}
 
 /// Binds the metrics address, if one is configured, and returns the server
 /// to run (one that never ends when there is none).
@@ -26,16 +77,46 @@ pub async fn bind(
     Ok(async move {
         match listener {
             Some(l) => {
-                let app = Router::new().route("/metrics", get(metrics)).with_state(ctl);
-                axum::serve(l, app).await.context("serving metrics")
+                let scrapes = Arc::new(Scrapes { ctl, last: AsyncMutex::new(None) });
+                let app = Router::new().route("/metrics", get(metrics)).with_state(scrapes).layer(
+                    ServiceBuilder::new()
+                        .layer(HandleErrorLayer::new(busy))
+                        .load_shed()
+                        .layer(GlobalConcurrencyLimitLayer::new(MAX_SCRAPES))
+                        .layer(TimeoutLayer::new(SCRAPE_TIMEOUT)),
+                );
+                serve(l, app, limits()).await.context("serving metrics")
             }
             None => futures::future::pending().await,
         }
     })
 }
 
-async fn metrics(State(ctl): State<Arc<ApiContext>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render(&ctl))
+async fn busy(err: BoxError) -> Response {
+    let why = if err.is::<tower::load_shed::error::Overloaded>() {
+        format!("{MAX_SCRAPES} scrapes in flight already: try again\n")
+    } else {
+        format!("scrape failed: {err}\n")
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], why).into_response()
+}
+
+async fn metrics(State(s): State<Arc<Scrapes>>) -> Response {
+    let mut last = s.last.lock().await;
+    let body = match &*last {
+        Some((at, body)) if at.elapsed() < FRESH_FOR => body.clone(),
+        _ => {
+            let ctl = s.ctl.clone();
+            // Seconds of CPU at 10,000 HAVIPs: never on the async threads.
+            match tokio::task::spawn_blocking(move || render(&ctl)).await {
+                Ok(text) => last.insert((Instant::now(), Bytes::from(text))).1.clone(),
+                Err(e) => {
+                    return (StatusCode::INTERNAL_SERVER_ERROR, format!("rendering: {e}\n")).into_response()
+                }
+            }
+        }
+    };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 fn render(ctl: &ApiContext) -> String {
@@ -53,6 +134,10 @@ fn render(ctl: &ApiContext) -> String {
 
     let per_vip: Vec<(String, std::collections::BTreeMap<String, u64>)> =
         state.havips.keys().map(|vip| (vip_label(vip), counters(&mut *maps, *vip))).collect();
+    let globals: Vec<(GlobalCounter, u64)> =
+        GlobalCounter::ALL.iter().map(|&g| (g, maps.global_counter(g).unwrap_or(0))).collect();
+    // The API's `describe` waits on the maps: held for the reads only.
+    drop(maps);
     for c in havip_common::VipCounter::ALL {
         let samples: Vec<(String, u64)> =
             per_vip.iter().filter_map(|(l, cs)| Some((l.clone(), *cs.get(c.name())?))).collect();
@@ -118,8 +203,7 @@ fn render(ctl: &ApiContext) -> String {
         "Times the platform re-pointed the VIP itself, by reason (probe, vrrp, split-brain).",
         &corrections,
     );
-    for g in GlobalCounter::ALL {
-        let v = maps.global_counter(g).unwrap_or(0);
+    for (g, v) in globals {
         family(
             &format!("{}_total", g.name()),
             "counter",
