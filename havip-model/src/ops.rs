@@ -122,6 +122,10 @@ impl VnicSpec {
     }
 }
 
+fn in_subnet(name: &str, e: Refusal) -> Refusal {
+    Refusal { message: format!("subnet {name}: {}", e.message), ..e }
+}
+
 fn parse_eip(eip: Option<&str>) -> Result<Option<Ipv4Addr>, Refusal> {
     eip.map(parse_ipv4).transpose()
 }
@@ -132,7 +136,8 @@ impl DesiredFile {
     pub fn parse(&self, local_host: &str) -> Result<DesiredState, Refusal> {
         let mut s = DesiredState::default();
         for sn in &self.subnets {
-            let subnet = parse_cidr(&sn.cidr)?;
+            check_name("subnet", &sn.name)?;
+            let subnet = parse_cidr(&sn.cidr).map_err(|e| in_subnet(&sn.name, e))?;
             if s.subnets.insert(sn.name.clone(), subnet).is_some() {
                 refuse(Rule::WellFormed, format!("subnet {} is written twice", sn.name))?;
             }
@@ -218,12 +223,13 @@ pub fn apply(s: &mut DesiredState, file: DesiredState) {
 /// Registers a subnet, or changes its CIDR.
 pub fn put_subnet(s: &mut DesiredState, spec: &SubnetSpec) -> Result<(), Refusal> {
     check_name("subnet", &spec.name)?;
-    s.subnets.insert(spec.name.clone(), parse_cidr(&spec.cidr)?);
+    s.subnets.insert(spec.name.clone(), parse_cidr(&spec.cidr).map_err(|e| in_subnet(&spec.name, e))?);
     Ok(())
 }
 
 /// Removes an unused subnet.
 pub fn delete_subnet(s: &mut DesiredState, name: &str) -> Result<(), Refusal> {
+    check_name("subnet", name)?;
     if !s.subnets.contains_key(name) {
         return refuse(Rule::UnknownSubnet, format!("subnet {name} does not exist"));
     }
@@ -250,6 +256,7 @@ pub fn put_vnic(s: &mut DesiredState, spec: &VnicSpec, local_host: &str) -> Resu
 
 /// Removes a vNIC that is no HAVIP's member.
 pub fn delete_vnic(s: &mut DesiredState, name: &str) -> Result<(), Refusal> {
+    check_name("vNIC", name)?;
     if !s.vnics.contains_key(name) {
         return refuse(Rule::UnknownVnic, format!("vNIC {name} does not exist"));
     }
@@ -271,6 +278,7 @@ pub fn delete_vnic(s: &mut DesiredState, name: &str) -> Result<(), Refusal> {
 
 /// Creates a HAVIP; returns its address (allocated when the spec has none).
 pub fn create_havip(s: &mut DesiredState, spec: &HavipSpec) -> Result<Ipv4Addr, Refusal> {
+    check_name("subnet", &spec.subnet)?;
     let vip = match &spec.vip {
         Some(vip) => parse_ipv4(vip)?,
         None => next_free(s, &spec.subnet)?,
@@ -337,6 +345,7 @@ pub fn delete_havip(s: &mut DesiredState, vip: Ipv4Addr, force: bool) -> Result<
 
 /// Makes `vnic` a member of the HAVIP.
 pub fn associate(s: &mut DesiredState, vip: Ipv4Addr, vnic: &str) -> Result<(), Refusal> {
+    check_name("vNIC", vnic)?;
     if !s.vnics.contains_key(vnic) {
         return refuse(Rule::UnknownVnic, format!("vNIC {vnic} does not exist"));
     }
@@ -345,10 +354,20 @@ pub fn associate(s: &mut DesiredState, vip: Ipv4Addr, vnic: &str) -> Result<(), 
 }
 
 /// Takes `vnic` out of the HAVIP's members.
+///
+/// # Errors
+/// [`Rule::UnknownVnic`] for a vNIC that does not exist,
+/// [`Rule::MemberExists`] for one that is not a member (a member is always
+/// a registered vNIC).
 pub fn disassociate(s: &mut DesiredState, vip: Ipv4Addr, vnic: &str) -> Result<(), Refusal> {
+    check_name("vNIC", vnic)?;
+    let registered = s.vnics.contains_key(vnic);
     let h = havip_mut(s, vip)?;
     let Some(i) = h.members.iter().position(|m| m == vnic) else {
-        return refuse(Rule::UnknownVnic, format!("vNIC {vnic} is not a member of HAVIP {vip}"));
+        if !registered {
+            return refuse(Rule::UnknownVnic, format!("vNIC {vnic} does not exist"));
+        }
+        return refuse(Rule::MemberExists, format!("vNIC {vnic} is not a member of HAVIP {vip}"));
     };
     h.members.remove(i);
     Ok(())
@@ -370,10 +389,14 @@ pub fn bind_eip(s: &mut DesiredState, vip: Ipv4Addr, eip: &str, max_eips: usize)
 }
 
 /// Unbinds the HAVIP's EIP.
+///
+/// # Errors
+/// [`Rule::UnknownHavip`] for no such HAVIP, [`Rule::EipBound`] for one
+/// without an EIP.
 pub fn unbind_eip(s: &mut DesiredState, vip: Ipv4Addr) -> Result<(), Refusal> {
     let h = havip_mut(s, vip)?;
     if h.eip.take().is_none() {
-        return refuse(Rule::UnknownHavip, format!("HAVIP {vip} has no EIP bound"));
+        return refuse(Rule::EipBound, format!("HAVIP {vip} has no EIP bound"));
     }
     Ok(())
 }
@@ -381,6 +404,7 @@ pub fn unbind_eip(s: &mut DesiredState, vip: Ipv4Addr) -> Result<(), Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::{check, Limits};
 
     fn lab() -> DesiredState {
         let file: DesiredFile = toml::from_str(
@@ -463,5 +487,184 @@ mod tests {
         let h = HavipSpec { vip: Some("198.18.1.5".into()), subnet: "vpc1".into(), ..Default::default() };
         let f = DesiredFile { havips: vec![h.clone(), h], ..Default::default() };
         assert_eq!(f.parse("hv1").unwrap_err().rule, Rule::VipUnique);
+    }
+
+    // --- issue 12: every refusal names the rule actually broken -------------
+
+    #[test]
+    fn refusals_name_the_rule_actually_broken() {
+        let mut s = lab();
+        let vip = create_havip(&mut s, &HavipSpec { subnet: "vpc1".into(), ..Default::default() }).unwrap();
+        let e = unbind_eip(&mut s, vip).unwrap_err();
+        assert_eq!(e.to_string(), "refused by rule eip-bound: HAVIP 198.18.1.2 has no EIP bound");
+        assert!(!e.rule.is_not_found(), "the HAVIP exists: a conflict, not a 404");
+        let e = disassociate(&mut s, vip, "vnic-a").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "refused by rule member-exists: vNIC vnic-a is not a member of HAVIP 198.18.1.2"
+        );
+        assert!(!e.rule.is_not_found());
+        // What does not exist still says so.
+        assert_eq!(disassociate(&mut s, vip, "nope").unwrap_err().rule, Rule::UnknownVnic);
+        let gone: Ipv4Addr = "198.18.1.6".parse().unwrap();
+        assert_eq!(unbind_eip(&mut s, gone).unwrap_err().rule, Rule::UnknownHavip);
+        // A name no object can have is not a 404 either, and is not echoed raw.
+        for e in [
+            delete_vnic(&mut s, "a\nb").unwrap_err(),
+            delete_subnet(&mut s, "a\nb").unwrap_err(),
+            associate(&mut s, vip, "a\nb").unwrap_err(),
+            disassociate(&mut s, vip, "a\nb").unwrap_err(),
+        ] {
+            assert_eq!(e.rule, Rule::WellFormed, "{e}");
+            assert!(!e.message.contains('\n'), "{e}");
+        }
+    }
+
+    // --- issue 12: one validation for every name, on every path in ----------
+
+    /// A file with every kind of object, every name at its longest and made
+    /// of every character a name may have.
+    fn full_file() -> DesiredFile {
+        let n = |c: char| format!("{c}.Z_9-{}", "a".repeat(57));
+        toml::from_str(&format!(
+            r#"
+            [[subnets]]
+            name = "{sn}"
+            cidr = "198.18.1.0/24"
+            [[vnics]]
+            name = "{v}"
+            host = "{h}"
+            ifname = "tap.Z_9-0123456"
+            instance = "{i}"
+            subnet = "{sn}"
+            ip = "198.18.1.11"
+            mac = "02:00:00:00:00:01"
+            [[havips]]
+            vip = "198.18.1.50"
+            subnet = "{sn}"
+            members = ["{v}"]
+            eip = "203.0.113.7"
+            "#,
+            sn = n('s'),
+            v = n('v'),
+            h = n('h'),
+            i = n('i'),
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn what_apply_can_create_the_verbs_can_delete() {
+        let file = full_file();
+        let mut s = DesiredState::default();
+        apply(&mut s, file.parse("hv1").unwrap());
+        check(&s, &Limits::default()).unwrap();
+        // Through the verbs, in the order an operator would.
+        let vip: Ipv4Addr = "198.18.1.50".parse().unwrap();
+        let vnic = file.vnics[0].name.clone();
+        unbind_eip(&mut s, vip).unwrap();
+        disassociate(&mut s, vip, &vnic).unwrap();
+        delete_havip(&mut s, vip, false).unwrap();
+        delete_vnic(&mut s, &vnic).unwrap();
+        delete_subnet(&mut s, &file.subnets[0].name).unwrap();
+        assert_eq!(s, DesiredState::default());
+
+        // And what the verbs refuse, apply + check refuse too, by the same rule.
+        let long = "y".repeat(1 << 20);
+        let bad = ["a\nb", "sp ace", "a/b", "", long.as_str()];
+        for name in bad {
+            let verb = {
+                let mut s = lab();
+                put_subnet(&mut s, &SubnetSpec { name: name.into(), cidr: "10.9.0.0/24".into() })
+                    .and_then(|()| check(&s, &Limits::default()))
+                    .unwrap_err()
+                    .rule
+            };
+            let mut f = full_file();
+            f.subnets[0].name = name.into();
+            let via_file = file_refusal(&f);
+            assert_eq!((verb, via_file), (Rule::WellFormed, Rule::WellFormed), "subnet {name:.20?}");
+
+            let mut f = full_file();
+            f.vnics[0].instance = name.into();
+            assert_eq!(file_refusal(&f), Rule::WellFormed, "instance {name:.20?}");
+            let mut f = full_file();
+            f.havips[0].members.push(name.into());
+            assert_eq!(file_refusal(&f), Rule::WellFormed, "member {name:.20?}");
+        }
+    }
+
+    /// The rule `apply` of `f` is refused by (parse or check).
+    fn file_refusal(f: &DesiredFile) -> Rule {
+        let mut s = DesiredState::default();
+        f.parse("hv1")
+            .and_then(|objects| {
+                apply(&mut s, objects);
+                check(&s, &Limits::default())
+            })
+            .expect_err("must be refused")
+            .rule
+    }
+
+    // --- issue 12: what export writes, apply takes back, at any capacity ----
+
+    #[test]
+    fn export_at_capacity_is_applied_back_unchanged() {
+        let limits = Limits::default();
+        let cap = limits.capacity;
+        let mut s = DesiredState::default();
+        put_subnet(&mut s, &SubnetSpec { name: "vpc1".into(), cidr: "10.0.0.0/16".into() }).unwrap();
+        put_subnet(&mut s, &SubnetSpec { name: "vpc2".into(), cidr: "10.1.0.0/16".into() }).unwrap();
+        // Every vNIC the maps hold, each its own instance, longest names.
+        let vnic = |i: u32| format!("vnic-{i:04}-{}", "v".repeat(53));
+        for i in 0..cap.max_vnics {
+            let spec = VnicSpec {
+                name: vnic(i),
+                host: Some(format!("hv{}-{}", i % 4, "h".repeat(59))),
+                ifname: Some(format!("tap{i}")),
+                instance: format!("vm-{i:04}-{}", "i".repeat(55)),
+                subnet: "vpc1".into(),
+                ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 10)) + i).to_string(),
+                mac: MacAddr([2, 0, 0, 0, (i >> 8) as u8, i as u8]).to_string(),
+            };
+            put_vnic(&mut s, &spec, "hv0").unwrap();
+        }
+        // Every instance in as many HAVIPs as it may be, each HAVIP with as
+        // many members as it may have, an EIP and settings on each.
+        let per_havip = limits.max_members_per_havip as u32;
+        let with_members = cap.max_vnics * limits.max_havips_per_instance as u32 / per_havip;
+        for k in 0..with_members {
+            let members = (0..per_havip).map(|j| vnic((k * per_havip + j) % cap.max_vnics)).collect();
+            let spec = HavipSpec {
+                subnet: "vpc1".into(),
+                members,
+                eip: Some(Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + k).to_string()),
+                accept_vrrp_vmac: Some(k % 2 == 0),
+                split_brain: Some(SplitBrainPolicy::KeepHolder),
+                ..Default::default()
+            };
+            create_havip(&mut s, &spec).unwrap();
+        }
+        // And memberless HAVIPs up to the maps' capacity.
+        let first = u32::from(Ipv4Addr::new(10, 1, 0, 2));
+        for i in 0..cap.max_vips - s.havips.len() as u32 {
+            let vip = Some(Ipv4Addr::from(first + i).to_string());
+            create_havip(&mut s, &HavipSpec { vip, subnet: "vpc2".into(), ..Default::default() }).unwrap();
+        }
+        assert_eq!((s.havips.len(), s.vnics.len()), (cap.max_vips as usize, cap.max_vnics as usize));
+        check(&s, &limits).unwrap();
+
+        let text = toml::to_string(&DesiredFile::from(&s)).unwrap();
+        let file: DesiredFile = toml::from_str(&text).unwrap();
+        let mut back = DesiredState::default();
+        apply(&mut back, file.parse("elsewhere").unwrap());
+        check(&back, &limits).unwrap();
+        assert_eq!(back, s, "re-applied unchanged");
+        // Applied onto the very state it came from, it changes nothing.
+        let mut again = s.clone();
+        apply(&mut again, file.parse("elsewhere").unwrap());
+        check(&again, &limits).unwrap();
+        assert_eq!(again, s);
+        eprintln!("export at capacity: {} bytes of TOML", text.len());
     }
 }

@@ -16,7 +16,8 @@ use crate::state::{DesiredState, Subnet};
 /// The rules, by the name a refusal shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rule {
-    /// Text that is not what it should be (CIDR, MAC, interface name).
+    /// Text that is not what it should be (CIDR, MAC, a name of any object,
+    /// an interface name); see [`check_name`], [`check_ifname`].
     WellFormed,
     /// An IPv6 address where only IPv4 is supported.
     Ipv4Only,
@@ -24,8 +25,20 @@ pub enum Rule {
     UnknownSubnet,
     /// A vNIC named that does not exist, or is not a member where one was named (HTTP 404).
     UnknownVnic,
-    /// A HAVIP named that does not exist, or has no EIP to unbind (HTTP 404).
+    /// A HAVIP named that does not exist (HTTP 404).
     UnknownHavip,
+    /// Every address (VIP, vNIC address, EIP, subnet) is one a host may
+    /// use: not unspecified, "this network", loopback, link-local,
+    /// multicast, broadcast or reserved ([`address_class`]).
+    AddressClass,
+    /// A VPC subnet is /8 to /32 ([`MIN_SUBNET_PREFIX`]).
+    SubnetPrefix,
+    /// No two subnets share an address.
+    SubnetsDisjoint,
+    /// `unbind-eip` needs an EIP bound to the HAVIP.
+    EipBound,
+    /// `disassociate` needs the vNIC to be a member of the HAVIP.
+    MemberExists,
     /// A vNIC's address must lie in its subnet.
     VnicInSubnet,
     /// No two vNICs share an address.
@@ -76,6 +89,11 @@ impl Rule {
             Self::UnknownSubnet => "subnet-exists",
             Self::UnknownVnic => "vnic-exists",
             Self::UnknownHavip => "havip-exists",
+            Self::AddressClass => "address-class",
+            Self::SubnetPrefix => "subnet-prefix",
+            Self::SubnetsDisjoint => "subnets-disjoint",
+            Self::EipBound => "eip-bound",
+            Self::MemberExists => "member-exists",
             Self::VnicInSubnet => "vnic-in-subnet",
             Self::VnicAddressUnique => "vnic-address-unique",
             Self::VnicInterfaceUnique => "vnic-interface-unique",
@@ -186,13 +204,26 @@ impl Default for Limits {
 
 /// Checks the whole desired state against every rule that is about state
 /// (rather than about a verb, such as deleting something in use).
+///
+/// Every name in the state (subnet, vNIC, host, interface, instance, and
+/// every reference to a subnet or a vNIC) and every address (subnets, vNIC
+/// addresses, VIPs, EIPs) is checked here, so whatever path a change takes
+/// in — an API verb, `apply`, the config file — nothing stored can hold a
+/// name or an address a verb would refuse.
 pub fn check(s: &DesiredState, limits: &Limits) -> Result<(), Refusal> {
+    check_subnets(s)?;
     let mut vnic_by_ip: HashMap<Ipv4Addr, &str> = HashMap::new();
     let mut vnic_by_interface: HashMap<(&str, &str), &str> = HashMap::new();
-    for v in s.vnics.values() {
+    for (key, v) in &s.vnics {
         check_name("vNIC", &v.name)?;
+        if *key != v.name {
+            refuse(Rule::WellFormed, format!("vNIC {} is stored as {}", v.name, shown(key)))?;
+        }
         check_name("host", &v.host).map_err(|e| in_vnic(&v.name, e))?;
         check_ifname(&v.ifname).map_err(|e| in_vnic(&v.name, e))?;
+        check_name("instance", &v.instance).map_err(|e| in_vnic(&v.name, e))?;
+        check_name("subnet", &v.subnet).map_err(|e| in_vnic(&v.name, e))?;
+        check_address(v.ip, "a vNIC's address").map_err(|e| in_vnic(&v.name, e))?;
         if let Some(other) = vnic_by_interface.insert((&v.host, &v.ifname), &v.name) {
             refuse(
                 Rule::VnicInterfaceUnique,
@@ -233,8 +264,19 @@ pub fn check(s: &DesiredState, limits: &Limits) -> Result<(), Refusal> {
     }
     let mut per_instance: HashMap<&str, BTreeSet<Ipv4Addr>> = HashMap::new();
     let mut havip_by_eip: HashMap<Ipv4Addr, Ipv4Addr> = HashMap::new();
-    for h in s.havips.values() {
+    for (key, h) in &s.havips {
         let vip = h.vip;
+        if *key != vip {
+            refuse(Rule::WellFormed, format!("HAVIP {vip} is stored as {key}"))?;
+        }
+        if let Some(class) = address_class(vip) {
+            refuse(Rule::AddressClass, format!("HAVIP {vip} is {class}: a VIP must be a unicast address"))?;
+        }
+        let in_havip = |e: Refusal| Refusal { message: format!("HAVIP {vip}: {}", e.message), ..e };
+        check_name("subnet", &h.subnet).map_err(in_havip)?;
+        for m in &h.members {
+            check_name("member vNIC", m).map_err(in_havip)?;
+        }
         let subnet = subnet(s, &h.subnet, || format!("HAVIP {vip}"))?;
         check_vip_address(vip, subnet, &vnic_by_ip)?;
         if h.members.len() > limits.max_members_per_havip {
@@ -268,6 +310,12 @@ pub fn check(s: &DesiredState, limits: &Limits) -> Result<(), Refusal> {
             per_instance.entry(&vnic.instance).or_default().insert(vip);
         }
         if let Some(eip) = h.eip {
+            if let Some(class) = address_class(eip) {
+                refuse(
+                    Rule::AddressClass,
+                    format!("HAVIP {vip}: EIP {eip} is {class}: an EIP must be a unicast address"),
+                )?;
+            }
             if limits.max_eips_per_havip == 0 {
                 refuse(
                     Rule::MaxEipsPerHavip,
@@ -297,6 +345,87 @@ pub fn check(s: &DesiredState, limits: &Limits) -> Result<(), Refusal> {
                 limits.max_havips_per_instance
             ),
         )?;
+    }
+    Ok(())
+}
+
+/// The shortest prefix a VPC subnet may have: a /8 (16 M addresses, the
+/// largest private block); shorter ones would take in most of the Internet.
+pub const MIN_SUBNET_PREFIX: u8 = 8;
+
+/// Blocks of addresses no host, VIP, EIP or subnet may use: (network,
+/// prefix, class). The most specific first.
+const NOT_UNICAST: [([u8; 4], u8, &str); 7] = [
+    ([0, 0, 0, 0], 32, "unspecified"),
+    ([255, 255, 255, 255], 32, "limited broadcast"),
+    ([0, 0, 0, 0], 8, "\"this network\""),
+    ([127, 0, 0, 0], 8, "loopback"),
+    ([169, 254, 0, 0], 16, "link-local"),
+    ([224, 0, 0, 0], 4, "multicast"),
+    ([240, 0, 0, 0], 4, "reserved"),
+];
+
+/// What `ip` is when it is not an address a host may use, e.g. `a
+/// multicast address (224.0.0.0/4)`, `the unspecified address`; `None`
+/// for a unicast address (private ones included: an EIP may be one).
+pub fn address_class(ip: Ipv4Addr) -> Option<String> {
+    NOT_UNICAST.iter().find_map(|&(net, prefix, class)| {
+        let block = Subnet { network: net.into(), prefix };
+        block.contains(ip).then(|| match prefix {
+            32 => format!("the {class} address"),
+            _ => format!("a {class} address ({block})"),
+        })
+    })
+}
+
+/// [`Rule::AddressClass`] for `ip`, which is `role` (e.g. "a vNIC's address").
+fn check_address(ip: Ipv4Addr, role: &str) -> Result<(), Refusal> {
+    match address_class(ip) {
+        Some(class) => {
+            refuse(Rule::AddressClass, format!("address {ip} is {class}: {role} must be a unicast address"))
+        }
+        None => Ok(()),
+    }
+}
+
+/// Subnet names, sizes, classes, and that no two overlap.
+fn check_subnets(s: &DesiredState) -> Result<(), Refusal> {
+    for (name, sn) in &s.subnets {
+        check_name("subnet", name)?;
+        if sn.prefix < MIN_SUBNET_PREFIX {
+            refuse(
+                Rule::SubnetPrefix,
+                format!("subnet {name} ({sn}): a VPC subnet is /{MIN_SUBNET_PREFIX} to /32"),
+            )?;
+        }
+        let odd = NOT_UNICAST.iter().filter(|(_, prefix, _)| *prefix < 32).find(|&&(net, prefix, _)| {
+            let block = Subnet { network: net.into(), prefix };
+            block.contains(sn.network) || sn.contains(block.network)
+        });
+        if let Some(&(net, prefix, class)) = odd {
+            let block = Subnet { network: net.into(), prefix };
+            refuse(
+                Rule::AddressClass,
+                format!("subnet {name} ({sn}) holds {class} addresses ({block}): a VPC subnet's addresses must be unicast"),
+            )?;
+        }
+    }
+    // Sorted by first address, a subnet overlaps an earlier one exactly when
+    // it starts at or before the furthest end seen so far.
+    let mut by_start: Vec<(&String, &Subnet)> = s.subnets.iter().collect();
+    by_start.sort_by_key(|(name, sn)| (u32::from(sn.network), std::cmp::Reverse(sn.prefix), *name));
+    let mut furthest: Option<(&String, &Subnet)> = None;
+    for (name, sn) in by_start {
+        if let Some((other, osn)) = furthest {
+            if u32::from(sn.network) <= u32::from(osn.broadcast()) {
+                let ((a, asn), (b, bsn)) =
+                    if other < name { ((other, osn), (name, sn)) } else { ((name, sn), (other, osn)) };
+                refuse(Rule::SubnetsDisjoint, format!("subnet {a} ({asn}) overlaps subnet {b} ({bsn})"))?;
+            }
+        }
+        if furthest.is_none_or(|(_, osn)| sn.broadcast() > osn.broadcast()) {
+            furthest = Some((name, sn));
+        }
     }
     Ok(())
 }
@@ -331,31 +460,52 @@ fn in_vnic(name: &str, e: Refusal) -> Refusal {
     Refusal { message: format!("vNIC {name}: {}", e.message), ..e }
 }
 
-/// A name that ends up in API paths and keys (vNIC, host, subnet): 1-63
-/// bytes of letters, digits, '.', '_' and '-' — nothing a URL or a store
-/// key would need to escape.
+/// The longest name of any object, in bytes.
+pub const MAX_NAME_LEN: usize = 63;
+
+/// The one validation of every name (subnet, vNIC, host, instance, and
+/// every reference to one): 1-63 bytes of ASCII letters, digits, '.', '_'
+/// and '-', starting with a letter or a digit — nothing a URL, a store key,
+/// a table or a log line would need to escape, never a path segment such as
+/// `..` that a client would resolve away, never read as an option.
 pub fn check_name(what: &str, name: &str) -> Result<(), Refusal> {
     let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    if name.is_empty() || name.len() > 63 || !name.chars().all(ok) {
+    let starts_ok = name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if name.len() > MAX_NAME_LEN || !starts_ok || !name.chars().all(ok) {
         refuse(
             Rule::WellFormed,
-            format!("{what} name {name:?} is not 1-63 bytes of letters, digits, '.', '_' and '-'"),
+            format!(
+                "{what} name {} is not 1-{MAX_NAME_LEN} letters, digits, '.', '_' and '-' starting with a letter or digit",
+                shown(name)
+            ),
         )?;
     }
     Ok(())
 }
 
-/// A host-side interface name: at most 15 bytes, no slash, colon or
-/// whitespace (the kernel's IFNAMSIZ and dev_valid_name).
+/// Text an operator sent, for a refusal: quoted with every control
+/// character escaped, and at most 40 characters of it (a 1 MB name is not
+/// echoed into a log line).
+pub fn shown(text: &str) -> String {
+    const MAX: usize = 40;
+    match text.char_indices().nth(MAX) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes)", &text[..end], text.len()),
+    }
+}
+
+/// A host-side interface name: 1-15 bytes (the kernel's IFNAMSIZ) of
+/// printable ASCII but '/' and ':', not `.` or `..` (dev_valid_name), no
+/// spaces or control characters.
 pub fn check_ifname(name: &str) -> Result<(), Refusal> {
-    if name.is_empty()
-        || name.len() > 15
-        || name.contains(['/', ':'])
-        || name.chars().any(char::is_whitespace)
-    {
+    let ok = |c: char| c.is_ascii_graphic() && !matches!(c, '/' | ':');
+    if name.is_empty() || name.len() > 15 || matches!(name, "." | "..") || !name.chars().all(ok) {
         refuse(
             Rule::WellFormed,
-            format!("{name:?} is not an interface name (1-15 bytes, no '/', ':' or spaces)"),
+            format!(
+                "{} is not an interface name (1-15 bytes of printable ASCII, no '/', ':' or spaces, not . or ..)",
+                shown(name)
+            ),
         )?;
     }
     Ok(())
@@ -366,7 +516,7 @@ pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr, Refusal> {
     match s.parse::<IpAddr>() {
         Ok(IpAddr::V4(ip)) => Ok(ip),
         Ok(IpAddr::V6(_)) => refuse(Rule::Ipv4Only, format!("{s} is IPv6: only IPv4 is supported")),
-        Err(_) => refuse(Rule::WellFormed, format!("{s:?} is not an IPv4 address")),
+        Err(_) => refuse(Rule::WellFormed, format!("{} is not an IPv4 address", shown(s))),
     }
 }
 
@@ -377,11 +527,11 @@ pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr, Refusal> {
 /// [`Rule::Ipv4Only`] for an IPv6 network.
 pub fn parse_cidr(s: &str) -> Result<Subnet, Refusal> {
     let Some((addr, prefix)) = s.split_once('/') else {
-        return refuse(Rule::WellFormed, format!("{s:?} is not a CIDR (address/prefix)"));
+        return refuse(Rule::WellFormed, format!("{} is not a CIDR (address/prefix)", shown(s)));
     };
     let network = parse_ipv4(addr)?;
     let Some(prefix) = prefix.parse::<u8>().ok().filter(|p| *p <= 32) else {
-        return refuse(Rule::WellFormed, format!("{s:?}: prefix length must be 0 to 32"));
+        return refuse(Rule::WellFormed, format!("{}: prefix length must be 0 to 32", shown(s)));
     };
     let subnet = Subnet { network, prefix };
     let masked = Ipv4Addr::from(u32::from(network) & subnet.mask());
@@ -397,8 +547,12 @@ pub fn parse_cidr(s: &str) -> Result<Subnet, Refusal> {
 /// [`Rule::WellFormed`] for any other form, or a multicast MAC (a vNIC's
 /// MAC must be unicast).
 pub fn parse_mac(s: &str) -> Result<[u8; 6], Refusal> {
-    let malformed =
-        || refuse(Rule::WellFormed, format!("{s:?} is not a MAC address (six hex bytes separated by ':')"));
+    let malformed = || {
+        refuse(
+            Rule::WellFormed,
+            format!("{} is not a MAC address (six hex bytes separated by ':')", shown(s)),
+        )
+    };
     let parts: Vec<&str> = s.split(':').collect();
     if parts.len() != 6 {
         return malformed();
@@ -574,5 +728,144 @@ mod tests {
         assert!(parse_mac("01:00:5e:00:00:01").unwrap_err().message.contains("multicast"));
         assert!(parse_mac("02:00:00:00:00").is_err());
         assert!(check_ifname("a-very-long-interface").is_err());
+    }
+
+    // --- issue 12: every address is checked for what it may be -------------
+
+    fn name_of(s: &DesiredState) -> &'static str {
+        rule_of(s).name()
+    }
+
+    #[test]
+    fn every_address_is_checked_for_its_class() {
+        // VIPs: a VRRP multicast group, loopback, link-local, unspecified,
+        // broadcast, class E — refused by name before any subnet rule.
+        for vip in ["224.0.0.18", "127.0.0.1", "169.254.1.1", "0.0.0.0", "255.255.255.255", "240.0.0.1"] {
+            let e = check(&with_havip(base(), vip, &[]), &Limits::default()).expect_err(vip);
+            assert_eq!(e.rule.name(), "address-class", "{vip}: {e}");
+            assert!(e.message.starts_with(&format!("HAVIP {vip} is ")), "{e}");
+        }
+        let e = check(&with_havip(base(), "224.0.0.18", &[]), &Limits::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "refused by rule address-class: HAVIP 224.0.0.18 is a multicast address (224.0.0.0/4): \
+             a VIP must be a unicast address"
+        );
+        // vNIC addresses.
+        let mut s = base();
+        s.vnics.get_mut("vnic-x").unwrap().ip = "127.0.0.1".parse().unwrap();
+        let e = check(&s, &Limits::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "refused by rule address-class: vNIC vnic-x: address 127.0.0.1 is a loopback address (127.0.0.0/8): \
+             a vNIC's address must be a unicast address"
+        );
+        // EIPs: private addresses are fine (another VPC's NAT), classes that
+        // can never be an EIP are not.
+        let mut s = with_havip(base(), "198.18.1.50", &[]);
+        for (eip, ok) in [
+            ("10.1.2.3", true),
+            ("203.0.113.7", true),
+            ("224.0.0.5", false),
+            ("127.0.0.1", false),
+            ("0.0.0.0", false),
+            ("169.254.169.254", false),
+            ("255.255.255.255", false),
+        ] {
+            s.havips.values_mut().for_each(|h| h.eip = Some(eip.parse().unwrap()));
+            match check(&s, &Limits::default()) {
+                Ok(()) => assert!(ok, "EIP {eip} accepted"),
+                Err(e) => {
+                    assert!(!ok, "EIP {eip}: {e}");
+                    assert_eq!(e.rule.name(), "address-class", "{e}");
+                    assert!(e.message.starts_with(&format!("HAVIP 198.18.1.50: EIP {eip} is ")), "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn subnets_are_unicast_sane_and_disjoint() {
+        let with_subnet = |name: &str, cidr: &str| {
+            let mut s = base();
+            s.subnets.insert(name.into(), parse_cidr(cidr).unwrap());
+            s
+        };
+        for cidr in ["0.0.0.0/0", "0.0.0.0/7", "128.0.0.0/1"] {
+            let e = check(&with_subnet("big", cidr), &Limits::default()).expect_err(cidr);
+            assert_eq!(e.rule.name(), "subnet-prefix", "{cidr}: {e}");
+        }
+        for cidr in
+            ["127.0.0.0/8", "224.0.0.0/24", "169.254.0.0/16", "0.0.0.0/8", "240.0.0.0/8", "169.0.0.0/8"]
+        {
+            let e = check(&with_subnet("odd", cidr), &Limits::default()).expect_err(cidr);
+            assert_eq!(e.rule.name(), "address-class", "{cidr}: {e}");
+            assert!(e.message.starts_with(&format!("subnet odd ({cidr}) ")), "{e}");
+        }
+        check(&with_subnet("p2p", "10.0.0.0/31"), &Limits::default()).unwrap();
+        check(&with_subnet("wide", "10.0.0.0/8"), &Limits::default()).unwrap();
+        let e = check(&with_subnet("vpc0", "198.18.0.0/16"), &Limits::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "refused by rule subnets-disjoint: subnet vpc0 (198.18.0.0/16) overlaps subnet vpc1 (198.18.1.0/24)"
+        );
+        assert_eq!(name_of(&with_subnet("again", "198.18.2.0/24")), "subnets-disjoint");
+    }
+
+    // --- issue 12: one validation for every name, in the model --------------
+
+    #[test]
+    fn every_name_in_the_state_is_well_formed() {
+        let long = "x".repeat(1 << 20);
+        let bad = ["", "a\nb", "tab\there", "sp ace", "a/b", "\u{1b}[2J", "é", long.as_str()];
+        for name in bad {
+            let mut s = base();
+            s.vnics.get_mut("vnic-a").unwrap().instance = name.into();
+            let e = check(&s, &Limits::default()).expect_err("instance name");
+            assert_eq!(e.rule, Rule::WellFormed, "instance {name:.20?}: {e}");
+            assert!(e.message.len() < 200, "the message quotes a bounded name: {} bytes", e.message.len());
+            assert!(!e.message.contains(['\n', '\t', '\u{1b}']), "{e}");
+
+            let mut s = base();
+            s.subnets.insert(name.into(), parse_cidr("10.9.0.0/24").unwrap());
+            assert_eq!(rule_of(&s), Rule::WellFormed, "subnet {name:.20?}");
+
+            let mut s = base();
+            s.vnics.get_mut("vnic-a").unwrap().subnet = name.into();
+            assert_eq!(rule_of(&s), Rule::WellFormed, "subnet reference {name:.20?}");
+
+            let s = with_havip(base(), "198.18.1.50", &["vnic-a", name]);
+            assert_eq!(rule_of(&s), Rule::WellFormed, "member reference {name:.20?}");
+
+            let mut s = with_havip(base(), "198.18.1.50", &[]);
+            s.havips.values_mut().for_each(|h| h.subnet = name.into());
+            assert_eq!(rule_of(&s), Rule::WellFormed, "HAVIP subnet {name:.20?}");
+        }
+        // A vNIC stored under another key than its name.
+        let mut s = base();
+        let v = s.vnics.remove("vnic-a").unwrap();
+        s.vnics.insert("other".into(), v);
+        assert_eq!(rule_of(&s), Rule::WellFormed);
+        // The longest names are fine.
+        let mut s = base();
+        s.vnics.get_mut("vnic-a").unwrap().instance = "i".repeat(63);
+        check(&s, &Limits::default()).unwrap();
+    }
+
+    #[test]
+    fn refusals_quote_bounded_escaped_text() {
+        let long = "9".repeat(1 << 20);
+        for e in [
+            parse_ipv4(&long).unwrap_err(),
+            parse_cidr(&long).unwrap_err(),
+            parse_cidr(&format!("10.0.0.0/{long}")).unwrap_err(),
+            parse_mac(&long).unwrap_err(),
+            check_name("vNIC", &long).unwrap_err(),
+            check_ifname(&long).unwrap_err(),
+            check_ifname("a\nb").unwrap_err(),
+        ] {
+            assert!(e.message.len() < 200, "{} bytes: {:.100}", e.message.len(), e.message);
+            assert!(!e.message.contains('\n'), "{e}");
+        }
     }
 }

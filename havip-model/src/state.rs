@@ -206,7 +206,10 @@ impl FromStr for SplitBrainPolicy {
             "vrrp-priority" => Ok(Self::VrrpPriority),
             _ => crate::rules::refuse(
                 crate::rules::Rule::WellFormed,
-                format!("{s:?} is not a split-brain policy (last-claim-wins, keep-holder, vrrp-priority)"),
+                format!(
+                    "{} is not a split-brain policy (last-claim-wins, keep-holder, vrrp-priority)",
+                    crate::rules::shown(s)
+                ),
             ),
         }
     }
