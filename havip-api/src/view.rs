@@ -230,6 +230,39 @@ pub struct AgentStatus {
     pub rss_kib: u64,
     /// Peak resident set size, KiB (`VmHWM` of `/proc/self/status`; 0 if unreadable).
     pub peak_rss_kib: u64,
+    /// Whether the store writes.
+    pub store: StoreStatus,
+    /// Whether the maps follow the store.
+    pub sync: SyncStatus,
+}
+
+/// How the store is doing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    /// The last write failed: observations are kept in memory and retried.
+    pub failing: bool,
+    /// Writes that failed since the agent started.
+    pub write_failures: u64,
+    /// Times the store was reopened after a failed write.
+    pub reopens: u64,
+    /// HAVIPs whose observations are in memory, not yet on disk.
+    pub pending: u64,
+    /// The last write error, kept after recovery.
+    pub last_error: Option<String>,
+    /// Why the config file's desired state was not applied at start (the
+    /// agent runs on the store's state), if it was not.
+    pub config_not_applied: Option<String>,
+}
+
+/// Whether the data plane's maps follow the store.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    /// The last reconcile pass's error, if it failed (retried with backoff).
+    pub last_error: Option<String>,
+    /// Reconcile passes that failed since the agent started.
+    pub failed_passes: u64,
+    /// vNICs of this host that are present but not attached, and why.
+    pub unattached: BTreeMap<String, String>,
 }
 
 /// What an apply did.
@@ -300,6 +333,14 @@ pub enum EventKind {
     /// A vNIC of this host is present but XDP could not be attached to it
     /// (retried with backoff).
     AttachFailed,
+    /// Store writes fail (a full disk, an I/O error): observations wait in
+    /// memory and are retried; the data plane is not affected.
+    StoreFailed,
+    /// Store writes work again: every observation is on disk.
+    StoreRecovered,
+    /// The config file's desired state conflicts with the store's and was
+    /// not applied at start; the agent runs on the store's state.
+    ConfigNotApplied,
     /// Not an event but a marker in a follower's stream: it read more slowly
     /// than events came, and missed some. `seq` is the first one missed;
     /// the detail starts with how many.
@@ -320,6 +361,8 @@ impl EventKind {
                 | Self::HolderFlapping
                 | Self::ReconcileFailed
                 | Self::AttachFailed
+                | Self::StoreFailed
+                | Self::ConfigNotApplied
         )
     }
 }

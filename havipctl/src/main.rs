@@ -277,6 +277,32 @@ fn seg(v: &str) -> String {
     utf8_percent_encode(v, UNRESERVED).to_string()
 }
 
+/// `status`'s store and sync lines: "ok", or what is wrong.
+fn health_lines(s: &AgentStatus) -> String {
+    let store = if s.store.failing {
+        format!(
+            "FAILING ({}); observations of {} HAVIPs kept in memory, retried",
+            s.store.last_error.as_deref().unwrap_or("?"),
+            s.store.pending
+        )
+    } else {
+        format!("ok ({} failed writes, {} reopens since start)", s.store.write_failures, s.store.reopens)
+    };
+    let mut out = format!("\nstore:      {store}");
+    if let Some(why) = &s.store.config_not_applied {
+        out += &format!("\nconfig:     NOT APPLIED: {why}");
+    }
+    let sync = match &s.sync.last_error {
+        Some(e) => format!("FAILING ({e}); retried with backoff"),
+        None => format!("ok ({} failed passes since start)", s.sync.failed_passes),
+    };
+    out += &format!("\nmaps:       {sync}");
+    for (vnic, why) in &s.sync.unattached {
+        out += &format!("\n  not attached: {vnic}: {why}");
+    }
+    out
+}
+
 /// `havipctl trace`: the detail, then the claims and the HAVIP's events as
 /// one timeline, oldest first.
 fn trace(h: &HavipView, events: &[Event]) -> String {
@@ -495,7 +521,7 @@ async fn run(cli: Cli) -> Result<()> {
                     s.havips,
                     s.rss_kib,
                     s.peak_rss_kib
-                )
+                ) + &health_lines(s)
             })
         }
         Cmd::Vnic(VnicCmd::Add { name, host, ifname, instance, subnet, ip, mac }) => {

@@ -35,8 +35,10 @@ const ECHO_TIMEOUT: Duration = Duration::from_secs(1);
 /// Families per VIP: the 18 data plane counters, epoch, failovers, held,
 /// members; the verdict's contested, probes, probes answered, misses.
 const PER_VIP_FAMILIES: usize = havip_common::VipCounter::MAX + 4 + 4;
-/// Families without labels: the global counters, and the HAVIP count.
-const GLOBAL_FAMILIES: usize = havip_common::GlobalCounter::MAX + 1;
+/// Families without labels: the global counters, the HAVIP count, the
+/// store's health (failing, write failures, reopens, pending, config
+/// applied) and the maps' (reconcile failures, in sync, unattached vNICs).
+const GLOBAL_FAMILIES: usize = havip_common::GlobalCounter::MAX + 1 + 5 + 3;
 
 #[test]
 fn metrics_parse_and_count_the_traffic_sent() -> Result<()> {
@@ -66,7 +68,13 @@ fn metrics(lab: &mut Lab) -> Result<()> {
         ensure!(who == VM_A.name, "datagram {seq} was answered by {who}, not by the holder vm-a");
     }
     eprintln!("{SENT} echoes through the VIP in {:?}", started.elapsed());
-    let after = Metrics::scrape(&hv)?;
+    // /metrics is rendered at most once a second and shared meanwhile: wait
+    // for a render made after the last echo.
+    let redirected = before.vip("havip_vip_redirect_packets_total")?;
+    let after = wait::until("a render of /metrics after the echoes", OBSERVE_TIMEOUT, || {
+        let m = Metrics::scrape(&hv)?;
+        Ok((m.vip("havip_vip_redirect_packets_total")? >= redirected + SENT as f64).then_some(m))
+    })?;
     let now = ctl.describe(&vip)?;
     ensure!(
         now.epoch == held.epoch,

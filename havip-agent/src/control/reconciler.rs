@@ -66,6 +66,9 @@ pub struct Reconciler {
     seen: Links,
     /// What the last pass left diverging.
     health: Arc<Mutex<SyncHealth>>,
+    /// Whether a pass has read the holders at start ([`SyncMode::Start`]):
+    /// until one succeeds, every pass does.
+    started: bool,
 }
 
 /// What a reconciler works with.
@@ -95,7 +98,7 @@ pub struct Inputs {
 impl Reconciler {
     /// A reconciler that has attached nothing yet and has seen no links.
     pub fn new(inputs: Inputs) -> Self {
-        Self { inputs, attached: BTreeMap::new(), seen: Links::new(), health: Arc::default() }
+        Self { inputs, attached: BTreeMap::new(), seen: Links::new(), health: Arc::default(), started: false }
     }
 
     /// What the last pass left diverging (shared: read by the API).
@@ -105,7 +108,9 @@ impl Reconciler {
 
     /// One pass: attach, reconcile the maps, observe the holders.
     pub fn pass(&mut self, mode: SyncMode) -> Result<()> {
+        let mode = if self.started { mode } else { SyncMode::Start };
         let result = self.try_pass(mode);
+        self.started |= result.is_ok();
         let mut health = lock(&self.health);
         match &result {
             Ok(()) => {

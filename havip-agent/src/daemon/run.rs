@@ -127,7 +127,12 @@ async fn keep_store_written(store: Arc<dyn Store>, feed: Arc<Feed>) {
         tokio::time::sleep(backoff).await;
         if !health.failing() {
             if reported {
-                info!("store: writes work again; every observation is on disk");
+                feed.publish(
+                    EventKind::StoreRecovered,
+                    None,
+                    None,
+                    "store: writes work again; every observation is on disk",
+                );
                 reported = false;
             }
             backoff = STORE_RETRY_MIN;
@@ -136,7 +141,7 @@ async fn keep_store_written(store: Arc<dyn Store>, feed: Arc<Feed>) {
         if !reported {
             let h = health.snapshot();
             feed.publish(
-                EventKind::ReconcileFailed,
+                EventKind::StoreFailed,
                 None,
                 None,
                 format!(
@@ -200,7 +205,7 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
     let rtnl = links::connect()?;
     let feed = Arc::new(Feed::default());
     if let Some(why) = config_not_applied {
-        feed.publish(EventKind::ReconcileFailed, None, None, why);
+        feed.publish(EventKind::ConfigNotApplied, None, None, why);
     }
     tokio::spawn(keep_store_written(store.clone(), feed.clone()));
     let last_flush = store.clone();
@@ -224,8 +229,13 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
         reconciled: reconciled.clone(),
         rtnl,
     });
-    // At start the maps are the truth about holders: nothing is reset.
-    reconciler.pass(SyncMode::Start)?;
+    // At start the maps are the truth about holders: nothing is reset. A
+    // first pass that fails is reported and retried, never fatal: the data
+    // plane keeps forwarding on what it has.
+    if let Err(e) = reconciler.pass(SyncMode::Start) {
+        warn!(error = %format!("{e:#}"), "first reconcile pass failed; retried with backoff");
+    }
+    let sync = reconciler.health();
 
     let ctl = Arc::new(ApiContext {
         host: cfg.host.id.clone(),
@@ -237,6 +247,7 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
         reconciled,
         verdicts: verdicts.clone(),
         latencies: observer.latencies().clone(),
+        sync,
         started_ms: now_ms(),
     });
     let verify = verifier::run(

@@ -37,7 +37,8 @@ use futures::{stream, Future, StreamExt};
 use havip_api::{
     view::{
         AgentStatus, Applied, Contested, ContestedMember, DesiredView, EipRequest, ErrorBody, HavipView,
-        LinkState, MemberView, Status, SubnetView, VerificationView, VnicView, VrrpView,
+        LinkState, MemberView, Status, StoreStatus, SubnetView, SyncStatus, VerificationView, VnicView,
+        VrrpView,
     },
     Event, EventKind,
 };
@@ -60,12 +61,13 @@ use crate::{
     control::{
         feed::{Feed, MAX_FOLLOWERS},
         latency::Latencies,
+        reconciler::SyncHealth,
         verifier::{Phase, Verdict},
     },
     datapath::maps::Maps,
     host::links::Links,
     northbound::serve::{serve, ServerLimits},
-    store::{update_with, Store, StoreError},
+    store::{update_with, Store, StoreError, StoreHealthSnapshot},
     sync::lock,
 };
 
@@ -89,6 +91,8 @@ pub struct ApiContext {
     pub verdicts: Arc<Mutex<BTreeMap<Ipv4Addr, Verdict>>>,
     /// How far the control loop lags the data plane.
     pub latencies: Arc<Latencies>,
+    /// Whether the maps follow the store (the reconciler's last pass).
+    pub sync: Arc<Mutex<SyncHealth>>,
     /// When the agent started, Unix ms.
     pub started_ms: u64,
 }
@@ -511,7 +515,24 @@ async fn status(State(c): Ctl) -> Answer<AgentStatus> {
         havips: snap.state.havips.len(),
         rss_kib,
         peak_rss_kib,
+        store: store_status(&c.store.health().snapshot()),
+        sync: {
+            let h = lock(&c.sync).clone();
+            SyncStatus { last_error: h.last_error, failed_passes: h.failed_passes, unattached: h.unattached }
+        },
     }))
+}
+
+/// The store's health as the API shows it.
+fn store_status(h: &StoreHealthSnapshot) -> StoreStatus {
+    StoreStatus {
+        failing: h.failing,
+        write_failures: h.write_failures,
+        reopens: h.reopens,
+        pending: h.pending,
+        last_error: h.last_error.clone(),
+        config_not_applied: h.config_not_applied.clone(),
+    }
 }
 
 #[derive(Deserialize)]

@@ -212,6 +212,52 @@ fn render(ctl: &ApiContext) -> String {
         );
     }
     family("havips", "gauge", "HAVIPs in the desired state.", &[(String::new(), state.havips.len() as u64)]);
+    let store = ctl.store.health().snapshot();
+    let sync = lock(&ctl.sync).clone();
+    let one = |v: u64| [(String::new(), v)];
+    family(
+        "store_failing",
+        "gauge",
+        "1 while store writes fail (observations wait in memory).",
+        &one(store.failing as u64),
+    );
+    family("store_write_failures_total", "counter", "Store writes that failed.", &one(store.write_failures));
+    family(
+        "store_reopens_total",
+        "counter",
+        "Times the store was reopened after a failed write.",
+        &one(store.reopens),
+    );
+    family(
+        "store_pending_observations",
+        "gauge",
+        "HAVIPs whose observations are not yet on disk.",
+        &one(store.pending),
+    );
+    family(
+        "config_applied",
+        "gauge",
+        "0 if the config file's desired state conflicted with the store's and was left out at start.",
+        &one(store.config_not_applied.is_none() as u64),
+    );
+    family(
+        "reconcile_failures_total",
+        "counter",
+        "Reconcile passes that failed (retried with backoff).",
+        &one(sync.failed_passes),
+    );
+    family(
+        "maps_in_sync",
+        "gauge",
+        "1 if the last reconcile pass succeeded.",
+        &one(sync.last_error.is_none() as u64),
+    );
+    family(
+        "unattached_vnics",
+        "gauge",
+        "vNICs of this host present but not attached (retried with backoff).",
+        &one(sync.unattached.len() as u64),
+    );
     for (name, help, h) in [
         (
             "claim_recorded_seconds",
