@@ -228,9 +228,12 @@ pub fn put_subnet(s: &mut DesiredState, spec: &SubnetSpec) -> Result<(), Refusal
 }
 
 /// Removes an unused subnet.
+///
+/// A name no subnet may have is refused as such, but a subnet stored under
+/// one (before names were checked) can still be deleted.
 pub fn delete_subnet(s: &mut DesiredState, name: &str) -> Result<(), Refusal> {
-    check_name("subnet", name)?;
     if !s.subnets.contains_key(name) {
+        check_name("subnet", name)?;
         return refuse(Rule::UnknownSubnet, format!("subnet {name} does not exist"));
     }
     let users: Vec<String> = s
@@ -255,9 +258,12 @@ pub fn put_vnic(s: &mut DesiredState, spec: &VnicSpec, local_host: &str) -> Resu
 }
 
 /// Removes a vNIC that is no HAVIP's member.
+///
+/// A name no vNIC may have is refused as such, but a vNIC stored under one
+/// (before names were checked) can still be deleted.
 pub fn delete_vnic(s: &mut DesiredState, name: &str) -> Result<(), Refusal> {
-    check_name("vNIC", name)?;
     if !s.vnics.contains_key(name) {
+        check_name("vNIC", name)?;
         return refuse(Rule::UnknownVnic, format!("vNIC {name} does not exist"));
     }
     let of: Vec<String> = s
@@ -508,6 +514,11 @@ mod tests {
         assert_eq!(disassociate(&mut s, vip, "nope").unwrap_err().rule, Rule::UnknownVnic);
         let gone: Ipv4Addr = "198.18.1.6".parse().unwrap();
         assert_eq!(unbind_eip(&mut s, gone).unwrap_err().rule, Rule::UnknownHavip);
+        // A stored object with a name from before names were checked can
+        // still be deleted.
+        let mut legacy = lab();
+        legacy.subnets.insert("old name".into(), crate::rules::parse_cidr("10.9.0.0/24").unwrap());
+        delete_subnet(&mut legacy, "old name").unwrap();
         // A name no object can have is not a 404 either, and is not echoed raw.
         for e in [
             delete_vnic(&mut s, "a\nb").unwrap_err(),
