@@ -55,6 +55,17 @@ enum Cmd {
     },
     /// Check the layering: no import cycle in the agent, its layers in lib.rs order, light crates light.
     Layers,
+    /// Coverage-guided fuzzing (cargo-fuzz, libFuzzer): every target, or one, for a long run.
+    Fuzz {
+        /// One target (config, desired_file, xdp_frames); all of them when absent.
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 600)]
+        seconds: u32,
+        /// Passed on to libFuzzer, e.g. `-- -jobs=2 -max_len=512`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// The benchmark: havip against the XDP limit and the kernel, as ratios in one run (needs root).
     Bench {
         /// Passed on to havip-bench (`cargo xtask bench -- --help` lists them).
@@ -100,6 +111,15 @@ fn run_cmd(cmd: Cmd) -> Result<()> {
         }
         Cmd::Test { args } => test(&args),
         Cmd::Layers => layering(),
+        Cmd::Fuzz { target, seconds, args } => {
+            require_root("the xdp_frames target loads XDP programs and creates a namespace")?;
+            let targets = match target {
+                Some(t) if FUZZ_TARGETS.contains(&t.as_str()) => vec![t],
+                Some(t) => bail!("no fuzz target {t}; the targets: {}", FUZZ_TARGETS.join(" ")),
+                None => FUZZ_TARGETS.iter().map(|t| t.to_string()).collect(),
+            };
+            fuzz(&targets, seconds, &args)
+        }
         Cmd::Bench { args } => {
             require_root("the bench creates network namespaces and runs XDP programs")?;
             bench(&args)
@@ -147,7 +167,24 @@ fn installed(pkg: &str) -> bool {
     })
 }
 
+/// cargo-fuzz (libFuzzer driver; runs on stable with `--sanitizer none`),
+/// installed into ~/.cargo/bin once.
+fn cargo_fuzz() -> Result<()> {
+    let present = cargo().args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
+    if present {
+        eprintln!("xtask: cargo-fuzz present");
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-fuzz from crates.io (cargo install cargo-fuzz --locked, ~1 min)");
+    run(cargo().args(["install", "cargo-fuzz", "--locked"]))
+}
+
 fn deps() -> Result<()> {
+    cargo_fuzz()?;
+    apt_deps()
+}
+
+fn apt_deps() -> Result<()> {
     let missing: Vec<&str> = APT_PACKAGES.into_iter().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         eprintln!("xtask: apt packages present: {}", APT_PACKAGES.join(" "));
@@ -194,7 +231,61 @@ fn test(args: &[String]) -> Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     layering()?;
-    run(cargo().args(["test", "--workspace"]).args(args))
+    run(cargo().args(["test", "--workspace"]).args(args))?;
+    // A short fuzz of every target: a crash found fails the suite.
+    fuzz(&FUZZ_TARGETS.map(String::from), FUZZ_TEST_SECONDS, &[])
+}
+
+/// The fuzz targets (fuzz/fuzz_targets/): the config file, the declarative
+/// file through the rules, and frames through both XDP programs against the
+/// README's verdict rules.
+const FUZZ_TARGETS: [&str; 3] = ["config", "desired_file", "xdp_frames"];
+
+/// Seconds per target in `cargo xtask test`.
+const FUZZ_TEST_SECONDS: u32 = 20;
+
+/// Builds the fuzz crate (its own workspace and target dir, fuzz/target, so
+/// it never touches the main target dir), then runs each target for
+/// `seconds` from its seeds (fuzz/seeds/TARGET) and the corpus it grew
+/// before (fuzz/corpus/TARGET). A crash fails; its input is in
+/// fuzz/artifacts/TARGET/ and `cargo fuzz run --sanitizer none TARGET FILE`
+/// replays it.
+fn fuzz(targets: &[String], seconds: u32, args: &[String]) -> Result<()> {
+    deps()?;
+    let dir = root_dir().join("fuzz");
+    let fuzz_cmd = || {
+        let mut c = cargo();
+        c.env("CARGO_TARGET_DIR", dir.join("target")).current_dir(&dir);
+        c
+    };
+    let status = |mut c: Command| -> Result<()> {
+        eprintln!("xtask: {c:?}");
+        let s = c.status().with_context(|| format!("starting {c:?}"))?;
+        if !s.success() {
+            bail!("{c:?} failed ({s})");
+        }
+        Ok(())
+    };
+    let mut build = fuzz_cmd();
+    build.args(["fuzz", "build", "--sanitizer", "none"]);
+    status(build)?;
+    for target in targets {
+        let corpus = dir.join("corpus").join(target);
+        std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
+        let mut c = fuzz_cmd();
+        c.args(["fuzz", "run", "--sanitizer", "none", target])
+            .arg(&corpus)
+            .arg(dir.join("seeds").join(target))
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-max_len=1601")
+            .arg("-print_final_stats=1")
+            .args(args);
+        status(c).with_context(|| {
+            format!("fuzz target {target} found a crash (input in fuzz/artifacts/{target}/)")
+        })?;
+    }
+    Ok(())
 }
 
 /// Builds the bench in release mode, then becomes `havip-bench ARGS`,
