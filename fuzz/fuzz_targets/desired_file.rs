@@ -68,8 +68,8 @@ fuzz_target!(|data: &[u8]| {
     // Accepted: export, write, read back, apply to nothing: the same state.
     let exported = DesiredFile::from(&state);
     let written = toml::to_string(&exported).expect("an exported file writes as TOML");
-    let read: DesiredFile = toml::from_str(&written)
-        .unwrap_or_else(|e| panic!("an exported file reads back: {e}\n{written}"));
+    let read: DesiredFile =
+        toml::from_str(&written).unwrap_or_else(|e| panic!("an exported file reads back: {e}\n{written}"));
     let reparsed = read.parse(HOST).unwrap_or_else(|e| panic!("an exported file parses: {e}\n{written}"));
     let mut again = DesiredState::default();
     ops::apply(&mut again, reparsed);

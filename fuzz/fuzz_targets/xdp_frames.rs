@@ -107,12 +107,18 @@ fn setup() -> World {
         ports: BTreeSet::from([a, b, c, up]),
         vips: BTreeMap::from([(vip, BTreeMap::from([(a, MAC_A), (b, MAC_B)]))]),
         configs: BTreeMap::from([(vip, VipConfig { flags: VIP_F_VRRP_VMAC })]),
-        eips: BTreeMap::from([(vip, EipNat { eip: EIP.into(), subnet: parse_cidr("198.18.1.0/24").unwrap() })]),
+        eips: BTreeMap::from([(
+            vip,
+            EipNat { eip: EIP.into(), subnet: parse_cidr("198.18.1.0/24").unwrap() },
+        )]),
         uplink: Some(Uplink { ifindex: up, mac: UP_MAC, next_hop_mac: NEXT_HOP_MAC }),
     };
     reconcile(&mut maps, &target).expect("reconcile");
     let slot = maps.vip_slot(&vip).expect("the VIP has a slot");
-    eprintln!("xdp_frames: data plane in {}, vNICs a={a} b={b} c={c}, uplink {up}, VIP slot {slot}", pins.display());
+    eprintln!(
+        "xdp_frames: data plane in {}, vNICs a={a} b={b} c={c}, uplink {up}, VIP slot {slot}",
+        pins.display()
+    );
     World { dp, maps, a, b, c, up, slot }
 }
 
@@ -452,7 +458,9 @@ fn check_nat(nat: &Nat, before: &[u8], got: &[u8], want: &mut [u8]) {
         assert_eq!(new, 0, "a UDP checksum of 0 stays 0");
         return;
     }
-    let w = |a: [u8; 4]| u32::from(u16::from_be_bytes([a[0], a[1]])) + u32::from(u16::from_be_bytes([a[2], a[3]]));
+    let w = |a: [u8; 4]| {
+        u32::from(u16::from_be_bytes([a[0], a[1]])) + u32::from(u16::from_be_bytes([a[2], a[3]]))
+    };
     let neg = |a: [u8; 4]| 0x1fffe - w(a);
     let lhs = u32::from(!new) % 0xffff;
     let rhs = (u32::from(!old) + neg(nat.from) + w(nat.to)) % 0xffff;
