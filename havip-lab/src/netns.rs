@@ -25,7 +25,7 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 /// Where labs keep their configs, pid files and logs.
 pub const RUN_DIR: &str = "/run/havip-lab";
 /// What a lab is for; shows in its pin and run dir names, which the sweeper knows by it.
-const PURPOSES: [&str; 3] = ["lab", "test", "bench"];
+const PURPOSES: [&str; 4] = ["lab", "test", "bench", "fuzz"];
 
 /// The identity of one lab: what its namespaces, pins and files are named after.
 #[derive(Clone, Debug)]
