@@ -15,7 +15,7 @@ mod layers;
 
 /// What the build, the lab and the tests need from Debian (curl: for trying
 /// the EIP by hand in a lab left standing).
-const APT_PACKAGES: [&str; 9] = [
+const APT_PACKAGES: [&str; 10] = [
     "clang-19",
     "llvm-19",
     "libbpf-dev",
@@ -25,6 +25,8 @@ const APT_PACKAGES: [&str; 9] = [
     "ethtool",
     "iputils-ping",
     "curl",
+    // systemd-analyze: tests/hardening_privilege.rs scores the unit.
+    "systemd",
 ];
 
 #[derive(Parser)]

@@ -34,6 +34,61 @@ pub struct AgentSettings {
     pub api_socket: PathBuf,
     /// Prometheus `/metrics` on this TCP address; none when unset.
     pub metrics: Option<SocketAddr>,
+    /// The group that may use the API socket (`root:<group>`, 0660): a
+    /// group name or a numeric gid. Unset: the owner only (0600).
+    pub api_group: Option<GroupSpec>,
+}
+
+/// `[agent] api_group`: a group name (looked up in the group database) or a
+/// numeric gid (used as it is: no group entry is needed).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum GroupSpec {
+    /// A numeric gid (`api_group = 4242`).
+    Gid(u32),
+    /// A group name, or a gid written as a string of digits.
+    Name(String),
+}
+
+impl GroupSpec {
+    /// The gid: a number as it is (also written as a string of digits), a
+    /// name from the group database; a name with no group is an error that
+    /// names it.
+    pub fn resolve(&self) -> Result<u32> {
+        match self {
+            GroupSpec::Gid(gid) => Ok(*gid),
+            GroupSpec::Name(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                n.parse().with_context(|| format!("gid {n:?} is out of range"))
+            }
+            GroupSpec::Name(n) => group_gid(n)?.with_context(|| {
+                format!("no group named {n:?} on this host (create it: groupadd --system {n})")
+            }),
+        }
+    }
+}
+
+/// The gid of group `name` from the group database (getgrnam_r), if any.
+fn group_gid(name: &str) -> Result<Option<u32>> {
+    let cname = std::ffi::CString::new(name).with_context(|| format!("group name {name:?}"))?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: every pointer is valid for the call; `buf` outlives `grp`,
+        // and only the gid is read, before `buf` changes.
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::group = std::ptr::null_mut();
+        let rc = unsafe {
+            libc::getgrnam_r(cname.as_ptr(), &mut grp, buf.as_mut_ptr().cast(), buf.len(), &mut found)
+        };
+        match rc {
+            0 if found.is_null() => return Ok(None),
+            0 => return Ok(Some(grp.gr_gid)),
+            libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            e => {
+                return Err(std::io::Error::from_raw_os_error(e))
+                    .with_context(|| format!("looking up group {name:?}"))
+            }
+        }
+    }
 }
 
 impl Default for AgentSettings {
@@ -44,6 +99,7 @@ impl Default for AgentSettings {
             store: PathBuf::from("/var/lib/havip/state.redb"),
             api_socket: PathBuf::from(havip_api::DEFAULT_SOCKET),
             metrics: None,
+            api_group: None,
         }
     }
 }
@@ -63,6 +119,8 @@ pub struct Config {
     pub host: Host,
     /// `[agent]`: host id, store, API socket, metrics address.
     pub agent: AgentSettings,
+    /// `[agent] api_group`, resolved: the gid given the API socket.
+    pub api_gid: Option<u32>,
     /// `[limits]`: product quotas; its `capacity` is `[dataplane]`'s.
     pub limits: Limits,
     /// `[dataplane]`: map capacities.
@@ -93,6 +151,8 @@ impl Config {
             None => hostname().context("agent.host_id is unset, so the hostname is the host id")?,
         };
         check_name("host", &id).context("agent.host_id")?;
+        let api_gid =
+            agent.api_group.as_ref().map(GroupSpec::resolve).transpose().context("agent.api_group")?;
         let host = Host { id, underlay: agent.underlay };
         let mut limits: Limits = section(&mut table, "limits")?;
         let capacity: Capacity = section(&mut table, "dataplane")?;
@@ -116,7 +176,7 @@ impl Config {
         limits.capacity = capacity;
         let desired = file.parse(&host.id)?;
         check_alone(&desired, &limits)?;
-        Ok(Self { host, agent, limits, capacity, uplink, verification, desired })
+        Ok(Self { host, agent, api_gid, limits, capacity, uplink, verification, desired })
     }
 }
 
@@ -135,10 +195,16 @@ fn check_alone(desired: &DesiredState, limits: &Limits) -> Result<()> {
     }
 }
 
-/// The machine's hostname (`uname -n`), the default host id.
+/// The machine's hostname (`uname -n`), the default host id: from uname(2),
+/// not /proc/sys/kernel/hostname, which the unit hides (`ProcSubset=pid`).
 fn hostname() -> Result<String> {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").context("reading the hostname")?;
-    Ok(name.trim().to_owned())
+    // SAFETY: uname fills the zeroed struct; its fields are NUL-terminated.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("reading the hostname (uname)");
+    }
+    let name = unsafe { std::ffi::CStr::from_ptr(uts.nodename.as_ptr()) };
+    Ok(name.to_string_lossy().trim().to_owned())
 }
 
 /// Removes `[name]` from the table and reads it; absent means defaults.
@@ -235,6 +301,25 @@ mod tests {
         assert_eq!(c.host, Host { id: "hv7".into(), underlay: Some("198.18.0.7".parse().unwrap()) });
         assert_eq!(c.desired.vnics["vnic-a"].host, "hv7");
         assert!(Config::parse("[agent]\nhost_id = \"hv 7\"").is_err());
+    }
+
+    #[test]
+    fn the_hostname_is_unames() {
+        let proc = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(hostname().unwrap(), proc.trim());
+    }
+
+    #[test]
+    fn api_group_is_a_gid_or_a_group_name() {
+        assert_eq!(Config::parse("").unwrap().api_gid, None, "owner only by default");
+        assert_eq!(Config::parse("[agent]\napi_group = 4242").unwrap().api_gid, Some(4242));
+        assert_eq!(Config::parse("[agent]\napi_group = \"4243\"").unwrap().api_gid, Some(4243));
+        assert_eq!(Config::parse("[agent]\napi_group = \"root\"").unwrap().api_gid, Some(0));
+        let e = Config::parse("[agent]\napi_group = \"havip-no-such-group\"").unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("agent.api_group") && e.contains("no group named \"havip-no-such-group\""), "{e}");
+        assert!(Config::parse("[agent]\napi_group = -1").is_err());
+        assert!(Config::parse("[agent]\napi_group = \"99999999999\"").is_err());
     }
 
     #[test]

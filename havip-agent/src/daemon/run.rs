@@ -10,7 +10,7 @@
 
 use std::{
     collections::BTreeMap,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{atomic::AtomicU64, Arc, Mutex},
     time::Duration,
 };
@@ -165,6 +165,57 @@ async fn keep_store_written(store: Arc<dyn Store>, feed: Arc<Feed>) {
     }
 }
 
+/// Feeds systemd's watchdog (`WatchdogSec=`) at half its interval, each
+/// time only after the agent answered its own API: `GET /v1/status` on the
+/// socket, within a quarter of the interval. That answer takes the async
+/// runtime, the API's accept loop and router, the store and the maps: an
+/// agent stuck in any of them stops feeding, and systemd restarts it (the data
+/// plane keeps forwarding meanwhile). Never ends.
+async fn feed_watchdog(every: Duration, socket: PathBuf) {
+    let mut tick = tokio::time::interval(every / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let answered = match tokio::time::timeout(every / 4, api_answers(&socket)).await {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!("no answer within {} ms", (every / 4).as_millis())),
+        };
+        match answered {
+            Ok(()) => {
+                if std::mem::take(&mut failing) {
+                    info!("systemd watchdog: the API answers again; fed");
+                }
+                if let Err(e) = notify::notify("WATCHDOG=1") {
+                    warn!(error = %format!("{e:#}"), "systemd watchdog: not fed");
+                }
+            }
+            Err(e) => {
+                failing = true;
+                warn!(error = %format!("{e:#}"), "systemd watchdog: not fed, the agent's own API does not answer");
+            }
+        }
+    }
+}
+
+/// One `GET /v1/status` on the API socket: Ok once a status line says 200
+/// (or 503: the API is shedding load, which is an answer too).
+async fn api_answers(socket: &Path) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::UnixStream::connect(socket)
+        .await
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    conn.write_all(b"GET /v1/status HTTP/1.0\r\nHost: havip\r\n\r\n").await?;
+    let mut head = [0u8; 12];
+    conn.read_exact(&mut head).await.context("reading the status line")?;
+    let line = String::from_utf8_lossy(&head);
+    anyhow::ensure!(
+        line.starts_with("HTTP/1.") && (line.ends_with(" 200") || line.ends_with(" 503")),
+        "GET /v1/status answered {line:?}"
+    );
+    Ok(())
+}
+
 /// Logs the signals that do not stop the agent, for its life.
 fn log_ignored_signals() -> Result<()> {
     for (kind, name) in [
@@ -262,11 +313,15 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
             nudge: nudge.clone(),
         },
     );
-    let serve_api = api::bind(ctl.clone(), &cfg.agent.api_socket)?;
+    let serve_api = api::bind(ctl.clone(), &cfg.agent.api_socket, cfg.api_gid)?;
     let serve_metrics = metrics::bind(ctl, cfg.agent.metrics).await?;
 
     notify::notify("READY=1")?;
     info!(api = %cfg.agent.api_socket.display(), "ready");
+    if let Some(every) = notify::watchdog_interval()? {
+        info!(interval_ms = every.as_millis() as u64, "systemd watchdog: fed while the API answers");
+        tokio::spawn(feed_watchdog(every, cfg.agent.api_socket.clone()));
+    }
 
     let outcome = tokio::select! {
         r = reconciler.run() => r.map(|()| "reconciler"),

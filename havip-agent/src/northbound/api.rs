@@ -676,9 +676,75 @@ pub fn router(ctl: Arc<ApiContext>) -> Router {
         .layer(middleware::from_fn(json_errors))
 }
 
-/// Binds the API socket (owner-only: the API changes the data plane) and
-/// returns the server to run.
-pub fn bind(ctl: Arc<ApiContext>, path: &Path) -> Result<impl Future<Output = Result<()>>> {
+/// Binds the API socket (owner-only: the API changes the data plane; with
+/// `group`, `[agent] api_group`, root:<group> 0660) and returns the server
+/// to run.
+pub fn bind(
+    ctl: Arc<ApiContext>,
+    path: &Path,
+    group: Option<u32>,
+) -> Result<impl Future<Output = Result<()>>> {
+    use std::os::unix::fs::MetadataExt;
+
+    /// `[agent] api_group`: the socket is root:<group> 0660, and the group can
+    /// reach it: its directory, when the group cannot pass through it yet (the
+    /// unit's RuntimeDirectory is 0700), becomes <owner>:<group> 0710 (pass,
+    /// not list). A directory that is not the agent's own is never changed.
+    fn open_to_group(path: &Path, gid: u32) -> Result<()> {
+        let chgrp = |p: &Path| {
+            std::os::unix::fs::chown(p, None, Some(gid)).with_context(|| {
+                format!(
+                    "giving {} to group {gid} ([agent] api_group): the agent needs CAP_CHOWN or to be a \
+                     member of the group (SupplementaryGroups= in the unit)",
+                    p.display()
+                )
+            })
+        };
+        chgrp(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+            .with_context(|| format!("opening {} to group {gid}", path.display()))?;
+        let passes =
+            |m: &std::fs::Metadata| m.mode() & 0o001 != 0 || (m.gid() == gid && m.mode() & 0o010 != 0);
+        let mut dirs = path.ancestors().skip(1).filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dirs.next() {
+            let meta = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+            if !passes(&meta) {
+                // SAFETY: geteuid has no preconditions and cannot fail.
+                let me = unsafe { libc::geteuid() };
+                if meta.uid() != me {
+                    bail!(
+                        "group {gid} ([agent] api_group) cannot reach {}: its directory {} (mode {:04o}, \
+                         owner {}) is not the agent's to open",
+                        path.display(),
+                        dir.display(),
+                        meta.mode() & 0o7777,
+                        meta.uid()
+                    );
+                }
+                chgrp(dir)?;
+                let mode = (meta.mode() & 0o7700) | 0o010;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+                    .with_context(|| format!("opening {} to group {gid}", dir.display()))?;
+            }
+        }
+        for dir in dirs {
+            match std::fs::metadata(dir) {
+                Ok(meta) if passes(&meta) => {}
+                Ok(meta) => tracing::warn!(
+                    dir = %dir.display(),
+                    mode = format!("{:04o}", meta.mode() & 0o7777),
+                    "group {gid} ([agent] api_group) may not reach the API socket: this directory lets neither \
+                     others nor the group through"
+                ),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot check the API socket's path")
+                }
+            }
+        }
+        tracing::info!(socket = %path.display(), gid, "API socket open to group (0660)");
+        Ok(())
+    }
+
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -694,8 +760,11 @@ pub fn bind(ctl: Arc<ApiContext>, path: &Path) -> Result<impl Future<Output = Re
     }
     let listener =
         UnixListener::bind(path).with_context(|| format!("binding the API socket {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("restricting {}", path.display()))?;
+    match group {
+        None => std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("restricting {}", path.display()))?,
+        Some(gid) => open_to_group(path, gid)?,
+    }
     let app = router(ctl);
     Ok(async move { serve(listener, app, limits()).await.context("serving the API") })
 }
