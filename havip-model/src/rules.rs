@@ -329,7 +329,12 @@ pub fn check(s: &DesiredState, limits: &Limits) -> Result<(), Refusal> {
                 )?;
             }
             if let Some(other) = havip_by_eip.insert(eip, vip) {
-                refuse(Rule::EipBoundOnce, format!("EIP {eip} is bound to HAVIP {other} already"))?;
+                // Both named: whichever came first in the state, the other
+                // may be the one being changed.
+                refuse(
+                    Rule::EipBoundOnce,
+                    format!("EIP {eip} would be bound to HAVIP {other} and HAVIP {vip}: an EIP is bound to one HAVIP"),
+                )?;
             }
         }
     }

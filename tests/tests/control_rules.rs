@@ -139,7 +139,8 @@ fn rules(ctl: &Ctl) -> Result<()> {
     refused_unchanged(
         ctl,
         &["bind-eip", "198.18.1.61", "203.0.113.10"],
-        "refused by rule eip-bound-once: EIP 203.0.113.10 is bound to HAVIP 198.18.1.50 already",
+        "refused by rule eip-bound-once: EIP 203.0.113.10 would be bound to HAVIP 198.18.1.50 and HAVIP \
+         198.18.1.61: an EIP is bound to one HAVIP",
     )?;
     refused_unchanged(
         ctl,
