@@ -57,7 +57,7 @@ fn config(dir: &Path, havips: u32) -> String {
          [[subnets]]\nname = \"vpc1\"\ncidr = \"198.18.0.0/15\"\n",
         dir.join("state.redb").display(),
         dir.join("api.sock").display(),
-        fill::CAPACITY.max_vips,
+        topo::CAPACITY.max_vips,
         // The agent refuses more configured vNICs than tx_ports holds.
         vnics.next_power_of_two(),
     );

@@ -17,19 +17,13 @@ use havip_agent::datapath::{
     plan::{reconcile, MapTarget},
 };
 use havip_common::{vmac, MemberInfo, MemberKey, VipKey, VipRef, VipState};
-use havip_model::Capacity;
 
 use crate::{
     frames, progs,
-    topo::{Topology, VIP, VIP_NO_HOLDER},
+    topo::{self, Topology, VIP, VIP_NO_HOLDER},
 };
 
 const BPF_F_LOCK: u64 = 4;
-
-/// Room for the largest scale point (100,000 HAVIPs, 2 members each) and
-/// the production-like set (10,000 × 10); every data plane gets the same
-/// sizes so they differ only in what the maps hold.
-pub const CAPACITY: Capacity = Capacity { max_vips: 131_072, max_members: 262_144, max_vnics: 1024 };
 
 /// `/sys/fs/bpf/havip-bench-<run id>/`: one pin root per data plane below it,
 /// all torn down on drop.
@@ -111,7 +105,8 @@ impl Plane {
 }
 
 fn open(pins: &Pins, name: &str) -> Result<Plane> {
-    let mut dp = Dataplane::open(&pins.root(name), CAPACITY).with_context(|| format!("data plane {name}"))?;
+    let mut dp =
+        Dataplane::open(&pins.root(name), topo::CAPACITY).with_context(|| format!("data plane {name}"))?;
     let maps = dp.take_maps()?;
     let events = dp.take_events()?;
     Ok(Plane { dp, maps, events })

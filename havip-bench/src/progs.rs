@@ -16,9 +16,8 @@ use aya::{
 };
 
 use crate::{
-    fill,
     frames::{xdp_md, Frame},
-    topo::Port,
+    topo::{self, Port},
 };
 
 pub const XDP_DROP: u32 = 1;
@@ -96,7 +95,7 @@ impl Lab {
     /// would, and probe_vips holding the addresses of `vips`, sized like vips.
     pub fn load(out: &Port, vips: impl Iterator<Item = Ipv4Addr>) -> Result<Self> {
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries("probe_vips", fill::CAPACITY.max_vips)
+            .map_max_entries("probe_vips", topo::CAPACITY.max_vips)
             .load(havip_ebpf::LAB_OBJ)
             .context("loading the lab object")?;
         for name in [Self::EMPTY, Self::LIMIT, Self::KERNEL, Self::HARNESS, Self::LOOKUP] {

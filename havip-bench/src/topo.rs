@@ -9,6 +9,12 @@ use havip_lab::{
     cmd::{in_ns, ip},
     netns::{LabId, Netns},
 };
+use havip_model::Capacity;
+
+/// Room for the largest scale point (100,000 HAVIPs, 2 members each) and
+/// the production-like set (10,000 × 10); every data plane gets the same
+/// sizes so they differ only in what the maps hold.
+pub const CAPACITY: Capacity = Capacity { max_vips: 131_072, max_members: 262_144, max_vnics: 1024 };
 
 /// This run's id: its namespaces, pins and files are named after it, so what a
 /// killed run left behind is swept by the next (havip-lab's sweeper).

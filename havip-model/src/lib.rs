@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod ops;
+pub mod refusal;
 pub mod rules;
 pub mod state;
 

@@ -6,14 +6,14 @@
 use std::{
     collections::{BTreeMap, VecDeque},
     fmt,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     str::FromStr,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::rules::{parse_cidr, parse_mac, Refusal};
+use crate::refusal::{refuse, shown, Refusal, Rule};
 
 /// An IPv4 subnet, written `network/prefix`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,11 +204,11 @@ impl FromStr for SplitBrainPolicy {
             "last-claim-wins" => Ok(Self::LastClaimWins),
             "keep-holder" => Ok(Self::KeepHolder),
             "vrrp-priority" => Ok(Self::VrrpPriority),
-            _ => crate::rules::refuse(
-                crate::rules::Rule::WellFormed,
+            _ => refuse(
+                Rule::WellFormed,
                 format!(
                     "{} is not a split-brain policy (last-claim-wins, keep-holder, vrrp-priority)",
-                    crate::rules::shown(s)
+                    shown(s)
                 ),
             ),
         }
@@ -318,6 +318,65 @@ pub fn now_ms() -> u64 {
 /// RFC 3339 (UTC, milliseconds) of a Unix ms timestamp.
 pub fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// Parses an IPv4 address; IPv6 is refused by name.
+pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr, Refusal> {
+    match s.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => Ok(ip),
+        Ok(IpAddr::V6(_)) => refuse(Rule::Ipv4Only, format!("{s} is IPv6: only IPv4 is supported")),
+        Err(_) => refuse(Rule::WellFormed, format!("{} is not an IPv4 address", shown(s))),
+    }
+}
+
+/// Parses `network/prefix` text into a [`Subnet`].
+///
+/// # Errors
+/// [`Rule::WellFormed`] for no '/', a prefix above 32 or host bits set;
+/// [`Rule::Ipv4Only`] for an IPv6 network.
+pub fn parse_cidr(s: &str) -> Result<Subnet, Refusal> {
+    let Some((addr, prefix)) = s.split_once('/') else {
+        return refuse(Rule::WellFormed, format!("{} is not a CIDR (address/prefix)", shown(s)));
+    };
+    let network = parse_ipv4(addr)?;
+    let Some(prefix) = prefix.parse::<u8>().ok().filter(|p| *p <= 32) else {
+        return refuse(Rule::WellFormed, format!("{}: prefix length must be 0 to 32", shown(s)));
+    };
+    let subnet = Subnet { network, prefix };
+    let masked = Ipv4Addr::from(u32::from(network) & subnet.mask());
+    if masked != network {
+        refuse(Rule::WellFormed, format!("{s:?} has host bits set: did you mean {masked}/{prefix}?"))?;
+    }
+    Ok(subnet)
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` text (two hex digits per byte) into six bytes.
+///
+/// # Errors
+/// [`Rule::WellFormed`] for any other form, or a multicast MAC (a vNIC's
+/// MAC must be unicast).
+pub fn parse_mac(s: &str) -> Result<[u8; 6], Refusal> {
+    let malformed = || {
+        refuse(
+            Rule::WellFormed,
+            format!("{} is not a MAC address (six hex bytes separated by ':')", shown(s)),
+        )
+    };
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        return malformed();
+    }
+    let mut mac = [0u8; 6];
+    for (b, p) in mac.iter_mut().zip(parts) {
+        match u8::from_str_radix(p, 16) {
+            Ok(v) if p.len() == 2 => *b = v,
+            _ => return malformed(),
+        }
+    }
+    if mac[0] & 1 == 1 {
+        refuse(Rule::WellFormed, format!("{s} is a multicast MAC: a vNIC's MAC must be unicast"))?;
+    }
+    Ok(mac)
 }
 
 #[cfg(test)]

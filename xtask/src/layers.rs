@@ -62,6 +62,18 @@ pub fn check(src: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Checks a crate under `src` (a `lib.rs` or a `main.rs` root) for import
+/// cycles between its modules; its `lib.rs` order is not a layering.
+pub fn check_cycles(src: &Path) -> Result<()> {
+    let modules = modules(src)?;
+    let problems = cycles(&graph(&modules)?);
+    if !problems.is_empty() {
+        bail!("module layering of {} is broken:\n  {}", src.display(), problems.join("\n  "));
+    }
+    eprintln!("xtask: {} modules of {}, no import cycle", modules.len(), src.display());
+    Ok(())
+}
+
 fn modules(src: &Path) -> Result<Modules> {
     let mut out = Modules::new();
     let mut stack = vec![src.to_owned()];
@@ -78,8 +90,14 @@ fn modules(src: &Path) -> Result<Modules> {
             let rel = path.strip_prefix(src).expect("under src").with_extension("");
             let mut parts: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
             match parts.last().map(String::as_str) {
-                // The binary is another crate: it imports the library as `havip_agent`.
-                Some("main") if parts.len() == 1 => continue,
+                // Beside a lib.rs, the binary is another crate: it imports
+                // the library by name. Alone, it is the crate root.
+                Some("main") if parts.len() == 1 && src.join("lib.rs").exists() => continue,
+                Some("main") if parts.len() == 1 => {
+                    parts.pop();
+                }
+                // src/bin/*: crates of their own.
+                _ if parts.first().map(String::as_str) == Some("bin") => continue,
                 Some("lib" | "mod") => {
                     parts.pop();
                 }

@@ -310,6 +310,10 @@ fn bench(args: &[String]) -> Result<()> {
 /// model, the API and havipctl free of the agent's heavy dependencies.
 fn layering() -> Result<()> {
     layers::check(&root_dir().join("havip-agent/src"))?;
+    for krate in ["havip-common", "havip-model", "havip-api", "havipctl", "havip-lab", "havip-bench", "xtask"]
+    {
+        layers::check_cycles(&root_dir().join(krate).join("src"))?;
+    }
     for (krate, forbidden) in layers::CRATE_RULES {
         let out = cargo()
             .args(["tree", "-p", krate, "-e", "normal", "--prefix", "none", "--format", "{p}"])

@@ -10,3 +10,37 @@ pub mod latency;
 pub mod observer;
 pub mod reconciler;
 pub mod verifier;
+
+/// The desired state the control replays run on: subnet vpc1, vnic-a and
+/// vnic-b on host hv1, HAVIP 198.18.1.50 with both as members;
+/// `havip_extra` is added to the HAVIP's table, `more` after it (TOML).
+#[cfg(test)]
+pub(crate) fn replay_state(havip_extra: &str, more: &str) -> havip_model::DesiredState {
+    let text = format!(
+        r#"
+        [[subnets]]
+        name = "vpc1"
+        cidr = "198.18.1.0/24"
+        [[vnics]]
+        name = "vnic-a"
+        instance = "vm-a"
+        subnet = "vpc1"
+        ip = "198.18.1.11"
+        mac = "02:00:c6:12:01:0b"
+        [[vnics]]
+        name = "vnic-b"
+        instance = "vm-b"
+        subnet = "vpc1"
+        ip = "198.18.1.12"
+        mac = "02:00:c6:12:01:0c"
+        [[havips]]
+        vip = "198.18.1.50"
+        subnet = "vpc1"
+        members = ["vnic-a", "vnic-b"]
+        {havip_extra}
+        {more}
+        "#
+    );
+    let file: havip_model::DesiredFile = toml::from_str(&text).expect("the replay state parses");
+    file.parse("hv1").expect("the replay state is valid")
+}

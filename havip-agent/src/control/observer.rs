@@ -305,23 +305,9 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let store: Arc<dyn Store> =
             Arc::new(crate::store::redb::RedbStore::open(&dir.join("state.redb")).unwrap());
-        let file: havip_model::DesiredFile = toml::from_str(
+        let desired = super::super::replay_state(
+            "",
             r#"
-            [[subnets]]
-            name = "vpc1"
-            cidr = "198.18.1.0/24"
-            [[vnics]]
-            name = "vnic-a"
-            instance = "vm-a"
-            subnet = "vpc1"
-            ip = "198.18.1.11"
-            mac = "02:00:c6:12:01:0b"
-            [[vnics]]
-            name = "vnic-b"
-            instance = "vm-b"
-            subnet = "vpc1"
-            ip = "198.18.1.12"
-            mac = "02:00:c6:12:01:0c"
             [[vnics]]
             name = "vnic-c"
             host = "hv2"
@@ -329,14 +315,8 @@ mod tests {
             subnet = "vpc1"
             ip = "198.18.1.13"
             mac = "02:00:c6:12:01:0d"
-            [[havips]]
-            vip = "198.18.1.50"
-            subnet = "vpc1"
-            members = ["vnic-a", "vnic-b"]
             "#,
-        )
-        .unwrap();
-        let desired = file.parse("hv1").unwrap();
+        );
         store
             .update(&mut |s| {
                 havip_model::ops::apply(s, desired.clone());

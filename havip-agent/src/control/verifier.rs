@@ -615,7 +615,6 @@ pub async fn run(mut verifier: Verifier, io: VerifierInputs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use havip_common::{VipRef, VipState, VrrpSeen};
-    use havip_model::DesiredFile;
 
     use super::*;
     use crate::{datapath::fake::FakeMaps, host::links::Link};
@@ -635,38 +634,14 @@ mod tests {
     }
 
     fn world(policy: &str) -> World {
-        let file: DesiredFile = toml::from_str(&format!(
-            r#"
-            [[subnets]]
-            name = "vpc1"
-            cidr = "198.18.1.0/24"
-            [[vnics]]
-            name = "vnic-a"
-            instance = "vm-a"
-            subnet = "vpc1"
-            ip = "198.18.1.11"
-            mac = "02:00:c6:12:01:0b"
-            [[vnics]]
-            name = "vnic-b"
-            instance = "vm-b"
-            subnet = "vpc1"
-            ip = "198.18.1.12"
-            mac = "02:00:c6:12:01:0c"
-            [[havips]]
-            vip = "198.18.1.50"
-            subnet = "vpc1"
-            members = ["vnic-a", "vnic-b"]
-            split_brain = "{policy}"
-            "#
-        ))
-        .unwrap();
+        let desired = super::super::replay_state(&format!("split_brain = \"{policy}\""), "");
         let link = |ifindex| Link { ifindex, mac: [0xaa, 0, 0, 0, 0, ifindex as u8], up: true };
         let mut maps = FakeMaps::new(4);
         maps.vips.insert(VipKey::from(VIP), VipRef { slot: 0 });
         maps.vip_state.insert(0, VipState { vip: VIP.octets(), ..Default::default() });
         World {
             v: Verifier::new("hv1", VerifySettings::default()),
-            desired: file.parse("hv1").unwrap(),
+            desired,
             links: Links::from([("vnic-a".into(), link(7)), ("vnic-b".into(), link(8))]),
             maps,
             feed: Feed::default(),
