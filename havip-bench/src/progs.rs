@@ -59,7 +59,7 @@ pub fn xdp<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Xdp> {
     ebpf.program(name).with_context(|| format!("program {name} missing"))?.try_into().context(name.to_owned())
 }
 
-fn load(ebpf: &mut Ebpf, name: &str) -> Result<()> {
+pub fn load(ebpf: &mut Ebpf, name: &str) -> Result<()> {
     let p: &mut Xdp =
         ebpf.program_mut(name).with_context(|| format!("program {name} missing"))?.try_into()?;
     p.load().with_context(|| format!("loading {name}"))
@@ -69,10 +69,9 @@ fn load(ebpf: &mut Ebpf, name: &str) -> Result<()> {
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct LimitCfg {
-    ifindex: u32,
     dst: [u8; 6],
     src: [u8; 6],
-    _pad: [u8; 2],
+    ifindex: u32,
 }
 
 // SAFETY: plain old data, no padding the C side lacks.
@@ -104,7 +103,7 @@ impl Lab {
         let mut cfg: Array<_, LimitCfg> =
             ebpf.map_mut("limit_config").context("limit_config missing")?.try_into()?;
         let src = [0x02, 0x48, 198, 18, 1, 50];
-        cfg.set(0, LimitCfg { ifindex: out.host_ifindex, dst: out.guest_mac, src, _pad: [0; 2] }, 0)?;
+        cfg.set(0, LimitCfg { dst: out.guest_mac, src, ifindex: out.host_ifindex }, 0)?;
         let mut ports: DevMapHash<_> =
             ebpf.map_mut("limit_ports").context("limit_ports missing")?.try_into()?;
         ports.insert(out.host_ifindex, out.host_ifindex, None, 0).context("limit_ports")?;

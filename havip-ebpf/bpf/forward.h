@@ -41,11 +41,25 @@ static __always_inline struct vip_state *vip_lookup(const __u8 *addr)
  * destination MAC names if that is a virtual MAC (what ARP gave clients). */
 static __always_inline struct vip_state *vip_by_vmac(const struct ethhdr *eth, __u32 daddr)
 {
+	/* Whole-word reads (x86 and arm64 load unaligned words at full speed;
+	 * the verifier allows it for packets): a byte-wise read was 8 more
+	 * instructions on the fast path. */
 	const __u8 *d = eth->h_dest;
 
-	if (d[0] != HAVIP_VMAC_0 || d[1] != HAVIP_VMAC_1)
+	if (*(const __u16 *)d != bpf_htons(HAVIP_VMAC_0 << 8 | HAVIP_VMAC_1))
 		return NULL;
-	return state_in_slot((__u32)d[2] << 24 | (__u32)d[3] << 16 | (__u32)d[4] << 8 | d[5], daddr);
+	return state_in_slot(bpf_ntohl(*(const __u32 *)(d + 2)), daddr);
+}
+
+/* Copies a MAC as a 4-byte and a 2-byte word: into or out of a packed
+ * ethhdr, __builtin_memcpy goes byte by byte (12 loads and stores for the
+ * two MACs of a VIP hit instead of 4 and 4). x86 and arm64 access unaligned
+ * words at full speed, and the verifier allows it for packets and map values
+ * unless strict alignment is asked for. */
+static __always_inline void mac_copy(__u8 *to, const __u8 *from)
+{
+	*(__u32 *)to = *(const __u32 *)from;
+	*(__u16 *)(to + 4) = *(const __u16 *)(from + 4);
 }
 
 /* VIP traffic goes to the holder's vNIC, looking as if it came from the
@@ -68,8 +82,8 @@ static __always_inline int forward_to_holder(struct ethhdr *eth, void *data_end,
 		count_vip(vs->slot, VIP_CTR_HAIRPIN_DROPS, 1);
 		return XDP_DROP;
 	}
-	__builtin_memcpy(eth->h_dest, vs->holder_mac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, vs->vmac, ETH_ALEN);
+	mac_copy(eth->h_dest, vs->holder_mac);
+	mac_copy(eth->h_source, vs->vmac);
 	act = bpf_redirect_map(&tx_ports, ifindex, XDP_DROP);
 	if (act != XDP_REDIRECT) {
 		count_vip(vs->slot, VIP_CTR_NO_HOLDER_DROPS, 1);

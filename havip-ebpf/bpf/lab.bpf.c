@@ -26,6 +26,12 @@
  *   xdp_lookup       - one lookup of the IPv4 destination in probe_vips, a
  *                      hash shaped like havip's vips map: what that lookup
  *                      alone costs.
+ *   xdp_generate     - rewrites the frame from frame_template, then redirects
+ *                      it through gen_port[0] (a veth): live frames from one
+ *                      core become real traffic arriving at the veth's peer,
+ *                      where the program under test runs in that veth's
+ *                      NAPI poll on another core (the bench's real-traffic
+ *                      part).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -45,10 +51,9 @@ struct {
 
 /* limit_config[0]: the egress ifindex and the MACs xdp_limit writes. */
 struct limit_cfg {
-	__u32 ifindex;
-	__u8 dst[ETH_ALEN];
+	__u8 dst[ETH_ALEN]; /* with src: wire order, copied as two words */
 	__u8 src[ETH_ALEN];
-	__u8 _pad[2];
+	__u32 ifindex;
 };
 
 struct {
@@ -154,8 +159,9 @@ int xdp_limit(struct xdp_md *ctx)
 	cfg = bpf_map_lookup_elem(&limit_config, &zero);
 	if (!cfg)
 		return XDP_PASS;
-	__builtin_memcpy(eth->h_dest, cfg->dst, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, cfg->src, ETH_ALEN);
+	/* Word copies, as havip's rewrite_macs does: the limit gets every trick. */
+	*(__u64 *)eth = *(const __u64 *)cfg->dst;
+	*(__u32 *)((__u8 *)eth + 8) = *(const __u32 *)(cfg->dst + 8);
 	return bpf_redirect_map(&limit_ports, cfg->ifindex, XDP_DROP);
 }
 
@@ -224,11 +230,32 @@ int xdp_spray(struct xdp_md *ctx)
 		return XDP_ABORTED;
 	k = cfg->next % cfg->n;
 	iph->daddr = bpf_htonl(cfg->base + k);
+	/* All six bytes: a recycled live frame comes back addressed to the
+	 * holder, so the prefix must be written too, or havip would find every
+	 * VIP by address instead (the bench measured that until ABI 4). */
 	slot = bpf_htonl(cfg->first_slot + k);
-	__builtin_memcpy(&eth->h_dest[2], &slot, 4); /* HAVIP_VMAC_0:HAVIP_VMAC_1:<slot> */
+	eth->h_dest[0] = HAVIP_VMAC_0;
+	eth->h_dest[1] = HAVIP_VMAC_1;
+	__builtin_memcpy(&eth->h_dest[2], &slot, 4);
 	cfg->next += 1;
 	bpf_tail_call(ctx, &harness_target, 0);
 	return XDP_ABORTED;
+}
+
+/* gen_port[0]: the veth xdp_generate sends into. */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bpf_devmap_val);
+} gen_port SEC(".maps");
+
+SEC("xdp")
+int xdp_generate(struct xdp_md *ctx)
+{
+	if (restore_frame(ctx))
+		return XDP_ABORTED;
+	return bpf_redirect_map(&gen_port, 0, XDP_DROP);
 }
 
 SEC("xdp")

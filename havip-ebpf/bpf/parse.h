@@ -81,7 +81,8 @@ static __always_inline int parse_ethhdr(struct hdr_cursor *nh, void *data_end,
 	if (parse_fixed(nh, data_end, sizeof(*eth)) < 0)
 		return -1;
 	*ethhdr = eth;
-	return eth->h_proto;
+	/* One 2-byte load: through the packed struct clang reads it bytewise. */
+	return *(const __u16 *)((const __u8 *)eth + 12);
 }
 
 /* After an EtherType of ETH_P_8021Q: returns the EtherType inside the tag,
