@@ -2,6 +2,11 @@
 //! practical XDP limit and plain kernel forwarding, as paired ratios taken in
 //! one run on one core, plus per-branch cost, the HAVIP-count scale curve and
 //! re-point latency. See issue 5 for the method.
+//!
+//! The run is a list of parts (`report::Part`), each measured on its own by
+//! `Parts::measure`: a part that fails is recorded with why and the next one
+//! still runs, so the table, the JSON and the plot are always written; the
+//! exit status then says that something failed.
 
 mod branches;
 mod control;
@@ -26,17 +31,19 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use aya::programs::Xdp;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 use crate::{
     branches::Branch,
     fill::{Pins, Plane},
+    frames::Frame,
     livefire::Path,
     progs::{Lab, Sink, Spray},
     report::{
-        Control, Goal, Latency, Machine, Named, ProgInfo, Repoint, RepointRun, Results, ScalePoint, Settings,
+        repoint_title, Branches, Control, FailedPart, Latency, Machine, Named, Part, ProgInfo, Repoint,
+        RepointRun, Results, ScalePoint, Settings, Throughput,
     },
     stats::{percentile, Spread},
     topo::{Topology, CLIENT_IP, NOT_A_VIP, VIP, VIP_NO_HOLDER},
@@ -57,12 +64,15 @@ struct Args {
     /// HAVIPs in the production-like maps (10 members each).
     #[arg(long, default_value_t = 10_000)]
     havips: u32,
-    /// Failovers for the re-point latency.
+    /// Failovers for the re-point latency (per batch size).
     #[arg(long, default_value_t = 1000)]
     failovers: usize,
     /// keepalived failover cycles in the lab (each: vm-a stops, then preempts back); 0 skips.
     #[arg(long, default_value_t = 5)]
     keepalived_cycles: usize,
+    /// Only these parts (comma-separated; default: all); the others are recorded as skipped.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Part>,
     /// The CPU every measurement runs on (default: the last one).
     #[arg(long)]
     cpu: Option<usize>,
@@ -80,7 +90,11 @@ const REPOINT_BATCHES: [u32; 2] = [progs::LIVE_BATCH, 1];
 
 fn main() -> ExitCode {
     match run() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(failed) if failed.is_empty() => ExitCode::SUCCESS,
+        Ok(failed) => {
+            eprintln!("havip-bench: the other figures are written; failed: {}", failed.join("; "));
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("havip-bench: {e:#}");
             ExitCode::FAILURE
@@ -88,7 +102,41 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<()> {
+/// Which parts this run measures, and what became of them.
+struct Parts {
+    only: Vec<Part>,
+    failed: Vec<FailedPart>,
+    skipped: Vec<String>,
+}
+
+impl Parts {
+    /// Measures the part titled `title` (one of kind `part`) with `f`, if
+    /// that kind was asked for: its figures, or None with the part recorded
+    /// as skipped, or as failed with `f`'s error (and the run goes on).
+    /// Only an interruption (Ctrl-C, SIGTERM) is an error here: it ends the
+    /// whole run.
+    fn measure<T>(&mut self, part: Part, title: &str, f: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
+        if !self.only.contains(&part) {
+            self.skipped.push(title.to_owned());
+            return Ok(None);
+        }
+        stop::check()?;
+        eprintln!("havip-bench: {title}");
+        match f() {
+            Ok(figures) => Ok(Some(figures)),
+            Err(e) => {
+                stop::check()?;
+                eprintln!("havip-bench: {title} FAILED: {e:#}");
+                self.failed.push(FailedPart { part: title.to_owned(), error: format!("{e:#}") });
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Runs every part asked for, then writes the table, the JSON and the plot
+/// whatever failed. Returns the titles of the parts that failed.
+fn run() -> Result<Vec<String>> {
     let args = Args::parse();
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -102,69 +150,72 @@ fn run() -> Result<()> {
     if bench_cpu >= cpus {
         bail!("--cpu {bench_cpu}: this machine has {cpus} CPUs");
     }
+    let mut parts = Parts {
+        only: if args.only.is_empty() { Part::value_variants().to_vec() } else { args.only.clone() },
+        failed: Vec::new(),
+        skipped: Vec::new(),
+    };
+    if args.keepalived_cycles == 0 {
+        parts.only.retain(|&p| p != Part::Keepalived);
+    }
     stop::install();
     havip_lab::netns::sweep_stale()?;
+
+    let mut results = Results {
+        machine: Machine { kernel: kernel_release(), cpu_model: cpu_model(), cpus, bench_cpu },
+        settings: Settings {
+            rounds: args.rounds,
+            xdp_packets_per_run: args.packets,
+            kernel_packets_per_run: args.kernel_packets,
+            frame_bytes: frames::LEN,
+            live_batch: progs::LIVE_BATCH,
+            havips: args.havips,
+            members_per_havip: MEMBERS,
+            failovers: args.failovers,
+        },
+        failed: Vec::new(),
+        skipped: Vec::new(),
+        throughput: None,
+        scale: None,
+        branches: None,
+        repoint: Vec::new(),
+        control: None,
+        agent: None,
+        keepalived: None,
+        programs: Vec::new(),
+        goals: Vec::new(),
+    };
 
     // Owned here, so they are removed after the worker is done, whatever it returned.
     let topo = Topology::build()?;
     let pins = Pins::new();
-    let mut results = thread::scope(|s| {
-        s.spawn(|| bench(&args, &topo, &pins, cpus, bench_cpu))
-            .join()
-            .map_err(|_| anyhow::anyhow!("the bench thread panicked"))?
+    thread::scope(|s| {
+        // Made and dropped in the bench thread, which enters the namespaces.
+        s.spawn(|| {
+            let bench = Bench { args: &args, topo: &topo, pins: &pins, cpus, bench_cpu, bed: None };
+            bench.run(&mut parts, &mut results)
+        })
+        .join()
+        .map_err(|_| anyhow!("the bench thread panicked"))?
     })?;
     drop(pins);
     drop(topo);
 
-    // The last two parts run the agent and the lab: if one fails, the
-    // figures measured so far are still printed and written, and the run
-    // then fails naming it.
-    let mut failed = Vec::new();
-    eprintln!("havip-bench: control plane, the agent on {} HAVIPs from one file", args.havips);
-    let agent_pins = Pins::new();
-    match control::run(args.havips, &agent_pins.root("agent")) {
-        Ok(c) => results.agent = Some(c),
-        Err(e) => failed.push(format!("control plane: {e:#}")),
-    }
-    drop(agent_pins);
-
-    if args.keepalived_cycles > 0 {
-        stop::check()?;
-        eprintln!("havip-bench: failover with keepalived in the lab, {} cycles", args.keepalived_cycles);
-        match failover::run(args.keepalived_cycles) {
-            Ok(samples) => keepalived_goal(&mut results, samples),
-            Err(e) => failed.push(format!("keepalived failover in the lab: {e:#}")),
-        }
-    }
-
+    results.agent = parts.measure(Part::Control, Part::Control.title(), || {
+        let agent_pins = Pins::new();
+        control::run(args.havips, &agent_pins.root("agent"))
+    })?;
+    results.keepalived = parts
+        .measure(Part::Keepalived, Part::Keepalived.title(), || failover::run(args.keepalived_cycles))?;
+    results.failed = parts.failed;
+    results.skipped = parts.skipped;
+    results.goals = report::goals(&results);
     report::print(&results);
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     report::write_json(&args.out, &results, stamp)?;
     plot::write(&args.out.join("bench.svg"), &results)?;
     println!("\nwrote {0}/latest.json, {0}/bench-{stamp}.json, {0}/bench.svg", args.out.display());
-    if !failed.is_empty() {
-        bail!("not measured:\n  {}", failed.join("\n  "));
-    }
-    Ok(())
-}
-
-/// Judges the keepalived goal from the lab's failovers: the platform adds
-/// nothing visible when the first probe sent after each claim is answered
-/// by the new holder; claim -> that probe is the resolution (prober
-/// scheduling included). `samples` is never empty (at least one cycle).
-fn keepalived_goal(results: &mut Results, samples: Vec<failover::Sample>) {
-    let answered = samples.iter().filter(|s| s.next_probe_answered).count();
-    let mut waits: Vec<f64> = samples.iter().map(|s| s.next_probe_ms).collect();
-    waits.sort_by(f64::total_cmp);
-    let g = results.goals.last_mut().expect("the keepalived goal is last");
-    g.measured = format!(
-        "next probe answered {answered}/{}; resolution median {:.2} ms, max {:.2} ms",
-        samples.len(),
-        waits[waits.len() / 2],
-        waits[waits.len() - 1]
-    );
-    g.met = Some(answered == samples.len());
-    results.keepalived = samples;
+    Ok(results.failed.into_iter().map(|f| f.part).collect())
 }
 
 fn mpps(rounds: &[Vec<f64>], i: usize) -> Spread {
@@ -190,242 +241,280 @@ fn prog_info(name: &str, prog: &Xdp) -> Result<ProgInfo> {
     })
 }
 
-fn goal(goal: &str, measured: String, met: bool) -> Goal {
-    Goal { goal: goal.to_owned(), measured, met: Some(met) }
+/// What the parts in the namespaces share, set up once by the first of
+/// them: the bench thread in hv, pinned; the sinks; the lab object; the
+/// production-like plane.
+struct Bed {
+    sink_a: Sink,
+    sink_b: Sink,
+    lab: Lab,
+    prod: Plane,
+    /// What clients send after resolving the VIP by ARP: to its virtual MAC
+    /// (the VIP has the same slot in every plane).
+    to_vmac: Frame,
+    /// The same to the host's MAC: what the kernel routes.
+    to_vip: Frame,
+    vip_slot: u32,
+    /// The reconcile that filled `prod`.
+    control: Control,
+    programs: Vec<ProgInfo>,
 }
 
-/// Everything that runs inside the namespaces, on one pinned thread.
-fn bench(args: &Args, topo: &Topology, pins: &Pins, cpus: usize, bench_cpu: usize) -> Result<Results> {
-    havip_lab::netns::enter(topo.sink.name())?;
-    let mut sink_a = Sink::attach(topo.a.guest_name)?;
-    let mut sink_b = Sink::attach(topo.b.guest_name)?;
-    havip_lab::netns::enter(topo.hv.name())?;
-    cpu::pin_to(bench_cpu)?;
+impl Bed {
+    /// Enters the namespaces and loads everything; the calling thread is
+    /// left in hv, pinned to `bench_cpu`.
+    fn load(args: &Args, topo: &Topology, pins: &Pins, bench_cpu: usize) -> Result<Self> {
+        havip_lab::netns::enter(topo.sink.name())?;
+        let sink_a = Sink::attach(topo.a.guest_name)?;
+        let sink_b = Sink::attach(topo.b.guest_name)?;
+        havip_lab::netns::enter(topo.hv.name())?;
+        cpu::pin_to(bench_cpu)?;
+        eprintln!(
+            "havip-bench: loading; {} HAVIPs × {MEMBERS} members through the agent's reconciler",
+            args.havips
+        );
+        let lab = Lab::load(&topo.a, (0..args.havips).map(fill::vip_addr))?;
+        let (mut prod, reconcile_time) = fill::production(pins, topo, args.havips)?;
+        let c = &topo.client;
+        let vip_state = prod.state(VIP)?;
+        let programs = vec![
+            prog_info("xdp_vnic (havip)", prod.dp.program()?)?,
+            prog_info("xdp_limit", lab.prog(Lab::LIMIT)?)?,
+            prog_info("xdp_pass (empty)", lab.prog(Lab::EMPTY)?)?,
+        ];
+        Ok(Self {
+            sink_a,
+            sink_b,
+            lab,
+            prod,
+            to_vmac: frames::udp(vip_state.vmac, c.guest_mac, CLIENT_IP, VIP),
+            to_vip: frames::udp(c.host_mac, c.guest_mac, CLIENT_IP, VIP),
+            vip_slot: vip_state.slot,
+            control: Control {
+                reconcile_havips: args.havips,
+                reconcile_members: args.havips * MEMBERS,
+                reconcile_ms: reconcile_time.as_secs_f64() * 1e3,
+            },
+            programs,
+        })
+    }
+}
 
-    eprintln!(
-        "havip-bench: loading; {} HAVIPs × {MEMBERS} members through the agent's reconciler",
-        args.havips
-    );
-    let mut lab = Lab::load(&topo.a, (0..args.havips).map(fill::vip_addr))?;
-    let (mut prod, reconcile_time) = fill::production(pins, topo, args.havips)?;
-    let mut scaled: Vec<Plane> = Vec::new();
-    for n in SCALE {
-        stop::check()?;
-        scaled.push(fill::scaled(pins, topo, n)?);
+/// The parts that run inside the namespaces, on one pinned thread.
+struct Bench<'a> {
+    args: &'a Args,
+    topo: &'a Topology,
+    pins: &'a Pins,
+    cpus: usize,
+    bench_cpu: usize,
+    /// The shared set-up once made; its error as text if it failed (every
+    /// part needing it then fails with it).
+    bed: Option<Result<Bed, String>>,
+}
+
+impl Bench<'_> {
+    /// Runs the parts in order, filling `results`.
+    fn run(mut self, parts: &mut Parts, results: &mut Results) -> Result<()> {
+        results.throughput =
+            parts.measure(Part::Throughput, Part::Throughput.title(), || self.throughput())?;
+        results.scale = parts.measure(Part::Scale, Part::Scale.title(), || self.scale())?;
+        results.branches = parts.measure(Part::Branches, Part::Branches.title(), || self.branches())?;
+        for batch in REPOINT_BATCHES {
+            let measured = parts.measure(Part::Repoint, &repoint_title(batch), || self.repoint(batch))?;
+            results.repoint.push(RepointRun { batch, measured });
+        }
+        if let Some(Ok(bed)) = self.bed.take() {
+            results.control = Some(bed.control);
+            results.programs = bed.programs;
+        }
+        Ok(())
     }
 
-    let c = &topo.client;
-    // The kernel routes what is sent to the host's MAC; havip is sent what
-    // clients send after resolving the VIP by ARP: its virtual MAC (the VIP
-    // has the same slot in every plane).
-    let to_vip = frames::udp(c.host_mac, c.guest_mac, CLIENT_IP, VIP);
-    let vip_state = prod.state(VIP)?;
-    let to_vmac = frames::udp(vip_state.vmac, c.guest_mac, CLIENT_IP, VIP);
-    // Live frames are recycled as the program left them: after one redirect
-    // a frame is addressed to the holder, not to the virtual MAC, and havip
-    // finds the VIP by address. Behind xdp_spray, which sets the virtual MAC
-    // again on every frame, limit and havip both see what clients send.
-    let fresh_limit = Spray::load(lab.prog(Lab::LIMIT)?.fd()?, VIP, vip_state.slot, 1)?;
-    let fresh_havip = Spray::load(prod.dp.program()?.fd()?, VIP, vip_state.slot, 1)?;
-
-    eprintln!("havip-bench: throughput, {} rounds", args.rounds);
-    lab.set_template(&to_vip)?;
-    let path = |name: &str, prog, frame, packets| Path {
-        name: name.to_owned(),
-        prog,
-        frame,
-        ingress: c.host_ifindex,
-        packets,
-        sink: &sink_a,
-    };
-    let paths = [
-        path("limit", lab.prog(Lab::LIMIT)?, to_vmac, args.packets),
-        path("havip", prod.dp.program()?, to_vmac, args.packets),
-        path("kernel", lab.prog(Lab::KERNEL)?, to_vip, args.kernel_packets),
-        path("limit, virtual MAC set per frame", fresh_limit.prog()?, to_vmac, args.packets),
-        path("havip, virtual MAC set per frame", fresh_havip.prog()?, to_vmac, args.packets),
-    ];
-    let tp = livefire::rounds(&paths, args.rounds)?;
-    let throughput: Vec<Named> =
-        paths.iter().enumerate().map(|(i, p)| Named { name: p.name.clone(), value: mpps(&tp, i) }).collect();
-    let ratios = vec![
-        Named { name: "havip / limit".into(), value: ratio(&tp, 1, 0) },
-        Named { name: "havip / kernel".into(), value: ratio(&tp, 1, 2) },
-        Named { name: "limit / kernel".into(), value: ratio(&tp, 0, 2) },
-        Named { name: "havip / limit, vMAC set per frame".into(), value: ratio(&tp, 4, 3) },
-    ];
-
-    eprintln!("havip-bench: scale curve");
-    // The same HAVIP counts twice: all traffic to one (hot) VIP, and spread
-    // over every held VIP in the map (what caches really see).
-    let sprays: Vec<Spray> = scaled
-        .iter_mut()
-        .zip(SCALE)
-        .map(|(p, n)| {
-            // fill::scaled puts HAVIP i in slot i.
-            let (base, first_slot, count) = if n > 2 { (fill::vip_addr(2), 2, n - 2) } else { (VIP, 0, 1) };
-            Spray::load(p.dp.program()?.fd()?, base, first_slot, count)
-        })
-        .collect::<Result<_>>()?;
-    let mut scale_paths: Vec<Path> = scaled
-        .iter_mut()
-        .zip(SCALE)
-        .map(|(p, n)| Ok(path(&format!("{n} HAVIPs, hot"), p.dp.program()?, to_vmac, args.packets)))
-        .collect::<Result<_>>()?;
-    for (s, n) in sprays.iter().zip(SCALE) {
-        scale_paths.push(path(&format!("{n} HAVIPs, spread"), s.prog()?, to_vmac, args.packets));
+    /// The shared set-up, made on first use.
+    fn bed(&mut self) -> Result<&mut Bed> {
+        let (args, topo, pins, cpu) = (self.args, self.topo, self.pins, self.bench_cpu);
+        self.bed
+            .get_or_insert_with(|| Bed::load(args, topo, pins, cpu).map_err(|e| format!("{e:#}")))
+            .as_mut()
+            .map_err(|e| anyhow!("the set-up the lab's parts share failed: {e}"))
     }
-    let sc = livefire::rounds(&scale_paths, args.rounds)?;
-    let k = SCALE.len();
-    let scale: Vec<ScalePoint> = SCALE
-        .iter()
-        .enumerate()
-        .map(|(i, &havips)| ScalePoint {
-            havips,
-            hot_mpps: mpps(&sc, i),
-            hot_vs_one: ratio(&sc, i, 0),
-            spread_mpps: mpps(&sc, k + i),
-            spread_vs_one: ratio(&sc, k + i, k),
-        })
-        .collect();
-    drop(scale_paths);
-    drop(sprays);
 
-    eprintln!("havip-bench: per-branch cost");
-    let fd = |prog: &Xdp| -> Result<_> { Ok(prog.fd()?.try_clone()?) };
-    let havip_fd = fd(prod.dp.program()?)?;
-    let udp_to = |dst| frames::udp(c.host_mac, c.guest_mac, CLIENT_IP, dst);
-    let empty = Branch {
-        name: "empty",
-        target: fd(lab.prog(Lab::EMPTY)?)?,
-        frame: to_vip,
-        ingress: c.host_ifindex,
-        verdict: progs::XDP_PASS,
-    };
-    let branch = |name, frame, ingress, verdict| -> Result<Branch> {
-        Ok(Branch { name, target: havip_fd.try_clone()?, frame, ingress, verdict })
-    };
-    let all = [
-        Branch {
-            name: "limit (MACs + devmap redirect)",
-            target: fd(lab.prog(Lab::LIMIT)?)?,
-            frame: to_vmac,
+    /// limit / havip / kernel, and both with the virtual MAC set per frame.
+    fn throughput(&mut self) -> Result<Throughput> {
+        let (args, c) = (self.args, &self.topo.client);
+        let bed = self.bed()?;
+        // Live frames are recycled as the program left them: after one
+        // redirect a frame is addressed to the holder, not to the virtual
+        // MAC, and havip finds the VIP by address. Behind xdp_spray, which
+        // sets the virtual MAC again on every frame, limit and havip both
+        // see what clients send.
+        let fresh_limit = Spray::load(bed.lab.prog(Lab::LIMIT)?.fd()?, VIP, bed.vip_slot, 1)?;
+        let fresh_havip = Spray::load(bed.prod.dp.program()?.fd()?, VIP, bed.vip_slot, 1)?;
+        bed.lab.set_template(&bed.to_vip)?;
+        let path = |name: &str, prog, frame, packets| Path {
+            name: name.to_owned(),
+            prog,
+            frame,
             ingress: c.host_ifindex,
-            verdict: progs::XDP_REDIRECT,
-        },
-        branch("VIP hit", to_vmac, c.host_ifindex, progs::XDP_REDIRECT)?,
-        branch("VIP hit, sent to another MAC", to_vip, c.host_ifindex, progs::XDP_REDIRECT)?,
-        branch("VIP without holder", udp_to(VIP_NO_HOLDER), c.host_ifindex, progs::XDP_DROP)?,
-        branch(
-            "claim (GARP from holder)",
-            frames::garp(topo.a.guest_mac, VIP),
-            topo.a.host_ifindex,
-            progs::XDP_DROP,
-        )?,
-        branch(
-            "ARP request answered",
-            frames::who_has(c.guest_mac, CLIENT_IP, VIP),
-            c.host_ifindex,
-            progs::XDP_TX,
-        )?,
-        branch("pass-through (not a VIP)", udp_to(NOT_A_VIP), c.host_ifindex, progs::XDP_PASS)?,
-        Branch {
-            name: "for reference: 1 vips-like hash lookup",
-            target: fd(lab.prog(Lab::LOOKUP)?)?,
-            frame: to_vip,
+            packets,
+            sink: &bed.sink_a,
+        };
+        let paths = [
+            path("limit", bed.lab.prog(Lab::LIMIT)?, bed.to_vmac, args.packets),
+            path("havip", bed.prod.dp.program()?, bed.to_vmac, args.packets),
+            path("kernel", bed.lab.prog(Lab::KERNEL)?, bed.to_vip, args.kernel_packets),
+            path("limit, virtual MAC set per frame", fresh_limit.prog()?, bed.to_vmac, args.packets),
+            path("havip, virtual MAC set per frame", fresh_havip.prog()?, bed.to_vmac, args.packets),
+        ];
+        let tp = livefire::rounds(&paths, args.rounds)?;
+        Ok(Throughput {
+            mpps: paths
+                .iter()
+                .enumerate()
+                .map(|(i, p)| Named { name: p.name.clone(), value: mpps(&tp, i) })
+                .collect(),
+            ratios: vec![
+                Named { name: "havip / limit".into(), value: ratio(&tp, 1, 0) },
+                Named { name: "havip / kernel".into(), value: ratio(&tp, 1, 2) },
+                Named { name: "limit / kernel".into(), value: ratio(&tp, 0, 2) },
+                Named { name: "havip / limit, vMAC set per frame".into(), value: ratio(&tp, 4, 3) },
+            ],
+        })
+    }
+
+    /// The VIP hit against HAVIP count: all traffic to one (hot) VIP, and
+    /// spread over every held VIP in the map (what caches really see).
+    fn scale(&mut self) -> Result<Vec<ScalePoint>> {
+        let (args, topo, pins) = (self.args, self.topo, self.pins);
+        let bed = self.bed()?;
+        let mut planes: Vec<Plane> = Vec::new();
+        for n in SCALE {
+            stop::check()?;
+            planes.push(fill::scaled(pins, topo, n)?);
+        }
+        let sprays: Vec<Spray> = planes
+            .iter_mut()
+            .zip(SCALE)
+            .map(|(p, n)| {
+                // fill::scaled puts HAVIP i in slot i.
+                let (base, first_slot, count) =
+                    if n > 2 { (fill::vip_addr(2), 2, n - 2) } else { (VIP, 0, 1) };
+                Spray::load(p.dp.program()?.fd()?, base, first_slot, count)
+            })
+            .collect::<Result<_>>()?;
+        let path = |name: String, prog| Path {
+            name,
+            prog,
+            frame: bed.to_vmac,
+            ingress: topo.client.host_ifindex,
+            packets: args.packets,
+            sink: &bed.sink_a,
+        };
+        let mut paths: Vec<Path> = planes
+            .iter_mut()
+            .zip(SCALE)
+            .map(|(p, n)| Ok(path(format!("{n} HAVIPs, hot"), p.dp.program()?)))
+            .collect::<Result<_>>()?;
+        for (s, n) in sprays.iter().zip(SCALE) {
+            paths.push(path(format!("{n} HAVIPs, spread"), s.prog()?));
+        }
+        let sc = livefire::rounds(&paths, args.rounds)?;
+        let k = SCALE.len();
+        Ok(SCALE
+            .iter()
+            .enumerate()
+            .map(|(i, &havips)| ScalePoint {
+                havips,
+                hot_mpps: mpps(&sc, i),
+                hot_vs_one: ratio(&sc, i, 0),
+                spread_mpps: mpps(&sc, k + i),
+                spread_vs_one: ratio(&sc, k + i, k),
+            })
+            .collect())
+    }
+
+    /// What each branch of xdp_vnic costs above the empty program.
+    fn branches(&mut self) -> Result<Branches> {
+        let (args, topo) = (self.args, self.topo);
+        let c = &topo.client;
+        let bed = self.bed()?;
+        let fd = |prog: &Xdp| -> Result<_> { Ok(prog.fd()?.try_clone()?) };
+        let havip_fd = fd(bed.prod.dp.program()?)?;
+        let udp_to = |dst| frames::udp(c.host_mac, c.guest_mac, CLIENT_IP, dst);
+        let empty = Branch {
+            name: "empty",
+            target: fd(bed.lab.prog(Lab::EMPTY)?)?,
+            frame: bed.to_vip,
             ingress: c.host_ifindex,
             verdict: progs::XDP_PASS,
-        },
-    ];
-    let (base, costs) = branches::measure(&mut lab, &mut prod, &empty, &all, args.rounds.max(15))?;
-    let branch_cost_ns: Vec<Named> = all
-        .iter()
-        .enumerate()
-        .map(|(i, b)| Named {
-            name: b.name.to_owned(),
-            value: Spread::of(&costs.iter().map(|r| r[i]).collect::<Vec<_>>()),
+        };
+        let branch = |name, frame, ingress, verdict| -> Result<Branch> {
+            Ok(Branch { name, target: havip_fd.try_clone()?, frame, ingress, verdict })
+        };
+        let all = [
+            Branch {
+                name: "limit (MACs + devmap redirect)",
+                target: fd(bed.lab.prog(Lab::LIMIT)?)?,
+                frame: bed.to_vmac,
+                ingress: c.host_ifindex,
+                verdict: progs::XDP_REDIRECT,
+            },
+            branch("VIP hit", bed.to_vmac, c.host_ifindex, progs::XDP_REDIRECT)?,
+            branch("VIP hit, sent to another MAC", bed.to_vip, c.host_ifindex, progs::XDP_REDIRECT)?,
+            branch("VIP without holder", udp_to(VIP_NO_HOLDER), c.host_ifindex, progs::XDP_DROP)?,
+            branch(
+                "claim (GARP from holder)",
+                frames::garp(topo.a.guest_mac, VIP),
+                topo.a.host_ifindex,
+                progs::XDP_DROP,
+            )?,
+            branch(
+                "ARP request answered",
+                frames::who_has(c.guest_mac, CLIENT_IP, VIP),
+                c.host_ifindex,
+                progs::XDP_TX,
+            )?,
+            branch("pass-through (not a VIP)", udp_to(NOT_A_VIP), c.host_ifindex, progs::XDP_PASS)?,
+            Branch {
+                name: "for reference: 1 vips-like hash lookup",
+                target: fd(bed.lab.prog(Lab::LOOKUP)?)?,
+                frame: bed.to_vip,
+                ingress: c.host_ifindex,
+                verdict: progs::XDP_PASS,
+            },
+        ];
+        let (base, costs) =
+            branches::measure(&mut bed.lab, &mut bed.prod, &empty, &all, args.rounds.max(15))?;
+        Ok(Branches {
+            harness_empty_ns: Spread::of(&base),
+            cost_ns: all
+                .iter()
+                .enumerate()
+                .map(|(i, b)| Named {
+                    name: b.name.to_owned(),
+                    value: Spread::of(&costs.iter().map(|r| r[i]).collect::<Vec<_>>()),
+                })
+                .collect(),
+            hit_vs_limit: Spread::of(&costs.iter().map(|r| r[1] / r[0]).collect::<Vec<_>>()),
         })
-        .collect();
-    let hit_vs_limit = Spread::of(&costs.iter().map(|r| r[1] / r[0]).collect::<Vec<_>>());
-
-    eprintln!("havip-bench: re-point latency, {} failovers per batch size", args.failovers);
-    if cpus < 2 {
-        bail!("the re-point latency needs 2 CPUs: traffic on one, claims from the other");
     }
-    let setup = repoint::Setup {
-        topo,
-        traffic_cpu: bench_cpu,
-        claim_cpu: (bench_cpu + 1) % cpus,
-        packets: args.packets,
-    };
-    let mut a = repoint::Member { port: &topo.a, sink: &mut sink_a };
-    let mut b = repoint::Member { port: &topo.b, sink: &mut sink_b };
-    let mut runs = Vec::new();
-    for batch in REPOINT_BATCHES {
-        let ns = repoint::run(&setup, &mut prod, &mut a, &mut b, args.failovers, batch)?;
-        runs.push(RepointRun { batch, latency: latency(ns) });
+
+    /// Claim -> first packet at the new holder, traffic in live batches of `batch`.
+    fn repoint(&mut self, batch: u32) -> Result<Repoint> {
+        let (args, topo, cpus, bench_cpu) = (self.args, self.topo, self.cpus, self.bench_cpu);
+        ensure!(cpus >= 2, "the re-point latency needs 2 CPUs: traffic on one, claims from the other");
+        let bed = self.bed()?;
+        let setup = repoint::Setup {
+            topo,
+            traffic_cpu: bench_cpu,
+            claim_cpu: (bench_cpu + 1) % cpus,
+            packets: args.packets,
+        };
+        let mut a = repoint::Member { port: &topo.a, sink: &mut bed.sink_a };
+        let mut b = repoint::Member { port: &topo.b, sink: &mut bed.sink_b };
+        let f = repoint::run(&setup, &mut bed.prod, &mut a, &mut b, args.failovers, batch)?;
+        Ok(Repoint { packets_per_run: f.packets_per_run, straddled: f.straddled, latency: latency(f.ns) })
     }
-    let repoint = Repoint { failovers: args.failovers, runs };
-
-    let programs = vec![
-        prog_info("xdp_vnic (havip)", prod.dp.program()?)?,
-        prog_info("xdp_limit", lab.prog(Lab::LIMIT)?)?,
-        prog_info("xdp_pass (empty)", lab.prog(Lab::EMPTY)?)?,
-    ];
-
-    let hl = &ratios[0].value;
-    let hk = &ratios[1].value;
-    let loss = &scale[SCALE.len() - 1].spread_vs_one;
-    let saturated = &repoint.runs[0].latency;
-    let goals = vec![
-        goal("havip >= 0.90 x limit throughput", format!("{:.3}", hl.median), hl.median >= 0.90),
-        goal("havip >= 4 x kernel throughput", format!("{:.2}", hk.median), hk.median >= 4.0),
-        goal(
-            "VIP-hit cost <= 1.3 x limit cost",
-            format!("{:.2}", hit_vs_limit.median),
-            hit_vs_limit.median <= 1.3,
-        ),
-        goal(
-            "<= 10% lost, 1 -> 100,000 HAVIPs (spread)",
-            format!("{:.1}% lost", (1.0 - loss.median) * 100.0),
-            loss.median >= 0.90,
-        ),
-        goal(
-            "re-point p99 < 10 us (traffic in batches of 64)",
-            format!("{:.2} us", saturated.p99_ns as f64 / 1e3),
-            saturated.p99_ns < 10_000,
-        ),
-        Goal { goal: "platform-added keepalived failover < 1 ms".into(), measured: "-".into(), met: None },
-    ];
-
-    Ok(Results {
-        machine: Machine { kernel: kernel_release(), cpu_model: cpu_model(), cpus, bench_cpu },
-        settings: Settings {
-            rounds: args.rounds,
-            xdp_packets_per_run: args.packets,
-            kernel_packets_per_run: args.kernel_packets,
-            frame_bytes: frames::LEN,
-            live_batch: progs::LIVE_BATCH,
-            havips: args.havips,
-            members_per_havip: MEMBERS,
-            failovers: args.failovers,
-        },
-        throughput,
-        ratios,
-        harness_empty_ns: Spread::of(&base),
-        branch_cost_ns,
-        scale,
-        repoint,
-        control: Control {
-            reconcile_havips: args.havips,
-            reconcile_members: args.havips * MEMBERS,
-            reconcile_ms: reconcile_time.as_secs_f64() * 1e3,
-        },
-        programs,
-        goals,
-        keepalived: Vec::new(),
-        agent: None,
-    })
 }
 
 fn kernel_release() -> String {

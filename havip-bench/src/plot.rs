@@ -1,12 +1,16 @@
 //! A small hand-written SVG: median throughput with min–max whiskers for
 //! limit/havip/kernel, and for the VIP hit against HAVIP count. One y axis
-//! for both panels, so bars compare across them.
+//! for both panels, so bars compare across them. A part without figures
+//! leaves its panel empty but for why (failed or skipped).
 
 use std::{fmt::Write, fs, path::Path};
 
 use anyhow::{Context, Result};
 
-use crate::{report::Results, stats::Spread};
+use crate::{
+    report::{Part, Results},
+    stats::Spread,
+};
 
 const W: f64 = 920.0;
 const H: f64 = 380.0;
@@ -16,14 +20,10 @@ const PATH_COLORS: [&str; 3] = ["#4e79a7", "#f28e2b", "#59a14f"];
 /// Scale panel: one hot VIP, traffic spread over all.
 const SCALE_COLORS: [&str; 2] = ["#f28e2b", "#e15759"];
 
-fn panel(
-    svg: &mut String,
-    (x0, width): (f64, f64),
-    title: &str,
-    bars: &[(String, Spread)],
-    colors: &[&str],
-    ymax: f64,
-) {
+/// Bars of one panel, or why it has none.
+type Bars = Result<Vec<(String, Spread)>, String>;
+
+fn panel(svg: &mut String, (x0, width): (f64, f64), title: &str, bars: &Bars, colors: &[&str], ymax: f64) {
     let y = |v: f64| BOTTOM - (BOTTOM - TOP) * v / ymax;
     let _ = writeln!(
         svg,
@@ -47,6 +47,19 @@ fn panel(
     let _ =
         writeln!(svg, r#"<line x1="{x0}" y1="{BOTTOM}" x2="{}" y2="{BOTTOM}" stroke="black"/>"#, x0 + width);
     let _ = writeln!(svg, r#"<line x1="{x0}" y1="{TOP}" x2="{x0}" y2="{BOTTOM}" stroke="black"/>"#);
+    let bars = match bars {
+        Ok(bars) => bars,
+        Err(why) => {
+            let _ = writeln!(
+                svg,
+                r##"<text x="{}" y="{}" font-size="13" text-anchor="middle" fill="#c00">{}</text>"##,
+                x0 + width / 2.0,
+                (TOP + BOTTOM) / 2.0,
+                escape(why)
+            );
+            return;
+        }
+    };
     let slot = width / bars.len() as f64;
     for (i, (label, s)) in bars.iter().enumerate() {
         let cx = x0 + slot * (i as f64 + 0.5);
@@ -83,17 +96,29 @@ fn panel(
     }
 }
 
+/// `text` fit for SVG character data (error messages quote paths and the like).
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Writes the plot of whatever of throughput and the scale curve was measured.
 pub fn write(path: &Path, r: &Results) -> Result<()> {
-    let paths: Vec<(String, Spread)> = r.throughput.iter().map(|t| (t.name.clone(), t.value)).collect();
-    let scale: Vec<(String, Spread)> = r
-        .scale
-        .iter()
-        .flat_map(|p| {
-            let n = if p.havips >= 1000 { format!("{}k", p.havips / 1000) } else { p.havips.to_string() };
-            [(format!("{n} hot"), p.hot_mpps), (format!("{n} spread"), p.spread_mpps)]
-        })
-        .collect();
-    let ymax = paths.iter().chain(&scale).map(|(_, s)| s.max).fold(1.0, f64::max) * 1.12;
+    let paths: Bars = match &r.throughput {
+        Some(t) => Ok(t.mpps.iter().map(|p| (p.name.clone(), p.value)).collect()),
+        None => Err(r.unmeasured(Part::Throughput.title())),
+    };
+    let scale: Bars = match &r.scale {
+        Some(scale) => Ok(scale
+            .iter()
+            .flat_map(|p| {
+                let n = if p.havips >= 1000 { format!("{}k", p.havips / 1000) } else { p.havips.to_string() };
+                [(format!("{n} hot"), p.hot_mpps), (format!("{n} spread"), p.spread_mpps)]
+            })
+            .collect()),
+        None => Err(r.unmeasured(Part::Scale.title())),
+    };
+    let ymax =
+        [&paths, &scale].into_iter().flatten().flatten().map(|(_, s)| s.max).fold(1.0, f64::max) * 1.12;
     let mut svg = String::new();
     let _ = writeln!(
         svg,

@@ -1,5 +1,5 @@
 //! Re-point latency: VIP traffic flows without pause from the client's vNIC
-//! (one long live-frames run on the bench CPU) while real claims (GARPs,
+//! (back-to-back live-frames runs on the bench CPU) while real claims (GARPs,
 //! test-run on the member's vNIC) alternate the holder from the other CPU.
 //! Both ends are stamped by the kernel's own clock: `since_ns`, which
 //! xdp_vnic writes into the VIP's state when it accepts the claim, and the
@@ -10,40 +10,64 @@
 //! would time the harness. With traffic already flowing, what is measured
 //! is what a guest would see: the holder change becoming visible to the
 //! forwarding CPU, the rest of the batch that CPU is in (redirects are
-//! flushed per batch, as in a NAPI poll), and the veth delivery.
+//! flushed per batch, as in a NAPI poll), and the veth delivery. Traffic
+//! runs are sized to last about a second; a failover that one ends in the
+//! middle of is discarded and redone, and counted (`straddled`).
 
 use std::{
+    hint,
     sync::atomic::{AtomicBool, AtomicU64, Ordering},
     thread,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use aya::programs::Xdp;
 use havip_agent::datapath::maps::{KernelMaps, Maps};
-use havip_common::VipKey;
+use havip_common::{VipKey, VipState};
 
 use crate::{
     cpu,
     fill::Plane,
-    frames,
+    frames::{self, Frame},
     progs::{self, Sink},
     stop,
     topo::{Port, Topology, CLIENT_IP, VIP},
 };
 
-/// Tries at one batch size before giving up because a traffic run ended
-/// mid-way (its page-pool set-up would be timed as latency).
-const ATTEMPTS: usize = 3;
+/// About how long one traffic run lasts: each failover takes 0.1-1 ms, so
+/// a run holds hundreds to thousands of them and its end (then the next
+/// run's page-pool set-up) falls inside few.
+const RUN: Duration = Duration::from_secs(1);
 
 pub struct Member<'a> {
     pub port: &'a Port,
     pub sink: &'a mut Sink,
 }
 
-fn claim(prog: &Xdp, to: &Port) -> Result<()> {
+/// Sends a claim from `to` and checks that it made `to` the holder.
+fn claim(prog: &Xdp, plane_maps: &KernelMaps, to: &Port) -> Result<VipState> {
     let (act, _) = progs::plain(prog, &frames::garp(to.guest_mac, VIP), to.host_ifindex, 1)?;
     ensure!(act == progs::XDP_DROP, "claim from {} returned {act}", to.host_name);
+    let s = plane_maps.vip(&VipKey::from(VIP)).context("the VIP is not in the maps")?;
+    ensure!(s.holder_ifindex == to.host_ifindex, "the claim from {} did not take the VIP", to.host_name);
+    Ok(s)
+}
+
+/// Polls `done` without sleeping until it holds (the claim CPU has nothing
+/// else to do, and stays awake), failing with `what` after `limit`.
+fn wait_for(
+    limit: Duration,
+    what: impl FnOnce() -> String,
+    mut done: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    while !done()? {
+        if Instant::now() > deadline {
+            bail!("{}", what());
+        }
+        hint::spin_loop();
+    }
     Ok(())
 }
 
@@ -64,30 +88,48 @@ fn quiet(sink: &Sink) -> Result<()> {
     }
 }
 
-/// One failover to `to`: ns from the claim's acceptance to the first packet at `to`.
-fn failover(prog: &Xdp, plane_maps: &KernelMaps, to: &mut Member) -> Result<u64> {
+/// One failover from `from` (the holder) to `to`: ns from the claim's
+/// acceptance to the first packet at `to`, or None if that may include a
+/// pause between two traffic runs (the sample is then to be redone).
+///
+/// `runs` counts the traffic runs that have ended. It is read before the
+/// claim and again once the first packet is stamped; and between the first
+/// read and the claim `from` must receive a packet, which proves the run
+/// current at that read was past its set-up (live frames reach the sink
+/// within the run's own syscall). Same count: one run carried the traffic
+/// from before the claim to the stamp.
+fn failover(
+    prog: &Xdp,
+    plane_maps: &KernelMaps,
+    from: &Member,
+    to: &mut Member,
+    runs: &AtomicU64,
+) -> Result<Option<u64>> {
+    let run = runs.load(Ordering::SeqCst);
+    let flowing = from.sink.count()?;
     quiet(to.sink)?;
+    wait_for(
+        Duration::from_secs(1),
+        || format!("VIP traffic stopped reaching {}, the holder", from.port.host_name),
+        || Ok(from.sink.count()? > flowing),
+    )?;
     to.sink.arm()?;
-    claim(prog, to.port)?;
-    let s = plane_maps.vip(&VipKey::from(VIP)).context("the VIP is not in the maps")?;
-    ensure!(
-        s.holder_ifindex == to.port.host_ifindex,
-        "the claim from {} did not take the VIP",
-        to.port.host_name
-    );
+    let s = claim(prog, plane_maps, to.port)?;
     ensure!(s.since_ns == s.last_claim_ns, "the claim from {} did not move the holder", to.port.host_name);
-    let deadline = Instant::now() + Duration::from_millis(100);
-    let first = loop {
-        let f = to.sink.first_ns()?;
-        if f != 0 {
-            break f;
-        }
-        if Instant::now() > deadline {
-            bail!("no VIP packet reached {} within 100 ms of its claim", to.port.host_name);
-        }
-    };
+    let mut first = 0;
+    wait_for(
+        Duration::from_millis(100),
+        || format!("no VIP packet reached {} within 100 ms of its claim", to.port.host_name),
+        || {
+            first = to.sink.first_ns()?;
+            Ok(first != 0)
+        },
+    )?;
+    if runs.load(Ordering::SeqCst) != run {
+        return Ok(None);
+    }
     ensure!(first >= s.since_ns, "a packet reached {} before its claim", to.port.host_name);
-    Ok(first - s.since_ns)
+    Ok(Some(first - s.since_ns))
 }
 
 pub struct Setup<'a> {
@@ -95,26 +137,69 @@ pub struct Setup<'a> {
     /// Where the traffic runs (the bench CPU) and where claims are sent from.
     pub traffic_cpu: usize,
     pub claim_cpu: usize,
-    /// Packets per traffic run: long enough to hold all failovers.
+    /// Packets of the timed run that sizes the traffic runs.
     pub packets: u32,
 }
 
-/// `n` failovers a -> b -> a ... under traffic sent in live batches of `batch`.
-/// The calling thread must be in hv; it is left pinned to `claim_cpu`.
-pub fn run<'a>(
+/// What `n` failovers at one batch size gave.
+pub struct Failovers {
+    /// Claim -> first packet at the new holder, ns, one per failover, in order.
+    pub ns: Vec<u64>,
+    /// Packets per traffic run (about `RUN` each).
+    pub packets_per_run: u32,
+    /// Samples discarded and redone: a traffic run ended inside them.
+    pub straddled: usize,
+}
+
+/// `n` failovers a -> b -> a ... under traffic sent in live batches of
+/// `batch`. The calling thread must be in hv and pinned to `traffic_cpu`,
+/// and is again on return. Member a holds the VIP on return, failed or not,
+/// so what runs next finds it where the set-up put it.
+pub fn run(
     setup: &Setup,
     plane: &mut Plane,
-    a: &mut Member<'a>,
-    b: &mut Member<'a>,
+    a: &mut Member,
+    b: &mut Member,
     n: usize,
     batch: u32,
-) -> Result<Vec<u64>> {
+) -> Result<Failovers> {
+    let result = measure(setup, plane, a, b, n, batch);
+    let prog = plane.dp.program()?;
+    let restored = claim(prog, &plane.maps, a.port).context("giving the VIP back to member a");
+    let after = restored.and(cpu::pin_to(setup.traffic_cpu));
+    match (result, after) {
+        (Ok(out), Ok(())) => Ok(out),
+        (Ok(_), Err(e)) | (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(after)) => Err(anyhow!("{e:#}; and then {after:#}")),
+    }
+}
+
+/// Packets for a run of about `RUN`, from one timed run of `setup.packets`
+/// on the traffic CPU (which also checks that they all reach member a).
+fn size_runs(setup: &Setup, prog: &Xdp, traffic: &Frame, a: &Member, batch: u32) -> Result<u32> {
+    let before = a.sink.count()?;
+    let wall = progs::live(prog, traffic, setup.topo.client.host_ifindex, setup.packets, batch)?;
+    progs::check_delivered("VIP traffic to member a", a.sink, before, u64::from(setup.packets))?;
+    let per_run = f64::from(setup.packets) / wall.as_secs_f64() * RUN.as_secs_f64();
+    Ok(per_run.clamp(1.0, f64::from(u32::MAX)) as u32)
+}
+
+fn measure(
+    setup: &Setup,
+    plane: &mut Plane,
+    a: &mut Member,
+    b: &mut Member,
+    n: usize,
+    batch: u32,
+) -> Result<Failovers> {
     let Plane { dp, maps, .. } = plane;
     let prog: &Xdp = dp.program()?;
     let topo = setup.topo;
     let traffic = frames::udp(topo.client.host_mac, topo.client.guest_mac, CLIENT_IP, VIP);
+    claim(prog, maps, a.port)?;
+    cpu::pin_to(setup.traffic_cpu)?;
+    let per_run = size_runs(setup, prog, &traffic, a, batch).context("timing a traffic run")?;
     cpu::pin_to(setup.claim_cpu)?;
-    claim(prog, a.port)?;
 
     let done = AtomicBool::new(false);
     let runs = AtomicU64::new(0);
@@ -123,8 +208,8 @@ pub fn run<'a>(
             havip_lab::netns::enter(topo.hv.name())?;
             cpu::pin_to(setup.traffic_cpu)?;
             while !done.load(Ordering::Relaxed) {
-                progs::live(prog, &traffic, topo.client.host_ifindex, setup.packets, batch)?;
-                runs.fetch_add(1, Ordering::Relaxed);
+                progs::live(prog, &traffic, topo.client.host_ifindex, per_run, batch)?;
+                runs.fetch_add(1, Ordering::SeqCst);
             }
             Ok(())
         });
@@ -137,26 +222,32 @@ pub fn run<'a>(
                 ensure!(!sender.is_finished(), "the traffic thread stopped");
                 thread::sleep(Duration::from_micros(100));
             }
-            for _ in 0..ATTEMPTS {
-                let runs_before = runs.load(Ordering::Relaxed);
-                let mut out = Vec::with_capacity(n);
-                for i in 0..n {
-                    stop::check()?;
-                    let to = if i % 2 == 0 { &mut *b } else { &mut *a };
-                    out.push(failover(prog, maps, to)?);
+            let mut out = Failovers { ns: Vec::with_capacity(n), packets_per_run: per_run, straddled: 0 };
+            let mut a_holds = true;
+            while out.ns.len() < n {
+                stop::check()?;
+                let sample = if a_holds {
+                    failover(prog, maps, a, b, &runs)?
+                } else {
+                    failover(prog, maps, b, a, &runs)?
+                };
+                a_holds = !a_holds;
+                match sample {
+                    Some(ns) => out.ns.push(ns),
+                    None => out.straddled += 1,
                 }
-                // Back to a for the next attempt or batch size.
-                if n % 2 == 1 {
-                    failover(prog, maps, a)?;
-                }
-                if runs.load(Ordering::Relaxed) == runs_before {
-                    return Ok(out);
-                }
+                ensure!(
+                    out.straddled <= n,
+                    "{} failovers straddled two traffic runs of {per_run} packets (about {RUN:?} each) \
+                     while {} of {n} were measured",
+                    out.straddled,
+                    out.ns.len()
+                );
             }
-            bail!("every attempt straddled two traffic runs: raise --packets")
+            Ok(out)
         })();
         done.store(true, Ordering::Relaxed);
-        let sent = sender.join().map_err(|_| anyhow::anyhow!("the traffic thread panicked"))?;
+        let sent = sender.join().map_err(|_| anyhow!("the traffic thread panicked"))?;
         sent.context("VIP traffic during failovers")?;
         result
     })

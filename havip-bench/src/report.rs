@@ -1,33 +1,105 @@
 //! The run's results: one serialisable record, printed as a table and
-//! written as JSON.
+//! written as JSON, and the goals judged from it.
 
 use std::{fs, path::Path};
 
 use anyhow::{Context, Result};
+use clap::ValueEnum;
 use serde::Serialize;
 
 use crate::{control, failover, stats::Spread};
 
+/// The parts of a run, in the order they run (`--only` takes these names).
+/// Each is measured on its own: one that fails is recorded in
+/// `Results::failed` with why, and the parts after it still run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Part {
+    /// limit / havip / kernel, live frames on one core.
+    Throughput,
+    /// The VIP hit against HAVIPs in the map, one hot VIP and spread.
+    Scale,
+    /// Per-branch cost of xdp_vnic (plain test runs).
+    Branches,
+    /// Re-point latency under traffic, in batches of 64 and of 1 (one part each).
+    Repoint,
+    /// The agent started on one file of `--havips` HAVIPs.
+    Control,
+    /// keepalived failovers in the lab.
+    Keepalived,
+}
+
+impl Part {
+    /// How the table, the goals and `Results::failed` name it.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Throughput => "throughput",
+            Self::Scale => "scale curve",
+            Self::Branches => "per-branch cost",
+            Self::Repoint => "re-point latency",
+            Self::Control => "control plane",
+            Self::Keepalived => "keepalived failover",
+        }
+    }
+}
+
+/// The title of the re-point part at one live batch size.
+pub fn repoint_title(batch: u32) -> String {
+    format!("{}, batches of {batch}", Part::Repoint.title())
+}
+
+/// A part that ran and failed; its figures are null.
+#[derive(Serialize)]
+pub struct FailedPart {
+    /// Its title (`Part::title`, `repoint_title`).
+    pub part: String,
+    /// The error with its context chain, as one line.
+    pub error: String,
+}
+
+/// Every figure of one run. A part's figures are `None` (JSON null) when it
+/// failed (see `failed`) or was not asked for (see `skipped`).
 #[derive(Serialize)]
 pub struct Results {
     pub machine: Machine,
     pub settings: Settings,
-    /// limit, havip, kernel: Mpps.
-    pub throughput: Vec<Named>,
-    pub ratios: Vec<Named>,
-    /// ns per packet of the empty program through the harness (subtracted below).
-    pub harness_empty_ns: Spread,
-    /// ns per packet above the empty program.
-    pub branch_cost_ns: Vec<Named>,
-    pub scale: Vec<ScalePoint>,
-    pub repoint: Repoint,
-    pub control: Control,
-    pub programs: Vec<ProgInfo>,
-    pub goals: Vec<Goal>,
-    /// Failovers with real keepalived in the lab (empty if skipped).
-    pub keepalived: Vec<failover::Sample>,
+    /// Parts that ran and failed, in the order they ran.
+    pub failed: Vec<FailedPart>,
+    /// Titles of the parts not asked for (`--only`, `--keepalived-cycles 0`).
+    pub skipped: Vec<String>,
+    pub throughput: Option<Throughput>,
+    pub scale: Option<Vec<ScalePoint>>,
+    pub branches: Option<Branches>,
+    /// One run per live batch size, each a part of its own.
+    pub repoint: Vec<RepointRun>,
+    /// The reconcile that filled the production-like maps (part of the
+    /// set-up the lab's parts share: null if that failed or none ran).
+    pub control: Option<Control>,
     /// The agent started on `havips` HAVIPs from one file.
     pub agent: Option<control::ControlPlane>,
+    /// Failovers with real keepalived in the lab.
+    pub keepalived: Option<Vec<failover::Sample>>,
+    /// The programs measured (empty if the lab's set-up failed or none ran).
+    pub programs: Vec<ProgInfo>,
+    pub goals: Vec<Goal>,
+}
+
+impl Results {
+    /// Why the part titled `part` has no figures, for the goals: it failed, or was skipped.
+    pub fn unmeasured(&self, part: &str) -> String {
+        if self.failed.iter().any(|f| f.part == part) {
+            format!("not measured: {part} failed")
+        } else {
+            "skipped".to_owned()
+        }
+    }
+
+    /// The same for a table row: `FAILED: <error>`, or `skipped`.
+    fn absent(&self, part: &str) -> String {
+        self.failed
+            .iter()
+            .find(|f| f.part == part)
+            .map_or_else(|| "skipped".to_owned(), |f| format!("FAILED: {}", f.error))
+    }
 }
 
 #[derive(Serialize)]
@@ -57,6 +129,27 @@ pub struct Named {
     pub value: Spread,
 }
 
+/// Live throughput of each path, and the ratios paired within a round.
+#[derive(Serialize)]
+pub struct Throughput {
+    /// limit, havip, kernel, then both behind xdp_spray: Mpps.
+    pub mpps: Vec<Named>,
+    /// havip / limit, havip / kernel, limit / kernel, havip / limit with the
+    /// virtual MAC set per frame, in that order.
+    pub ratios: Vec<Named>,
+}
+
+/// What each branch of xdp_vnic costs (plain test runs, see branches.rs).
+#[derive(Serialize)]
+pub struct Branches {
+    /// ns per packet of the empty program through the harness (subtracted below).
+    pub harness_empty_ns: Spread,
+    /// ns per packet above the empty program; the limit first, the VIP hit second.
+    pub cost_ns: Vec<Named>,
+    /// VIP-hit cost ÷ the limit's, paired within a round.
+    pub hit_vs_limit: Spread,
+}
+
 #[derive(Serialize)]
 pub struct ScalePoint {
     pub havips: u32,
@@ -77,17 +170,24 @@ pub struct Latency {
     pub max_ns: u64,
 }
 
-/// Claim accepted -> first packet at the new holder, under continuous traffic.
-#[derive(Serialize)]
-pub struct Repoint {
-    pub failovers: usize,
-    pub runs: Vec<RepointRun>,
-}
-
+/// The re-point part at one batch size.
 #[derive(Serialize)]
 pub struct RepointRun {
     /// Live-frames batch of the traffic: redirects are flushed once per batch.
     pub batch: u32,
+    /// None (null) if this part failed or was skipped.
+    pub measured: Option<Repoint>,
+}
+
+/// Claim accepted -> first packet at the new holder, under continuous traffic.
+#[derive(Serialize)]
+pub struct Repoint {
+    /// Packets per traffic run, sized from a timed run so one lasts about a second.
+    pub packets_per_run: u32,
+    /// Samples discarded and redone because a traffic run ended between
+    /// the claim and the first packet (the next run's page-pool set-up
+    /// would have been timed as latency).
+    pub straddled: usize,
     pub latency: Latency,
 }
 
@@ -109,8 +209,82 @@ pub struct ProgInfo {
 #[derive(Serialize)]
 pub struct Goal {
     pub goal: String,
+    /// The figure judged, or why there is none (`Results::unmeasured`).
     pub measured: String,
+    /// None: not judged (the part it depends on failed or was skipped).
     pub met: Option<bool>,
+}
+
+/// Judges one goal on a figure of part `part`, or says why it has none.
+fn judge<T>(
+    r: &Results,
+    goal: &str,
+    part: &str,
+    figure: Option<T>,
+    f: impl FnOnce(T) -> (String, bool),
+) -> Goal {
+    let (measured, met) = match figure {
+        Some(x) => {
+            let (measured, met) = f(x);
+            (measured, Some(met))
+        }
+        None => (r.unmeasured(part), None),
+    };
+    Goal { goal: goal.to_owned(), measured, met }
+}
+
+/// The goals of issue 5, judged on whatever parts were measured.
+pub fn goals(r: &Results) -> Vec<Goal> {
+    let tp = Part::Throughput.title();
+    let ratios = r.throughput.as_ref().map(|t| (t.ratios[0].value.median, t.ratios[1].value.median));
+    let full = r.settings.live_batch;
+    let repoint = r.repoint.iter().find(|run| run.batch == full).and_then(|run| run.measured.as_ref());
+    let loss = r.scale.as_ref().and_then(|s| s.last()).map(|p| p.spread_vs_one.median);
+    vec![
+        judge(r, "havip >= 0.90 x limit throughput", tp, ratios, |(hl, _)| (format!("{hl:.3}"), hl >= 0.90)),
+        judge(r, "havip >= 4 x kernel throughput", tp, ratios, |(_, hk)| (format!("{hk:.2}"), hk >= 4.0)),
+        judge(
+            r,
+            "VIP-hit cost <= 1.3 x limit cost",
+            Part::Branches.title(),
+            r.branches.as_ref().map(|b| b.hit_vs_limit.median),
+            |x| (format!("{x:.2}"), x <= 1.3),
+        ),
+        judge(r, "<= 10% lost, 1 -> 100,000 HAVIPs (spread)", Part::Scale.title(), loss, |x| {
+            (format!("{:.1}% lost", (1.0 - x) * 100.0), x >= 0.90)
+        }),
+        judge(
+            r,
+            &format!("re-point p99 < 10 us (traffic in batches of {full})"),
+            &repoint_title(full),
+            repoint.map(|rp| rp.latency.p99_ns),
+            |p99| (format!("{:.2} us", p99 as f64 / 1e3), p99 < 10_000),
+        ),
+        judge(
+            r,
+            "platform-added keepalived failover < 1 ms",
+            Part::Keepalived.title(),
+            r.keepalived.as_deref(),
+            keepalived,
+        ),
+    ]
+}
+
+/// The platform adds nothing visible to a keepalived failover when the
+/// first probe sent after each claim is answered by the new holder; claim
+/// -> that probe is the resolution (prober scheduling included).
+fn keepalived(samples: &[failover::Sample]) -> (String, bool) {
+    let answered = samples.iter().filter(|s| s.next_probe_answered).count();
+    let mut waits: Vec<f64> = samples.iter().map(|s| s.next_probe_ms).collect();
+    waits.sort_by(f64::total_cmp);
+    let measured = match (waits.get(waits.len() / 2), waits.last()) {
+        (Some(median), Some(max)) => format!(
+            "next probe answered {answered}/{}; resolution median {median:.2} ms, max {max:.2} ms",
+            samples.len()
+        ),
+        _ => "no failover observed".to_owned(),
+    };
+    (measured, !samples.is_empty() && answered == samples.len())
 }
 
 fn spread(s: &Spread, digits: usize) -> String {
@@ -126,6 +300,7 @@ fn latency(l: &Latency) -> String {
     )
 }
 
+/// The table, on stdout; a part without figures shows `FAILED: <why>` or `skipped`.
 pub fn print(r: &Results) {
     let m = &r.machine;
     let s = &r.settings;
@@ -139,85 +314,116 @@ pub fn print(r: &Results) {
     );
     println!("medians (min – max)\n");
     println!("Throughput, one core (Mpps)");
-    for t in &r.throughput {
-        println!("  {:<40} {}", t.name, spread(&t.value, 2));
+    match &r.throughput {
+        Some(t) => {
+            for p in &t.mpps {
+                println!("  {:<40} {}", p.name, spread(&p.value, 2));
+            }
+            println!("Paired ratios");
+            for p in &t.ratios {
+                println!("  {:<40} {}", p.name, spread(&p.value, 3));
+            }
+        }
+        None => println!("  {}", r.absent(Part::Throughput.title())),
     }
-    println!("Paired ratios");
-    for t in &r.ratios {
-        println!("  {:<40} {}", t.name, spread(&t.value, 3));
-    }
-    println!(
-        "Per-branch cost (ns/packet above the empty program; harness+empty {:.1} ns)",
-        r.harness_empty_ns.median
-    );
-    for t in &r.branch_cost_ns {
-        println!("  {:<40} {}", t.name, spread(&t.value, 1));
+    match &r.branches {
+        Some(b) => {
+            println!(
+                "Per-branch cost (ns/packet above the empty program; harness+empty {:.1} ns)",
+                b.harness_empty_ns.median
+            );
+            for t in &b.cost_ns {
+                println!("  {:<40} {}", t.name, spread(&t.value, 1));
+            }
+        }
+        None => println!("Per-branch cost\n  {}", r.absent(Part::Branches.title())),
     }
     println!("VIP hit vs HAVIPs in the map (Mpps; ratio to 1 HAVIP)");
-    for p in &r.scale {
-        let row = |kind, mpps, vs_one| {
-            println!(
-                "  {:<40} {}   ×{}",
-                format!("{} HAVIPs, {kind}", p.havips),
-                spread(mpps, 2),
-                spread(vs_one, 3)
-            )
-        };
-        row("one hot VIP", &p.hot_mpps, &p.hot_vs_one);
-        row("spread over all", &p.spread_mpps, &p.spread_vs_one);
+    match &r.scale {
+        Some(scale) => {
+            for p in scale {
+                let row = |kind, mpps, vs_one| {
+                    println!(
+                        "  {:<40} {}   ×{}",
+                        format!("{} HAVIPs, {kind}", p.havips),
+                        spread(mpps, 2),
+                        spread(vs_one, 3)
+                    )
+                };
+                row("one hot VIP", &p.hot_mpps, &p.hot_vs_one);
+                row("spread over all", &p.spread_mpps, &p.spread_vs_one);
+            }
+        }
+        None => println!("  {}", r.absent(Part::Scale.title())),
     }
-    let rp = &r.repoint;
     println!(
         "Re-point latency ({} failovers each; claim -> first packet at the new holder, traffic flowing)",
-        rp.failovers
+        s.failovers
     );
-    for run in &rp.runs {
-        println!("  {:<40} {}", format!("traffic in batches of {}", run.batch), latency(&run.latency));
+    for run in &r.repoint {
+        let row = match &run.measured {
+            Some(rp) => format!(
+                "{}; {} straddled and redone, {} packets per traffic run",
+                latency(&rp.latency),
+                rp.straddled,
+                rp.packets_per_run
+            ),
+            None => r.absent(&repoint_title(run.batch)),
+        };
+        println!("  {:<40} {row}", format!("traffic in batches of {}", run.batch));
     }
-    if !r.keepalived.is_empty() {
-        println!(
-            "Failover with keepalived (advert 0.1 s; vm-c probes every {} µs; ms; platform = claim -> first answer)",
-            failover::PROBE_EVERY.as_micros()
-        );
-        println!(
-            "  {:<34} {:>7} {:>10} {:>8} {:>10} {:>5} {:>12}",
-            "", "outage", "keepalived", "platform", "next probe", "lost", "MASTER->claim"
-        );
-        for k in &r.keepalived {
-            let log = k.master_log_to_claim_ms.map_or("-".to_owned(), |m| format!("{m:.2}"));
-            let next =
-                format!("{:.2}{}", k.next_probe_ms, if k.next_probe_answered { "" } else { " (lost)" });
+    println!(
+        "Failover with keepalived (advert 0.1 s; vm-c probes every {} µs; ms; platform = claim -> first answer)",
+        failover::PROBE_EVERY.as_micros()
+    );
+    match &r.keepalived {
+        Some(samples) => {
             println!(
-                "  {:<34} {:>7.2} {:>10.2} {:>8.2} {:>10} {:>5} {:>12}",
-                format!("{} -> {}", k.how, k.to),
-                k.outage_ms,
-                k.keepalived_ms,
-                k.platform_ms,
-                next,
-                k.lost_after_claim,
-                log
+                "  {:<34} {:>7} {:>10} {:>8} {:>10} {:>5} {:>12}",
+                "", "outage", "keepalived", "platform", "next probe", "lost", "MASTER->claim"
             );
+            for k in samples {
+                let log = k.master_log_to_claim_ms.map_or("-".to_owned(), |m| format!("{m:.2}"));
+                let next =
+                    format!("{:.2}{}", k.next_probe_ms, if k.next_probe_answered { "" } else { " (lost)" });
+                println!(
+                    "  {:<34} {:>7.2} {:>10.2} {:>8.2} {:>10} {:>5} {:>12}",
+                    format!("{} -> {}", k.how, k.to),
+                    k.outage_ms,
+                    k.keepalived_ms,
+                    k.platform_ms,
+                    next,
+                    k.lost_after_claim,
+                    log
+                );
+            }
         }
+        None => println!("  {}", r.absent(Part::Keepalived.title())),
     }
     println!("Control plane");
-    println!(
-        "  {:<40} {:.0} ms",
-        format!("reconcile {} HAVIPs/{} members", r.control.reconcile_havips, r.control.reconcile_members),
-        r.control.reconcile_ms
-    );
-    if let Some(a) = &r.agent {
+    if let Some(c) = &r.control {
         println!(
+            "  {:<40} {:.0} ms",
+            format!("reconcile {} HAVIPs/{} members", c.reconcile_havips, c.reconcile_members),
+            c.reconcile_ms
+        );
+    }
+    match &r.agent {
+        Some(a) => println!(
             "  {:<40} {:.0} ms to READY ({} HAVIPs in the vips map), RSS {:.1} MiB (peak {:.1} MiB)",
             format!("agent, {} HAVIPs/{} vNICs in one file", a.havips, a.vnics),
             a.ready_ms,
             a.vips_in_map,
             a.rss_kib as f64 / 1024.0,
             a.peak_rss_kib as f64 / 1024.0
-        );
+        ),
+        None => println!("  {:<40} {}", "agent", r.absent(Part::Control.title())),
     }
-    println!("Programs (xlated insns / JIT bytes / verifier-processed insns)");
-    for p in &r.programs {
-        println!("  {:<40} {} / {} / {}", p.name, p.xlated_insns, p.jited_bytes, p.verified_insns);
+    if !r.programs.is_empty() {
+        println!("Programs (xlated insns / JIT bytes / verifier-processed insns)");
+        for p in &r.programs {
+            println!("  {:<40} {} / {} / {}", p.name, p.xlated_insns, p.jited_bytes, p.verified_insns);
+        }
     }
     println!("Goals");
     for g in &r.goals {
