@@ -103,9 +103,15 @@ fn escape(text: &str) -> String {
 
 /// Writes the plot of whatever of throughput and the scale curve was measured.
 pub fn write(path: &Path, r: &Results) -> Result<()> {
-    let paths: Bars = match &r.throughput {
-        Some(t) => Ok(t.mpps.iter().map(|p| (p.name.clone(), p.value)).collect()),
-        None => Err(r.unmeasured(Part::Throughput.title())),
+    // Real traffic first (the headline), then one core: limit / havip / kernel each.
+    let real = r
+        .real_traffic
+        .as_ref()
+        .map(|t| t.throughput.iter().map(|p| (format!("{} (2 cores)", p.name), p.value)));
+    let one = r.throughput.as_ref().map(|t| t.mpps.iter().take(3).map(|p| (p.name.clone(), p.value)));
+    let paths: Bars = match (real, one) {
+        (None, None) => Err(r.unmeasured(Part::Throughput.title())),
+        (real, one) => Ok(real.into_iter().flatten().chain(one.into_iter().flatten()).collect()),
     };
     let scale: Bars = match &r.scale {
         Some(scale) => Ok(scale
@@ -126,11 +132,18 @@ pub fn write(path: &Path, r: &Results) -> Result<()> {
     );
     let _ = writeln!(
         svg,
-        r#"<text x="14" y="{}" font-size="12" transform="rotate(-90 14 {})" text-anchor="middle">Mpps, one core (median, min–max)</text>"#,
+        r#"<text x="14" y="{}" font-size="12" transform="rotate(-90 14 {})" text-anchor="middle">Mpps (median, min–max)</text>"#,
         (TOP + BOTTOM) / 2.0,
         (TOP + BOTTOM) / 2.0
     );
-    panel(&mut svg, (60.0, 250.0), "limit / havip / kernel", &paths, &PATH_COLORS, ymax);
+    panel(
+        &mut svg,
+        (60.0, 250.0),
+        "limit / havip / kernel: real traffic, one core",
+        &paths,
+        &PATH_COLORS,
+        ymax,
+    );
     panel(
         &mut svg,
         (380.0, 520.0),

@@ -11,7 +11,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use aya::{
     maps::{Array, DevMapHash, HashMap, PerCpuArray, ProgramArray},
-    programs::{ProgramFd, TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
+    programs::{xdp::XdpLinkId, ProgramFd, TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 
@@ -118,6 +118,20 @@ impl Lab {
 
     pub fn prog(&self, name: &str) -> Result<&Xdp> {
         xdp(&self.ebpf, name)
+    }
+
+    /// Attaches program `name` to `ifname` (in the calling thread's namespace).
+    pub fn attach(&mut self, name: &str, ifname: &str) -> Result<XdpLinkId> {
+        let p: &mut Xdp =
+            self.ebpf.program_mut(name).with_context(|| format!("program {name} missing"))?.try_into()?;
+        p.attach(ifname, XdpMode::default()).with_context(|| format!("attaching {name} to {ifname}"))
+    }
+
+    /// Detaches what [`Lab::attach`] attached.
+    pub fn detach(&mut self, name: &str, link: XdpLinkId) -> Result<()> {
+        let p: &mut Xdp =
+            self.ebpf.program_mut(name).with_context(|| format!("program {name} missing"))?.try_into()?;
+        p.detach(link).with_context(|| format!("detaching {name}"))
     }
 
     /// The frame xdp_restore_pass and xdp_harness write before each run.

@@ -24,13 +24,13 @@ use std::{
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use aya::programs::Xdp;
 use havip_agent::datapath::maps::{KernelMaps, Maps};
-use havip_common::{VipKey, VipState};
+use havip_common::{vmac, VipKey, VipState};
 
 use crate::{
     cpu,
     fill::Plane,
     frames::{self, Frame},
-    progs::{self, Sink},
+    progs::{self, Sink, Spray},
     stop,
     topo::{Port, Topology, CLIENT_IP, VIP},
 };
@@ -195,10 +195,17 @@ fn measure(
     let Plane { dp, maps, .. } = plane;
     let prog: &Xdp = dp.program()?;
     let topo = setup.topo;
-    let traffic = frames::udp(topo.client.host_mac, topo.client.guest_mac, CLIENT_IP, VIP);
+    // What clients send: to the VIP's virtual MAC, written again on every
+    // recycled frame by xdp_spray in front of havip (a frame the last pass
+    // addressed to the holder would take the slower by-address path and
+    // stretch every batch).
+    let slot = maps.vip(&VipKey::from(VIP)).context("the VIP is not in the maps")?.slot;
+    let traffic = frames::udp(vmac(slot), topo.client.guest_mac, CLIENT_IP, VIP);
+    let spray = Spray::load(prog.fd()?, VIP, slot, 1)?;
+    let sender_prog = spray.prog()?;
     claim(prog, maps, a.port)?;
     cpu::pin_to(setup.traffic_cpu)?;
-    let per_run = size_runs(setup, prog, &traffic, a, batch).context("timing a traffic run")?;
+    let per_run = size_runs(setup, sender_prog, &traffic, a, batch).context("timing a traffic run")?;
     cpu::pin_to(setup.claim_cpu)?;
 
     let done = AtomicBool::new(false);
@@ -208,7 +215,7 @@ fn measure(
             havip_lab::netns::enter(topo.hv.name())?;
             cpu::pin_to(setup.traffic_cpu)?;
             while !done.load(Ordering::Relaxed) {
-                progs::live(prog, &traffic, topo.client.host_ifindex, per_run, batch)?;
+                progs::live(sender_prog, &traffic, topo.client.host_ifindex, per_run, batch)?;
                 runs.fetch_add(1, Ordering::SeqCst);
             }
             Ok(())

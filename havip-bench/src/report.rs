@@ -16,6 +16,8 @@ use crate::{control, failover, stats::Spread};
 pub enum Part {
     /// limit / havip / kernel, live frames on one core.
     Throughput,
+    /// limit / havip / kernel on real traffic: generator and forwarder on two cores.
+    RealTraffic,
     /// The VIP hit against HAVIPs in the map, one hot VIP and spread.
     Scale,
     /// Per-branch cost of xdp_vnic (plain test runs).
@@ -33,6 +35,7 @@ impl Part {
     pub fn title(self) -> &'static str {
         match self {
             Self::Throughput => "throughput",
+            Self::RealTraffic => "real traffic",
             Self::Scale => "scale curve",
             Self::Branches => "per-branch cost",
             Self::Repoint => "re-point latency",
@@ -67,6 +70,7 @@ pub struct Results {
     /// Titles of the parts not asked for (`--only`, `--keepalived-cycles 0`).
     pub skipped: Vec<String>,
     pub throughput: Option<Throughput>,
+    pub real_traffic: Option<RealTraffic>,
     pub scale: Option<Vec<ScalePoint>>,
     pub branches: Option<Branches>,
     /// One run per live batch size, each a part of its own.
@@ -129,13 +133,31 @@ pub struct Named {
     pub value: Spread,
 }
 
+/// Real traffic on two cores (realtraffic.rs): what an operator's host does,
+/// so these ratios are the headline; the one-core figures explain them.
+#[derive(Serialize)]
+pub struct RealTraffic {
+    pub generator_cpu: usize,
+    /// Where the client vNIC's threaded NAPI poll (and so the program) runs.
+    pub forwarder_cpu: usize,
+    pub packets_per_run: u32,
+    /// Mpps delivered to the sink, per forwarder.
+    pub throughput: Vec<Named>,
+    /// Mpps the generator sent meanwhile (accepted or not by the veth ring):
+    /// well above `throughput`, or the forwarder was not the bottleneck.
+    pub offered: Vec<Named>,
+    pub ratios: Vec<Named>,
+}
+
 /// Live throughput of each path, and the ratios paired within a round.
 #[derive(Serialize)]
 pub struct Throughput {
-    /// limit, havip, kernel, then both behind xdp_spray: Mpps.
+    /// limit, havip, kernel (each restoring what clients send on every
+    /// frame), then havip on recycled frames addressed to the holder
+    /// (its by-address fallback): Mpps.
     pub mpps: Vec<Named>,
-    /// havip / limit, havip / kernel, limit / kernel, havip / limit with the
-    /// virtual MAC set per frame, in that order.
+    /// havip / limit, havip / kernel, limit / kernel, havip by address /
+    /// limit, in that order.
     pub ratios: Vec<Named>,
 }
 
@@ -237,12 +259,16 @@ fn judge<T>(
 pub fn goals(r: &Results) -> Vec<Goal> {
     let tp = Part::Throughput.title();
     let ratios = r.throughput.as_ref().map(|t| (t.ratios[0].value.median, t.ratios[1].value.median));
+    let rt = Part::RealTraffic.title();
+    let real = r.real_traffic.as_ref().map(|t| (t.ratios[0].value.median, t.ratios[1].value.median));
     let full = r.settings.live_batch;
     let repoint = r.repoint.iter().find(|run| run.batch == full).and_then(|run| run.measured.as_ref());
     let loss = r.scale.as_ref().and_then(|s| s.last()).map(|p| p.spread_vs_one.median);
     vec![
-        judge(r, "havip >= 0.90 x limit throughput", tp, ratios, |(hl, _)| (format!("{hl:.3}"), hl >= 0.90)),
-        judge(r, "havip >= 4 x kernel throughput", tp, ratios, |(_, hk)| (format!("{hk:.2}"), hk >= 4.0)),
+        judge(r, "real traffic: havip >= 0.95 x limit", rt, real, |(hl, _)| (format!("{hl:.3}"), hl >= 0.95)),
+        judge(r, "real traffic: havip >= 2.5 x kernel", rt, real, |(_, hk)| (format!("{hk:.2}"), hk >= 2.5)),
+        judge(r, "one core: havip >= 0.95 x limit", tp, ratios, |(hl, _)| (format!("{hl:.3}"), hl >= 0.95)),
+        judge(r, "one core: havip >= 4 x kernel", tp, ratios, |(_, hk)| (format!("{hk:.2}"), hk >= 4.0)),
         judge(
             r,
             "VIP-hit cost <= 1.3 x limit cost",
@@ -313,7 +339,22 @@ pub fn print(r: &Results) {
         s.rounds, s.frame_bytes, s.live_batch, s.havips, s.members_per_havip
     );
     println!("medians (min – max)\n");
-    println!("Throughput, one core (Mpps)");
+    println!(
+        "Real traffic, two cores (Mpps delivered; a generator on one, the vNIC's NAPI thread on the other)"
+    );
+    match &r.real_traffic {
+        Some(t) => {
+            for (p, o) in t.throughput.iter().zip(&t.offered) {
+                println!("  {:<40} {}   offered {:.2}", p.name, spread(&p.value, 2), o.value.median);
+            }
+            println!("Paired ratios");
+            for p in &t.ratios {
+                println!("  {:<40} {}", p.name, spread(&p.value, 3));
+            }
+        }
+        None => println!("  {}", r.absent(Part::RealTraffic.title())),
+    }
+    println!("Throughput, one core, BPF_PROG_TEST_RUN live frames (Mpps)");
     match &r.throughput {
         Some(t) => {
             for p in &t.mpps {

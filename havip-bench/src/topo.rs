@@ -58,8 +58,8 @@ pub struct Topology {
     pub client: Port,
     pub a: Port,
     pub b: Port,
-    /// Holds the client's guest end; nothing runs in it.
-    _src: Netns,
+    /// Holds the client's guest end; the real-traffic generator runs in it.
+    pub src: Netns,
     pub hv: Netns,
     pub sink: Netns,
 }
@@ -68,7 +68,8 @@ pub fn mac_str(m: &[u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
-fn ifindex(ns: &str, name: &str) -> Result<u32> {
+/// The ifindex of `name` in namespace `ns`.
+pub fn ifindex(ns: &str, name: &str) -> Result<u32> {
     let out = ip(&["-n", ns, "-j", "link", "show", name])?;
     let v: serde_json::Value = serde_json::from_str(&out).context("parsing `ip -j link`")?;
     let idx = v[0]["ifindex"].as_u64().with_context(|| format!("no ifindex for {name} in {ns}"))?;
@@ -145,6 +146,6 @@ impl Topology {
             "nud",
             "permanent",
         ])?;
-        Ok(Self { client, a, b, _src: src, hv, sink })
+        Ok(Self { client, a, b, src, hv, sink })
     }
 }
