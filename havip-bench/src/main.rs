@@ -324,9 +324,13 @@ impl Bench<'_> {
         results.scale = parts.measure(Part::Scale, Part::Scale.title(), || self.scale())?;
         results.branches = parts.measure(Part::Branches, Part::Branches.title(), || self.branches())?;
         for batch in REPOINT_BATCHES {
-            let measured = parts.measure(Part::Repoint, &repoint_title(batch), || self.repoint(batch))?;
-            results.repoint.push(RepointRun { batch, measured });
+            let measured =
+                parts.measure(Part::Repoint, &repoint_title(batch, false), || self.repoint(batch))?;
+            results.repoint.push(RepointRun { batch, real_traffic: false, measured });
         }
+        let measured =
+            parts.measure(Part::Repoint, &repoint_title(progs::LIVE_BATCH, true), || self.repoint_real())?;
+        results.repoint.push(RepointRun { batch: progs::LIVE_BATCH, real_traffic: true, measured });
         if let Some(Ok(bed)) = self.bed.take() {
             results.control = Some(bed.control);
             results.programs = bed.programs;
@@ -533,20 +537,50 @@ impl Bench<'_> {
         })
     }
 
-    /// Claim -> first packet at the new holder, traffic in live batches of `batch`.
+    /// Claim -> first packet at the new holder, traffic in live batches of
+    /// `batch` on the bench CPU (havip behind xdp_spray: what clients send).
     fn repoint(&mut self, batch: u32) -> Result<Repoint> {
+        let (topo, bench_cpu) = (self.topo, self.bench_cpu);
+        let bed = self.bed()?;
+        let spray = Spray::load(bed.prod.dp.program()?.fd()?, VIP, bed.vip_slot, 1)?;
+        let traffic = repoint::Traffic {
+            ns: topo.hv.name(),
+            cpu: bench_cpu,
+            prog: spray.prog()?,
+            frame: bed.to_vmac,
+            ingress: topo.client.host_ifindex,
+        };
+        let claim_cpu = (bench_cpu + 1) % self.cpus;
+        self.failovers(&traffic, batch, claim_cpu)
+    }
+
+    /// The same on real traffic: the generator on the other CPU, havip in
+    /// the client vNIC's threaded NAPI poll (budget 64) on the bench CPU.
+    fn repoint_real(&mut self) -> Result<Repoint> {
+        let (topo, cpus, bench_cpu) = (self.topo, self.cpus, self.bench_cpu);
+        let bed = self.bed()?;
+        let (frame, generator_cpu) = (bed.to_vmac, (bench_cpu + 1) % cpus);
+        let source = realtraffic::Source::start(topo, &mut bed.prod, frame, generator_cpu, bench_cpu)?;
+        let traffic = source.traffic()?;
+        // Claims from the generator's CPU: the forwarder's has the NAPI
+        // thread to run (claims from there stalled the traffic for over a
+        // second). The claim thread then takes turns with the generator, so
+        // the tail includes gaps in the offered traffic, not only the batch.
+        let measured = self.failovers(&traffic, progs::LIVE_BATCH, generator_cpu);
+        source.stop(&mut self.bed()?.prod)?;
+        measured
+    }
+
+    /// `--failovers` failovers a -> b -> a ... under `traffic`, claims sent
+    /// from `claim_cpu`.
+    fn failovers(&mut self, traffic: &repoint::Traffic, batch: u32, claim_cpu: usize) -> Result<Repoint> {
         let (args, topo, cpus, bench_cpu) = (self.args, self.topo, self.cpus, self.bench_cpu);
         ensure!(cpus >= 2, "the re-point latency needs 2 CPUs: traffic on one, claims from the other");
         let bed = self.bed()?;
-        let setup = repoint::Setup {
-            topo,
-            traffic_cpu: bench_cpu,
-            claim_cpu: (bench_cpu + 1) % cpus,
-            packets: args.packets,
-        };
+        let setup = repoint::Setup { home_cpu: bench_cpu, claim_cpu, packets: args.packets };
         let mut a = repoint::Member { port: &topo.a, sink: &mut bed.sink_a };
         let mut b = repoint::Member { port: &topo.b, sink: &mut bed.sink_b };
-        let f = repoint::run(&setup, &mut bed.prod, &mut a, &mut b, args.failovers, batch)?;
+        let f = repoint::run(&setup, traffic, &mut bed.prod, &mut a, &mut b, args.failovers, batch)?;
         Ok(Repoint { packets_per_run: f.packets_per_run, straddled: f.straddled, latency: latency(f.ns) })
     }
 }

@@ -13,7 +13,10 @@
 //! veth's transmit, all on the forwarder CPU, with caches shared with them.
 
 use std::{
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -27,6 +30,7 @@ use crate::{
     fill::Plane,
     frames::Frame,
     progs::{self, Lab, Sink, LIVE_BATCH},
+    repoint,
     report::{Named, RealTraffic},
     stats::Spread,
     stop,
@@ -288,4 +292,77 @@ pub fn run(mut setup: Setup) -> Result<RealTraffic> {
             ratio("limit / kernel", 0, 2),
         ],
     })
+}
+
+/// Real VIP traffic left flowing for another part (the re-point latency):
+/// havip attached to the client's vNIC by the agent's loader, that vNIC's
+/// NAPI threaded on the forwarder CPU (kept out of idle by a spinner), and
+/// the generator loaded, ready to send. Undone by [`Source::stop`]; the
+/// spinner also stops on drop.
+pub struct Source<'a> {
+    topo: &'a Topology,
+    generator: Generator,
+    generator_cpu: usize,
+    frame: Frame,
+    napi: Option<ThreadedNapi<'a>>,
+    spinning: Arc<AtomicBool>,
+    spinner: Option<thread::JoinHandle<Result<()>>>,
+}
+
+impl<'a> Source<'a> {
+    /// The calling thread must be in hv.
+    pub fn start(
+        topo: &'a Topology,
+        havip: &mut Plane,
+        frame: Frame,
+        generator_cpu: usize,
+        forwarder_cpu: usize,
+    ) -> Result<Self> {
+        let guest = topo.client.guest_name;
+        let guest_ifindex = topo::ifindex(topo.src.name(), guest)?;
+        let mut generator =
+            havip_lab::netns::run_in(topo.src.name(), move || Generator::load(guest, guest_ifindex))?;
+        generator.set_frame(&frame)?;
+        let napi = ThreadedNapi::enable(topo.hv.name(), topo.client.host_name, forwarder_cpu)?;
+        havip.dp.attach(topo.client.host_name)?;
+        let spinning = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&spinning);
+        let spinner = thread::spawn(move || spin_idle(forwarder_cpu, &stop));
+        Ok(Self { topo, generator, generator_cpu, frame, napi: Some(napi), spinning, spinner: Some(spinner) })
+    }
+
+    /// The traffic for [`repoint::run`]: the generator, in the client's namespace.
+    pub fn traffic(&self) -> Result<repoint::Traffic<'_>> {
+        Ok(repoint::Traffic {
+            ns: self.topo.src.name(),
+            cpu: self.generator_cpu,
+            prog: self.generator.prog()?,
+            frame: self.frame,
+            ingress: self.generator.ingress,
+        })
+    }
+
+    /// Detaches havip and puts the vNIC and the forwarder CPU back.
+    pub fn stop(mut self, havip: &mut Plane) -> Result<()> {
+        let detached = havip.dp.detach(self.topo.client.host_name);
+        let spun = self.stop_spinner();
+        self.napi.take();
+        detached.and(spun)
+    }
+
+    fn stop_spinner(&mut self) -> Result<()> {
+        self.spinning.store(true, Ordering::Relaxed);
+        match self.spinner.take() {
+            Some(h) => h.join().map_err(|_| anyhow::anyhow!("the spinner panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Source<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop_spinner() {
+            eprintln!("havip-bench: cleanup: {e:#}");
+        }
+    }
 }

@@ -15,7 +15,6 @@
 //! middle of is discarded and redone, and counted (`straddled`).
 
 use std::{
-    hint,
     sync::atomic::{AtomicBool, AtomicU64, Ordering},
     thread,
     time::{Duration, Instant},
@@ -24,15 +23,15 @@ use std::{
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use aya::programs::Xdp;
 use havip_agent::datapath::maps::{KernelMaps, Maps};
-use havip_common::{vmac, VipKey, VipState};
+use havip_common::{VipKey, VipState};
 
 use crate::{
     cpu,
     fill::Plane,
     frames::{self, Frame},
-    progs::{self, Sink, Spray},
+    progs::{self, Sink},
     stop,
-    topo::{Port, Topology, CLIENT_IP, VIP},
+    topo::{Port, VIP},
 };
 
 /// About how long one traffic run lasts: each failover takes 0.1-1 ms, so
@@ -54,8 +53,11 @@ fn claim(prog: &Xdp, plane_maps: &KernelMaps, to: &Port) -> Result<VipState> {
     Ok(s)
 }
 
-/// Polls `done` without sleeping until it holds (the claim CPU has nothing
-/// else to do, and stays awake), failing with `what` after `limit`.
+/// Polls `done` until it holds, failing with `what` after `limit`. Between
+/// polls it sleeps 20 µs: with real traffic the claim CPU is the
+/// generator's, which must keep offering more than the forwarder takes (a
+/// yield there still starved it: p99 235 µs of no traffic at all). Both
+/// ends of a sample are stamped by the kernel, so polling late costs nothing.
 fn wait_for(
     limit: Duration,
     what: impl FnOnce() -> String,
@@ -66,7 +68,7 @@ fn wait_for(
         if Instant::now() > deadline {
             bail!("{}", what());
         }
-        hint::spin_loop();
+        thread::sleep(Duration::from_micros(20));
     }
     Ok(())
 }
@@ -132,13 +134,36 @@ fn failover(
     Ok(Some(first - s.since_ns))
 }
 
-pub struct Setup<'a> {
-    pub topo: &'a Topology,
-    /// Where the traffic runs (the bench CPU) and where claims are sent from.
-    pub traffic_cpu: usize,
+pub struct Setup {
+    /// Where claims are sent from, and where the calling thread is pinned
+    /// again on return (the bench CPU).
     pub claim_cpu: usize,
+    pub home_cpu: usize,
     /// Packets of the timed run that sizes the traffic runs.
     pub packets: u32,
+}
+
+/// Where the VIP traffic during the failovers comes from: `prog` run in
+/// live-frames mode on `frame` arriving on `ingress`, from a thread in
+/// namespace `ns` pinned to `cpu`. Either havip itself behind xdp_spray (the
+/// one-core batches) or xdp_generate sending into the client's vNIC, whose
+/// threaded NAPI poll then runs havip (real traffic).
+pub struct Traffic<'a> {
+    pub ns: &'a str,
+    pub cpu: usize,
+    pub prog: &'a Xdp,
+    pub frame: Frame,
+    pub ingress: u32,
+}
+
+impl Traffic<'_> {
+    /// One run of `packets` frames in live batches of `batch`, from a
+    /// thread of its own in `ns` on `cpu`. Returns its wall time.
+    fn send(&self, packets: u32, batch: u32) -> Result<Duration> {
+        havip_lab::netns::enter(self.ns)?;
+        cpu::pin_to(self.cpu)?;
+        progs::live(self.prog, &self.frame, self.ingress, packets, batch)
+    }
 }
 
 /// What `n` failovers at one batch size gave.
@@ -151,22 +176,23 @@ pub struct Failovers {
     pub straddled: usize,
 }
 
-/// `n` failovers a -> b -> a ... under traffic sent in live batches of
-/// `batch`. The calling thread must be in hv and pinned to `traffic_cpu`,
-/// and is again on return. Member a holds the VIP on return, failed or not,
+/// `n` failovers a -> b -> a ... under `traffic` sent in live batches of
+/// `batch`. The calling thread must be in hv, and is pinned to `home_cpu`
+/// on return. Member a holds the VIP on return, failed or not,
 /// so what runs next finds it where the set-up put it.
 pub fn run(
     setup: &Setup,
+    traffic: &Traffic,
     plane: &mut Plane,
     a: &mut Member,
     b: &mut Member,
     n: usize,
     batch: u32,
 ) -> Result<Failovers> {
-    let result = measure(setup, plane, a, b, n, batch);
+    let result = measure(setup, traffic, plane, a, b, n, batch);
     let prog = plane.dp.program()?;
     let restored = claim(prog, &plane.maps, a.port).context("giving the VIP back to member a");
-    let after = restored.and(cpu::pin_to(setup.traffic_cpu));
+    let after = restored.and(cpu::pin_to(setup.home_cpu));
     match (result, after) {
         (Ok(out), Ok(())) => Ok(out),
         (Ok(_), Err(e)) | (Err(e), Ok(())) => Err(e),
@@ -175,17 +201,22 @@ pub fn run(
 }
 
 /// Packets for a run of about `RUN`, from one timed run of `setup.packets`
-/// on the traffic CPU (which also checks that they all reach member a).
-fn size_runs(setup: &Setup, prog: &Xdp, traffic: &Frame, a: &Member, batch: u32) -> Result<u32> {
+/// (which also checks that the traffic reaches member a, the holder).
+fn size_runs(setup: &Setup, traffic: &Traffic, a: &Member, batch: u32) -> Result<u32> {
     let before = a.sink.count()?;
-    let wall = progs::live(prog, traffic, setup.topo.client.host_ifindex, setup.packets, batch)?;
-    progs::check_delivered("VIP traffic to member a", a.sink, before, u64::from(setup.packets))?;
+    let wall = thread::scope(|s| {
+        s.spawn(|| traffic.send(setup.packets, batch))
+            .join()
+            .map_err(|_| anyhow!("the traffic thread panicked"))
+    })??;
+    ensure!(a.sink.settle(before + 1)? > before, "VIP traffic never reached member a, the holder");
     let per_run = f64::from(setup.packets) / wall.as_secs_f64() * RUN.as_secs_f64();
     Ok(per_run.clamp(1.0, f64::from(u32::MAX)) as u32)
 }
 
 fn measure(
     setup: &Setup,
+    traffic: &Traffic,
     plane: &mut Plane,
     a: &mut Member,
     b: &mut Member,
@@ -194,28 +225,16 @@ fn measure(
 ) -> Result<Failovers> {
     let Plane { dp, maps, .. } = plane;
     let prog: &Xdp = dp.program()?;
-    let topo = setup.topo;
-    // What clients send: to the VIP's virtual MAC, written again on every
-    // recycled frame by xdp_spray in front of havip (a frame the last pass
-    // addressed to the holder would take the slower by-address path and
-    // stretch every batch).
-    let slot = maps.vip(&VipKey::from(VIP)).context("the VIP is not in the maps")?.slot;
-    let traffic = frames::udp(vmac(slot), topo.client.guest_mac, CLIENT_IP, VIP);
-    let spray = Spray::load(prog.fd()?, VIP, slot, 1)?;
-    let sender_prog = spray.prog()?;
     claim(prog, maps, a.port)?;
-    cpu::pin_to(setup.traffic_cpu)?;
-    let per_run = size_runs(setup, sender_prog, &traffic, a, batch).context("timing a traffic run")?;
+    let per_run = size_runs(setup, traffic, a, batch).context("timing a traffic run")?;
     cpu::pin_to(setup.claim_cpu)?;
 
     let done = AtomicBool::new(false);
     let runs = AtomicU64::new(0);
     thread::scope(|s| {
         let sender = s.spawn(|| -> Result<()> {
-            havip_lab::netns::enter(topo.hv.name())?;
-            cpu::pin_to(setup.traffic_cpu)?;
             while !done.load(Ordering::Relaxed) {
-                progs::live(sender_prog, &traffic, topo.client.host_ifindex, per_run, batch)?;
+                traffic.send(per_run, batch)?;
                 runs.fetch_add(1, Ordering::SeqCst);
             }
             Ok(())

@@ -46,8 +46,12 @@ impl Part {
 }
 
 /// The title of the re-point part at one live batch size.
-pub fn repoint_title(batch: u32) -> String {
-    format!("{}, batches of {batch}", Part::Repoint.title())
+pub fn repoint_title(batch: u32, real_traffic: bool) -> String {
+    if real_traffic {
+        format!("{}, real traffic (NAPI budget {batch})", Part::Repoint.title())
+    } else {
+        format!("{}, batches of {batch}", Part::Repoint.title())
+    }
 }
 
 /// A part that ran and failed; its figures are null.
@@ -197,6 +201,9 @@ pub struct Latency {
 pub struct RepointRun {
     /// Live-frames batch of the traffic: redirects are flushed once per batch.
     pub batch: u32,
+    /// Real traffic: the batch is the veth's NAPI poll (its budget), in a
+    /// thread of its own on the bench CPU, fed by a generator on the other.
+    pub real_traffic: bool,
     /// None (null) if this part failed or was skipped.
     pub measured: Option<Repoint>,
 }
@@ -262,7 +269,11 @@ pub fn goals(r: &Results) -> Vec<Goal> {
     let rt = Part::RealTraffic.title();
     let real = r.real_traffic.as_ref().map(|t| (t.ratios[0].value.median, t.ratios[1].value.median));
     let full = r.settings.live_batch;
-    let repoint = r.repoint.iter().find(|run| run.batch == full).and_then(|run| run.measured.as_ref());
+    let repoint = r
+        .repoint
+        .iter()
+        .find(|run| run.batch == full && !run.real_traffic)
+        .and_then(|run| run.measured.as_ref());
     let loss = r.scale.as_ref().and_then(|s| s.last()).map(|p| p.spread_vs_one.median);
     vec![
         judge(r, "real traffic: havip >= 0.95 x limit", rt, real, |(hl, _)| (format!("{hl:.3}"), hl >= 0.95)),
@@ -282,7 +293,7 @@ pub fn goals(r: &Results) -> Vec<Goal> {
         judge(
             r,
             &format!("re-point p99 < 10 us (traffic in batches of {full})"),
-            &repoint_title(full),
+            &repoint_title(full, false),
             repoint.map(|rp| rp.latency.p99_ns),
             |p99| (format!("{:.2} us", p99 as f64 / 1e3), p99 < 10_000),
         ),
@@ -409,9 +420,14 @@ pub fn print(r: &Results) {
                 rp.straddled,
                 rp.packets_per_run
             ),
-            None => r.absent(&repoint_title(run.batch)),
+            None => r.absent(&repoint_title(run.batch, run.real_traffic)),
         };
-        println!("  {:<40} {row}", format!("traffic in batches of {}", run.batch));
+        let what = if run.real_traffic {
+            format!("real traffic, NAPI budget {}", run.batch)
+        } else {
+            format!("traffic in batches of {}", run.batch)
+        };
+        println!("  {what:<40} {row}");
     }
     println!(
         "Failover with keepalived (advert 0.1 s; vm-c probes every {} µs; ms; platform = claim -> first answer)",
