@@ -288,7 +288,8 @@ pub fn goals(r: &Results) -> Vec<Goal> {
             |x| (format!("{x:.2}"), x <= 1.3),
         ),
         judge(r, "<= 10% lost, 1 -> 100,000 HAVIPs (spread)", Part::Scale.title(), loss, |x| {
-            (format!("{:.1}% lost", (1.0 - x) * 100.0), x >= 0.90)
+            // A spread faster than one VIP (noise) loses nothing, not "-0.0%".
+            (format!("{:.1}% lost", ((1.0 - x) * 100.0).max(0.0)), x >= 0.90)
         }),
         judge(
             r,
