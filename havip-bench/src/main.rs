@@ -1,7 +1,8 @@
 //! havip-bench (`cargo xtask bench`): havip's XDP fast path against the
 //! practical XDP limit and plain kernel forwarding, as paired ratios taken in
-//! one run on one core, plus per-branch cost, the HAVIP-count scale curve and
-//! re-point latency. See issue 5 for the method.
+//! one run: on real traffic over two cores (the headline, realtraffic.rs) and
+//! on one core with BPF_PROG_TEST_RUN live frames, plus per-branch cost, the
+//! HAVIP-count scale curve and re-point latency. See issues 5 and 13.
 //!
 //! The run is a list of parts (`report::Part`), each measured on its own by
 //! `Parts::measure`: a part that fails is recorded with why and the next one

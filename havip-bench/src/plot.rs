@@ -104,11 +104,10 @@ fn escape(text: &str) -> String {
 /// Writes the plot of whatever of throughput and the scale curve was measured.
 pub fn write(path: &Path, r: &Results) -> Result<()> {
     // Real traffic first (the headline), then one core: limit / havip / kernel each.
-    let real = r
-        .real_traffic
-        .as_ref()
-        .map(|t| t.throughput.iter().map(|p| (format!("{} (2 cores)", p.name), p.value)));
-    let one = r.throughput.as_ref().map(|t| t.mpps.iter().take(3).map(|p| (p.name.clone(), p.value)));
+    let real =
+        r.real_traffic.as_ref().map(|t| t.throughput.iter().map(|p| (format!("{} 2c", p.name), p.value)));
+    let one =
+        r.throughput.as_ref().map(|t| t.mpps.iter().take(3).map(|p| (format!("{} 1c", p.name), p.value)));
     let paths: Bars = match (real, one) {
         (None, None) => Err(r.unmeasured(Part::Throughput.title())),
         (real, one) => Ok(real.into_iter().flatten().chain(one.into_iter().flatten()).collect()),
@@ -138,15 +137,15 @@ pub fn write(path: &Path, r: &Results) -> Result<()> {
     );
     panel(
         &mut svg,
-        (60.0, 250.0),
-        "limit / havip / kernel: real traffic, one core",
+        (60.0, 330.0),
+        "limit / havip / kernel: real traffic (2c), one core (1c)",
         &paths,
         &PATH_COLORS,
         ymax,
     );
     panel(
         &mut svg,
-        (380.0, 520.0),
+        (450.0, 450.0),
         "havip VIP hit vs HAVIPs: one hot VIP / spread over all",
         &scale,
         &SCALE_COLORS,

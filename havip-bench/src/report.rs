@@ -22,7 +22,7 @@ pub enum Part {
     Scale,
     /// Per-branch cost of xdp_vnic (plain test runs).
     Branches,
-    /// Re-point latency under traffic, in batches of 64 and of 1 (one part each).
+    /// Re-point latency under traffic: batches of 64 and of 1, and real traffic (one part each).
     Repoint,
     /// The agent started on one file of `--havips` HAVIPs.
     Control,
