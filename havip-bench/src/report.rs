@@ -325,6 +325,13 @@ fn keepalived(samples: &[failover::Sample]) -> (String, bool) {
     (measured, !samples.is_empty() && answered == samples.len())
 }
 
+/// One table row per figure: name, median (min – max).
+fn rows(figures: &[Named], digits: usize) {
+    for f in figures {
+        println!("  {:<40} {}", f.name, spread(&f.value, digits));
+    }
+}
+
 fn spread(s: &Spread, digits: usize) -> String {
     format!("{:.d$}  ({:.d$} – {:.d$})", s.median, s.min, s.max, d = digits)
 }
@@ -360,22 +367,16 @@ pub fn print(r: &Results) {
                 println!("  {:<40} {}   offered {:.2}", p.name, spread(&p.value, 2), o.value.median);
             }
             println!("Paired ratios");
-            for p in &t.ratios {
-                println!("  {:<40} {}", p.name, spread(&p.value, 3));
-            }
+            rows(&t.ratios, 3);
         }
         None => println!("  {}", r.absent(Part::RealTraffic.title())),
     }
     println!("Throughput, one core, BPF_PROG_TEST_RUN live frames (Mpps)");
     match &r.throughput {
         Some(t) => {
-            for p in &t.mpps {
-                println!("  {:<40} {}", p.name, spread(&p.value, 2));
-            }
+            rows(&t.mpps, 2);
             println!("Paired ratios");
-            for p in &t.ratios {
-                println!("  {:<40} {}", p.name, spread(&p.value, 3));
-            }
+            rows(&t.ratios, 3);
         }
         None => println!("  {}", r.absent(Part::Throughput.title())),
     }
@@ -385,9 +386,7 @@ pub fn print(r: &Results) {
                 "Per-branch cost (ns/packet above the empty program; harness+empty {:.1} ns)",
                 b.harness_empty_ns.median
             );
-            for t in &b.cost_ns {
-                println!("  {:<40} {}", t.name, spread(&t.value, 1));
-            }
+            rows(&b.cost_ns, 1);
         }
         None => println!("Per-branch cost\n  {}", r.absent(Part::Branches.title())),
     }
