@@ -164,7 +164,14 @@ fn run() -> Result<Vec<String>> {
     havip_lab::netns::sweep_stale()?;
 
     let mut results = Results {
-        machine: Machine { kernel: kernel_release(), cpu_model: cpu_model(), cpus, bench_cpu },
+        machine: Machine {
+            kernel: kernel_release(),
+            cpu_model: cpu_model(),
+            cpus,
+            bench_cpu,
+            started_unix_s: SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs(),
+            commit: commit(),
+        },
         settings: Settings {
             rounds: args.rounds,
             xdp_packets_per_run: args.packets,
@@ -584,6 +591,16 @@ impl Bench<'_> {
         let f = repoint::run(&setup, traffic, &mut bed.prod, &mut a, &mut b, args.failovers, batch)?;
         Ok(Repoint { packets_per_run: f.packets_per_run, straddled: f.straddled, latency: latency(f.ns) })
     }
+}
+
+/// `git describe --always --dirty` in the source tree the bench was built
+/// from (xtask builds it there), or None outside a checkout.
+fn commit() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "describe", "--always", "--dirty"])
+        .output()
+        .ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 fn kernel_release() -> String {

@@ -116,6 +116,11 @@ pub struct Machine {
     pub cpu_model: String,
     pub cpus: usize,
     pub bench_cpu: usize,
+    /// When the run started: seconds since the Unix epoch.
+    pub started_unix_s: u64,
+    /// The code measured: `git describe --always --dirty` of the working
+    /// tree it was built from, if that is a git checkout.
+    pub commit: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -354,8 +359,12 @@ pub fn print(r: &Results) {
     let m = &r.machine;
     let s = &r.settings;
     println!(
-        "\nhavip bench — kernel {}, {} × {}, pinned to CPU {}",
-        m.kernel, m.cpus, m.cpu_model, m.bench_cpu
+        "\nhavip bench — {}, kernel {}, {} × {}, pinned to CPU {}",
+        m.commit.as_deref().unwrap_or("commit unknown"),
+        m.kernel,
+        m.cpus,
+        m.cpu_model,
+        m.bench_cpu
     );
     println!(
         "{} rounds, order rotated; {}-byte frames, live batch {}; havip maps: {} HAVIPs × {} members",
