@@ -27,14 +27,13 @@ use std::{
     sync::Mutex,
 };
 
-use aya::programs::{TestRun, TestRunOptions};
 use havip_agent::datapath::{
     loader::{self, Dataplane},
     maps::{KernelMaps, Maps},
     plan::{reconcile, EipNat, MapTarget, Uplink},
 };
 use havip_common::{vmac, GlobalCounter, VipConfig, VipCounter, VipCounters, VipKey, VIP_F_VRRP_VMAC};
-use havip_lab::{cmd, frames::xdp_md, netns};
+use havip_lab::{cmd, netns};
 use havip_model::{rules::parse_cidr, Capacity};
 use libfuzzer_sys::fuzz_target;
 
@@ -544,20 +543,9 @@ fuzz_target!(|data: &[u8]| {
     let mut want = if uplink { oracle_uplink(&x, frame) } else { oracle_vnic(&x, frame) };
 
     let prog = if uplink { w.dp.uplink_program() } else { w.dp.program() }.expect("program");
-    let ctx = xdp_md(frame.len() as u32, ingress);
-    let mut out = vec![0u8; frame.len() + 256];
-    let r = prog
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            ..TestRunOptions::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
-    out.truncate(r.data_size_out as usize);
+    let (verdict, out) = havip_lab::frames::test_run(prog, ingress, frame).expect("BPF_PROG_TEST_RUN");
     let after = snapshot(w);
 
-    let verdict = r.return_value;
     assert_ne!(verdict, XDP_ABORTED, "the program never aborts");
     assert_eq!(verdict, want.verdict, "verdict (wanted {want:?})");
     assert_eq!(out.len(), frame.len(), "frames never change length");

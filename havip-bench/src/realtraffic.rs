@@ -69,8 +69,14 @@ struct Generator {
 impl Generator {
     const PROG: &str = "xdp_generate";
 
-    /// Must run in the namespace holding `ifname`: the devmap entry and the
-    /// test run's ingress resolve ifindexes there.
+    /// Loaded on a thread inside the client's namespace: the devmap entry
+    /// and the test run's ingress resolve ifindexes there.
+    fn for_client(topo: &Topology) -> Result<Self> {
+        let guest = topo.client.guest_name;
+        let ifindex = topo::ifindex(topo.src.name(), guest)?;
+        havip_lab::netns::run_in(topo.src.name(), move || Self::load(guest, ifindex))
+    }
+
     fn load(ifname: &str, ifindex: u32) -> Result<Self> {
         let mut ebpf = Ebpf::load(havip_ebpf::LAB_OBJ).context("loading the lab object")?;
         progs::load(&mut ebpf, Self::PROG)?;
@@ -249,10 +255,7 @@ fn mpps(rounds: &[Vec<(f64, f64)>], i: usize, offered: bool) -> Spread {
 /// round after one warm-up run each. The calling thread must be in hv.
 pub fn run(mut setup: Setup) -> Result<RealTraffic> {
     let topo = setup.topo;
-    let guest = topo.client.guest_name;
-    let guest_ifindex = topo::ifindex(topo.src.name(), guest)?;
-    let mut generator =
-        havip_lab::netns::run_in(topo.src.name(), move || Generator::load(guest, guest_ifindex))?;
+    let mut generator = Generator::for_client(topo)?;
     let _napi = ThreadedNapi::enable(topo.hv.name(), topo.client.host_name, setup.forwarder_cpu)?;
 
     let n = Forwarder::ALL.len();
@@ -318,10 +321,7 @@ impl<'a> Source<'a> {
         generator_cpu: usize,
         forwarder_cpu: usize,
     ) -> Result<Self> {
-        let guest = topo.client.guest_name;
-        let guest_ifindex = topo::ifindex(topo.src.name(), guest)?;
-        let mut generator =
-            havip_lab::netns::run_in(topo.src.name(), move || Generator::load(guest, guest_ifindex))?;
+        let mut generator = Generator::for_client(topo)?;
         generator.set_frame(&frame)?;
         let napi = ThreadedNapi::enable(topo.hv.name(), topo.client.host_name, forwarder_cpu)?;
         havip.dp.attach(topo.client.host_name)?;

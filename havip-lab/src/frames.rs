@@ -1,9 +1,13 @@
 //! Hand-made frames, byte for byte: Ethernet, ARP (gratuitous ARP too),
 //! IPv4 with its header checksum, UDP/TCP/ICMP segments with their
-//! checksums, VRRPv3 adverts, and the `struct xdp_md` a test run takes. One
+//! checksums, VRRPv3 adverts, and the `struct xdp_md` a test run takes
+//! (and the test run itself, [`test_run`]). One
 //! definition each, for the lab, the bench and every test: tests assert
 //! exact bytes and the bench measures them, so a builder's output only
 //! changes with a parameter its caller passes.
+
+use anyhow::Context;
+use aya::programs::{TestRun, TestRunOptions, Xdp};
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
@@ -173,6 +177,24 @@ pub fn xdp_md(len: u32, ingress_ifindex: u32) -> [u8; 24] {
         chunk.copy_from_slice(&v.to_ne_bytes());
     }
     ctx
+}
+
+/// Runs `prog` once on `frame` arriving on `ingress_ifindex`
+/// (BPF_PROG_TEST_RUN, verdict not acted on): the verdict and the frame as
+/// the program left it (room for 256 bytes more, e.g. an encapsulation).
+pub fn test_run(prog: &Xdp, ingress_ifindex: u32, frame: &[u8]) -> anyhow::Result<(u32, Vec<u8>)> {
+    let ctx = xdp_md(frame.len() as u32, ingress_ifindex);
+    let mut out = vec![0u8; frame.len() + 256];
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::default()
+        })
+        .context("BPF_PROG_TEST_RUN")?;
+    out.truncate(r.data_size_out as usize);
+    Ok((r.return_value, out))
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aya::programs::{TestRun, TestRunOptions};
 use havip_agent::datapath::{
     loader::{self, Dataplane},
     maps::{KernelMaps, Maps},
@@ -87,32 +86,16 @@ pub fn desired(members: &[(u32, [u8; 6])], ports: &[u32]) -> MapTarget {
     }
 }
 
-/// BPF_PROG_TEST_RUN: the verdict and the frame as the program left it.
-fn run_xdp(prog: &mut aya::programs::Xdp, ingress: u32, frame: &[u8]) -> (u32, Vec<u8>) {
-    let ctx = xdp_md(frame.len() as u32, ingress);
-    let mut out = vec![0u8; frame.len() + 256];
-    let r = prog
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            ..TestRunOptions::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
-    out.truncate(r.data_size_out as usize);
-    (r.return_value, out)
-}
-
 impl Fixture {
     /// Runs `xdp_vnic` once on `frame` as if it arrived on `ingress`.
     pub fn run(&mut self, ingress: u32, frame: &[u8]) -> (u32, Vec<u8>) {
-        run_xdp(self.dp.program().unwrap(), ingress, frame)
+        test_run(self.dp.program().unwrap(), ingress, frame).unwrap()
     }
 
     /// Runs `xdp_uplink` once on `frame` as if it arrived on the uplink.
     pub fn run_uplink(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
         let up = self.up;
-        run_xdp(self.dp.uplink_program().unwrap(), up, frame)
+        test_run(self.dp.uplink_program().unwrap(), up, frame).unwrap()
     }
 
     pub fn vip(&self) -> VipState {
