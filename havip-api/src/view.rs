@@ -82,6 +82,10 @@ pub struct HavipView {
     pub since: Option<String>,
     /// The kernel's holder epoch: grows by one on every holder change, a clear too.
     pub epoch: u64,
+    /// Many hosts: the revision of the holder record this host follows
+    /// (etcd's mod_revision, the fencing token); 0 on one host.
+    #[serde(default)]
+    pub revision: u64,
     /// Times the VIP moved to another vNIC than the one that last held it.
     pub failovers: u64,
     /// The last claims seen (at most [`LAST_CLAIMS`](havip_model::state::LAST_CLAIMS)), newest first.
@@ -234,6 +238,59 @@ pub struct AgentStatus {
     pub store: StoreStatus,
     /// Whether the maps follow the store.
     pub sync: SyncStatus,
+    /// Many hosts: the shared store and the other hosts as this one sees
+    /// them; absent on a host that runs alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatusView>,
+}
+
+/// The shared store (etcd) and the other hosts, as one host sees them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatusView {
+    /// Whether the shared store answers.
+    pub reachable: bool,
+    /// The last store revision this host has seen.
+    pub revision: u64,
+    /// Every other host.
+    pub hosts: Vec<PeerHostView>,
+    /// This host's claim commits won, lost (the winner applied), refused for
+    /// a lost registration (retried), and failed attempts (retried).
+    pub commits_won: u64,
+    /// See `commits_won`.
+    pub commits_lost: u64,
+    /// See `commits_won`.
+    pub commits_fenced: u64,
+    /// See `commits_won`.
+    pub commit_retries: u64,
+    /// Holder records from the store applied to the data plane.
+    pub records_applied: u64,
+    /// Hints sent to peers, received and applied, received and ignored.
+    pub hints_sent: u64,
+    /// See `hints_sent`.
+    pub hints_applied: u64,
+    /// See `hints_sent`.
+    pub hints_ignored: u64,
+    /// Underlay liveness probes sent and answered.
+    pub probes_sent: u64,
+    /// See `probes_sent`.
+    pub probes_answered: u64,
+}
+
+/// Another host as this one sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerHostView {
+    /// Its host id.
+    pub id: String,
+    /// Its underlay address (its VTEP).
+    pub underlay: Ipv4Addr,
+    /// Whether it has the uplink (the gateway host of EIPs).
+    pub gateway: bool,
+    /// `up` (registered), `suspect` (its lease expired; probed), `down`.
+    pub state: String,
+    /// Probes in a row it left unanswered.
+    pub misses: u32,
+    /// The agent version it registered.
+    pub version: String,
 }
 
 /// How the store is doing.
@@ -341,6 +398,20 @@ pub enum EventKind {
     /// The config file's desired state conflicts with the store's and was
     /// not applied at start; the agent runs on the store's state.
     ConfigNotApplied,
+    /// Another host registered in the shared store (or came back after it
+    /// was declared down).
+    HostUp,
+    /// A host's lease in the shared store expired: it is probed over the
+    /// underlay; its VIPs stay where they are while it answers.
+    HostSuspect,
+    /// A host's lease expired and it stopped answering the underlay probe:
+    /// it is gone, and every VIP it held is cleared.
+    HostDown,
+    /// The shared store (etcd) cannot be reached: the data plane keeps
+    /// forwarding on what it has; claims are committed when it returns.
+    ClusterUnreachable,
+    /// The shared store is reachable again; this host caught up with it.
+    ClusterReachable,
     /// Not an event but a marker in a follower's stream: it read more slowly
     /// than events came, and missed some. `seq` is the first one missed;
     /// the detail starts with how many.
@@ -363,6 +434,9 @@ impl EventKind {
                 | Self::AttachFailed
                 | Self::StoreFailed
                 | Self::ConfigNotApplied
+                | Self::HostSuspect
+                | Self::HostDown
+                | Self::ClusterUnreachable
         )
     }
 }

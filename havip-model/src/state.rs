@@ -273,6 +273,11 @@ pub struct Observed {
     pub epoch: u64,
     /// Times the VIP moved to another vNIC than the one that last held it.
     pub failovers: u64,
+    /// The revision of the holder record this host follows, in the shared
+    /// store of many hosts (etcd's mod_revision of the holder key: the
+    /// fencing token); 0 on a host that runs alone.
+    #[serde(default)]
+    pub revision: u64,
     /// The last vNIC that held the VIP, to tell a failover from a reclaim.
     pub last_holder: Option<String>,
     /// Most recent first, at most [`LAST_CLAIMS`].

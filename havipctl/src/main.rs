@@ -217,7 +217,7 @@ fn havip_detail(h: &HavipView) -> String {
         h.subnet,
         h.status,
         h.since.as_deref().map_or_else(|| "-".to_owned(), with_age),
-        h.epoch,
+        if h.revision > 0 { format!("{} (holder record revision {})", h.epoch, h.revision) } else { h.epoch.to_string() },
         h.failovers,
         or_dash(h.eip)
     );
@@ -297,6 +297,30 @@ fn health_lines(s: &AgentStatus) -> String {
         None => format!("ok ({} failed passes since start)", s.sync.failed_passes),
     };
     out += &format!("\nmaps:       {sync}");
+    if let Some(c) = &s.cluster {
+        out += &format!(
+            "\ncluster:    {} at revision {}; commits {} won, {} lost, {} fenced, {} retried; hints {} sent, {} applied, {} ignored",
+            if c.reachable { "etcd reachable" } else { "ETCD UNREACHABLE (forwarding on what it has)" },
+            c.revision,
+            c.commits_won,
+            c.commits_lost,
+            c.commits_fenced,
+            c.commit_retries,
+            c.hints_sent,
+            c.hints_applied,
+            c.hints_ignored
+        );
+        for h in &c.hosts {
+            out += &format!(
+                "\n  host {:<12} {:<15} {:<8}{}{}",
+                h.id,
+                h.underlay.to_string(),
+                h.state,
+                if h.gateway { " gateway" } else { "" },
+                if h.misses > 0 { format!(" ({} probes missed)", h.misses) } else { String::new() }
+            );
+        }
+    }
     for (vnic, why) in &s.sync.unattached {
         out += &format!("\n  not attached: {vnic}: {why}");
     }

@@ -65,6 +65,42 @@ impl Observer {
         Self { host: host.to_owned(), store, feed, links, latencies, lock: Mutex::new(()) }
     }
 
+    /// This host's data plane now follows `holder` for `vip` (a holder
+    /// record of the shared store at `revision`, or a peer's hint), at
+    /// kernel epoch `epoch`: written as the observed holder, and told to the
+    /// feed if it changed.
+    pub fn follow_record(&self, vip: Ipv4Addr, holder: Option<&Holder>, revision: u64, epoch: u64, why: &str) {
+        let _serial = lock(&self.lock);
+        if !self.store.desired().state.havips.contains_key(&vip) {
+            return;
+        }
+        let mut o = self.store.observed().remove(&vip).unwrap_or_default();
+        o.revision = revision;
+        if o.holder.as_ref() == holder {
+            o.epoch = o.epoch.max(epoch);
+        } else {
+            let previous = o.holder.as_ref().map_or_else(|| "none".to_owned(), |h| format!("{} on {}", h.vnic, h.host));
+            note_holder(&mut o, holder.cloned(), now_ms(), epoch);
+            match holder {
+                Some(h) => self.feed.publish(
+                    EventKind::HolderChanged,
+                    Some(vip),
+                    Some(&h.vnic),
+                    format!("{} on {} holds {vip} (was {previous}), revision {revision} ({why})", h.vnic, h.host),
+                ),
+                None => self.feed.publish(
+                    EventKind::HolderCleared,
+                    Some(vip),
+                    None,
+                    format!("{vip} has no holder (was {previous}): {why}, revision {revision}"),
+                ),
+            }
+        }
+        if let Err(e) = self.store.record(&BTreeMap::from([(vip, o)])) {
+            tracing::warn!(%vip, error = %format!("{e:#}"), "recording the holder record");
+        }
+    }
+
     /// How far the control loop lags the data plane (for /metrics).
     pub fn latencies(&self) -> &Arc<Latencies> {
         &self.latencies
@@ -157,6 +193,11 @@ impl Observer {
         for (vip, havip) in &desired.havips {
             let Some(st) = maps.vip(&VipKey::from(*vip)) else { continue };
             let mut o = observed.remove(vip).unwrap_or_default();
+            if st.holder_vtep != [0; 4] {
+                // Held on another host: the cluster loop wrote it, and
+                // wrote it down (follow_record).
+                continue;
+            }
             let holder_name = (st.holder_ifindex != 0).then(|| {
                 names
                     .get(&st.holder_ifindex)

@@ -36,8 +36,8 @@ use axum::{
 use futures::{stream, Future, StreamExt};
 use havip_api::{
     view::{
-        AgentStatus, Applied, Contested, ContestedMember, DesiredView, EipRequest, ErrorBody, HavipView,
-        LinkState, MemberView, Status, StoreStatus, SubnetView, SyncStatus, VerificationView, VnicView,
+        AgentStatus, Applied, ClusterStatusView, Contested, ContestedMember, DesiredView, EipRequest, ErrorBody, HavipView,
+        LinkState, MemberView, PeerHostView, Status, StoreStatus, SubnetView, SyncStatus, VerificationView, VnicView,
         VrrpView,
     },
     Event, EventKind,
@@ -59,6 +59,7 @@ use tower::{limit::GlobalConcurrencyLimitLayer, timeout::TimeoutLayer, ServiceBu
 use crate::{
     clock::monotonic_ns,
     control::{
+        cluster::ClusterStatus,
         feed::{Feed, MAX_FOLLOWERS},
         latency::Latencies,
         reconciler::SyncHealth,
@@ -95,6 +96,8 @@ pub struct ApiContext {
     pub sync: Arc<Mutex<SyncHealth>>,
     /// When the agent started, Unix ms.
     pub started_ms: u64,
+    /// Many hosts: the shared store and the peers (None on one host).
+    pub cluster: Option<Arc<ClusterStatus>>,
 }
 
 impl ApiContext {
@@ -235,6 +238,7 @@ impl ApiContext {
             holder: o.holder.map(|h| h.vnic),
             since: o.since_ms.map(rfc3339),
             epoch: o.epoch,
+            revision: o.revision,
             failovers: o.failovers,
             last_claims: o.last_claims.into(),
             counters: counters(maps, h.vip),
@@ -520,7 +524,38 @@ async fn status(State(c): Ctl) -> Answer<AgentStatus> {
             let h = lock(&c.sync).clone();
             SyncStatus { last_error: h.last_error, failed_passes: h.failed_passes, unattached: h.unattached }
         },
+        cluster: c.cluster.as_deref().map(cluster_status),
     }))
+}
+
+/// The cluster's state as the API shows it.
+pub fn cluster_status(c: &ClusterStatus) -> ClusterStatusView {
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    ClusterStatusView {
+        reachable: c.reachable.load(Ordering::Relaxed),
+        revision: n(&c.revision),
+        hosts: lock(&c.peers)
+            .values()
+            .map(|p| PeerHostView {
+                id: p.record.id.clone(),
+                underlay: p.record.underlay,
+                gateway: p.record.gateway,
+                state: p.state.to_owned(),
+                misses: p.misses,
+                version: p.record.version.clone(),
+            })
+            .collect(),
+        commits_won: n(&c.commits_won),
+        commits_lost: n(&c.commits_lost),
+        commits_fenced: n(&c.commits_fenced),
+        commit_retries: n(&c.commit_retries),
+        records_applied: n(&c.records_applied),
+        hints_sent: n(&c.peer.hints_sent),
+        hints_applied: n(&c.peer.hints_applied),
+        hints_ignored: n(&c.peer.hints_ignored),
+        probes_sent: n(&c.peer.probes_sent),
+        probes_answered: n(&c.peer.probes_answered),
+    }
 }
 
 /// The store's health as the API shows it.

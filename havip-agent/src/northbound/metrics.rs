@@ -212,6 +212,46 @@ fn render(ctl: &ApiContext) -> String {
         );
     }
     family("havips", "gauge", "HAVIPs in the desired state.", &[(String::new(), state.havips.len() as u64)]);
+    if let Some(c) = ctl.cluster.as_deref().map(super::api::cluster_status) {
+        family(
+            "holder_revision",
+            "gauge",
+            "Revision of the holder record this host follows (etcd mod_revision: the fencing token).",
+            &obs(|o| o.revision),
+        );
+        family("cluster_reachable", "gauge", "1 while the shared store (etcd) answers.", &[(String::new(), c.reachable as u64)]);
+        family("cluster_revision", "gauge", "The last shared-store revision this host has seen.", &[(String::new(), c.revision)]);
+        let hosts: Vec<(String, u64)> = ["up", "suspect", "down"]
+            .iter()
+            .map(|s| (format!("{{state=\"{s}\"}}"), c.hosts.iter().filter(|h| h.state == *s).count() as u64))
+            .collect();
+        family("cluster_hosts", "gauge", "Other hosts by state (suspect: lease expired, probed).", &hosts);
+        let outcome = |o: &str, v: u64| (format!("{{outcome=\"{o}\"}}"), v);
+        family(
+            "cluster_commits_total",
+            "counter",
+            "This host's claim and clear commits, by outcome (fenced and retried are attempts).",
+            &[
+                outcome("won", c.commits_won),
+                outcome("lost", c.commits_lost),
+                outcome("fenced", c.commits_fenced),
+                outcome("retried", c.commit_retries),
+            ],
+        );
+        family("cluster_records_applied_total", "counter", "Holder records applied to the data plane.", &[(String::new(), c.records_applied)]);
+        family(
+            "hints_total",
+            "counter",
+            "Peer hints, by what happened to them.",
+            &[outcome("sent", c.hints_sent), outcome("applied", c.hints_applied), outcome("ignored", c.hints_ignored)],
+        );
+        family(
+            "underlay_probes_total",
+            "counter",
+            "Liveness probes of hosts whose lease expired.",
+            &[outcome("sent", c.probes_sent), outcome("answered", c.probes_answered)],
+        );
+    }
     let store = ctl.store.health().snapshot();
     let sync = lock(&ctl.sync).clone();
     let one = |v: u64| [(String::new(), v)];

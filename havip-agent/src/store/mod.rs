@@ -6,6 +6,7 @@
 //! Backends live in submodules ([`redb`]); this module defines what they
 //! provide and never imports them.
 
+pub mod cluster;
 pub mod redb;
 
 use std::{

@@ -1,0 +1,629 @@
+//! One host among many: keeps this host's data plane on the holder records
+//! of the shared store (etcd), commits this host's claims there, tells the
+//! peers directly (hints), and clears the holders of a host that is gone.
+//!
+//! ```text
+//! claim in XDP (holder moved on the packet) ─► ring buffer ─► LocalClaim
+//!   ─► hint to every peer (UDP, base = applied revision)
+//!   ─► commit_holder(vip, holder, base) in etcd, retried until it commits or
+//!      loses (a failed write never drops a claim) ─► won: ours; lost: the
+//!      winner's record is programmed
+//! etcd watch (never misses: resync on compaction) ─► Holder records
+//!   ─► HolderBook (only newer revisions) ─► kernel (local ifindex, or the
+//!      holder's VTEP: xdp_vnic encapsulates to it)
+//! peer hint ─► HolderBook (only on the applied base) ─► kernel, at once
+//! host lease expired ─► probed on the underlay (answered by its XDP) ─►
+//!   N misses: down ─► its holders cleared (one host's clear commits)
+//! ```
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use anyhow::Result;
+use havip_api::EventKind;
+use havip_common::VipKey;
+use havip_model::Holder;
+use serde::Serialize;
+use tokio::{
+    net::UdpSocket,
+    sync::{mpsc, watch},
+    time::{interval, Instant, MissedTickBehavior},
+};
+use tracing::{debug, info, warn};
+
+use super::{
+    feed::Feed,
+    holders::{Decision, Hint, HolderBook},
+    observer::Observer,
+    peers::{self, PeerStats, MAX_HINT},
+};
+use crate::{
+    datapath::maps::{HolderTarget, Maps},
+    host::links::Links,
+    store::{
+        cluster::{ClusterEvent, CommitOutcome, EtcdCluster, HolderRecord, HostRecord},
+        Store,
+    },
+    sync::lock,
+};
+
+/// How this host talks to its peers on the underlay.
+#[derive(Clone, Debug)]
+pub struct PeerSettings {
+    /// Time between liveness probes of a host whose lease expired.
+    pub probe_interval: Duration,
+    /// Probes in a row unanswered before such a host is down.
+    pub probe_misses: u32,
+    /// Whether claims are hinted to peers before their commit.
+    pub hints: bool,
+    /// A full resync from the store at least this often (a safety net
+    /// under the watch).
+    pub resync_every: Duration,
+}
+
+/// A claim this host's data plane accepted (the holder moved on the packet).
+#[derive(Clone, Debug)]
+pub struct LocalClaim {
+    /// The VIP claimed.
+    pub vip: Ipv4Addr,
+    /// The new holder: one of this host's vNICs.
+    pub holder: Holder,
+}
+
+/// A peer as this host sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PeerView {
+    /// What it registered.
+    pub record: HostRecord,
+    /// `up` (registered), `suspect` (lease expired, answering probes or
+    /// not yet missed enough), `down`.
+    pub state: &'static str,
+    /// Probes in a row unanswered.
+    pub misses: u32,
+}
+
+/// The cluster's state for the API and /metrics.
+#[derive(Debug, Default)]
+pub struct ClusterStatus {
+    /// Whether the shared store answers.
+    pub reachable: AtomicBool,
+    /// Every other host, by id.
+    pub peers: Mutex<BTreeMap<String, PeerView>>,
+    /// Commits of this host's claims and clears: won.
+    pub commits_won: AtomicU64,
+    /// Commits lost to another host's (the winner was applied).
+    pub commits_lost: AtomicU64,
+    /// Commit attempts refused because this host's registration was gone
+    /// (retried once it registers again).
+    pub commits_fenced: AtomicU64,
+    /// Commit attempts that failed (store unreachable); retried.
+    pub commit_retries: AtomicU64,
+    /// Records from the store applied to the data plane.
+    pub records_applied: AtomicU64,
+    /// Hints and probes.
+    pub peer: PeerStats,
+    /// The last store revision this host has seen.
+    pub revision: AtomicU64,
+}
+
+impl ClusterStatus {
+    fn count(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What the cluster loop needs.
+pub struct ClusterInputs {
+    /// This host, as registered.
+    pub me: HostRecord,
+    /// The shared store's client (registered by the caller).
+    pub cluster: EtcdCluster,
+    /// How to talk to peers.
+    pub settings: PeerSettings,
+    /// The data plane's maps.
+    pub maps: Arc<Mutex<dyn Maps>>,
+    /// Desired state (vNIC names to interfaces).
+    pub store: Arc<dyn Store>,
+    /// This host's links (vNIC ifindexes).
+    pub links: watch::Receiver<Links>,
+    /// Operator events.
+    pub feed: Arc<Feed>,
+    /// Where observed holders are written (describe, metrics).
+    pub observer: Arc<Observer>,
+    /// The holder book, shared with the observer (who holds a VIP on
+    /// another host).
+    pub book: Arc<Mutex<HolderBook>>,
+    /// Claims from this host's data plane.
+    pub claims: mpsc::UnboundedReceiver<LocalClaim>,
+    /// Every host not down (this one too), for the reconciler's VTEPs.
+    pub hosts: watch::Sender<BTreeMap<String, HostRecord>>,
+    /// For the API and /metrics.
+    pub status: Arc<ClusterStatus>,
+}
+
+struct Peer {
+    record: HostRecord,
+    registered: bool,
+    down: bool,
+    misses: u32,
+    /// The nonce of the last probe, until answered.
+    outstanding: Option<u64>,
+    /// When its lease went (for the down event).
+    left_at: Option<Instant>,
+}
+
+/// The next commit of a VIP, queued while one is in flight.
+#[derive(Clone)]
+struct Commit {
+    holder: Option<Holder>,
+    reason: &'static str,
+}
+
+struct Loop {
+    me: HostRecord,
+    cluster: EtcdCluster,
+    settings: PeerSettings,
+    maps: Arc<Mutex<dyn Maps>>,
+    store: Arc<dyn Store>,
+    links: watch::Receiver<Links>,
+    feed: Arc<Feed>,
+    observer: Arc<Observer>,
+    book: Arc<Mutex<HolderBook>>,
+    hosts: watch::Sender<BTreeMap<String, HostRecord>>,
+    status: Arc<ClusterStatus>,
+    peers: BTreeMap<String, Peer>,
+    inflight: HashSet<Ipv4Addr>,
+    queued: HashMap<Ipv4Addr, Commit>,
+    resolved: mpsc::UnboundedSender<HolderRecord>,
+    hint_socket: Arc<UdpSocket>,
+    probe_socket: Arc<UdpSocket>,
+    nonce: u64,
+    /// Some VIP's kernel state could not be brought to its record (no slot
+    /// yet, a VTEP or link unknown): converge again on the next tick.
+    dirty: bool,
+}
+
+/// Runs the cluster loop for the agent's life.
+pub async fn run(inputs: ClusterInputs) -> Result<()> {
+    let ClusterInputs { me, cluster, settings, maps, store, links, feed, observer, book, mut claims, hosts, status } =
+        inputs;
+    let hint_socket = Arc::new(peers::bind_hints(me.hint_port).await?);
+    let probe_socket = Arc::new(peers::bind_probes().await?);
+    let (resolved, mut resolved_rx) = mpsc::unbounded_channel();
+    let mut events = cluster.follow(settings.resync_every);
+    let mut tick = interval(settings.probe_interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut l = Loop {
+        me,
+        cluster,
+        settings,
+        maps,
+        store,
+        links,
+        feed,
+        observer,
+        book,
+        hosts,
+        status,
+        peers: BTreeMap::new(),
+        inflight: HashSet::new(),
+        queued: HashMap::new(),
+        resolved,
+        hint_socket: hint_socket.clone(),
+        probe_socket: probe_socket.clone(),
+        nonce: 0,
+        dirty: false,
+    };
+    let mut hint_buf = vec![0u8; MAX_HINT + 1];
+    let mut probe_buf = [0u8; 64];
+    loop {
+        tokio::select! {
+            Some(claim) = claims.recv() => l.on_claim(claim),
+            Some(rec) = resolved_rx.recv() => l.on_resolved(rec),
+            r = hint_socket.recv_from(&mut hint_buf) => match r {
+                Ok((n, from)) => l.on_hint(&hint_buf[..n], from),
+                Err(e) => warn!(error = %e, "hint socket"),
+            },
+            r = probe_socket.recv_from(&mut probe_buf) => match r {
+                Ok((n, _)) => l.on_probe_answer(&probe_buf[..n]),
+                Err(e) => warn!(error = %e, "probe socket"),
+            },
+            Some(ev) = events.recv() => l.on_event(ev),
+            _ = tick.tick() => l.on_tick().await,
+        }
+    }
+}
+
+impl Loop {
+    fn on_claim(&mut self, claim: LocalClaim) {
+        let commit = Commit { holder: Some(claim.holder), reason: "claim" };
+        if self.inflight.contains(&claim.vip) {
+            // Committed once the one in flight answers, on its result.
+            self.hint(claim.vip, commit.holder.clone(), lock(&self.book).revision(claim.vip));
+            self.queued.insert(claim.vip, commit);
+            return;
+        }
+        self.start_commit(claim.vip, commit);
+    }
+
+    fn start_commit(&mut self, vip: Ipv4Addr, commit: Commit) {
+        let base = lock(&self.book).commit_started(vip, commit.holder.clone());
+        self.hint(vip, commit.holder.clone(), base);
+        self.inflight.insert(vip);
+        let cluster = self.cluster.clone();
+        let resolved = self.resolved.clone();
+        let status = self.status.clone();
+        tokio::spawn(async move {
+            let rec = commit_until_decided(&cluster, &status, vip, commit, base).await;
+            let _ = resolved.send(rec);
+        });
+    }
+
+    fn on_resolved(&mut self, rec: HolderRecord) {
+        let vip = rec.vip;
+        self.inflight.remove(&vip);
+        let ours = rec.committed_by == self.me.id
+            && lock(&self.book).pending(vip).is_some_and(|p| p.holder == rec.holder);
+        ClusterStatus::count(if ours { &self.status.commits_won } else { &self.status.commits_lost });
+        let decision = lock(&self.book).commit_resolved(rec.clone());
+        if let Some(next) = self.queued.remove(&vip) {
+            if next.holder != rec.holder {
+                self.start_commit(vip, next);
+                return;
+            }
+        }
+        if !ours {
+            info!(%vip, revision = rec.revision, winner = ?rec.holder.as_ref().map(|h| (&h.host, &h.vnic)),
+                "claim lost in the shared store: the winner is applied");
+        }
+        self.apply(vip, decision, rec.revision, &rec.reason);
+    }
+
+    fn on_hint(&mut self, datagram: &[u8], from: SocketAddr) {
+        let Some(hint) = peers::decode_hint(datagram) else {
+            PeerStats::count(&self.status.peer.hints_ignored);
+            debug!(%from, "not a hint: ignored");
+            return;
+        };
+        if hint.from == self.me.id {
+            return;
+        }
+        let (vip, base) = (hint.vip, hint.base);
+        let decision = lock(&self.book).on_hint(hint);
+        match &decision {
+            Decision::Program(_) => PeerStats::count(&self.status.peer.hints_applied),
+            Decision::Keep => {}
+            Decision::Ignore(why) => {
+                PeerStats::count(&self.status.peer.hints_ignored);
+                debug!(%vip, base, why, "hint ignored");
+            }
+        }
+        self.apply(vip, decision, base, "hint");
+    }
+
+    fn on_event(&mut self, ev: ClusterEvent) {
+        match ev {
+            ClusterEvent::Resynced(view) => {
+                self.status.revision.store(view.revision, Ordering::Relaxed);
+                let known: Vec<String> = self.peers.keys().cloned().collect();
+                for id in known.iter().filter(|id| !view.hosts.contains_key(*id)) {
+                    self.host_left(id);
+                }
+                for host in view.hosts.into_values() {
+                    self.host_joined(host);
+                }
+                let decisions = lock(&self.book).resync(view.holders.into_values());
+                for (vip, d) in decisions {
+                    let revision = lock(&self.book).revision(vip);
+                    self.apply(vip, d, revision, "resync");
+                }
+                self.reachable(true);
+            }
+            ClusterEvent::Holder(rec) => {
+                self.status.revision.fetch_max(rec.revision, Ordering::Relaxed);
+                let (vip, revision) = (rec.vip, rec.revision);
+                let reason = rec.reason.clone();
+                let d = lock(&self.book).on_record(rec);
+                self.apply(vip, d, revision, &reason);
+            }
+            ClusterEvent::HostJoined(host) => self.host_joined(host),
+            ClusterEvent::HostLeft { id, revision } => {
+                self.status.revision.fetch_max(revision, Ordering::Relaxed);
+                self.host_left(&id);
+            }
+            ClusterEvent::Reachable(up) => self.reachable(up),
+        }
+        self.publish_hosts();
+    }
+
+    fn reachable(&mut self, up: bool) {
+        if self.status.reachable.swap(up, Ordering::Relaxed) == up {
+            return;
+        }
+        let (kind, detail) = if up {
+            (EventKind::ClusterReachable, "shared store reachable: caught up with it".to_owned())
+        } else {
+            (
+                EventKind::ClusterUnreachable,
+                "shared store unreachable: the data plane keeps forwarding on what it has; claims are \
+                 committed when it returns"
+                    .to_owned(),
+            )
+        };
+        self.feed.publish(kind, None, None, detail);
+    }
+
+    fn host_joined(&mut self, record: HostRecord) {
+        if record.id == self.me.id {
+            return;
+        }
+        let id = record.id.clone();
+        let was = self.peers.insert(
+            id.clone(),
+            Peer { record: record.clone(), registered: true, down: false, misses: 0, outstanding: None, left_at: None },
+        );
+        match was {
+            Some(p) if p.registered && p.record == record => {}
+            Some(p) if p.down => {
+                self.feed.publish(EventKind::HostUp, None, None, format!("host {id} is back ({})", record.underlay));
+                self.dirty = true;
+            }
+            Some(p) if p.registered => self.dirty = true,
+            Some(_) => info!(host = %id, "registered again"),
+            None => {
+                self.feed.publish(
+                    EventKind::HostUp,
+                    None,
+                    None,
+                    format!("host {id} registered, underlay {}", record.underlay),
+                );
+                self.dirty = true;
+            }
+        }
+    }
+
+    fn host_left(&mut self, id: &str) {
+        let Some(p) = self.peers.get_mut(id) else { return };
+        if !p.registered {
+            return;
+        }
+        p.registered = false;
+        p.misses = 0;
+        p.outstanding = None;
+        p.left_at = Some(Instant::now());
+        self.feed.publish(
+            EventKind::HostSuspect,
+            None,
+            None,
+            format!(
+                "host {id}: its lease expired; probing {} on the underlay (down after {} misses, {} ms apart)",
+                p.record.underlay,
+                self.settings.probe_misses,
+                self.settings.probe_interval.as_millis()
+            ),
+        );
+    }
+
+    async fn on_tick(&mut self) {
+        let mut gone = Vec::new();
+        for (id, p) in self.peers.iter_mut().filter(|(_, p)| !p.registered && !p.down) {
+            if p.outstanding.is_some() {
+                p.misses += 1;
+                if p.misses >= self.settings.probe_misses {
+                    p.down = true;
+                    gone.push(id.clone());
+                    continue;
+                }
+            }
+            self.nonce += 1;
+            p.outstanding = Some(self.nonce);
+            let to = SocketAddrV4::new(p.record.underlay, p.record.probe_port);
+            PeerStats::count(&self.status.peer.probes_sent);
+            if let Err(e) = self.probe_socket.try_send_to(&peers::probe_request(self.nonce), to.into()) {
+                debug!(host = %id, error = %e, "probe not sent");
+            }
+        }
+        for id in gone {
+            self.host_down(&id);
+        }
+        if self.dirty {
+            self.dirty = false;
+            self.converge();
+        }
+        self.publish_hosts();
+    }
+
+    fn on_probe_answer(&mut self, datagram: &[u8]) {
+        let Some(nonce) = peers::probe_answer(datagram) else { return };
+        if let Some(p) = self.peers.values_mut().find(|p| p.outstanding == Some(nonce)) {
+            PeerStats::count(&self.status.peer.probes_answered);
+            p.outstanding = None;
+            p.misses = 0;
+        }
+    }
+
+    /// A host whose lease expired stopped answering: every VIP it held is
+    /// cleared here at once, and the clear committed (one host's wins).
+    fn host_down(&mut self, id: &str) {
+        let (underlay, after) = self
+            .peers
+            .get(id)
+            .map(|p| (p.record.underlay, p.left_at.map_or(0, |t| t.elapsed().as_millis())))
+            .unwrap_or((Ipv4Addr::UNSPECIFIED, 0));
+        self.feed.publish(
+            EventKind::HostDown,
+            None,
+            None,
+            format!(
+                "host {id} ({underlay}) is down: its lease expired and {} probes went unanswered \
+                 ({after} ms after the lease)",
+                self.settings.probe_misses
+            ),
+        );
+        let held: Vec<Ipv4Addr> = lock(&self.book).held_on(id).collect();
+        for vip in held {
+            let revision = lock(&self.book).revision(vip);
+            let epoch = self.program(vip, None);
+            self.observer.follow_record(vip, None, revision, epoch, &format!("host {id} is down"));
+            if !self.inflight.contains(&vip) {
+                self.start_commit(vip, Commit { holder: None, reason: "host down" });
+            }
+        }
+    }
+
+    /// Sends a hint to every peer not down.
+    fn hint(&self, vip: Ipv4Addr, holder: Option<Holder>, base: u64) {
+        if !self.settings.hints {
+            return;
+        }
+        let datagram = peers::encode_hint(&Hint { vip, holder, base, from: self.me.id.clone() });
+        for p in self.peers.values().filter(|p| !p.down) {
+            let to = SocketAddrV4::new(p.record.underlay, p.record.hint_port);
+            match self.hint_socket.try_send_to(&datagram, to.into()) {
+                Ok(_) => PeerStats::count(&self.status.peer.hints_sent),
+                Err(e) => debug!(host = %p.record.id, error = %e, "hint not sent"),
+            }
+        }
+    }
+
+    fn apply(&mut self, vip: Ipv4Addr, decision: Decision, revision: u64, why: &str) {
+        let Decision::Program(holder) = decision else { return };
+        ClusterStatus::count(&self.status.records_applied);
+        let epoch = self.program(vip, holder.as_ref());
+        self.observer.follow_record(vip, holder.as_ref(), revision, epoch, why);
+    }
+
+    /// Brings the kernel's holder of `vip` to `holder` (a CAS on the epoch:
+    /// a claim arriving meanwhile wins, and comes back as a LocalClaim).
+    /// Returns the kernel's holder epoch after it (0: not in the maps yet).
+    fn program(&mut self, vip: Ipv4Addr, holder: Option<&Holder>) -> u64 {
+        let target = match holder {
+            None => Some(HolderTarget::None),
+            Some(h) if h.host == self.me.id => self.local_ifindex(&h.vnic).map(|ifindex| HolderTarget::Local { ifindex, mac: h.mac }),
+            Some(h) => self
+                .peers
+                .get(&h.host)
+                .filter(|p| !p.down)
+                .map(|p| HolderTarget::Remote { vtep: p.record.underlay, mac: h.mac }),
+        };
+        let Some(target) = target else {
+            // A vNIC not here yet, a host not registered yet: no holder
+            // until it is (never a stale one), converged again later.
+            self.dirty = true;
+            return self.write(vip, HolderTarget::None);
+        };
+        self.write(vip, target)
+    }
+
+    fn write(&mut self, vip: Ipv4Addr, target: HolderTarget) -> u64 {
+        let mut maps = lock(&self.maps);
+        let Some(slot) = maps.vip_slot(&VipKey::from(vip)) else {
+            self.dirty = true;
+            return 0;
+        };
+        let result = maps.vip_state(slot).and_then(|st| {
+            if HolderTarget::of(&st) == target {
+                return Ok(st.epoch);
+            }
+            Ok(if maps.write_holder(slot, st.epoch, target)? { st.epoch + 1 } else { st.epoch })
+        });
+        result.unwrap_or_else(|e| {
+            warn!(%vip, error = %format!("{e:#}"), "writing the holder");
+            self.dirty = true;
+            0
+        })
+    }
+
+    /// Every VIP's kernel holder brought to the book's, where they differ.
+    fn converge(&mut self) {
+        let vips: Vec<(Ipv4Addr, Option<Holder>)> = {
+            let book = lock(&self.book);
+            self.store
+                .desired()
+                .state
+                .havips
+                .keys()
+                .filter(|vip| book.pending(**vip).is_none())
+                .filter_map(|vip| Some((*vip, book.holder(*vip)?.cloned())))
+                .collect()
+        };
+        for (vip, holder) in vips {
+            let revision = lock(&self.book).revision(vip);
+            let epoch = self.program(vip, holder.as_ref());
+            self.observer.follow_record(vip, holder.as_ref(), revision, epoch, "converged");
+        }
+    }
+
+    fn local_ifindex(&self, vnic: &str) -> Option<u32> {
+        let desired = self.store.desired().state;
+        let ifname = &desired.vnics.get(vnic)?.ifname;
+        self.links.borrow().get(ifname).filter(|l| l.up).map(|l| l.ifindex)
+    }
+
+    fn publish_hosts(&self) {
+        let mut hosts: BTreeMap<String, HostRecord> =
+            self.peers.iter().filter(|(_, p)| !p.down).map(|(id, p)| (id.clone(), p.record.clone())).collect();
+        hosts.insert(self.me.id.clone(), self.me.clone());
+        self.hosts.send_if_modified(|h| {
+            let changed = *h != hosts;
+            *h = hosts;
+            changed
+        });
+        let views = self
+            .peers
+            .iter()
+            .map(|(id, p)| {
+                let state = if p.down {
+                    "down"
+                } else if p.registered {
+                    "up"
+                } else {
+                    "suspect"
+                };
+                (id.clone(), PeerView { record: p.record.clone(), state, misses: p.misses })
+            })
+            .collect();
+        *lock(&self.status.peers) = views;
+    }
+}
+
+/// Commits `commit` against `base` until the store decides: the record
+/// written (won) or the one that beat it (lost). A store that fails or a
+/// registration that is gone never drops the claim: retried with backoff.
+async fn commit_until_decided(
+    cluster: &EtcdCluster,
+    status: &ClusterStatus,
+    vip: Ipv4Addr,
+    commit: Commit,
+    base: u64,
+) -> HolderRecord {
+    const FIRST: Duration = Duration::from_millis(20);
+    const MAX: Duration = Duration::from_secs(1);
+    let mut backoff = FIRST;
+    let mut registered = cluster.registered();
+    loop {
+        match cluster.commit_holder(vip, commit.holder.clone(), base, commit.reason).await {
+            Ok(CommitOutcome::Committed(rec) | CommitOutcome::Lost(rec)) => return rec,
+            Ok(CommitOutcome::Fenced) => {
+                ClusterStatus::count(&status.commits_fenced);
+                warn!(%vip, "claim not committed: this host's registration is gone; retried once it registers again");
+                let _ = tokio::time::timeout(MAX, registered.changed()).await;
+            }
+            Err(e) => {
+                ClusterStatus::count(&status.commit_retries);
+                if backoff == FIRST {
+                    warn!(%vip, error = %format!("{e:#}"), "committing a claim failed; retried with backoff");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX);
+            }
+        }
+    }
+}
