@@ -696,4 +696,91 @@ mod tests {
         t.eips.insert(vip(99), EipNat { eip: "203.0.113.10".parse().unwrap(), subnet });
         assert_eq!(plan(&t, &current(&[(vip(50), 0)])), []);
     }
+
+    fn underlay(ifindex: u32, gateway: Option<Ipv4Addr>) -> UnderlayTarget {
+        UnderlayTarget {
+            ifindex,
+            mac: [2, 0, 0, 0, 0, 0x11],
+            mtu: 1550,
+            addr: Ipv4Addr::new(198, 18, 0, 1),
+            vni: 1001,
+            vxlan_port: 4789,
+            probe_port: 4790,
+            gateway_vtep: gateway,
+        }
+    }
+
+    #[test]
+    fn the_underlay_and_the_vteps_are_written_and_follow_the_target() {
+        let (hv2, hv3) = (Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 3));
+        let (mac2, mac3) = ([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 3]);
+        let vtep = |ip: Ipv4Addr, mac| (VtepKey::from(ip), VtepInfo { next_hop_mac: mac, _pad: [0; 2] });
+        let mut maps = FakeMaps::new(4);
+        let mut t = target(&[]);
+        t.underlay = Some(underlay(11, Some(hv3)));
+        t.vteps = BTreeMap::from([(hv2, mac2), (hv3, mac3)]);
+        let port = UnderlayPort {
+            ifindex: 11,
+            mac: [2, 0, 0, 0, 0, 0x11],
+            mtu: 1550,
+            addr: [198, 18, 0, 1],
+            vni: 1001,
+            vxlan_port: 4789u16.to_be(),
+            probe_port: 4790u16.to_be(),
+            gateway_vtep: [198, 18, 0, 3],
+        };
+        let (k2, v2) = vtep(hv2, mac2);
+        let (k3, v3) = vtep(hv3, mac3);
+        assert_eq!(
+            plan(&t, &Current::read(&mut maps).unwrap()),
+            [
+                Op::AddPort(7),
+                Op::AddPort(8),
+                Op::AddPort(11),
+                Op::SetVtep(k2, v2),
+                Op::SetVtep(k3, v3),
+                Op::SetUnderlay(port),
+            ],
+            "the underlay NIC is a redirect target; ports in network order"
+        );
+        reconcile(&mut maps, &t).unwrap();
+        assert_eq!(maps.underlay().unwrap(), port);
+        assert_eq!(plan(&t, &Current::read(&mut maps).unwrap()), [], "idempotent");
+
+        // hv2 re-resolved to another MAC, hv3 gone, the underlay gone (one host again).
+        let mac2b = [2, 0, 0, 0, 0, 0x22];
+        t.vteps = BTreeMap::from([(hv2, mac2b)]);
+        t.underlay = None;
+        let (_, v2b) = vtep(hv2, mac2b);
+        let ops = plan(&t, &Current::read(&mut maps).unwrap());
+        assert_eq!(
+            ops,
+            [Op::SetVtep(k2, v2b), Op::SetUnderlay(UnderlayPort::default()), Op::RemoveVtep(k3), Op::RemovePort(11)]
+        );
+        apply(&mut maps, &ops).unwrap();
+        assert_eq!(maps.vteps.keys().copied().collect::<Vec<_>>(), [k2]);
+        assert_eq!(maps.tx_ports, BTreeSet::from([7, 8]));
+    }
+
+    #[test]
+    fn a_remote_holder_is_never_cleared_by_the_plan() {
+        let v = vip(50);
+        let mut maps = FakeMaps::new(4);
+        let mut t = target(&[v]);
+        t.vips.insert(v, BTreeMap::from([(7, MAC_A)]));
+        t.underlay = Some(underlay(11, None));
+        reconcile(&mut maps, &t).unwrap();
+        let slot = maps.vip_slot(&v).unwrap();
+        let remote = HolderTarget::Remote { vtep: Ipv4Addr::new(198, 18, 0, 2), mac: MAC_B };
+        assert!(maps.write_holder(slot, 0, remote).unwrap());
+        let held = maps.vip_state(slot).unwrap();
+
+        // MAC_B is no member here at all (it is a member on hv2); then the
+        // membership here goes too: still the control plane's holder.
+        assert_eq!(plan(&t, &Current::read(&mut maps).unwrap()), []);
+        t.vips.insert(v, BTreeMap::new());
+        reconcile(&mut maps, &t).unwrap();
+        assert_eq!(maps.vip_state(slot).unwrap(), held);
+        assert_eq!(HolderTarget::of(&held), remote);
+    }
 }
