@@ -29,7 +29,7 @@ use std::{
 
 use havip_agent::datapath::{
     loader::{self, Dataplane},
-    maps::{KernelMaps, Maps},
+    maps::{HolderTarget, KernelMaps, Maps},
     plan::{reconcile, EipNat, MapTarget, Uplink},
 };
 use havip_common::{vmac, GlobalCounter, VipConfig, VipCounter, VipCounters, VipKey, VIP_F_VRRP_VMAC};
@@ -528,7 +528,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let vs = w.maps.vip_state(w.slot).expect("vip_state");
     if (vs.holder_ifindex, vs.holder_mac) != (want_if, want_mac) {
-        assert!(w.maps.write_holder(w.slot, vs.epoch, want_if, want_mac).expect("holder write"));
+        let target = match want_if {
+            0 => HolderTarget::None,
+            ifindex => HolderTarget::Local { ifindex, mac: want_mac },
+        };
+        assert!(w.maps.write_holder(w.slot, vs.epoch, target).expect("holder write"));
     }
     let accept_vmac = control & 0x10 != 0;
     let flags = if accept_vmac { VIP_F_VRRP_VMAC } else { 0 };

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use havip_agent::datapath::{
-    maps::Maps,
+    maps::{HolderTarget, Maps},
     plan::{reconcile, ApplyReport},
 };
 use havip_common::{
@@ -429,15 +429,15 @@ fn holder_writes_lose_to_a_claim_that_came_first() {
         // vnic-b claims after the agent read epoch 1.
         f.run(f.b, &garp(MAC_B, VIP));
         assert!(
-            !f.maps.write_holder(st.slot, st.epoch, 0, [0; 6]).unwrap(),
+            !f.maps.write_holder(st.slot, st.epoch, HolderTarget::None).unwrap(),
             "the epoch moved: nothing written"
         );
         assert_eq!((f.vip().holder_ifindex, f.vip().epoch), (f.b, 2));
 
-        assert!(f.maps.write_holder(st.slot, 2, f.a, MAC_A).unwrap());
+        assert!(f.maps.write_holder(st.slot, 2, HolderTarget::Local { ifindex: f.a, mac: MAC_A }).unwrap());
         let now = f.vip();
         assert_eq!((now.holder_ifindex, now.holder_mac, now.epoch), (f.a, MAC_A, 3));
         assert!(now.since_ns > st.since_ns);
-        assert!(f.maps.write_holder(1 << 30, 0, 0, [0; 6]).is_err(), "a slot beyond the array");
+        assert!(f.maps.write_holder(1 << 30, 0, HolderTarget::None).is_err(), "a slot beyond the array");
     });
 }

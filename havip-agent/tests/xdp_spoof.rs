@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use common::*;
 use havip_agent::datapath::{
-    maps::Maps,
+    maps::{HolderTarget, Maps},
     plan::{reconcile, EipNat, MapTarget, Uplink},
 };
 use havip_common::{
@@ -615,7 +615,7 @@ fn spoofed_claims_never_make_a_first_holder() {
     with_fixture(|f| {
         setup(f);
         let st = f.vip();
-        assert!(f.maps.write_holder(st.slot, st.epoch, 0, [0; 6]).unwrap());
+        assert!(f.maps.write_holder(st.slot, st.epoch, HolderTarget::None).unwrap());
         assert_eq!((f.vip().holder_ifindex, f.vip().epoch), (0, 2));
         let vmac = f.vip().vmac;
         let refused: Vec<_> =

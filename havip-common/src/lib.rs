@@ -10,7 +10,7 @@
 use std::{fmt, net::Ipv4Addr};
 
 /// Bump together with `HAVIP_ABI_VERSION` in the header: pins move to `v<N>/`.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Default capacity of the `vips` map, in HAVIPs (`HAVIP_DEFAULT_MAX_VIPS`); the agent may size it per host.
 pub const DEFAULT_MAX_VIPS: u32 = 16384;
@@ -18,6 +18,12 @@ pub const DEFAULT_MAX_VIPS: u32 = 16384;
 pub const DEFAULT_MAX_MEMBERS: u32 = 65536;
 /// Default capacity of the `tx_ports` devmap, in vNICs (`HAVIP_DEFAULT_MAX_VNICS`).
 pub const DEFAULT_MAX_VNICS: u32 = 1024;
+/// Capacity of the `vteps` map, in other hosts (`HAVIP_DEFAULT_MAX_HOSTS`).
+pub const DEFAULT_MAX_HOSTS: u32 = 4096;
+/// VXLAN overhead, in bytes: outer Ethernet 14, IPv4 20, UDP 8, VXLAN 8
+/// (`HAVIP_VXLAN_OVERHEAD`). An inner IPv4 packet fits the underlay if its
+/// length + 50 ≤ the underlay NIC's MTU.
+pub const VXLAN_OVERHEAD: u32 = 50;
 /// Size of the `events` ring buffer, in bytes (`HAVIP_EVENTS_BYTES`: 256 KiB).
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 
@@ -52,12 +58,19 @@ pub mod maps {
     pub const VIP_NAT: &str = "vip_nat";
     /// `uplink`: one-entry array, the host's uplink NIC ([`UplinkPort`](super::UplinkPort)).
     pub const UPLINK: &str = "uplink";
+    /// `underlay`: one-entry array, the host's underlay NIC ([`UnderlayPort`](super::UnderlayPort)).
+    pub const UNDERLAY: &str = "underlay";
+    /// `vteps`: hash, another host's VTEP ([`VtepKey`](super::VtepKey)) to the underlay next hop's MAC
+    /// ([`VtepInfo`](super::VtepInfo)).
+    pub const VTEPS: &str = "vteps";
 }
 
 /// The production XDP program, attached to every vNIC.
 pub const PROG_VNIC: &str = "xdp_vnic";
 /// The EIP program, attached to the host's uplink.
 pub const PROG_UPLINK: &str = "xdp_uplink";
+/// The underlay program (VXLAN from other hosts, probes), attached to the host's underlay NIC.
+pub const PROG_UNDERLAY: &str = "xdp_underlay";
 /// The agent's holder writes (compare-and-swap on the epoch), run through
 /// BPF_PROG_TEST_RUN, never attached; pinned under the same name.
 pub const PROG_HOLDER_WRITE: &str = "xdp_holder_write";
@@ -113,8 +126,19 @@ pub struct VipState {
     pub last_claim_ns: u64,
     /// The VIP in this slot; all zero: a free slot.
     pub vip: [u8; 4],
+    /// The underlay address (VTEP, network order) of the holder's host when the holder is on
+    /// another host (then `holder_ifindex` is 0 and `holder_mac` is the remote holder's MAC).
+    /// All zero: the holder is local, or there is none. A local claim zeroes it.
+    pub holder_vtep: [u8; 4],
     /// Padding to 64 bytes: one entry, one cache line.
-    pub _pad: [u8; 12],
+    pub _pad: [u8; 8],
+}
+
+impl VipState {
+    /// The holder's host's VTEP when the holder is on another host.
+    pub fn remote_holder(&self) -> Option<Ipv4Addr> {
+        (self.holder_ifindex == 0 && self.holder_vtep != [0; 4]).then(|| Ipv4Addr::from(self.holder_vtep))
+    }
 }
 
 /// The `vip_config` value (array by slot): the HAVIP's settings the kernel
@@ -127,9 +151,11 @@ pub struct VipConfig {
 }
 
 /// The frame `xdp_holder_write` takes: set `vip_state[slot]`'s holder to
-/// (`ifindex`, `mac`) — ifindex 0: none — if its epoch is still
-/// `expect_epoch`. Verdicts: XDP_PASS written (the epoch grew), XDP_DROP the
-/// epoch had moved, XDP_ABORTED a malformed request or slot.
+/// (`ifindex`, `vtep`, `mac`) if its epoch is still `expect_epoch`:
+/// ifindex != 0 a local holder (vtep 0), ifindex 0 and vtep set a holder on
+/// that host, both 0 none. Verdicts: XDP_PASS written (the epoch grew),
+/// XDP_DROP the epoch had moved, XDP_ABORTED a malformed request or slot
+/// (or ifindex and vtep both set).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HolderWrite {
@@ -141,18 +167,24 @@ pub struct HolderWrite {
     pub expect_epoch: u64,
     /// The new holder's MAC (all zero when clearing).
     pub mac: [u8; 6],
-    /// Padding to 24 bytes; zero.
+    /// Padding; zero.
     pub _pad: [u8; 2],
+    /// The VTEP (network order) of the new holder's host when it is on another host
+    /// (`ifindex` 0); all zero otherwise.
+    pub vtep: [u8; 4],
+    /// Padding to 32 bytes; zero.
+    pub _pad2: [u8; 4],
 }
 
 impl HolderWrite {
     /// The request as the bytes of a frame.
-    pub fn to_bytes(&self) -> [u8; 24] {
-        let mut b = [0u8; 24];
+    pub fn to_bytes(&self) -> [u8; 32] {
+        let mut b = [0u8; 32];
         b[0..4].copy_from_slice(&self.slot.to_ne_bytes());
         b[4..8].copy_from_slice(&self.ifindex.to_ne_bytes());
         b[8..16].copy_from_slice(&self.expect_epoch.to_ne_bytes());
         b[16..22].copy_from_slice(&self.mac);
+        b[24..28].copy_from_slice(&self.vtep);
         b
     }
 }
@@ -255,6 +287,94 @@ pub struct UplinkPort {
     pub next_hop_mac: [u8; 6],
 }
 
+/// The `underlay` value (`struct underlay_port`): the host's underlay NIC, over which VXLAN to
+/// and from the other hosts goes; ifindex 0: no underlay (a single host).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnderlayPort {
+    /// The underlay NIC's ifindex; 0: none.
+    pub ifindex: u32,
+    /// The underlay NIC's own MAC: the outer Ethernet source.
+    pub mac: [u8; 6],
+    /// The underlay NIC's MTU, in bytes (bounds the outer IPv4 packet).
+    pub mtu: u16,
+    /// This host's VTEP (the underlay NIC's IPv4 address), network order: the outer source.
+    pub addr: [u8; 4],
+    /// The VPC's VXLAN network identifier, host order, 24 bits.
+    pub vni: u32,
+    /// UDP port of VXLAN, **network order** (4789 by default).
+    pub vxlan_port: u16,
+    /// UDP port underlay probes are answered on, **network order** (4790 by default).
+    pub probe_port: u16,
+    /// The VTEP of the gateway host (the one with the uplink) when it is not this host, network
+    /// order; all zero otherwise.
+    pub gateway_vtep: [u8; 4],
+}
+
+/// The `vteps` key (`struct vtep_key`): another host's VTEP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VtepKey {
+    /// The VTEP, network order.
+    pub addr: [u8; 4],
+}
+
+impl From<Ipv4Addr> for VtepKey {
+    fn from(ip: Ipv4Addr) -> Self {
+        Self { addr: ip.octets() }
+    }
+}
+
+/// The `vteps` value (`struct vtep_info`): where frames to that VTEP go on the underlay.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VtepInfo {
+    /// The MAC of the underlay next hop towards the VTEP (the VTEP's own on one segment).
+    pub next_hop_mac: [u8; 6],
+    /// Padding to 8 bytes; zero.
+    pub _pad: [u8; 2],
+}
+
+/// An underlay probe's payload (`struct underlay_probe`, 16 bytes), UDP to a host's VTEP at
+/// its probe port: [`PROBE_REQUEST`] magic, zero, a nonce the answer echoes. `xdp_underlay`
+/// answers with [`PROBE_ANSWER`] magic, addresses and ports swapped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnderlayProbe {
+    /// [`PROBE_REQUEST`] or [`PROBE_ANSWER`].
+    pub magic: [u8; 4],
+    /// Zero.
+    pub zero: u32,
+    /// Any value (any byte order); echoed.
+    pub nonce: u64,
+}
+
+/// Magic of an underlay probe request (`HAVIP_PROBE_REQUEST`).
+pub const PROBE_REQUEST: [u8; 4] = *b"HVPR";
+/// Magic of an underlay probe answer (`HAVIP_PROBE_ANSWER`).
+pub const PROBE_ANSWER: [u8; 4] = *b"HVPA";
+
+impl UnderlayProbe {
+    /// The payload as sent.
+    pub fn to_bytes(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[0..4].copy_from_slice(&self.magic);
+        b[4..8].copy_from_slice(&self.zero.to_ne_bytes());
+        b[8..16].copy_from_slice(&self.nonce.to_ne_bytes());
+        b
+    }
+
+    /// A payload as received; `None` if shorter than 16 bytes.
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        let b: &[u8; 16] = b.get(..16)?.try_into().ok()?;
+        Some(Self {
+            magic: b[0..4].try_into().ok()?,
+            zero: u32::from_ne_bytes(b[4..8].try_into().ok()?),
+            nonce: u64::from_ne_bytes(b[8..16].try_into().ok()?),
+        })
+    }
+}
+
 /// Indices into [`VipCounters::c`] (`enum vip_counter`).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -295,11 +415,27 @@ pub enum VipCounter {
     ProbesUnanswered,
     /// Packets to the VIP from the holder's own vNIC: dropped, never sent back.
     HairpinDrops,
+    /// Packets VXLAN-encapsulated to the holder's (or the gateway's) host.
+    EncapPackets,
+    /// Their bytes before encapsulation.
+    EncapBytes,
+    /// Packets decapsulated from the underlay and delivered (to the holder, or SNATed out).
+    DecapPackets,
+    /// Decapsulated packets for a VIP whose holder is not on this host: dropped, never re-sent.
+    DecapNotLocal,
+    /// Too big for the underlay with DF set: ICMP fragmentation-needed sent back.
+    TooBigIcmp,
+    /// Too big for the underlay without DF (or with IPv4 options, or tagged): dropped.
+    TooBigDrops,
+    /// Remote holder, but no underlay or no next hop for its VTEP: dropped.
+    NoVtepDrops,
+    /// The holder's packets to outside the VPC, encapsulated to the gateway host.
+    EipOutToGateway,
 }
 
 impl VipCounter {
     /// Number of counters (`VIP_CTR__MAX`).
-    pub const MAX: usize = 18;
+    pub const MAX: usize = 26;
     /// Every counter, in index order.
     pub const ALL: [VipCounter; Self::MAX] = [
         Self::RedirectPackets,
@@ -320,6 +456,14 @@ impl VipCounter {
         Self::ProbesAnswered,
         Self::ProbesUnanswered,
         Self::HairpinDrops,
+        Self::EncapPackets,
+        Self::EncapBytes,
+        Self::DecapPackets,
+        Self::DecapNotLocal,
+        Self::TooBigIcmp,
+        Self::TooBigDrops,
+        Self::NoVtepDrops,
+        Self::EipOutToGateway,
     ];
 
     /// Metric-style name, as operators see it.
@@ -343,6 +487,14 @@ impl VipCounter {
             Self::ProbesAnswered => "probes_answered",
             Self::ProbesUnanswered => "probes_unanswered",
             Self::HairpinDrops => "hairpin_drops",
+            Self::EncapPackets => "encap_packets",
+            Self::EncapBytes => "encap_bytes",
+            Self::DecapPackets => "decap_packets",
+            Self::DecapNotLocal => "decap_not_local",
+            Self::TooBigIcmp => "too_big_icmp",
+            Self::TooBigDrops => "too_big_drops",
+            Self::NoVtepDrops => "no_vtep_drops",
+            Self::EipOutToGateway => "eip_out_to_gateway",
         }
     }
 }
@@ -374,14 +526,24 @@ pub enum GlobalCounter {
     EventsLost,
     /// Claims in a VLAN-tagged frame (VID != 0): not ours, passed.
     TaggedClaims,
+    /// Underlay probes answered in XDP.
+    UnderlayProbes,
+    /// VXLAN of our VNI to our VTEP, for no VIP or EIP here: dropped.
+    DecapUnknown,
 }
 
 impl GlobalCounter {
     /// Number of counters (`GLB_CTR__MAX`).
-    pub const MAX: usize = 4;
+    pub const MAX: usize = 6;
     /// Every counter, in index order.
-    pub const ALL: [GlobalCounter; Self::MAX] =
-        [Self::Passed, Self::ParseErrors, Self::EventsLost, Self::TaggedClaims];
+    pub const ALL: [GlobalCounter; Self::MAX] = [
+        Self::Passed,
+        Self::ParseErrors,
+        Self::EventsLost,
+        Self::TaggedClaims,
+        Self::UnderlayProbes,
+        Self::DecapUnknown,
+    ];
 
     /// Metric-style name, as operators see it.
     pub fn name(self) -> &'static str {
@@ -390,6 +552,8 @@ impl GlobalCounter {
             Self::ParseErrors => "parse_errors",
             Self::EventsLost => "events_lost",
             Self::TaggedClaims => "tagged_claims",
+            Self::UnderlayProbes => "underlay_probes",
+            Self::DecapUnknown => "decap_unknown",
         }
     }
 }
@@ -495,6 +659,9 @@ mod pod {
     unsafe impl aya::Pod for EipBinding {}
     unsafe impl aya::Pod for VipNat {}
     unsafe impl aya::Pod for UplinkPort {}
+    unsafe impl aya::Pod for UnderlayPort {}
+    unsafe impl aya::Pod for VtepKey {}
+    unsafe impl aya::Pod for VtepInfo {}
 }
 
 /// One shared struct as Rust lays it out: C name, size, `(field, offset)`s.
@@ -513,11 +680,23 @@ pub fn layouts() -> Vec<Layout> {
         layout!(
             "vip_state",
             VipState,
-            [lock, holder_ifindex, vmac, holder_mac, slot, epoch, since_ns, last_claim_ns, vip, _pad]
+            [
+                lock,
+                holder_ifindex,
+                vmac,
+                holder_mac,
+                slot,
+                epoch,
+                since_ns,
+                last_claim_ns,
+                vip,
+                holder_vtep,
+                _pad
+            ]
         ),
         layout!("vip_ref", VipRef, [slot]),
         layout!("vip_config", VipConfig, [flags]),
-        layout!("holder_write", HolderWrite, [slot, ifindex, expect_epoch, mac, _pad]),
+        layout!("holder_write", HolderWrite, [slot, ifindex, expect_epoch, mac, _pad, vtep, _pad2]),
         layout!("member_key", MemberKey, [vip, ifindex]),
         layout!("member_info", MemberInfo, [mac, _pad]),
         layout!("vrrp_seen", VrrpSeen, [advertiser, vrid, priority, version, _pad0, ifindex, _pad1, last_ns]),
@@ -526,6 +705,14 @@ pub fn layouts() -> Vec<Layout> {
         layout!("eip_binding", EipBinding, [vip]),
         layout!("vip_nat", VipNat, [eip, subnet, mask]),
         layout!("uplink_port", UplinkPort, [ifindex, mac, next_hop_mac]),
+        layout!(
+            "underlay_port",
+            UnderlayPort,
+            [ifindex, mac, mtu, addr, vni, vxlan_port, probe_port, gateway_vtep]
+        ),
+        layout!("vtep_key", VtepKey, [addr]),
+        layout!("vtep_info", VtepInfo, [next_hop_mac, _pad]),
+        layout!("underlay_probe", UnderlayProbe, [magic, zero, nonce]),
         layout!(
             "havip_event",
             HavipEvent,
@@ -541,7 +728,8 @@ const _: () = {
     assert!(std::mem::offset_of!(VipState, epoch) == 24);
     assert!(std::mem::offset_of!(VipState, vip) == 48);
     assert!(size_of::<VipConfig>() == 4);
-    assert!(size_of::<HolderWrite>() == 24);
+    assert!(std::mem::offset_of!(VipState, holder_vtep) == 52);
+    assert!(size_of::<HolderWrite>() == 32);
     assert!(size_of::<MemberKey>() == 8);
     assert!(size_of::<MemberInfo>() == 8);
     assert!(size_of::<VrrpSeen>() == 24);
@@ -551,4 +739,8 @@ const _: () = {
     assert!(size_of::<EipBinding>() == 4);
     assert!(size_of::<VipNat>() == 12);
     assert!(size_of::<UplinkPort>() == 16);
+    assert!(size_of::<UnderlayPort>() == 28);
+    assert!(size_of::<VtepKey>() == 4);
+    assert!(size_of::<VtepInfo>() == 8);
+    assert!(size_of::<UnderlayProbe>() == 16);
 };

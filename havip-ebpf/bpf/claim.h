@@ -26,12 +26,6 @@
 #include "counters.h"
 #include "forward.h"
 
-static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
-{
-	return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) |
-		(a[4] ^ b[4]) | (a[5] ^ b[5])) == 0;
-}
-
 /* A VRRP virtual router MAC, 00:00:5e:00:01:{VRID} (RFC 5798 §7.3). */
 static __always_inline int is_vrrp_vmac(const __u8 *m)
 {
@@ -96,6 +90,7 @@ static __always_inline int handle_claim(struct xdp_md *ctx, struct ethhdr *eth,
 	ev.prev_ifindex = vs->holder_ifindex;
 	if (ev.prev_ifindex != ev.ifindex || !mac_eq(vs->holder_mac, eth->h_source)) {
 		vs->holder_ifindex = ev.ifindex;
+		*(__u32 *)vs->holder_vtep = 0; /* the holder is here now */
 		__builtin_memcpy(vs->holder_mac, eth->h_source, ETH_ALEN);
 		vs->epoch += 1;
 		vs->since_ns = ev.ts_ns;
@@ -132,14 +127,15 @@ static __always_inline int answer_arp(struct ethhdr *eth, struct arp_eth_ipv4 *a
 }
 
 /* An RFC 5227 probe for a VIP: "is this address in use?". In use means held
- * by another vNIC than the prober's; the holder probing its own VIP, or
+ * by another vNIC than the prober's (or on another host); the holder probing its own VIP, or
  * anyone probing a VIP nobody holds, must hear nothing. */
 static __always_inline int answer_probe(struct xdp_md *ctx, struct ethhdr *eth,
 					struct arp_eth_ipv4 *arp, struct vip_state *vs)
 {
 	__u32 holder = *(volatile __u32 *)&vs->holder_ifindex;
+	__u32 remote = *(volatile __u32 *)vs->holder_vtep;
 
-	if (!holder || holder == ctx->ingress_ifindex) {
+	if ((!holder && !remote) || holder == ctx->ingress_ifindex) {
 		count_vip(vs->slot, VIP_CTR_PROBES_UNANSWERED, 1);
 		return XDP_DROP;
 	}

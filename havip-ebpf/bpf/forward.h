@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
  * forward.h: finding a VIP's state (by the slot in its virtual MAC, or by
- * address) and sending a frame to the VIP's holder through the devmap. This
- * is the fast path: keep it free of branches that a VIP hit does not need.
+ * address) and sending a frame to the VIP's holder through the devmap (a
+ * holder on another host: encapsulated, encap.h). This is the fast path:
+ * keep it free of branches that a local VIP hit does not need.
  */
 #ifndef HAVIP_FORWARD_H
 #define HAVIP_FORWARD_H
@@ -62,26 +63,25 @@ static __always_inline void mac_copy(__u8 *to, const __u8 *from)
 	*(__u16 *)(to + 4) = *(const __u16 *)(from + 4);
 }
 
-/* VIP traffic goes to the holder's vNIC, looking as if it came from the
- * VIP's virtual router MAC; never back into the vNIC it came from
- * (`ingress`): the holder sending to its own VIP would get a copy of what it
- * sent. */
-static __always_inline int forward_to_holder(struct ethhdr *eth, void *data_end,
-					     struct vip_state *vs, __u32 ingress)
+static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
 {
-	/* Read once: the agent may clear the holder while we run. */
-	__u32 ifindex = *(volatile __u32 *)&vs->holder_ifindex;
-	__u64 bytes = data_end - (void *)eth;
+	return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) |
+		(a[4] ^ b[4]) | (a[5] ^ b[5])) == 0;
+}
+
+/* Sends the frame, VXLAN-encapsulated, to the host at `vtep` (encap.h):
+ * to the holder there, or (to_gateway) to the gateway host. A subprogram,
+ * so the local path below carries none of it. */
+static __noinline int send_remote(struct xdp_md *ctx, struct vip_state *vs, __u32 vtep,
+				  int to_gateway);
+
+/* Redirects VIP traffic to the local holder's vNIC `ifindex`, looking as
+ * if it came from the VIP's virtual router MAC. */
+static __always_inline int redirect_local(struct ethhdr *eth, __u64 bytes, struct vip_state *vs,
+					  __u32 ifindex)
+{
 	int act;
 
-	if (!ifindex) {
-		count_vip(vs->slot, VIP_CTR_NO_HOLDER_DROPS, 1);
-		return XDP_DROP;
-	}
-	if (ifindex == ingress) {
-		count_vip(vs->slot, VIP_CTR_HAIRPIN_DROPS, 1);
-		return XDP_DROP;
-	}
 	mac_copy(eth->h_dest, vs->holder_mac);
 	mac_copy(eth->h_source, vs->vmac);
 	act = bpf_redirect_map(&tx_ports, ifindex, XDP_DROP);
@@ -91,6 +91,32 @@ static __always_inline int forward_to_holder(struct ethhdr *eth, void *data_end,
 	}
 	count_vip_packet(vs->slot, VIP_CTR_REDIRECT_PACKETS, bytes);
 	return act;
+}
+
+/* VIP traffic goes to the holder: on this host, to its vNIC (never back
+ * into the vNIC it came from, `ingress`: the holder sending to its own VIP
+ * would get a copy of what it sent); on another host, encapsulated to it. */
+static __always_inline int forward_to_holder(struct xdp_md *ctx, struct ethhdr *eth,
+					     void *data_end, struct vip_state *vs, __u32 ingress)
+{
+	/* Read once: the agent may clear the holder while we run. */
+	__u32 ifindex = *(volatile __u32 *)&vs->holder_ifindex;
+	__u64 bytes = data_end - (void *)eth;
+
+	if (!ifindex) {
+		/* The remote branch lives here, off the local VIP path. */
+		__u32 vtep = *(volatile __u32 *)vs->holder_vtep;
+
+		if (vtep)
+			return send_remote(ctx, vs, vtep, 0);
+		count_vip(vs->slot, VIP_CTR_NO_HOLDER_DROPS, 1);
+		return XDP_DROP;
+	}
+	if (ifindex == ingress) {
+		count_vip(vs->slot, VIP_CTR_HAIRPIN_DROPS, 1);
+		return XDP_DROP;
+	}
+	return redirect_local(eth, bytes, vs, ifindex);
 }
 
 #endif /* HAVIP_FORWARD_H */

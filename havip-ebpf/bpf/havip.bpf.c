@@ -1,14 +1,15 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0)
 /*
- * havip's XDP programs: the two entry points, each read top to bottom as a
+ * havip's XDP programs: the three entry points, each read top to bottom as a
  * packet's way through it. The work is in the headers, one job each:
  *   maps.h      every map (pinned by name; types in havip_abi.h)
  *   parse.h     header cursor: where each header starts, bounds checks
  *   csum.h      incremental checksum updates
  *   counters.h  global and per-VIP counters, counted pass/drop verdicts
  *   forward.h   VIP lookup, redirect to the holder
+ *   encap.h     VXLAN to and from other hosts, ICMP frag-needed, probes
  *   claim.h     ARP claims and answers, VRRP observation, claim events
- *   nat.h       EIP DNAT (uplink) and SNAT (vNIC)
+ *   nat.h       EIP DNAT (uplink) and SNAT (vNIC, or at the gateway host)
  *   holder.h    the agent's holder writes, atomic with claims
  *
  * xdp_vnic: attached to the host end of every guest vNIC; sees what the guest
@@ -28,17 +29,39 @@
  *                                       the holder itself: dropped, counted.
  *                                       Found by the slot in the virtual
  *                                       MAC it was sent to, else by address.
+ *                                       Holder on another host: the same
+ *                                       MACs, VXLAN-encapsulated to its
+ *                                       host out of the underlay NIC; too
+ *                                       big for the underlay: ICMP
+ *                                       frag-needed (DF) or dropped.
  *   IPv4 from a VIP with an EIP, to  -> from the holder: SNAT to the EIP,
- *   outside the VPC subnet              redirected out of the uplink; from
- *                                       anyone else: dropped, counted.
+ *   outside the VPC subnet              redirected out of the uplink (no
+ *                                       uplink here: encapsulated as it is
+ *                                       to the gateway host); from anyone
+ *                                       else: dropped, counted.
  *   VLAN-tagged (VID != 0)           -> not ours: passed (a claim in one is
  *                                       counted: tagged_claims).
  *   anything else                    -> XDP_PASS, untouched.
  * A priority tag (802.1Q VID 0) is read past: such a frame is untagged.
  * xdp_uplink: attached to the host's uplink NIC.
  *   IPv4 to a bound EIP              -> DNAT to the VIP, redirected to the
- *                                       holder exactly like VIP traffic.
+ *                                       holder exactly like VIP traffic
+ *                                       (encapsulated if it is elsewhere).
  *   anything else                    -> XDP_PASS, untouched.
+ * xdp_underlay: attached to the host's underlay NIC.
+ *   UDP to our VTEP, probe port,     -> answered (XDP_TX) with magic HVPA.
+ *   magic HVPR
+ *   UDP to our VTEP, VXLAN port,     -> the inner frame:
+ *   flag I and our VNI                  IPv4 to a VIP held here: decapsulated,
+ *                                       delivered to the holder's vNIC; held
+ *                                       elsewhere: dropped (never sent on).
+ *                                       IPv4 from a VIP with an EIP to outside
+ *                                       the subnet, from the holder's host
+ *                                       and MAC, uplink here: decapsulated,
+ *                                       SNATed out of the uplink.
+ *                                       Anything else: dropped, counted.
+ *   anything else                    -> XDP_PASS, untouched (VRRP and other
+ *                                       guest traffic is the kernel's).
  * Malformed rule: a frame too short or inconsistent for the header we must
  * read is passed untouched (the kernel stack will judge it) and counted in
  * GLB_CTR_PARSE_ERRORS; it never changes any state. The one exception is a
@@ -56,6 +79,7 @@
 #include "parse.h"
 #include "counters.h"
 #include "forward.h"
+#include "encap.h"
 #include "claim.h"
 #include "nat.h"
 #include "holder.h"
@@ -108,7 +132,7 @@ ipv4:
 	if (!vs) /* a stale or other MAC: correctness never rests on it */
 		vs = vip_lookup((__u8 *)&iph->daddr);
 	if (vs)
-		return forward_to_holder(eth, data_end, vs, ctx->ingress_ifindex);
+		return forward_to_holder(ctx, eth, data_end, vs, ctx->ingress_ifindex);
 
 	nat = bpf_map_lookup_elem(&vip_nat, &iph->saddr);
 	if (nat)
@@ -141,7 +165,73 @@ int xdp_uplink(struct xdp_md *ctx)
 	eb = bpf_map_lookup_elem(&eips, &iph->daddr);
 	if (!eb)
 		return pass_untouched();
-	return dnat_to_holder(&nh, data_end, eth, iph, eb);
+	return dnat_to_holder(ctx, &nh, data_end, eth, iph, eb);
+malformed:
+	return pass_malformed();
+}
+
+/* VXLAN from the other hosts and their probes; the rest is the kernel's. */
+SEC("xdp")
+int xdp_underlay(struct xdp_md *ctx)
+{
+	void *data_end = (void *)(long)ctx->data_end;
+	void *data = (void *)(long)ctx->data;
+	struct hdr_cursor nh = { .pos = data };
+	struct ethhdr *eth, *inner_eth;
+	struct iphdr *iph, *inner;
+	struct underlay_port *ul;
+	struct vxlanhdr *vx;
+	struct udphdr *udp;
+	struct vip_state *vs;
+	struct vip_nat *nat;
+	__u32 zero = 0;
+	int proto, outer;
+
+	proto = parse_ethhdr(&nh, data_end, &eth);
+	if (proto < 0)
+		goto malformed;
+	if (proto != bpf_htons(ETH_P_IP))
+		return pass_untouched();
+	proto = parse_iphdr(&nh, data_end, &iph);
+	if (proto < 0)
+		goto malformed;
+	if (proto != IPPROTO_UDP)
+		return pass_untouched();
+	ul = bpf_map_lookup_elem(&underlay, &zero);
+	if (!ul || !ul->ifindex || iph->daddr != *(__u32 *)ul->addr)
+		return pass_untouched();
+	if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return pass_untouched(); /* a fragment: the kernel reassembles */
+	if (parse_udphdr(&nh, data_end, &udp) < 0)
+		goto malformed;
+	if (udp->dest == ul->probe_port)
+		return answer_underlay_probe(eth, iph, udp, nh.pos, data_end);
+	if (udp->dest != ul->vxlan_port)
+		return pass_untouched();
+	vx = nh.pos;
+	if (parse_fixed(&nh, data_end, sizeof(*vx)) < 0)
+		goto malformed;
+	if (!(vx->flags & VXLAN_FLAG_I) || vx->vni != bpf_htonl(ul->vni << 8))
+		return pass_untouched(); /* another VNI: a kernel vxlan device's */
+
+	/* Ours: the inner frame is for a VIP or an EIP here, or dropped. */
+	outer = nh.pos - data;
+	proto = parse_ethhdr(&nh, data_end, &inner_eth);
+	if (proto < 0)
+		goto malformed;
+	if (proto != bpf_htons(ETH_P_IP))
+		goto unknown;
+	if (parse_iphdr(&nh, data_end, &inner) < 0)
+		goto malformed;
+	vs = vip_lookup((__u8 *)&inner->daddr);
+	if (vs)
+		return decap_to_holder(ctx, outer, vs);
+	nat = bpf_map_lookup_elem(&vip_nat, &inner->saddr);
+	if (nat && outside_subnet(inner->daddr, nat))
+		return decap_to_uplink(ctx, outer, iph->saddr, inner_eth, inner, nat);
+unknown:
+	count_global(GLB_CTR_DECAP_UNKNOWN);
+	return XDP_DROP;
 malformed:
 	return pass_malformed();
 }

@@ -16,12 +16,14 @@
 #include <linux/types.h>
 #include <linux/bpf.h>
 
-#define HAVIP_ABI_VERSION 3
+#define HAVIP_ABI_VERSION 4
 
 /* Default map capacities; the agent may size vips/members/tx_ports per host. */
 #define HAVIP_DEFAULT_MAX_VIPS 16384
 #define HAVIP_DEFAULT_MAX_MEMBERS 65536
 #define HAVIP_DEFAULT_MAX_VNICS 1024
+/* Capacity of the vteps map: the other hosts of the VPC. */
+#define HAVIP_DEFAULT_MAX_HOSTS 4096
 #define HAVIP_EVENTS_BYTES (256 * 1024)
 /* VRRP adverts list the addresses they cover; we look at this many. */
 #define HAVIP_VRRP_MAX_ADDRS 4
@@ -55,7 +57,12 @@ struct vip_state {
 	__u64 since_ns;       /* CLOCK_MONOTONIC of the claim that made the holder */
 	__u64 last_claim_ns;  /* CLOCK_MONOTONIC of the last accepted claim */
 	__u8 vip[4];          /* the VIP in this slot; all zero: a free slot */
-	__u8 _pad[12];        /* to 64 bytes: one entry, one cache line */
+	/* The underlay address (VTEP) of the holder's host when the holder is
+	 * on another host: then holder_ifindex is 0 and holder_mac is the
+	 * remote holder's guest MAC. All zero: the holder is local
+	 * (holder_ifindex != 0) or there is none. A local claim zeroes it. */
+	__u8 holder_vtep[4];
+	__u8 _pad[8];         /* to 64 bytes: one entry, one cache line */
 };
 
 /* vip_config: array indexed by slot, the HAVIP's settings the kernel
@@ -72,16 +79,20 @@ struct vip_config {
 #define HAVIP_VIP_F_VRRP_VMAC 0x01
 
 /* The request xdp_holder_write takes as its frame (BPF_PROG_TEST_RUN): set
- * vip_state[slot]'s holder to (ifindex, mac) — ifindex 0: no holder — if its
- * epoch is still expect_epoch. Verdict XDP_PASS: written, the epoch grew;
- * XDP_DROP: the epoch had moved (a claim came first), nothing written;
- * XDP_ABORTED: a malformed request or slot. */
+ * vip_state[slot]'s holder to (ifindex, vtep, mac) if its epoch is still
+ * expect_epoch. ifindex != 0: a holder on this host (vtep must be 0);
+ * ifindex 0 and vtep set: a holder on the host with that underlay address;
+ * both 0: no holder. Verdict XDP_PASS: written, the epoch grew; XDP_DROP:
+ * the epoch had moved (a claim came first), nothing written; XDP_ABORTED: a
+ * malformed request or slot. */
 struct holder_write {
 	__u32 slot;
 	__u32 ifindex;
 	__u64 expect_epoch;
 	__u8 mac[6];
 	__u8 _pad[2];
+	__u8 vtep[4];  /* network order */
+	__u8 _pad2[4]; /* to 32 bytes */
 };
 
 /* members: who may claim a VIP. A claim must arrive on `ifindex` with both
@@ -135,6 +146,43 @@ struct uplink_port {
 	__u8 next_hop_mac[6]; /* where frames to the outside go */
 };
 
+/* underlay: one-entry array; the host's underlay NIC, where VXLAN to and
+ * from the other hosts goes. ifindex 0: no underlay (a single host). */
+struct underlay_port {
+	__u32 ifindex;
+	__u8 mac[6];          /* the underlay NIC's own MAC: outer source */
+	__u16 mtu;            /* the underlay NIC's MTU, bytes (outer IPv4 length) */
+	__u8 addr[4];         /* this host's VTEP: outer source, network order */
+	__u32 vni;            /* the VPC's VXLAN network identifier, host order, 24 bits */
+	__u16 vxlan_port;     /* UDP destination port of VXLAN, network order (4789) */
+	__u16 probe_port;     /* UDP port underlay probes are answered on, network order (4790) */
+	__u8 gateway_vtep[4]; /* VTEP of the host with the uplink when not this one; else 0 */
+};
+
+/* vteps: every other host's VTEP -> the MAC of the underlay next hop
+ * towards it (the agent resolves it in the neighbour table). */
+struct vtep_key {
+	__u8 addr[4];
+};
+
+struct vtep_info {
+	__u8 next_hop_mac[6];
+	__u8 _pad[2];
+};
+
+/* The VXLAN overhead: outer Ethernet 14, IPv4 20, UDP 8, VXLAN 8 (RFC 7348). */
+#define HAVIP_VXLAN_OVERHEAD 50
+
+/* An underlay probe (UDP to probe_port of a host's VTEP): magic "HVPR",
+ * zero, a nonce the answer echoes. Answered in XDP with magic "HVPA". */
+struct underlay_probe {
+	__u8 magic[4];
+	__u32 zero;
+	__u64 nonce;
+};
+#define HAVIP_PROBE_REQUEST "HVPR"
+#define HAVIP_PROBE_ANSWER "HVPA"
+
 /* vip_stats: per-CPU array indexed by vip_state.slot. A HAVIP has at most
  * one EIP, so the EIP's counters live in the same slot. */
 enum vip_counter {
@@ -156,6 +204,14 @@ enum vip_counter {
 	VIP_CTR_PROBES_ANSWERED,    /* RFC 5227 probes (sender 0.0.0.0) answered: the VIP is held */
 	VIP_CTR_PROBES_UNANSWERED,  /* probes from the holder, or for a VIP nobody holds: dropped */
 	VIP_CTR_HAIRPIN_DROPS,      /* to the VIP from the holder's own vNIC: never sent back */
+	VIP_CTR_ENCAP_PACKETS,      /* VXLAN-encapsulated to the holder's (or the gateway's) host */
+	VIP_CTR_ENCAP_BYTES,        /* their bytes before encapsulation */
+	VIP_CTR_DECAP_PACKETS,      /* decapsulated from the underlay and delivered (holder or uplink) */
+	VIP_CTR_DECAP_NOT_LOCAL,    /* decapsulated for a VIP whose holder is not here: dropped */
+	VIP_CTR_TOO_BIG_ICMP,       /* would not fit the underlay, DF set: ICMP frag-needed sent */
+	VIP_CTR_TOO_BIG_DROPS,      /* would not fit the underlay, DF clear (or no room to answer): dropped */
+	VIP_CTR_NO_VTEP_DROPS,      /* remote holder, but no underlay or no next hop for its VTEP: dropped */
+	VIP_CTR_EIP_OUT_TO_GATEWAY, /* from the holder to outside, encapsulated to the gateway host */
 	VIP_CTR__MAX,
 };
 
@@ -169,6 +225,8 @@ enum global_counter {
 	GLB_CTR_PARSE_ERRORS, /* truncated/malformed Ethernet, ARP, IPv4 or VRRP: passed untouched */
 	GLB_CTR_EVENTS_LOST,  /* ring buffer full (agent stopped or slow) */
 	GLB_CTR_TAGGED_CLAIMS, /* claims in a VLAN-tagged frame (VID != 0): not ours, passed */
+	GLB_CTR_UNDERLAY_PROBES, /* underlay probes answered (xdp_underlay) */
+	GLB_CTR_DECAP_UNKNOWN, /* VXLAN of our VNI to us, for no VIP or EIP here: dropped */
 	GLB_CTR__MAX,
 };
 
@@ -201,8 +259,9 @@ _Static_assert(sizeof(struct vip_ref) == 4, "vip_ref layout");
 _Static_assert(sizeof(struct vip_state) == 64, "vip_state layout");
 _Static_assert(__builtin_offsetof(struct vip_state, epoch) == 24, "vip_state layout");
 _Static_assert(__builtin_offsetof(struct vip_state, vip) == 48, "vip_state layout");
+_Static_assert(__builtin_offsetof(struct vip_state, holder_vtep) == 52, "vip_state layout");
 _Static_assert(sizeof(struct vip_config) == 4, "vip_config layout");
-_Static_assert(sizeof(struct holder_write) == 24, "holder_write layout");
+_Static_assert(sizeof(struct holder_write) == 32, "holder_write layout");
 _Static_assert(sizeof(struct member_key) == 8, "member_key layout");
 _Static_assert(sizeof(struct member_info) == 8, "member_info layout");
 _Static_assert(sizeof(struct vrrp_seen) == 24, "vrrp_seen layout");
@@ -210,6 +269,10 @@ _Static_assert(sizeof(struct eip_key) == 4, "eip_key layout");
 _Static_assert(sizeof(struct eip_binding) == 4, "eip_binding layout");
 _Static_assert(sizeof(struct vip_nat) == 12, "vip_nat layout");
 _Static_assert(sizeof(struct uplink_port) == 16, "uplink_port layout");
+_Static_assert(sizeof(struct underlay_port) == 28, "underlay_port layout");
+_Static_assert(sizeof(struct vtep_key) == 4, "vtep_key layout");
+_Static_assert(sizeof(struct vtep_info) == 8, "vtep_info layout");
+_Static_assert(sizeof(struct underlay_probe) == 16, "underlay_probe layout");
 _Static_assert(sizeof(struct vip_counters) == 8 * VIP_CTR__MAX, "vip_counters layout");
 _Static_assert(sizeof(struct havip_event) == 40, "havip_event layout");
 

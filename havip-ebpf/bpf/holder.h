@@ -6,7 +6,8 @@
  * syscalls, and a claim between them would be overwritten. So the agent runs
  * xdp_holder_write through BPF_PROG_TEST_RUN (it is never attached) with a
  * struct holder_write as the frame: a compare-and-swap on the epoch, under
- * the value's spin lock.
+ * the value's spin lock. The holder may be on another host (ifindex 0, its
+ * host's VTEP): how the agent points a VIP at a holder elsewhere.
  */
 #ifndef HAVIP_HOLDER_H
 #define HAVIP_HOLDER_H
@@ -25,11 +26,14 @@ static __noinline int holder_write(const struct holder_write *w)
 	struct vip_state *vs;
 	__u8 mac[ETH_ALEN];
 	__u64 expect, now;
-	__u32 slot, ifindex;
+	__u32 slot, ifindex, vtep;
 	int verdict = XDP_DROP;
 
 	slot = w->slot;
 	ifindex = w->ifindex;
+	vtep = *(__u32 *)w->vtep;
+	if (ifindex && vtep)
+		return XDP_ABORTED; /* here and elsewhere at once */
 	expect = w->expect_epoch;
 	__builtin_memcpy(mac, w->mac, ETH_ALEN);
 	vs = bpf_map_lookup_elem(&vip_state, &slot);
@@ -41,6 +45,7 @@ static __noinline int holder_write(const struct holder_write *w)
 	bpf_spin_lock(&vs->lock);
 	if (vs->epoch == expect) {
 		vs->holder_ifindex = ifindex;
+		*(__u32 *)vs->holder_vtep = vtep;
 		__builtin_memcpy(vs->holder_mac, mac, ETH_ALEN);
 		vs->epoch = expect + 1;
 		vs->since_ns = now;

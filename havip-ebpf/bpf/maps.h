@@ -87,7 +87,26 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } uplink SEC(".maps");
 
-/* Every vNIC and the uplink: where bpf_redirect_map sends frames. */
+/* The host's underlay NIC: VXLAN to and from the other hosts. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct underlay_port);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} underlay SEC(".maps");
+
+/* Every other host's VTEP -> the underlay next hop's MAC. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HAVIP_DEFAULT_MAX_HOSTS);
+	__type(key, struct vtep_key);
+	__type(value, struct vtep_info);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vteps SEC(".maps");
+
+/* Every vNIC, the uplink and the underlay NIC: where bpf_redirect_map
+ * sends frames. */
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
 	__uint(max_entries, HAVIP_DEFAULT_MAX_VNICS);

@@ -138,6 +138,26 @@ pub fn vrrp_v3(vrid: u8, prio: u8, addrs: &[[u8; 4]]) -> Vec<u8> {
     hdr.iter().copied().chain(addrs.iter().flatten().copied()).collect()
 }
 
+/// UDP port of VXLAN (RFC 7348).
+pub const VXLAN_PORT: u16 = 4789;
+
+/// An inner Ethernet frame as VXLAN carries it over the underlay (RFC 7348):
+/// outer Ethernet `src_mac` -> `dst_mac`, IPv4 `src` -> `dst`
+/// ([`Ipv4Fields::DF`]), UDP `sport` -> [`VXLAN_PORT`] with checksum 0,
+/// VXLAN flags I and `vni` (24 bits). 50 bytes more than `inner`.
+pub fn vxlan(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    vni: u32,
+    inner: &[u8],
+) -> Vec<u8> {
+    let vx = [&[0x08, 0, 0, 0][..], &(vni << 8).to_be_bytes(), inner].concat();
+    ipv4(src_mac, dst_mac, src, dst, IPPROTO_UDP, &udp(sport, VXLAN_PORT, &vx))
+}
+
 /// The IPv4 pseudo-header the TCP and UDP checksums cover.
 pub fn pseudo_header(src: [u8; 4], dst: [u8; 4], proto: u8, len: usize) -> Vec<u8> {
     [&src[..], &dst, &[0, proto], &(len as u16).to_be_bytes()].concat()
@@ -249,6 +269,16 @@ mod tests {
             let seg = with_l4_checksum(VIP, [1, 2, 3, 4], proto, seg);
             assert_eq!(fold(l4_sum(VIP, [1, 2, 3, 4], proto, &seg)), 0, "protocol {proto}");
         }
+    }
+
+    #[test]
+    fn vxlan_puts_flags_and_vni_after_udp_to_4789() {
+        let inner = garp(MAC, VIP);
+        let f = vxlan(MAC, BROADCAST, [198, 18, 0, 2], [198, 18, 0, 1], 50000, 1001, &inner);
+        assert_eq!(f.len(), inner.len() + 50);
+        assert_eq!((f[23], &f[36..38], &f[40..42]), (IPPROTO_UDP, &[0x12, 0xb5][..], &[0, 0][..]));
+        assert_eq!(f[42..50], [0x08, 0, 0, 0, 0, 0x03, 0xe9, 0]);
+        assert_eq!(f[50..], inner);
     }
 
     #[test]

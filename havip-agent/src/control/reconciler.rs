@@ -305,7 +305,7 @@ impl Reconciler {
                 (VipKey::from(h.vip), VipConfig { flags })
             })
             .collect();
-        MapTarget { ports, vips, configs, eips, uplink: None }
+        MapTarget { ports, vips, configs, eips, ..MapTarget::default() }
     }
 }
 

@@ -45,7 +45,7 @@ use super::{
 };
 use crate::{
     clock::monotonic_ns,
-    datapath::maps::Maps,
+    datapath::maps::{HolderTarget, Maps},
     host::{arp::ArpSender, links::Links},
     store::Store,
     sync::lock,
@@ -505,7 +505,8 @@ fn repoint(
 ) -> Result<bool> {
     let Some(m) = ctx.member(to) else { return Ok(false) };
     let st = maps.vip_state(ctx.slot)?;
-    if !maps.write_holder(ctx.slot, st.epoch, m.ifindex, m.guest_mac)? {
+    let target = HolderTarget::Local { ifindex: m.ifindex, mac: m.guest_mac };
+    if !maps.write_holder(ctx.slot, st.epoch, target)? {
         return Ok(false);
     }
     t.seen = Some((m.ifindex, st.epoch + 1));

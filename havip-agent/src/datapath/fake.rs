@@ -8,11 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Context, Result};
 use havip_common::{
-    EipBinding, EipKey, GlobalCounter, MemberInfo, MemberKey, UplinkPort, VipConfig, VipCounters, VipKey,
-    VipNat, VipRef, VipState, VrrpSeen,
+    EipBinding, EipKey, GlobalCounter, MemberInfo, MemberKey, UnderlayPort, UplinkPort, VipConfig,
+    VipCounters, VipKey, VipNat, VipRef, VipState, VrrpSeen, VtepInfo, VtepKey,
 };
 
-use super::maps::{table_accessors, Maps, Table};
+use super::maps::{table_accessors, HolderTarget, Maps, Table};
 
 impl<K: Ord + Copy + Send + std::fmt::Debug, V: Copy + Send> Table<K, V> for BTreeMap<K, V> {
     fn entries(&self) -> Result<BTreeMap<K, V>> {
@@ -67,6 +67,10 @@ pub struct FakeMaps {
     pub vip_nat: BTreeMap<VipKey, VipNat>,
     /// `uplink[0]`: the uplink port; all zero when there is none.
     pub uplink: UplinkPort,
+    /// `underlay[0]`: the underlay port; all zero when there is none.
+    pub underlay: UnderlayPort,
+    /// `vteps`: another host's VTEP -> the underlay next hop's MAC.
+    pub vteps: BTreeMap<VtepKey, VtepInfo>,
     /// The array maps' size (`dataplane.max_vips`).
     pub max_vips: u32,
 }
@@ -119,12 +123,13 @@ impl Maps for FakeMaps {
         Ok(())
     }
 
-    fn write_holder(&mut self, slot: u32, expect_epoch: u64, ifindex: u32, mac: [u8; 6]) -> Result<bool> {
+    fn write_holder(&mut self, slot: u32, expect_epoch: u64, target: HolderTarget) -> Result<bool> {
         let mut st = self.vip_state(slot)?;
         if st.epoch != expect_epoch {
             return Ok(false);
         }
-        (st.holder_ifindex, st.holder_mac, st.epoch) = (ifindex, mac, expect_epoch + 1);
+        let (ifindex, vtep, mac) = target.fields();
+        (st.holder_ifindex, st.holder_vtep, st.holder_mac, st.epoch) = (ifindex, vtep, mac, expect_epoch + 1);
         self.set_vip_state(slot, st)?;
         Ok(true)
     }
@@ -146,6 +151,15 @@ impl Maps for FakeMaps {
 
     fn set_uplink(&mut self, port: UplinkPort) -> Result<()> {
         self.uplink = port;
+        Ok(())
+    }
+
+    fn underlay(&self) -> Result<UnderlayPort> {
+        Ok(self.underlay)
+    }
+
+    fn set_underlay(&mut self, port: UnderlayPort) -> Result<()> {
+        self.underlay = port;
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! The XDP data plane: load the embedded object, reuse or create the pinned
-//! maps under a versioned directory, and attach `xdp_vnic` to vNICs through
+//! maps under a versioned directory, and attach `xdp_vnic` to vNICs (and
+//! `xdp_uplink`, `xdp_underlay` to the uplink and underlay NICs) through
 //! pinned links, so the programs outlive the agent and a restart swaps the
 //! program in place without dropping a packet.
 
@@ -20,9 +21,9 @@ use aya::{
 };
 use aya_obj::programs::XdpAttachType;
 use havip_common::{
-    maps, EipBinding, EipKey, GlobalCounter, MemberInfo, MemberKey, UplinkPort, VipConfig, VipCounters,
-    VipKey, VipNat, VipRef, VipState, VrrpSeen, ABI_VERSION, EVENTS_BYTES, PROG_HOLDER_WRITE, PROG_UPLINK,
-    PROG_VNIC,
+    maps, EipBinding, EipKey, GlobalCounter, MemberInfo, MemberKey, UnderlayPort, UplinkPort, VipConfig,
+    VipCounters, VipKey, VipNat, VipRef, VipState, VrrpSeen, VtepInfo, VtepKey, ABI_VERSION,
+    DEFAULT_MAX_HOSTS, EVENTS_BYTES, PROG_HOLDER_WRITE, PROG_UNDERLAY, PROG_UPLINK, PROG_VNIC,
 };
 use havip_model::Capacity;
 use tracing::{info, warn};
@@ -61,6 +62,11 @@ fn uplink_dir(dir: &Path) -> PathBuf {
     dir.join("links-uplink")
 }
 
+/// The underlay NIC's link, apart from the others and from the `underlay` map.
+fn underlay_dir(dir: &Path) -> PathBuf {
+    dir.join("links-underlay")
+}
+
 struct MapSpec {
     name: &'static str,
     ty: MapType,
@@ -71,7 +77,7 @@ struct MapSpec {
 
 /// What every pinned map must look like for this build (aya, unlike libbpf,
 /// reuses a pinned map without checking it).
-fn expected_maps(cap: Capacity) -> [MapSpec; 12] {
+fn expected_maps(cap: Capacity) -> [MapSpec; 14] {
     // struct bpf_devmap_val: egress ifindex + optional program fd/id.
     let devmap_val = 8;
     [
@@ -153,6 +159,20 @@ fn expected_maps(cap: Capacity) -> [MapSpec; 12] {
             value: size_of::<UplinkPort>(),
             max_entries: 1,
         },
+        MapSpec {
+            name: maps::UNDERLAY,
+            ty: MapType::Array,
+            key: 4,
+            value: size_of::<UnderlayPort>(),
+            max_entries: 1,
+        },
+        MapSpec {
+            name: maps::VTEPS,
+            ty: MapType::Hash,
+            key: size_of::<VtepKey>(),
+            value: size_of::<VtepInfo>(),
+            max_entries: DEFAULT_MAX_HOSTS,
+        },
     ]
 }
 
@@ -204,7 +224,7 @@ impl Dataplane {
             .map_max_entries(maps::TX_PORTS, cap.max_vnics)
             .load(havip_ebpf::HAVIP_OBJ)
             .context("loading the havip XDP object")?;
-        for name in [PROG_VNIC, PROG_UPLINK, PROG_HOLDER_WRITE] {
+        for name in [PROG_VNIC, PROG_UPLINK, PROG_UNDERLAY, PROG_HOLDER_WRITE] {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .with_context(|| format!("the object has no {name} program"))?
@@ -234,6 +254,11 @@ impl Dataplane {
         self.named_program(PROG_UPLINK)
     }
 
+    /// The loaded `xdp_underlay`.
+    pub fn underlay_program(&mut self) -> Result<&mut Xdp> {
+        self.named_program(PROG_UNDERLAY)
+    }
+
     /// Attaches `xdp_vnic` to the vNIC `ifname`, swapping the program into
     /// its pinned link if one exists (hitless), else attaching anew and
     /// pinning the link.
@@ -244,13 +269,25 @@ impl Dataplane {
     /// Attaches `xdp_uplink` to the host's uplink NIC, the same way. Its link
     /// is pinned apart from the vNICs' (`links-uplink/`).
     pub fn attach_uplink(&mut self, ifname: &str) -> Result<Attach> {
-        let dir = uplink_dir(&self.dir);
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        for stale in list_names(&dir)?.iter().filter(|n| n.as_str() != ifname) {
+        self.attach_single(PROG_UPLINK, &uplink_dir(&self.dir), ifname)
+    }
+
+    /// Attaches `xdp_underlay` to the host's underlay NIC, the same way as
+    /// the uplink (`links-underlay/`): VXLAN from the other hosts and
+    /// underlay probes are handled there.
+    pub fn attach_underlay(&mut self, ifname: &str) -> Result<Attach> {
+        self.attach_single(PROG_UNDERLAY, &underlay_dir(&self.dir), ifname)
+    }
+
+    /// Attaches `prog_name` to the one interface `ifname` whose link is
+    /// pinned in `dir`, detaching it from any other interface pinned there.
+    fn attach_single(&mut self, prog_name: &str, dir: &Path, ifname: &str) -> Result<Attach> {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for stale in list_names(dir)?.iter().filter(|n| n.as_str() != ifname) {
             unpin_link(&dir.join(stale))?;
-            info!(uplink = %stale, "detached: no longer the uplink");
+            info!(interface = %stale, program = prog_name, "detached: no longer its interface");
         }
-        self.attach_program(PROG_UPLINK, &dir.join(ifname), ifname)
+        self.attach_program(prog_name, &dir.join(ifname), ifname)
     }
 
     fn attach_program(&mut self, prog_name: &str, pin: &Path, ifname: &str) -> Result<Attach> {
@@ -325,6 +362,8 @@ impl Dataplane {
             eips: take(maps::EIPS)?.try_into()?,
             vip_nat: take(maps::VIP_NAT)?.try_into()?,
             uplink: take(maps::UPLINK)?.try_into()?,
+            underlay: take(maps::UNDERLAY)?.try_into()?,
+            vteps: take(maps::VTEPS)?.try_into()?,
             holder_write,
         })
     }
@@ -369,7 +408,7 @@ pub fn teardown_with(pin_root: &Path, force: bool) -> Result<()> {
         }
         Err(e) => return Err(e.context("refusing to tear down (--force to do it anyway)")),
     };
-    for links in [links_dir(&dir), uplink_dir(&dir)] {
+    for links in [links_dir(&dir), uplink_dir(&dir), underlay_dir(&dir)] {
         if !links.exists() {
             continue;
         }

@@ -6,7 +6,10 @@
 //! Keys and values are the ABI types of `havip_common` (mirrored from
 //! `havip-ebpf/bpf/havip_abi.h`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
 
 use anyhow::{bail, Context, Result};
 use aya::{
@@ -15,13 +18,55 @@ use aya::{
     Pod,
 };
 use havip_common::{
-    EipBinding, EipKey, GlobalCounter, HolderWrite, MemberInfo, MemberKey, UplinkPort, VipConfig, VipCounter,
-    VipCounters, VipKey, VipNat, VipRef, VipState, VrrpSeen, PROG_HOLDER_WRITE,
+    EipBinding, EipKey, GlobalCounter, HolderWrite, MemberInfo, MemberKey, UnderlayPort, UplinkPort,
+    VipConfig, VipCounter, VipCounters, VipKey, VipNat, VipRef, VipState, VrrpSeen, VtepInfo, VtepKey,
+    PROG_HOLDER_WRITE,
 };
 
 /// `xdp_action` verdicts `xdp_holder_write` answers with.
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+
+/// Who holds a VIP, as [`Maps::write_holder`] writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HolderTarget {
+    /// No holder: traffic to the VIP is dropped (and counted).
+    None,
+    /// A holder on this host: its vNIC's ifindex and its guest MAC.
+    Local {
+        /// The holder's vNIC ifindex (host side), non-zero.
+        ifindex: u32,
+        /// The holder's guest MAC (or the VRRP virtual MAC it claimed from).
+        mac: [u8; 6],
+    },
+    /// A holder on another host: that host's VTEP (underlay address) and the holder's MAC.
+    Remote {
+        /// The VTEP of the holder's host, non-zero.
+        vtep: Ipv4Addr,
+        /// The holder's guest MAC: the inner destination of encapsulated frames.
+        mac: [u8; 6],
+    },
+}
+
+impl HolderTarget {
+    /// The holder a `vip_state` entry names.
+    pub fn of(state: &VipState) -> Self {
+        match (state.holder_ifindex, state.remote_holder()) {
+            (0, Some(vtep)) => Self::Remote { vtep, mac: state.holder_mac },
+            (0, None) => Self::None,
+            (ifindex, _) => Self::Local { ifindex, mac: state.holder_mac },
+        }
+    }
+
+    /// `(ifindex, vtep, mac)` as `vip_state` and `holder_write` hold them.
+    pub fn fields(self) -> (u32, [u8; 4], [u8; 6]) {
+        match self {
+            Self::None => (0, [0; 4], [0; 6]),
+            Self::Local { ifindex, mac } => (ifindex, [0; 4], mac),
+            Self::Remote { vtep, mac } => (0, vtep.octets(), mac),
+        }
+    }
+}
 
 /// One hash map of the data plane: key -> value.
 pub trait Table<K, V>: Send {
@@ -53,6 +98,8 @@ pub trait Maps: Send {
     fn vip_nat(&mut self) -> &mut dyn Table<VipKey, VipNat>;
     /// `vrrp`: (VIP, member vNIC) -> the last VRRP advert it sent for the VIP.
     fn vrrp(&mut self) -> &mut dyn Table<MemberKey, VrrpSeen>;
+    /// `vteps`: another host's VTEP -> the underlay next hop's MAC towards it.
+    fn vteps(&mut self) -> &mut dyn Table<VtepKey, VtepInfo>;
 
     /// `tx_ports`: the ifindexes redirects may go to.
     fn tx_ports(&self) -> Result<BTreeSet<u32>>;
@@ -66,11 +113,11 @@ pub trait Maps: Send {
     /// Writes `vip_state[slot]` under its lock.
     fn set_vip_state(&mut self, slot: u32, state: VipState) -> Result<()>;
 
-    /// Sets the holder of `slot` to (`ifindex`, `mac`) — ifindex 0: none —
-    /// if its epoch is still `expect_epoch`, atomically with the kernel's
-    /// claims; the epoch then grows by one. `Ok(false)`: the epoch had moved
-    /// (a claim came first) and nothing was written.
-    fn write_holder(&mut self, slot: u32, expect_epoch: u64, ifindex: u32, mac: [u8; 6]) -> Result<bool>;
+    /// Sets the holder of `slot` to `target` (local, on another host, or
+    /// none) if its epoch is still `expect_epoch`, atomically with the
+    /// kernel's claims; the epoch then grows by one. `Ok(false)`: the epoch
+    /// had moved (a claim came first) and nothing was written.
+    fn write_holder(&mut self, slot: u32, expect_epoch: u64, target: HolderTarget) -> Result<bool>;
 
     /// `vip_config[slot]`: the HAVIP's settings the kernel applies.
     fn vip_config(&self, slot: u32) -> Result<VipConfig>;
@@ -81,6 +128,11 @@ pub trait Maps: Send {
     fn uplink(&self) -> Result<UplinkPort>;
     /// Writes `uplink[0]` (all zero: no uplink).
     fn set_uplink(&mut self, port: UplinkPort) -> Result<()>;
+
+    /// `underlay[0]`: the underlay port, all zero when there is none (one host).
+    fn underlay(&self) -> Result<UnderlayPort>;
+    /// Writes `underlay[0]` (all zero: no underlay).
+    fn set_underlay(&mut self, port: UnderlayPort) -> Result<()>;
 
     /// Zeroes `vip_stats[slot]` on every CPU (a slot given to a new VIP).
     fn reset_vip_counters(&mut self, slot: u32) -> Result<()>;
@@ -122,6 +174,10 @@ macro_rules! table_accessors {
 
         fn vrrp(&mut self) -> &mut dyn Table<MemberKey, VrrpSeen> {
             &mut self.vrrp
+        }
+
+        fn vteps(&mut self) -> &mut dyn Table<VtepKey, VtepInfo> {
+            &mut self.vteps
         }
     };
 }
@@ -168,6 +224,10 @@ pub struct KernelMaps {
     pub vip_nat: HashMap<MapData, VipKey, VipNat>,
     /// `uplink`: one-entry array, the uplink port (ifindex 0: none).
     pub uplink: Array<MapData, UplinkPort>,
+    /// `underlay`: one-entry array, the underlay port (ifindex 0: none).
+    pub underlay: Array<MapData, UnderlayPort>,
+    /// `vteps`: another host's VTEP -> the underlay next hop's MAC.
+    pub vteps: HashMap<MapData, VtepKey, VtepInfo>,
     /// `xdp_holder_write`, run through BPF_PROG_TEST_RUN (`holder.h`).
     pub holder_write: Xdp,
 }
@@ -226,8 +286,10 @@ impl Maps for KernelMaps {
             .with_context(|| format!("writing vip_state[{slot}] (is dataplane.max_vips large enough?)"))
     }
 
-    fn write_holder(&mut self, slot: u32, expect_epoch: u64, ifindex: u32, mac: [u8; 6]) -> Result<bool> {
-        let request = HolderWrite { slot, ifindex, expect_epoch, mac, _pad: [0; 2] }.to_bytes();
+    fn write_holder(&mut self, slot: u32, expect_epoch: u64, target: HolderTarget) -> Result<bool> {
+        let (ifindex, vtep, mac) = target.fields();
+        let request =
+            HolderWrite { slot, ifindex, expect_epoch, mac, _pad: [0; 2], vtep, _pad2: [0; 4] }.to_bytes();
         let run = self
             .holder_write
             .test_run(TestRunOptions { data_in: Some(&request), ..TestRunOptions::default() })
@@ -253,6 +315,14 @@ impl Maps for KernelMaps {
 
     fn set_uplink(&mut self, port: UplinkPort) -> Result<()> {
         self.uplink.set(0, port, 0).context("setting uplink")
+    }
+
+    fn underlay(&self) -> Result<UnderlayPort> {
+        self.underlay.get(&0, 0).context("reading underlay")
+    }
+
+    fn set_underlay(&mut self, port: UnderlayPort) -> Result<()> {
+        self.underlay.set(0, port, 0).context("setting underlay")
     }
 
     fn reset_vip_counters(&mut self, slot: u32) -> Result<()> {

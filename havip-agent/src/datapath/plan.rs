@@ -3,7 +3,9 @@
 //! with a [`MapTarget`] and lists the [`Op`]s that close the gap, [`apply`]
 //! carries them out. [`reconcile`] is the three in a row: idempotent, safe at
 //! start, after a crash and on every change. It never resets a holder the
-//! kernel learned, unless that holder is no longer a member.
+//! kernel learned, unless that holder is no longer a member; a holder on
+//! another host (written by the control plane, `holder_ifindex` 0) is never
+//! touched here at all.
 //!
 //! Order matters for traffic that stays: additions go first and removals
 //! last, a new VIP's state before its address, so the kernel never finds a
@@ -17,13 +19,13 @@ use std::{
 
 use anyhow::{Context, Result};
 use havip_common::{
-    vmac, EipBinding, EipKey, MemberInfo, MemberKey, UplinkPort, VipConfig, VipKey, VipNat, VipRef, VipState,
-    VIP_F_VRRP_VMAC,
+    vmac, EipBinding, EipKey, MemberInfo, MemberKey, UnderlayPort, UplinkPort, VipConfig, VipKey, VipNat,
+    VipRef, VipState, VtepInfo, VtepKey, VIP_F_VRRP_VMAC,
 };
 use havip_model::Subnet;
 use tracing::info;
 
-use super::maps::Maps;
+use super::maps::{HolderTarget, Maps};
 
 /// What the maps should hold, in this host's terms (ifindexes).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -38,6 +40,48 @@ pub struct MapTarget {
     pub eips: BTreeMap<VipKey, EipNat>,
     /// The host's uplink, once attached and its next hop resolved.
     pub uplink: Option<Uplink>,
+    /// The host's underlay NIC (VXLAN to other hosts), once known; `None`: one host.
+    pub underlay: Option<UnderlayTarget>,
+    /// Every other host's VTEP -> the MAC of the underlay next hop towards it (resolved).
+    pub vteps: BTreeMap<Ipv4Addr, [u8; 6]>,
+}
+
+/// The underlay NIC and the VXLAN settings of the VPC, in host terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnderlayTarget {
+    /// The underlay NIC's ifindex.
+    pub ifindex: u32,
+    /// The underlay NIC's own MAC (outer Ethernet source).
+    pub mac: [u8; 6],
+    /// The underlay NIC's MTU, bytes.
+    pub mtu: u16,
+    /// This host's VTEP: the underlay NIC's IPv4 address.
+    pub addr: Ipv4Addr,
+    /// The VPC's VNI (24 bits).
+    pub vni: u32,
+    /// UDP port of VXLAN (host order; 4789 by default).
+    pub vxlan_port: u16,
+    /// UDP port of underlay probes (host order; 4790 by default).
+    pub probe_port: u16,
+    /// The gateway host's VTEP when the uplink is on another host; `None` when it is here (or
+    /// there is no EIP path).
+    pub gateway_vtep: Option<Ipv4Addr>,
+}
+
+impl UnderlayTarget {
+    /// The `underlay[0]` entry (ports in network order).
+    pub fn port(&self) -> UnderlayPort {
+        UnderlayPort {
+            ifindex: self.ifindex,
+            mac: self.mac,
+            mtu: self.mtu,
+            addr: self.addr.octets(),
+            vni: self.vni & 0x00ff_ffff,
+            vxlan_port: self.vxlan_port.to_be(),
+            probe_port: self.probe_port.to_be(),
+            gateway_vtep: self.gateway_vtep.map_or([0; 4], |g| g.octets()),
+        }
+    }
 }
 
 /// An EIP bound to a HAVIP, and the VPC subnet traffic must leave to be NATed.
@@ -67,7 +111,7 @@ pub struct Current {
     pub ports: BTreeSet<u32>,
     /// `vips`: VIP -> its slot.
     pub vips: BTreeMap<VipKey, VipRef>,
-    /// Slot -> its holder (ifindex, MAC), for slots that have one.
+    /// Slot -> its holder (ifindex, MAC), for slots whose holder is on this host.
     pub holders: BTreeMap<u32, (u32, [u8; 6])>,
     /// Slot -> its settings, for slots that have any.
     pub configs: BTreeMap<u32, VipConfig>,
@@ -81,6 +125,10 @@ pub struct Current {
     pub vip_nat: BTreeMap<VipKey, VipNat>,
     /// `uplink[0]`: all zero when there is none.
     pub uplink: UplinkPort,
+    /// `underlay[0]`: all zero when there is none.
+    pub underlay: UnderlayPort,
+    /// `vteps`: another host's VTEP -> the underlay next hop's MAC.
+    pub vteps: BTreeMap<VtepKey, VtepInfo>,
 }
 
 impl Current {
@@ -108,6 +156,8 @@ impl Current {
             eips: maps.eips().entries().context("listing eips")?,
             vip_nat: maps.vip_nat().entries().context("listing vip_nat")?,
             uplink: maps.uplink()?,
+            underlay: maps.underlay()?,
+            vteps: maps.vteps().entries().context("listing vteps")?,
         })
     }
 }
@@ -115,7 +165,7 @@ impl Current {
 /// One change to the maps, in the order [`plan`] lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    /// Adds an ifindex (a vNIC's or the uplink's) to `tx_ports`.
+    /// Adds an ifindex (a vNIC's, the uplink's or the underlay's) to `tx_ports`.
     AddPort(u32),
     /// A new VIP at a free slot: counters zeroed, state written (virtual MAC
     /// of the slot, no holder), then the address added.
@@ -140,8 +190,12 @@ pub enum Op {
     SetVipNat(VipKey, VipNat),
     /// Adds or updates an EIP's binding to a VIP (DNAT on the way in).
     SetEip(EipKey, EipBinding),
+    /// Adds or updates another host's VTEP and its next hop's MAC.
+    SetVtep(VtepKey, VtepInfo),
     /// Writes `uplink[0]` (all zero: no uplink).
     SetUplink(UplinkPort),
+    /// Writes `underlay[0]` (all zero: no underlay).
+    SetUnderlay(UnderlayPort),
     /// Removes a membership: that vNIC may no longer claim the VIP.
     RemoveMember(MemberKey),
     /// Removes an EIP's binding (no more DNAT).
@@ -150,6 +204,8 @@ pub enum Op {
     RemoveVipNat(VipKey),
     /// The VRRP record of a membership that is no more.
     RemoveVrrp(MemberKey),
+    /// A host that is no more (or whose next hop is unknown): its VTEP goes.
+    RemoveVtep(VtepKey),
     /// The slot's holder is no longer a member: cleared (the epoch grows), if
     /// it is still this holder when applied.
     ClearHolder {
@@ -169,7 +225,7 @@ pub enum Op {
         /// The slot it frees.
         slot: u32,
     },
-    /// Removes an ifindex (a vNIC's or the uplink's) from `tx_ports`.
+    /// Removes an ifindex (a vNIC's, the uplink's or the underlay's) from `tx_ports`.
     RemovePort(u32),
 }
 
@@ -184,6 +240,7 @@ pub fn plan(target: &MapTarget, current: &Current) -> Vec<Op> {
 
     let mut want_ports = target.ports.clone();
     want_ports.extend(target.uplink.map(|u| u.ifindex));
+    want_ports.extend(target.underlay.map(|u| u.ifindex));
     ops.extend(want_ports.difference(&current.ports).map(|&p| Op::AddPort(p)));
 
     let used_slots: BTreeSet<u32> = current.vips.values().map(|r| r.slot).collect();
@@ -221,14 +278,25 @@ pub fn plan(target: &MapTarget, current: &Current) -> Vec<Op> {
         mac: u.mac,
         next_hop_mac: u.next_hop_mac,
     });
+    let want_vteps: BTreeMap<VtepKey, VtepInfo> = target
+        .vteps
+        .iter()
+        .map(|(ip, mac)| (VtepKey::from(*ip), VtepInfo { next_hop_mac: *mac, _pad: [0; 2] }))
+        .collect();
+    ops.extend(changed(&want_vteps, &current.vteps).map(|(k, v)| Op::SetVtep(k, v)));
     if want_uplink != current.uplink {
         ops.push(Op::SetUplink(want_uplink));
+    }
+    let want_underlay = target.underlay.map_or_else(UnderlayPort::default, |u| u.port());
+    if want_underlay != current.underlay {
+        ops.push(Op::SetUnderlay(want_underlay));
     }
 
     ops.extend(extra(&current.members, &want_members).map(Op::RemoveMember));
     ops.extend(extra(&current.eips, &want_eips).map(Op::RemoveEip));
     ops.extend(extra(&current.vip_nat, &want_nat).map(Op::RemoveVipNat));
     ops.extend(current.vrrp.iter().filter(|k| !want_members.contains_key(k)).map(|&k| Op::RemoveVrrp(k)));
+    ops.extend(extra(&current.vteps, &want_vteps).map(Op::RemoveVtep));
     // After the memberships went: a cleared holder cannot claim again.
     for (key, members) in &target.vips {
         let slot = slots[key];
@@ -329,7 +397,9 @@ pub fn apply(maps: &mut dyn Maps, ops: &[Op]) -> Result<ApplyReport> {
             Op::SetMember(k, v) => maps.members().set(k, v).context("members")?,
             Op::SetVipNat(k, v) => maps.vip_nat().set(k, v).context("vip_nat")?,
             Op::SetEip(k, v) => maps.eips().set(k, v).context("eips")?,
+            Op::SetVtep(k, v) => maps.vteps().set(k, v).context("vteps")?,
             Op::SetUplink(port) => maps.set_uplink(port)?,
+            Op::SetUnderlay(port) => maps.set_underlay(port)?,
             Op::ClearHolder { vip, slot, ifindex, mac } => {
                 done.holders_cleared += clear_holder(maps, vip, slot, ifindex, mac)? as usize;
             }
@@ -338,6 +408,7 @@ pub fn apply(maps: &mut dyn Maps, ops: &[Op]) -> Result<ApplyReport> {
             Op::RemoveVipNat(k) => maps.vip_nat().remove(&k).context("vip_nat")?,
             // The kernel may have dropped it meanwhile (never: it only adds).
             Op::RemoveVrrp(k) => maps.vrrp().remove(&k).context("vrrp")?,
+            Op::RemoveVtep(k) => maps.vteps().remove(&k).context("vteps")?,
             Op::RemoveVip { vip, slot } => {
                 maps.vips().remove(&vip).with_context(|| format!("removing VIP {}", vip.ip()))?;
                 maps.set_vip_state(slot, VipState::default())
@@ -364,7 +435,7 @@ fn clear_holder(maps: &mut dyn Maps, vip: VipKey, slot: u32, ifindex: u32, mac: 
             return Ok(false);
         }
         if maps
-            .write_holder(slot, state.epoch, 0, [0; 6])
+            .write_holder(slot, state.epoch, HolderTarget::None)
             .with_context(|| format!("clearing the holder of {}", vip.ip()))?
         {
             info!(vip = %vip.ip(), epoch = state.epoch + 1, "holder cleared: no longer a member");
@@ -624,5 +695,92 @@ mod tests {
         let subnet: Subnet = "198.18.1.0/24".parse().unwrap();
         t.eips.insert(vip(99), EipNat { eip: "203.0.113.10".parse().unwrap(), subnet });
         assert_eq!(plan(&t, &current(&[(vip(50), 0)])), []);
+    }
+
+    fn underlay(ifindex: u32, gateway: Option<Ipv4Addr>) -> UnderlayTarget {
+        UnderlayTarget {
+            ifindex,
+            mac: [2, 0, 0, 0, 0, 0x11],
+            mtu: 1550,
+            addr: Ipv4Addr::new(198, 18, 0, 1),
+            vni: 1001,
+            vxlan_port: 4789,
+            probe_port: 4790,
+            gateway_vtep: gateway,
+        }
+    }
+
+    #[test]
+    fn the_underlay_and_the_vteps_are_written_and_follow_the_target() {
+        let (hv2, hv3) = (Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 3));
+        let (mac2, mac3) = ([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 3]);
+        let vtep = |ip: Ipv4Addr, mac| (VtepKey::from(ip), VtepInfo { next_hop_mac: mac, _pad: [0; 2] });
+        let mut maps = FakeMaps::new(4);
+        let mut t = target(&[]);
+        t.underlay = Some(underlay(11, Some(hv3)));
+        t.vteps = BTreeMap::from([(hv2, mac2), (hv3, mac3)]);
+        let port = UnderlayPort {
+            ifindex: 11,
+            mac: [2, 0, 0, 0, 0, 0x11],
+            mtu: 1550,
+            addr: [198, 18, 0, 1],
+            vni: 1001,
+            vxlan_port: 4789u16.to_be(),
+            probe_port: 4790u16.to_be(),
+            gateway_vtep: [198, 18, 0, 3],
+        };
+        let (k2, v2) = vtep(hv2, mac2);
+        let (k3, v3) = vtep(hv3, mac3);
+        assert_eq!(
+            plan(&t, &Current::read(&mut maps).unwrap()),
+            [
+                Op::AddPort(7),
+                Op::AddPort(8),
+                Op::AddPort(11),
+                Op::SetVtep(k2, v2),
+                Op::SetVtep(k3, v3),
+                Op::SetUnderlay(port),
+            ],
+            "the underlay NIC is a redirect target; ports in network order"
+        );
+        reconcile(&mut maps, &t).unwrap();
+        assert_eq!(maps.underlay().unwrap(), port);
+        assert_eq!(plan(&t, &Current::read(&mut maps).unwrap()), [], "idempotent");
+
+        // hv2 re-resolved to another MAC, hv3 gone, the underlay gone (one host again).
+        let mac2b = [2, 0, 0, 0, 0, 0x22];
+        t.vteps = BTreeMap::from([(hv2, mac2b)]);
+        t.underlay = None;
+        let (_, v2b) = vtep(hv2, mac2b);
+        let ops = plan(&t, &Current::read(&mut maps).unwrap());
+        assert_eq!(
+            ops,
+            [Op::SetVtep(k2, v2b), Op::SetUnderlay(UnderlayPort::default()), Op::RemoveVtep(k3), Op::RemovePort(11)]
+        );
+        apply(&mut maps, &ops).unwrap();
+        assert_eq!(maps.vteps.keys().copied().collect::<Vec<_>>(), [k2]);
+        assert_eq!(maps.tx_ports, BTreeSet::from([7, 8]));
+    }
+
+    #[test]
+    fn a_remote_holder_is_never_cleared_by_the_plan() {
+        let v = vip(50);
+        let mut maps = FakeMaps::new(4);
+        let mut t = target(&[v]);
+        t.vips.insert(v, BTreeMap::from([(7, MAC_A)]));
+        t.underlay = Some(underlay(11, None));
+        reconcile(&mut maps, &t).unwrap();
+        let slot = maps.vip_slot(&v).unwrap();
+        let remote = HolderTarget::Remote { vtep: Ipv4Addr::new(198, 18, 0, 2), mac: MAC_B };
+        assert!(maps.write_holder(slot, 0, remote).unwrap());
+        let held = maps.vip_state(slot).unwrap();
+
+        // MAC_B is no member here at all (it is a member on hv2); then the
+        // membership here goes too: still the control plane's holder.
+        assert_eq!(plan(&t, &Current::read(&mut maps).unwrap()), []);
+        t.vips.insert(v, BTreeMap::new());
+        reconcile(&mut maps, &t).unwrap();
+        assert_eq!(maps.vip_state(slot).unwrap(), held);
+        assert_eq!(HolderTarget::of(&held), remote);
     }
 }

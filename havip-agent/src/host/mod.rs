@@ -1,5 +1,6 @@
 //! This host's network, as the agent sees it through rtnetlink: links and
 //! whether they are up ([`links`]), the uplink's next hop ([`uplink`]),
+//! the underlay NIC and its next hops to other hosts ([`underlay`]),
 //! what a veth vNIC's peer can take ([`vethpeer`]), and entering the
 //! namespace that holds the vNICs ([`netns`]), asking a guest whether it has
 //! an address ([`arp`]). Nothing here knows about HAVIPs or the store.
@@ -7,5 +8,6 @@
 pub mod arp;
 pub mod links;
 pub mod netns;
+pub mod underlay;
 pub mod uplink;
 pub mod vethpeer;

@@ -30,7 +30,9 @@ pub struct UplinkSpec {
     pub next_hop: Ipv4Addr,
 }
 
-async fn link(handle: &Handle, name: &str) -> Result<Option<(u32, [u8; 6])>> {
+/// The link named `name`: its ifindex, MAC and MTU (bytes); `None` if there
+/// is no such link (or it has no Ethernet address).
+pub(crate) async fn link_facts(handle: &Handle, name: &str) -> Result<Option<(u32, [u8; 6], u32)>> {
     let found = handle.link().get().match_name(name.to_string()).execute().try_next().await;
     let msg = match found {
         Ok(Some(msg)) => msg,
@@ -38,11 +40,15 @@ async fn link(handle: &Handle, name: &str) -> Result<Option<(u32, [u8; 6])>> {
         Ok(None) | Err(rtnetlink::Error::NetlinkError(_)) => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("looking up link {name}")),
     };
-    let mac = msg.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Address(m) => <[u8; 6]>::try_from(m.as_slice()).ok(),
-        _ => None,
-    });
-    Ok(mac.map(|mac| (msg.header.index, mac)))
+    let (mut mac, mut mtu) = (None, 0);
+    for a in &msg.attributes {
+        match a {
+            LinkAttribute::Address(m) => mac = <[u8; 6]>::try_from(m.as_slice()).ok(),
+            LinkAttribute::Mtu(m) => mtu = *m,
+            _ => {}
+        }
+    }
+    Ok(mac.map(|mac| (msg.header.index, mac, mtu)))
 }
 
 /// The next hop's MAC if the kernel holds a usable entry for it.
@@ -71,7 +77,8 @@ fn usable_mac(msg: &NeighbourMessage, ifindex: u32, ip: Ipv4Addr) -> Option<[u8;
     (dst == Some(ip)).then_some(mac).flatten()
 }
 
-async fn neighbour(handle: &Handle, ifindex: u32, ip: Ipv4Addr) -> Result<Option<[u8; 6]>> {
+/// The MAC of `ip` on `ifindex` if the neighbour table holds a usable entry.
+pub(crate) async fn neighbour(handle: &Handle, ifindex: u32, ip: Ipv4Addr) -> Result<Option<[u8; 6]>> {
     let mut dump = handle.neighbours().get().set_address_family(AddressFamily::Inet).execute();
     while let Some(msg) = dump.try_next().await.context("dumping the neighbour table")? {
         if let Some(mac) = usable_mac(&msg, ifindex, ip) {
@@ -84,7 +91,7 @@ async fn neighbour(handle: &Handle, ifindex: u32, ip: Ipv4Addr) -> Result<Option
 /// Asks the kernel to (re)resolve `ip` on `ifindex` (NTF_USE): it sends the
 /// ARP request itself, as it would for routed traffic, and keeps the entry
 /// fresh while we keep using it.
-async fn nudge(handle: &Handle, ifindex: u32, ip: Ipv4Addr) -> Result<()> {
+pub(crate) async fn nudge(handle: &Handle, ifindex: u32, ip: Ipv4Addr) -> Result<()> {
     handle
         .neighbours()
         .add(ifindex, ip.into())
@@ -97,7 +104,7 @@ async fn nudge(handle: &Handle, ifindex: u32, ip: Ipv4Addr) -> Result<()> {
 
 /// The uplink now: `None` while the NIC is missing or its next hop unresolved.
 pub async fn resolve(handle: &Handle, spec: &UplinkSpec) -> Result<Option<Uplink>> {
-    let Some((ifindex, mac)) = link(handle, &spec.name).await? else { return Ok(None) };
+    let Some((ifindex, mac, _)) = link_facts(handle, &spec.name).await? else { return Ok(None) };
     nudge(handle, ifindex, spec.next_hop).await?;
     let next_hop_mac = neighbour(handle, ifindex, spec.next_hop).await?;
     Ok(next_hop_mac.map(|next_hop_mac| Uplink { ifindex, mac, next_hop_mac }))

@@ -39,6 +39,8 @@ pub struct Fixture {
     pub c: u32,
     /// The host's uplink NIC.
     pub up: u32,
+    /// The host's underlay NIC.
+    pub ul: u32,
 }
 
 fn ifindex(name: &str) -> u32 {
@@ -53,7 +55,7 @@ fn ifindex(name: &str) -> u32 {
 pub fn with_fixture(body: impl FnOnce(&mut Fixture) + Send + 'static) {
     let mut scratch = netns::Scratch::new("test").expect("sweeping stale labs");
     let ns = scratch.netns("xt").expect("creating the test namespace");
-    for dev in ["vnic-a", "vnic-b", "vnic-c", "uplink0"] {
+    for dev in ["vnic-a", "vnic-b", "vnic-c", "uplink0", "ul0"] {
         let peer = format!("peer-{dev}");
         cmd::ip(&["-n", &ns, "link", "add", dev, "type", "veth", "peer", "name", &peer]).unwrap();
         cmd::ip(&["-n", &ns, "link", "set", dev, "up"]).unwrap();
@@ -61,12 +63,13 @@ pub fn with_fixture(body: impl FnOnce(&mut Fixture) + Send + 'static) {
     let pin_root = scratch.pin_dir();
     let result = std::thread::spawn(move || {
         netns::enter(&ns).expect("entering the test namespace");
-        let (a, b, c, up) = (ifindex("vnic-a"), ifindex("vnic-b"), ifindex("vnic-c"), ifindex("uplink0"));
+        let (a, b, c) = (ifindex("vnic-a"), ifindex("vnic-b"), ifindex("vnic-c"));
+        let (up, ul) = (ifindex("uplink0"), ifindex("ul0"));
         let mut dp = Dataplane::open(&pin_root, Capacity::default()).expect("loading the data plane");
         let mut maps = dp.take_maps().expect("maps");
         let events = dp.take_events().expect("events");
         reconcile(&mut maps, &desired(&[(a, MAC_A), (b, MAC_B)], &[a, b, c])).expect("reconcile");
-        body(&mut Fixture { dp, maps, events, a, b, c, up });
+        body(&mut Fixture { dp, maps, events, a, b, c, up, ul });
     })
     .join();
     if let Err(e) = loader::teardown(&scratch.pin_dir()) {
@@ -96,6 +99,12 @@ impl Fixture {
     pub fn run_uplink(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
         let up = self.up;
         test_run(self.dp.uplink_program().unwrap(), up, frame).unwrap()
+    }
+
+    /// Runs `xdp_underlay` once on `frame` as if it arrived on the underlay NIC.
+    pub fn run_underlay(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let ul = self.ul;
+        test_run(self.dp.underlay_program().unwrap(), ul, frame).unwrap()
     }
 
     pub fn vip(&self) -> VipState {
