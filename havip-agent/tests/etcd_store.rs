@@ -19,10 +19,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use havip_agent::store::cluster::{
-    ClusterEvent, CommitOutcome, EtcdCluster, EtcdSettings, EtcdTls, HolderRecord, HostRecord,
+use std::collections::BTreeMap;
+
+use havip_agent::store::{
+    cluster::{ClusterEvent, CommitOutcome, EtcdCluster, EtcdSettings, EtcdTls, HolderRecord, HostRecord},
+    etcd::EtcdStore,
+    Store, StoreError,
 };
-use havip_model::Holder;
+use havip_model::{
+    ops::{create_havip, HavipSpec},
+    rules::{refuse, Rule},
+    DesiredState, Holder, Observed,
+};
 use tokio::sync::mpsc;
 
 // ---------------------------------------------------------------------------
@@ -577,4 +585,139 @@ async fn etcd_with_tls_and_client_certificates() {
     let anon = EtcdCluster::connect(&no_cert).await.unwrap();
     let e = anon.view().await.unwrap_err().to_string();
     assert!(e.contains("reading hosts and holders at etcd https://127.0.0.1:"), "{e}");
+}
+
+// ---------------------------------------------------------------------------
+// The desired state (the `Store` trait on etcd).
+
+fn one_havip(s: &mut DesiredState, vip: &str) -> Result<(), havip_model::Refusal> {
+    s.subnets.insert("vpc1".into(), "198.18.1.0/24".parse()?);
+    create_havip(s, &HavipSpec { vip: Some(vip.into()), subnet: "vpc1".into(), ..Default::default() })?;
+    Ok(())
+}
+
+/// Polls `f` (a blocking check) until it holds.
+async fn until_sync(what: &str, mut f: impl FnMut() -> bool) {
+    until(what, LIMIT, || std::future::ready(f().then_some(()))).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desired_state_commits_refuses_retries_conflicts_and_is_watched() {
+    let etcd = Etcd::start(false);
+    let s = etcd.settings();
+    let one = EtcdStore::open(&s).unwrap();
+    let two = EtcdStore::open(&s).unwrap();
+    assert_eq!(one.desired().revision, 0, "never written");
+    let mut watch = two.watch();
+
+    let snap = one.update(&mut |s| one_havip(s, "198.18.1.50")).unwrap();
+    assert!(snap.revision > 0);
+    assert_eq!(snap.state.havips.len(), 1);
+    // The other store follows through its watch.
+    until_sync("the second store to see the commit", || two.desired().revision == snap.revision).await;
+    assert_eq!(two.desired().state, snap.state);
+    assert!(watch.has_changed().unwrap());
+    assert_eq!(*watch.borrow_and_update(), snap.revision);
+
+    // A refusal commits nothing; an edit changing nothing neither.
+    let refused = one.update(&mut |s| {
+        s.havips.clear();
+        refuse(Rule::DeleteInUse, "refused")
+    });
+    assert!(matches!(refused, Err(StoreError::Refused(r)) if r.rule == Rule::DeleteInUse));
+    assert_eq!(one.update(&mut |_| Ok(())).unwrap().revision, snap.revision);
+
+    // Another writer commits between our read and our commit: the guard
+    // fails our transaction and the edit runs again on the new state.
+    let mut runs = 0;
+    let merged = one
+        .update(&mut |s| {
+            runs += 1;
+            if runs == 1 {
+                two.update(&mut |t| one_havip(t, "198.18.1.51")).unwrap();
+            }
+            s.subnets.insert("vpc2".into(), "198.18.2.0/24".parse()?);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(runs, 2, "the edit ran again after the conflict");
+    assert!(
+        merged.state.havips.contains_key(&"198.18.1.51".parse().unwrap()),
+        "the other writer's HAVIP kept"
+    );
+    assert!(merged.state.subnets.contains_key("vpc2"));
+    until_sync("the second store to see the merge", || two.desired().revision == merged.revision).await;
+    assert_eq!(two.desired().state, merged.state);
+
+    // Deletes are committed as deletes; a third store reads the same.
+    let gone = two
+        .update(&mut |s| {
+            s.havips.remove(&"198.18.1.51".parse().unwrap());
+            s.subnets.remove("vpc2");
+            Ok(())
+        })
+        .unwrap();
+    let three = EtcdStore::open(&s).unwrap();
+    assert_eq!((three.desired().revision, &three.desired().state), (gone.revision, &gone.state));
+
+    // Observations stay in memory, only for desired HAVIPs.
+    let vip: Ipv4Addr = "198.18.1.50".parse().unwrap();
+    let o = Observed { epoch: 3, ..Default::default() };
+    one.record(&BTreeMap::from([(vip, o.clone()), ("198.18.1.99".parse().unwrap(), o)])).unwrap();
+    assert_eq!(one.observed().keys().collect::<Vec<_>>(), [&vip]);
+    assert!(two.observed().is_empty(), "observations are per agent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_over_the_transaction_limit_fails_naming_it() {
+    let etcd = Etcd::start(false);
+    let mut s = etcd.settings();
+    s.max_txn_ops = 4;
+    let store = EtcdStore::open(&s).unwrap();
+    let err = store
+        .update(&mut |st| {
+            for i in 0..4 {
+                st.subnets.insert(format!("s{i}"), format!("198.18.{i}.0/24").parse()?);
+            }
+            Ok(())
+        })
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, StoreError::Backend(_)) && text.contains("--max-txn-ops") && text.contains("5 keys"),
+        "{text}"
+    );
+    assert_eq!(store.desired().revision, 0, "nothing committed");
+    assert!(store.health().failing());
+    // Within the limit it commits (and health recovers).
+    store.update(&mut |st| one_havip(st, "198.18.1.50")).unwrap();
+    assert!(!store.health().failing());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_cut_off_across_a_compaction_catches_up() {
+    let etcd = Etcd::start(false);
+    let mut raw = etcd.raw().await;
+    let proxy = Proxy::start(etcd.addr).await;
+    let s = etcd.settings();
+    let mut cut = s.clone();
+    cut.endpoints = vec![proxy.url()];
+    let writer = EtcdStore::open(&s).unwrap();
+    let follower = EtcdStore::open(&cut).unwrap();
+    writer.update(&mut |st| one_havip(st, "198.18.1.50")).unwrap();
+    let first = writer.desired().revision;
+    until_sync("the follower to see the first commit", || follower.desired().revision == first).await;
+
+    proxy.cut();
+    let e = follower.update(&mut |st| one_havip(st, "198.18.1.52")).unwrap_err();
+    assert!(e.to_string().contains(&format!("at etcd {}", proxy.url())), "{e}");
+    assert!(follower.health().failing() && follower.flush().is_err());
+    let last = writer.update(&mut |st| one_havip(st, "198.18.1.51")).unwrap();
+    let latest = raw.get("/", None).await.unwrap().header().unwrap().revision();
+    raw.compact(latest, Some(etcd_client::CompactionOptions::new().with_physical())).await.unwrap();
+    proxy.heal();
+    until_sync("the follower to catch up", || follower.desired().revision == last.revision).await;
+    assert_eq!(follower.desired().state, last.state);
+    until_sync("the follower's store to answer again", || follower.flush().is_ok()).await;
+    assert!(!follower.health().failing());
 }

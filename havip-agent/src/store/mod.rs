@@ -8,6 +8,7 @@
 //! what they provide and never imports them.
 
 pub mod cluster;
+pub mod etcd;
 pub mod redb;
 
 use std::{
