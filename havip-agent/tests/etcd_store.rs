@@ -408,13 +408,9 @@ async fn a_commit_wins_loses_to_the_winner_and_is_fenced_without_our_lease() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_whose_lease_expired_cannot_commit_a_claim() {
-    let etcd = Etcd::start(false);
-    let mut raw = etcd.raw().await;
-    let proxy = Proxy::start(etcd.addr).await;
-    let mut s = etcd.settings();
-    s.endpoints = vec![proxy.url()];
-    let hv1 = registered(&s, host("hv1", 1), Duration::from_secs(1)).await;
-    let hv2 = registered(&etcd.settings(), host("hv2", 2), Duration::from_secs(60)).await;
+    let (_etcd, mut raw, proxy, s, cut) = cuttable().await;
+    let hv1 = registered(&cut, host("hv1", 1), Duration::from_secs(1)).await;
+    let hv2 = registered(&s, host("hv2", 2), Duration::from_secs(60)).await;
     let a = committed(hv1.commit_holder(VIP, Some(holder("hv1", "vnic-a", 1)), 0, "claim").await.unwrap());
 
     // hv1 is cut off from etcd: its lease expires there, and it knows it may have.
@@ -482,15 +478,29 @@ async fn racing_commits_against_one_base_commit_exactly_once() {
     assert_eq!(hv1.view().await.unwrap().holders[&VIP].revision, base);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_follower_misses_nothing_across_a_compaction_while_it_was_cut_off() {
+/// Everything a cut-off test needs: etcd, a raw client, a proxy, settings
+/// straight to etcd and settings through the proxy.
+async fn cuttable() -> (Etcd, etcd_client::Client, Proxy, EtcdSettings, EtcdSettings) {
     let etcd = Etcd::start(false);
-    let mut raw = etcd.raw().await;
+    let raw = etcd.raw().await;
     let proxy = Proxy::start(etcd.addr).await;
     let s = etcd.settings();
+    let mut cut = s.clone();
+    cut.endpoints = vec![proxy.url()];
+    (etcd, raw, proxy, s, cut)
+}
+
+/// Compacts etcd's history up to now; returns that revision.
+async fn compact_to_latest(raw: &mut etcd_client::Client) -> i64 {
+    let latest = raw.get("/", None).await.unwrap().header().unwrap().revision();
+    raw.compact(latest, Some(etcd_client::CompactionOptions::new().with_physical())).await.unwrap();
+    latest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_follower_misses_nothing_across_a_compaction_while_it_was_cut_off() {
+    let (_etcd, mut raw, proxy, s, cut_settings) = cuttable().await;
     let hv1 = registered(&s, host("hv1", 1), Duration::from_secs(60)).await;
-    let mut cut_settings = s.clone();
-    cut_settings.endpoints = vec![proxy.url()];
     let follower = EtcdCluster::connect(&cut_settings).await.unwrap();
     let mut events = follower.follow(Duration::from_secs(3600));
 
@@ -523,8 +533,7 @@ async fn the_follower_misses_nothing_across_a_compaction_while_it_was_cut_off() 
     let lease = hv2.registration().borrow().lease.unwrap();
     drop(hv2);
     raw.lease_revoke(lease).await.unwrap();
-    let latest = raw.get("/", None).await.unwrap().header().unwrap().revision();
-    raw.compact(latest, Some(etcd_client::CompactionOptions::new().with_physical())).await.unwrap();
+    let latest = compact_to_latest(&mut raw).await;
 
     proxy.heal();
     let (_, before) =
@@ -696,12 +705,7 @@ async fn an_edit_over_the_transaction_limit_fails_naming_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_cut_off_across_a_compaction_catches_up() {
-    let etcd = Etcd::start(false);
-    let mut raw = etcd.raw().await;
-    let proxy = Proxy::start(etcd.addr).await;
-    let s = etcd.settings();
-    let mut cut = s.clone();
-    cut.endpoints = vec![proxy.url()];
+    let (_etcd, mut raw, proxy, s, cut) = cuttable().await;
     let writer = EtcdStore::open(&s).unwrap();
     let follower = EtcdStore::open(&cut).unwrap();
     writer.update(&mut |st| one_havip(st, "198.18.1.50")).unwrap();
@@ -713,8 +717,7 @@ async fn a_store_cut_off_across_a_compaction_catches_up() {
     assert!(e.to_string().contains(&format!("at etcd {}", proxy.url())), "{e}");
     assert!(follower.health().failing() && follower.flush().is_err());
     let last = writer.update(&mut |st| one_havip(st, "198.18.1.51")).unwrap();
-    let latest = raw.get("/", None).await.unwrap().header().unwrap().revision();
-    raw.compact(latest, Some(etcd_client::CompactionOptions::new().with_physical())).await.unwrap();
+    compact_to_latest(&mut raw).await;
     proxy.heal();
     until_sync("the follower to catch up", || follower.desired().revision == last.revision).await;
     assert_eq!(follower.desired().state, last.state);

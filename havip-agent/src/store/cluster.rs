@@ -400,14 +400,33 @@ impl RangeWatch {
     }
 }
 
-/// Backoff between retries while etcd fails.
+/// The first wait between retries while etcd fails.
 pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// The longest wait between retries.
-pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-/// Doubles `d` up to [`BACKOFF_MAX`].
-pub(crate) fn back_off(d: Duration) -> Duration {
-    (d * 2).min(BACKOFF_MAX)
+/// The wait between retries while etcd fails: doubles from [`BACKOFF_MIN`]
+/// up to 2 s, back to the start after a success.
+pub(crate) struct Backoff(Duration);
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Self(BACKOFF_MIN)
+    }
+
+    /// A try failed because of `e` (logged at debug with `what`): the wait
+    /// before the next (longer next time).
+    pub(crate) fn failed(&mut self, what: &str, e: &dyn std::fmt::Display) -> tokio::time::Sleep {
+        debug!(error = %e, "etcd: {what} failed, retried in {} ms", self.0.as_millis());
+        let wait = sleep(self.0);
+        self.0 = (self.0 * 2).min(BACKOFF_MAX);
+        wait
+    }
+
+    /// A try succeeded.
+    pub(crate) fn reset(&mut self) {
+        self.0 = BACKOFF_MIN;
+    }
 }
 
 /// The cluster side of the etcd store: host registration, holder records,
@@ -567,7 +586,7 @@ impl EtcdCluster {
 
     async fn run_follower(self, resync_every: Duration, tx: mpsc::Sender<ClusterEvent>) {
         let mut reachable: Option<bool> = None;
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new();
         // The range [<p>/holders/, end of <p>/hosts/) holds both prefixes
         // and nothing else of ours ("holders/" < "hosts/").
         let (start, end) = (self.conn.keys.holders(), prefix_end(&self.conn.keys.hosts()));
@@ -585,12 +604,11 @@ impl EtcdCluster {
                             return;
                         }
                     }
-                    sleep(backoff).await;
-                    backoff = back_off(backoff);
+                    backoff.failed("reading hosts and holders", &e).await;
                     continue;
                 }
             };
-            backoff = BACKOFF_MIN;
+            backoff.reset();
             if reachable == Some(false) {
                 info!(revision = view.revision, "etcd reachable again: resynced");
                 if tx.send(ClusterEvent::Reachable(true)).await.is_err() {
@@ -777,7 +795,7 @@ async fn keep_registered(
             return;
         }
     };
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new();
     loop {
         let registered = async {
             let mut lease_client = conn.client.lease_client();
@@ -794,13 +812,11 @@ async fn keep_registered(
         let (lease, ttl) = match registered {
             Ok(r) => r,
             Err(e) => {
-                debug!(error = %format!("{e:#}"), "etcd: registration failed, retried");
-                sleep(backoff).await;
-                backoff = back_off(backoff);
+                backoff.failed("registering", &e).await;
                 continue;
             }
         };
-        backoff = BACKOFF_MIN;
+        backoff.reset();
         let mut count = 0;
         state.send_modify(|r| {
             r.lease = Some(lease);
@@ -832,7 +848,7 @@ async fn keep_alive(
     nudge: &Notify,
 ) -> LeaseEnd {
     let mut last_ack = Instant::now();
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new();
     let set_alive = |alive: bool| {
         state.send_if_modified(|r| {
             let want = alive.then_some(lease);
@@ -855,15 +871,13 @@ async fn keep_alive(
                 if last_ack.elapsed() >= ttl {
                     set_alive(false);
                 }
-                debug!(error = %text, "etcd: lease keepalive failed, retried");
-                sleep(backoff).await;
-                backoff = back_off(backoff);
+                backoff.failed("keeping the lease alive", &text).await;
                 continue;
             }
         };
         // Opening it renewed the lease once.
         last_ack = Instant::now();
-        backoff = BACKOFF_MIN;
+        backoff.reset();
         set_alive(true);
         let every = ttl / 3;
         loop {

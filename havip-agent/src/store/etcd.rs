@@ -40,7 +40,7 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use super::{
-    cluster::{back_off, prefix_end, Conn, EtcdSettings, RangeWatch, WatchEnd, BACKOFF_MIN},
+    cluster::{prefix_end, Backoff, Conn, EtcdSettings, RangeWatch, WatchEnd, BACKOFF_MIN},
     Edit, Snapshot, Store, StoreError, StoreHealth,
 };
 use crate::sync::lock;
@@ -179,27 +179,24 @@ fn diff_ops<K: std::fmt::Display + Ord, V: Serialize + PartialEq>(
 /// watch, and every [`RESYNC_EVERY`]; retried with backoff while etcd fails.
 async fn follow_desired(conn: Conn, shared: Arc<Shared>) {
     let prefix = desired_prefix(&conn);
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new();
     loop {
         let read = match read_desired(&conn).await {
             Ok(r) => r,
             Err(e) => {
-                debug!(error = %format!("{e:#}"), "etcd: reading the desired state failed, retried");
-                sleep(backoff).await;
-                backoff = back_off(backoff);
+                backoff.failed("reading the desired state", &e).await;
                 continue;
             }
         };
-        backoff = BACKOFF_MIN;
         shared.offer(read.snap);
         let mut watch = match RangeWatch::start(&conn, &prefix, prefix_end(&prefix), read.at + 1).await {
             Ok(w) => w,
             Err(end) => {
-                debug!(why = %end, "etcd: watching the desired state failed, retried");
-                sleep(backoff).await;
+                backoff.failed("watching the desired state", &end).await;
                 continue;
             }
         };
+        backoff.reset();
         let resync = sleep(RESYNC_EVERY);
         tokio::pin!(resync);
         let end = loop {
