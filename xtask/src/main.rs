@@ -15,7 +15,7 @@ mod layers;
 
 /// What the build, the lab and the tests need from Debian (curl: for trying
 /// the EIP by hand in a lab left standing).
-const APT_PACKAGES: [&str; 10] = [
+const APT_PACKAGES: [&str; 13] = [
     "clang-19",
     "llvm-19",
     "libbpf-dev",
@@ -27,7 +27,16 @@ const APT_PACKAGES: [&str; 10] = [
     "curl",
     // systemd-analyze: tests/hardening_privilege.rs scores the unit.
     "systemd",
+    // The shared store of many hosts: etcd (server and etcdctl) for the lab
+    // and the tests; protoc, which the etcd-client crate's build script
+    // needs to compile etcd's .proto files.
+    "etcd-server",
+    "etcd-client",
+    "protobuf-compiler",
 ];
+
+/// Where Debian's protobuf-compiler puts protoc.
+const PROTOC: &str = "/usr/bin/protoc";
 
 #[derive(Parser)]
 #[command(about = "havip project tasks")]
@@ -159,8 +168,14 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Cargo, with `PROTOC` pointing at Debian's protoc (unless set already),
+/// so the etcd-client build script finds it whatever PATH is.
 fn cargo() -> Command {
-    Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    let mut c = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    if env::var_os("PROTOC").is_none() && Path::new(PROTOC).exists() {
+        c.env("PROTOC", PROTOC);
+    }
+    c
 }
 
 fn installed(pkg: &str) -> bool {

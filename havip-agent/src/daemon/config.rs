@@ -1,11 +1,14 @@
 //! The agent's configuration file (TOML): which host it is, where it keeps its
-//! state and serves its API, its quotas and map capacities, the host's uplink, and optionally
+//! state (`[store]`: the embedded redb file, or etcd for many hosts) and serves
+//! its API, its quotas and map capacities, the host's uplink and underlay
+//! (`[underlay]`: many hosts), and optionally
 //! desired state (`[[subnets]]`, `[[vnics]]`, `[[havips]]`) that is applied to
 //! the store at every start exactly like `havipctl apply -f`.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use anyhow::{bail, Context, Result};
@@ -16,7 +19,11 @@ use havip_model::{
 };
 use serde::{de::DeserializeOwned, Deserialize};
 
-use crate::{control::verifier::VerifySettings, host::uplink::UplinkSpec};
+use crate::{
+    control::verifier::VerifySettings,
+    host::uplink::UplinkSpec,
+    store::cluster::{EtcdSettings, EtcdTls, DEFAULT_PREFIX},
+};
 
 /// Who the agent is, and where it keeps and serves things: every path is
 /// configurable so that several agents (e.g. parallel tests) never share one.
@@ -112,6 +119,204 @@ struct RawUplink {
     next_hop: String,
 }
 
+/// `[store]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    #[serde(default)]
+    backend: Backend,
+    endpoints: Option<Vec<String>>,
+    prefix: Option<String>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    lease_ttl_s: Option<u64>,
+    dial_timeout_ms: Option<u64>,
+    max_txn_ops: Option<usize>,
+}
+
+#[derive(Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Backend {
+    #[default]
+    Redb,
+    Etcd,
+}
+
+/// Where desired and observed state live (`[store]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreSettings {
+    /// `backend = "redb"` (the default): the embedded file `[agent] store`,
+    /// for one host.
+    Redb(PathBuf),
+    /// `backend = "etcd"`: etcd, shared by many hosts (needs `[underlay]`).
+    Etcd(EtcdSettings),
+}
+
+impl RawStore {
+    /// Checks the section; `redb` is `[agent] store`.
+    fn check(self, redb: &Path) -> Result<StoreSettings> {
+        if self.backend == Backend::Redb {
+            let etcd_only = [
+                ("endpoints", self.endpoints.is_some()),
+                ("prefix", self.prefix.is_some()),
+                ("ca", self.ca.is_some()),
+                ("cert", self.cert.is_some()),
+                ("key", self.key.is_some()),
+                ("lease_ttl_s", self.lease_ttl_s.is_some()),
+                ("dial_timeout_ms", self.dial_timeout_ms.is_some()),
+                ("max_txn_ops", self.max_txn_ops.is_some()),
+            ];
+            if let Some((name, _)) = etcd_only.iter().find(|(_, set)| *set) {
+                bail!("store.{name} is set but store.backend is \"redb\": it applies to backend = \"etcd\" only");
+            }
+            return Ok(StoreSettings::Redb(redb.to_owned()));
+        }
+        let endpoints = self.endpoints.unwrap_or_default();
+        if endpoints.is_empty() {
+            bail!("store.backend = \"etcd\" needs store.endpoints (e.g. [\"https://198.18.0.11:2379\"])");
+        }
+        let tls = match (self.ca, self.cert, self.key) {
+            (None, None, None) => None,
+            (_, Some(_), None) => bail!("store.cert needs store.key (the client certificate's private key)"),
+            (_, None, Some(_)) => bail!("store.key needs store.cert (the client certificate it belongs to)"),
+            (None, Some(_), Some(_)) => {
+                bail!("store.cert and store.key need store.ca (the CA that signed etcd's certificates)")
+            }
+            (Some(ca), cert, key) => Some(EtcdTls { ca, identity: cert.zip(key) }),
+        };
+        for e in &endpoints {
+            match (e.split_once("://").map(|(scheme, _)| scheme), tls.is_some()) {
+                (Some("https"), true) | (Some("http"), false) => {}
+                (Some("http"), true) => {
+                    bail!("store.endpoints: {e} is plain http while store.ca is set: write https://")
+                }
+                (Some("https"), false) => bail!("store.endpoints: {e} is https: set store.ca (the etcd CA)"),
+                _ => bail!("store.endpoints: {e:?} is not an http:// or https:// URL"),
+            }
+        }
+        let prefix = self.prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
+        if !prefix.starts_with('/') || prefix.ends_with('/') || prefix.contains("//") {
+            bail!(
+                "store.prefix {prefix:?}: it must start with '/' and not end with '/' (e.g. \"/havip/v1\")"
+            );
+        }
+        let defaults = EtcdSettings::new(Vec::new());
+        let lease_ttl_s = self.lease_ttl_s.unwrap_or(defaults.lease_ttl.as_secs());
+        if lease_ttl_s == 0 {
+            bail!("store.lease_ttl_s must be at least 1 (etcd grants leases in whole seconds)");
+        }
+        let dial_timeout_ms = self.dial_timeout_ms.unwrap_or(defaults.dial_timeout.as_millis() as u64);
+        if dial_timeout_ms == 0 {
+            bail!("store.dial_timeout_ms must be at least 1");
+        }
+        let max_txn_ops = self.max_txn_ops.unwrap_or(defaults.max_txn_ops);
+        if max_txn_ops < 2 {
+            bail!(
+                "store.max_txn_ops must be at least 2 (one object and the guard key); etcd's default is 128"
+            );
+        }
+        Ok(StoreSettings::Etcd(EtcdSettings {
+            endpoints,
+            prefix,
+            tls,
+            lease_ttl: Duration::from_secs(lease_ttl_s),
+            dial_timeout: Duration::from_millis(dial_timeout_ms),
+            max_txn_ops,
+        }))
+    }
+}
+
+/// `[underlay]`: the network between hosts (many hosts): the NIC whose IPv4
+/// address is this host's VTEP, the VPC's VNI, the UDP ports, and how peers
+/// are probed.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnderlaySettings {
+    /// The underlay NIC (e.g. `ul0`); its IPv4 address is this host's VTEP.
+    pub interface: String,
+    /// The VPC's VXLAN network identifier, 24 bits (0 to 16777215).
+    pub vni: u32,
+    /// VXLAN's UDP destination port (RFC 7348: 4789).
+    #[serde(default = "default_vxlan_port")]
+    pub vxlan_port: u16,
+    /// The underlay probe's UDP port, answered in XDP (4790).
+    #[serde(default = "default_probe_port")]
+    pub probe_port: u16,
+    /// The peer hints' UDP port, agent to agent (4791).
+    #[serde(default = "default_hint_port")]
+    pub hint_port: u16,
+    /// How often a host whose lease expired is probed, ms (200).
+    #[serde(default = "default_probe_interval_ms")]
+    pub probe_interval_ms: u64,
+    /// Probes missed in a row before such a host is down (3).
+    #[serde(default = "default_probe_misses")]
+    pub probe_misses: u32,
+    /// Whether claims are also told to peers directly (hints; true).
+    #[serde(default = "default_hints")]
+    pub hints: bool,
+}
+
+fn default_vxlan_port() -> u16 {
+    4789
+}
+fn default_probe_port() -> u16 {
+    4790
+}
+fn default_hint_port() -> u16 {
+    4791
+}
+fn default_probe_interval_ms() -> u64 {
+    200
+}
+fn default_probe_misses() -> u32 {
+    3
+}
+fn default_hints() -> bool {
+    true
+}
+
+/// The largest VNI: 24 bits.
+pub const MAX_VNI: u32 = (1 << 24) - 1;
+
+impl UnderlaySettings {
+    /// The probe interval.
+    pub fn probe_interval(&self) -> Duration {
+        Duration::from_millis(self.probe_interval_ms)
+    }
+
+    fn check(&self) -> Result<()> {
+        let name = &self.interface;
+        if name.is_empty()
+            || name.len() > 15
+            || name.contains(['/', ':'])
+            || name.contains(char::is_whitespace)
+        {
+            bail!("underlay.interface {name:?} is not an interface name (1-15 bytes, no '/', ':' or spaces)");
+        }
+        if self.vni > MAX_VNI {
+            bail!("underlay.vni {} does not fit VXLAN's 24 bits (at most {MAX_VNI})", self.vni);
+        }
+        let ports =
+            [("vxlan_port", self.vxlan_port), ("probe_port", self.probe_port), ("hint_port", self.hint_port)];
+        for (i, (name, port)) in ports.iter().enumerate() {
+            if *port == 0 {
+                bail!("underlay.{name} must not be 0");
+            }
+            if let Some((other, _)) = ports[..i].iter().find(|(_, p)| p == port) {
+                bail!("underlay.{name} and underlay.{other} are both {port}: each needs its own port");
+            }
+        }
+        if self.probe_interval_ms == 0 {
+            bail!("underlay.probe_interval_ms must be at least 1");
+        }
+        if self.probe_misses == 0 {
+            bail!("underlay.probe_misses must be at least 1");
+        }
+        Ok(())
+    }
+}
+
 /// The whole configuration file, read and checked.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -129,6 +334,10 @@ pub struct Config {
     pub uplink: Option<UplinkSpec>,
     /// `[verification]`: how holders are verified.
     pub verification: VerifySettings,
+    /// `[store]`: redb (`[agent] store`) or etcd.
+    pub store: StoreSettings,
+    /// `[underlay]`: the network between hosts; required with etcd.
+    pub underlay: Option<UnderlaySettings>,
     /// The file's desired-state sections, parsed but not yet checked: the
     /// rules apply to the store's state with these applied.
     pub desired: DesiredState,
@@ -165,6 +374,18 @@ impl Config {
                 })
             })
             .transpose()?;
+        let store =
+            section::<RawStore>(&mut table, "store")?.check(&agent.store).context("section [store]")?;
+        let underlay = section::<Option<UnderlaySettings>>(&mut table, "underlay")?;
+        if let Some(u) = &underlay {
+            u.check().context("section [underlay]")?;
+        }
+        if matches!(store, StoreSettings::Etcd(_)) && underlay.is_none() {
+            bail!(
+                "[store] backend = \"etcd\" requires an [underlay] section (interface, vni): \
+                 hosts sharing etcd reach each other over the underlay"
+            );
+        }
         // What is left is desired state, in the format of `havipctl apply -f`.
         let file: DesiredFile = toml::Value::Table(table).try_into().context("desired-state sections")?;
         if limits.max_eips_per_havip > 1 {
@@ -176,7 +397,7 @@ impl Config {
         limits.capacity = capacity;
         let desired = file.parse(&host.id)?;
         check_alone(&desired, &limits)?;
-        Ok(Self { host, agent, api_gid, limits, capacity, uplink, verification, desired })
+        Ok(Self { host, agent, api_gid, limits, capacity, uplink, verification, store, underlay, desired })
     }
 }
 
@@ -301,6 +522,126 @@ mod tests {
         assert_eq!(c.host, Host { id: "hv7".into(), underlay: Some("198.18.0.7".parse().unwrap()) });
         assert_eq!(c.desired.vnics["vnic-a"].host, "hv7");
         assert!(Config::parse("[agent]\nhost_id = \"hv 7\"").is_err());
+    }
+
+    const ETCD: &str = r#"
+        [agent]
+        host_id = "hv1"
+        [store]
+        backend = "etcd"
+        endpoints = ["https://198.18.0.11:2379", "https://198.18.0.12:2379"]
+        ca = "/etc/havip/etcd-ca.pem"
+        cert = "/etc/havip/etcd.pem"
+        key = "/etc/havip/etcd-key.pem"
+        lease_ttl_s = 2
+        dial_timeout_ms = 500
+        [underlay]
+        interface = "ul0"
+        vni = 1001
+    "#;
+
+    fn refused(text: &str) -> String {
+        format!("{:#}", Config::parse(text).expect_err("refused"))
+    }
+
+    #[test]
+    fn redb_is_the_default_store_and_etcd_is_read_with_its_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.store, StoreSettings::Redb(PathBuf::from("/var/lib/havip/state.redb")));
+        assert_eq!(c.underlay, None);
+
+        let c = Config::parse(ETCD).unwrap();
+        let StoreSettings::Etcd(e) = &c.store else { panic!("{:?}", c.store) };
+        assert_eq!(e.endpoints, ["https://198.18.0.11:2379", "https://198.18.0.12:2379"]);
+        assert_eq!(e.prefix, "/havip/v1");
+        assert_eq!(
+            e.tls,
+            Some(EtcdTls {
+                ca: "/etc/havip/etcd-ca.pem".into(),
+                identity: Some(("/etc/havip/etcd.pem".into(), "/etc/havip/etcd-key.pem".into()))
+            })
+        );
+        assert_eq!(
+            (e.lease_ttl, e.dial_timeout, e.max_txn_ops),
+            (Duration::from_secs(2), Duration::from_millis(500), 128)
+        );
+        let u = c.underlay.unwrap();
+        assert_eq!(
+            u,
+            UnderlaySettings {
+                interface: "ul0".into(),
+                vni: 1001,
+                vxlan_port: 4789,
+                probe_port: 4790,
+                hint_port: 4791,
+                probe_interval_ms: 200,
+                probe_misses: 3,
+                hints: true,
+            }
+        );
+        assert_eq!(u.probe_interval(), Duration::from_millis(200));
+
+        // Plain http, all defaults.
+        let plain = "[store]\nbackend = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\n\
+                     [underlay]\ninterface = \"ul0\"\nvni = 0";
+        let StoreSettings::Etcd(e) = Config::parse(plain).unwrap().store else { panic!() };
+        assert_eq!(e, EtcdSettings::new(vec!["http://127.0.0.1:2379".into()]));
+    }
+
+    #[test]
+    fn store_and_underlay_rules_are_named_when_broken() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "endpoints = [\"https://198.18.0.11:2379\", \"https://198.18.0.12:2379\"]",
+                "endpoints = []",
+                "needs store.endpoints",
+            ),
+            ("cert = \"/etc/havip/etcd.pem\"\n", "", "store.key needs store.cert"),
+            ("key = \"/etc/havip/etcd-key.pem\"\n", "", "store.cert needs store.key"),
+            ("ca = \"/etc/havip/etcd-ca.pem\"\n", "", "need store.ca"),
+            ("https://198.18.0.12", "http://198.18.0.12", "is plain http while store.ca is set"),
+            ("https://198.18.0.12:2379", "198.18.0.12:2379", "is not an http:// or https:// URL"),
+            ("lease_ttl_s = 2", "lease_ttl_s = 0", "store.lease_ttl_s must be at least 1"),
+            ("dial_timeout_ms = 500", "dial_timeout_ms = 0", "store.dial_timeout_ms must be at least 1"),
+            ("dial_timeout_ms = 500", "max_txn_ops = 1", "store.max_txn_ops must be at least 2"),
+            ("dial_timeout_ms = 500", "prefix = \"havip\"", "store.prefix \"havip\""),
+            ("dial_timeout_ms = 500", "prefix = \"/havip/\"", "must start with '/' and not end with '/'"),
+            ("backend = \"etcd\"", "backend = \"consul\"", "unknown variant `consul`"),
+            ("dial_timeout_ms = 500", "timeout_ms = 500", "unknown field `timeout_ms`"),
+            ("vni = 1001", "vni = 16777216", "underlay.vni 16777216 does not fit VXLAN's 24 bits"),
+            ("vni = 1001", "vni = 1001\nprobe_port = 0", "underlay.probe_port must not be 0"),
+            (
+                "vni = 1001",
+                "vni = 1001\nhint_port = 4789",
+                "underlay.hint_port and underlay.vxlan_port are both 4789",
+            ),
+            (
+                "vni = 1001",
+                "vni = 1001\nprobe_interval_ms = 0",
+                "underlay.probe_interval_ms must be at least 1",
+            ),
+            ("vni = 1001", "vni = 1001\nprobe_misses = 0", "underlay.probe_misses must be at least 1"),
+            ("vni = 1001", "", "missing field `vni`"),
+            (
+                "interface = \"ul0\"",
+                "interface = \"a/b\"",
+                "underlay.interface \"a/b\" is not an interface name",
+            ),
+        ];
+        for (from, to, want) in cases {
+            assert!(ETCD.contains(from), "{from}");
+            let e = refused(&ETCD.replacen(from, to, 1));
+            assert!(e.contains(want), "{from} -> {to}: {e}");
+        }
+        let e = refused(&ETCD[..ETCD.find("[underlay]").unwrap()]);
+        assert!(e.contains("[store] backend = \"etcd\" requires an [underlay] section"), "{e}");
+        // etcd's keys with the redb backend are a mistake, said so.
+        let e = refused("[store]\nendpoints = [\"http://127.0.0.1:2379\"]");
+        assert!(e.contains("store.endpoints is set but store.backend is \"redb\""), "{e}");
+        // An underlay with redb is allowed (checked all the same).
+        assert!(Config::parse("[underlay]\ninterface = \"ul0\"\nvni = 7").unwrap().underlay.is_some());
+        assert!(refused("[underlay]\ninterface = \"ul0\"\nvni = 7\nvxlan_port = 0")
+            .contains("vxlan_port must not be 0"));
     }
 
     #[test]

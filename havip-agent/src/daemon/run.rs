@@ -10,6 +10,7 @@
 
 use std::{
     collections::BTreeMap,
+    net::Ipv4Addr,
     path::{Path, PathBuf},
     sync::{atomic::AtomicU64, Arc, Mutex},
     time::Duration,
@@ -24,7 +25,10 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
-use super::{config::Config, notify};
+use super::{
+    config::{Config, StoreSettings},
+    notify,
+};
 use crate::{
     control::{
         feed::Feed,
@@ -47,7 +51,12 @@ use crate::{
         api::{self, ApiContext},
         metrics,
     },
-    store::{redb::RedbStore, Store, StoreError},
+    store::{
+        cluster::{EtcdCluster, HostRecord},
+        etcd::EtcdStore,
+        redb::RedbStore,
+        Store, StoreError,
+    },
 };
 use havip_api::EventKind;
 
@@ -72,6 +81,46 @@ async fn start_uplink(
     tx.send_replace(uplink::resolve(rtnl, &spec).await?);
     tokio::spawn(uplink::follow(rtnl.clone(), spec, tx));
     Ok(rx)
+}
+
+/// Opens the store `[store]` names: the redb file, or etcd (its client on a
+/// thread of its own; the first read must answer within the request
+/// timeout, else the start fails naming the endpoints).
+async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>> {
+    let settings = cfg.store.clone();
+    tokio::task::spawn_blocking(move || -> Result<Arc<dyn Store>> {
+        Ok(match &settings {
+            StoreSettings::Redb(path) => Arc::new(RedbStore::open(path)?),
+            StoreSettings::Etcd(etcd) => Arc::new(EtcdStore::open(etcd).context("opening the etcd store")?),
+        })
+    })
+    .await
+    .context("the task opening the store")?
+}
+
+/// Many hosts: the etcd cluster client (`[store] backend = "etcd"`),
+/// connected lazily and not yet registered; `None` with redb (one host).
+/// The caller registers with [`host_record`] and the lease TTL of
+/// `[store] lease_ttl_s` (`EtcdSettings::lease_ttl`), then follows.
+pub async fn connect_cluster(cfg: &Config) -> Result<Option<EtcdCluster>> {
+    let StoreSettings::Etcd(settings) = &cfg.store else { return Ok(None) };
+    Ok(Some(EtcdCluster::connect(settings).await.context("connecting to the etcd cluster")?))
+}
+
+/// This host's record for the cluster: `underlay` is the IPv4 address of
+/// the `[underlay] interface` (its VTEP); the ports are `[underlay]`'s; the
+/// host is the gateway when it has an `[uplink]`. `None` without `[underlay]`.
+pub fn host_record(cfg: &Config, underlay: Ipv4Addr) -> Option<HostRecord> {
+    let u = cfg.underlay.as_ref()?;
+    Some(HostRecord {
+        id: cfg.host.id.clone(),
+        underlay,
+        vxlan_port: u.vxlan_port,
+        probe_port: u.probe_port,
+        hint_port: u.hint_port,
+        gateway: cfg.uplink.is_some(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    })
 }
 
 /// Applies the config's desired-state sections, like `havipctl apply -f`.
@@ -249,7 +298,7 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
     let _owner = PinLock::acquire(pin_root)?;
     let mut dp = Dataplane::open(pin_root, cfg.capacity)?;
     info!(dir = %dp.dir().display(), "data plane loaded");
-    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&cfg.agent.store)?);
+    let store = open_store(&cfg).await?;
     let config_not_applied = apply_config(&*store, &cfg);
 
     let (links, follow_links) = links::watch_links().await?;

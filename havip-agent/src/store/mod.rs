@@ -3,10 +3,12 @@
 //! by the revision it read, the feed is a watch) can replace the embedded
 //! one without touching the reconciler or the API.
 //!
-//! Backends live in submodules ([`redb`]); this module defines what they
-//! provide and never imports them.
+//! Backends live in submodules ([`redb`] for one host, [`etcd`] for many,
+//! with [`cluster`]: hosts and holder records on etcd); this module defines
+//! what they provide and never imports them.
 
 pub mod cluster;
+pub mod etcd;
 pub mod redb;
 
 use std::{
@@ -27,7 +29,9 @@ use crate::sync::lock;
 /// The desired state as committed, and the revision that committed it.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
-    /// Grows by one per committed edit; 0 for a store never written.
+    /// Grows with every committed edit (by one in redb; in etcd it is the
+    /// guard key's `mod_revision`, which other writes also move); 0 for a
+    /// store never written.
     pub revision: u64,
     /// The desired state that revision committed, shared read-only.
     pub state: Arc<DesiredState>,
