@@ -9,6 +9,8 @@
 pub mod agent;
 pub mod arping;
 pub mod cmd;
+pub mod etcd;
+pub mod fabric;
 pub mod fault;
 pub mod frames;
 pub mod garp;
