@@ -22,6 +22,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
 use crate::{
+    cmd,
     fabric::{self, Fabric},
     netns::{LabId, Netns},
     process::ChildProc,
@@ -265,29 +266,31 @@ impl EtcdCluster {
     /// Runs `etcdctl ARGS` against `endpoints` (member indexes) from inside
     /// the first running member's namespace; its stdout. Fails if etcdctl does.
     fn etcdctl(&self, endpoints: &[usize], args: &[&str]) -> Result<String> {
-        let out = self.etcdctl_output(endpoints, args)?;
-        if !out.status.success() {
-            bail!(
-                "etcdctl {} failed ({}): {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let (ns, all) = self.etcdctl_args(endpoints, args)?;
+        cmd::in_ns(&ns, "etcdctl", &all.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
+    /// [`EtcdCluster::etcdctl`], whatever its outcome.
     fn etcdctl_output(&self, endpoints: &[usize], args: &[&str]) -> Result<std::process::Output> {
+        let (ns, all) = self.etcdctl_args(endpoints, args)?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns, "etcdctl"]).args(all);
+        cmd.output().with_context(|| format!("running {cmd:?}"))
+    }
+
+    /// Where etcdctl runs (a running member's namespace) and its arguments.
+    fn etcdctl_args(&self, endpoints: &[usize], args: &[&str]) -> Result<(String, Vec<String>)> {
         let from = self.running().next().context("no etcd member is running")?;
         let urls: Vec<String> = endpoints.iter().map(|&i| self.client_url(i)).collect();
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", self.members[from].ns.name(), "etcdctl"])
-            .arg(format!("--endpoints={}", urls.join(",")))
-            .args([DIAL_TIMEOUT, COMMAND_TIMEOUT]);
+        let mut all =
+            vec![format!("--endpoints={}", urls.join(",")), DIAL_TIMEOUT.into(), COMMAND_TIMEOUT.into()];
         if let Some(t) = &self.tls {
-            cmd.arg("--cacert").arg(&t.ca).arg("--cert").arg(&t.cert).arg("--key").arg(&t.key);
+            for (flag, path) in [("--cacert", &t.ca), ("--cert", &t.cert), ("--key", &t.key)] {
+                all.push(format!("{flag}={}", path.display()));
+            }
         }
-        cmd.args(args).output().with_context(|| format!("running {cmd:?}"))
+        all.extend(args.iter().map(|a| a.to_string()));
+        Ok((self.members[from].ns.name().to_owned(), all))
     }
 
     fn running(&self) -> impl Iterator<Item = usize> + '_ {

@@ -39,7 +39,7 @@ use crate::{
     ctl::Ctl,
     etcd::EtcdCluster,
     fabric::{self, Fabric},
-    keepalived::{self, Keepalived},
+    keepalived::Keepalived,
     log::Timeline,
     netns::{self, LabId, Netns},
     probe::{self, Prober},
@@ -201,12 +201,9 @@ pub fn ping(ns: &str, to: Ipv4Addr) -> Result<bool> {
 pub struct Options {
     /// etcd with TLS (certificates made by the lab, client certs required).
     pub tls: bool,
-    /// Whole TOML sections appended to every agent's config.
-    pub agent_sections: String,
-    /// `key = value` lines added to the HAVIP's `[[havips]]` table.
-    pub havip_settings: String,
-    /// keepalived beyond the lab's defaults.
-    pub keepalived: keepalived::Options,
+    /// What the single-host lab takes too: sections appended to every
+    /// agent's config, the HAVIP's settings, keepalived's options.
+    pub base: scenario::Options,
 }
 
 /// A whole lab with many hosts. Fields drop in order: processes stop (and
@@ -279,10 +276,7 @@ impl Lab {
     /// Passes `result` through; on an error, first prints the end of every
     /// log of the lab (agents', etcd's, keepalived's).
     pub fn on_error<T>(&self, result: Result<T>) -> Result<T> {
-        if result.is_err() {
-            self.dir.print_logs();
-        }
-        result
+        self.dir.on_error(result)
     }
 
     /// Runs `body` on the lab, printing the lab's logs first if it fails.
@@ -310,7 +304,7 @@ impl Lab {
     /// that has it, and the lab's extra sections. No desired state: that is
     /// applied once, through one agent ([`Lab::apply_desired`]).
     pub fn agent_config(&self, spec: &agent::Spec, h: Hv) -> String {
-        host_config(spec, h, &self.etcd.endpoints(), self.etcd.tls_files(), &self.opts.agent_sections)
+        host_config(spec, h, &self.etcd.endpoints(), self.etcd.tls_files(), &self.opts.base.agent_sections)
     }
 
     /// Starts an agent on every host, each with its own config, pins and API socket.
@@ -349,7 +343,7 @@ impl Lab {
     /// HAVIP with the EIP) once, through hv1's agent: `havipctl apply -f`.
     pub fn apply_desired(&self) -> Result<()> {
         let file = self.dir.path.join("desired.toml");
-        let text = topology::desired_file(|g| Some(host_of(g).id), &self.opts.havip_settings);
+        let text = topology::desired_file(|g| Some(host_of(g).id), &self.opts.base.havip_settings);
         fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
         self.timeline.step("applying the desired state through hv1's agent");
         let path = file.to_str().context("the desired file's path")?;
@@ -369,7 +363,7 @@ impl Lab {
         let ka = scenario::start_keepalived(
             &self.dir.path,
             |g| topo.ns(g),
-            self.opts.keepalived,
+            self.opts.base.keepalived,
             &self.timeline,
             self.attached,
         )?;

@@ -104,10 +104,7 @@ impl Lab {
     /// Passes `result` through; on an error, first prints the end of every
     /// log of the lab: the best clue to a failure, and gone with the lab.
     pub fn on_error<T>(&self, result: Result<T>) -> Result<T> {
-        if result.is_err() {
-            self.dir.print_logs();
-        }
-        result
+        self.dir.on_error(result)
     }
 
     fn attach(&self) -> Option<&Timeline> {
@@ -313,6 +310,14 @@ impl RunDir {
 }
 
 impl RunDir {
+    /// Passes `result` through; on an error, first prints the end of every log.
+    pub(crate) fn on_error<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.print_logs();
+        }
+        result
+    }
+
     /// The end of every log (in the dir and one level below: a host's, etcd's):
     /// a failing test's best clue, gone with the dir.
     pub(crate) fn print_logs(&self) {

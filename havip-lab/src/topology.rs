@@ -108,6 +108,7 @@ impl Topology {
     fn wire(&self, dir: &Path) -> Result<()> {
         let hv = self.hv();
         let obj = write_lab_obj(dir)?;
+        cmd::ip(&["-n", hv, "link", "set", "lo", "up"])?;
         let mut sysctls = host_sysctls();
         for g in GUESTS {
             sysctls.extend(wire_guest(hv, &self.ns(g), g, &obj)?);
