@@ -135,17 +135,31 @@ impl Topology {
             for &g in h.guests {
                 sysctls.extend(topology::wire_guest(hv, &self.ns(g), g, &obj)?);
             }
-            // The other hosts' guests, as an SDN routes them: via their host.
-            for other in HOSTS.into_iter().filter(|o| *o != h) {
-                for g in other.guests {
-                    let (to, via) = (format!("{}/32", g.ip), other.underlay().to_string());
-                    cmd::ip(&["-n", hv, "route", "add", &to, "via", &via, "dev", UNDERLAY_IF])?;
-                }
-            }
+            self.route_guests(h)?;
             if h.uplink {
                 sysctls.extend(topology::wire_uplink(hv, self.inet(), &obj)?);
             }
             topology::write_sysctls(hv, sysctls)?;
+        }
+        Ok(())
+    }
+
+    /// Routes in host `h` to every guest: its own by /32 on the vNIC (as
+    /// [`topology`] wires them), the other hosts' by /32 via their host's
+    /// underlay address, as an SDN routes them. Idempotent: a link taken
+    /// down loses its routes, and [`Lab::host_up`] puts them back with this.
+    fn route_guests(&self, h: Hv) -> Result<()> {
+        let hv = self.host_ns(h);
+        for other in HOSTS {
+            for g in other.guests {
+                let to = format!("{}/32", g.ip);
+                if other == h {
+                    cmd::ip(&["-n", hv, "route", "replace", &to, "dev", g.vnic])?;
+                } else {
+                    let via = other.underlay().to_string();
+                    cmd::ip(&["-n", hv, "route", "replace", &to, "via", &via, "dev", UNDERLAY_IF])?;
+                }
+            }
         }
         Ok(())
     }
@@ -405,11 +419,12 @@ impl Lab {
         self.set_links(h, "down")
     }
 
-    /// The host is back: its underlay NIC and vNICs up (start its agent
-    /// with [`Lab::start_agent`]).
+    /// The host is back: its underlay NIC and vNICs up, its routes to the
+    /// guests restored (start its agent with [`Lab::start_agent`]).
     pub fn host_up(&mut self, h: Hv) -> Result<()> {
         self.timeline.step(&format!("{} is back: {UNDERLAY_IF} and its vNICs up", h.id));
-        self.set_links(h, "up")
+        self.set_links(h, "up")?;
+        self.topo.route_guests(h)
     }
 
     fn set_links(&self, h: Hv, state: &str) -> Result<()> {

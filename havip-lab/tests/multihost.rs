@@ -2,7 +2,9 @@
 //! the underlay of issue 9): three hosts on the fabric, a guest on each,
 //! three etcd members. Guests reach each other across the underlay, VRRP
 //! works between hosts, the VIP does not move without havip, etcd elects a
-//! new leader when its leader dies, and nothing is left after the lab goes.
+//! new leader when its leader dies, a host cut from etcd reaches no member
+//! (and nothing else is cut), a host taken down is gone from the underlay,
+//! and nothing is left after the lab goes.
 //! Needs root.
 
 use std::{
@@ -12,7 +14,7 @@ use std::{
 
 use anyhow::{ensure, Context, Result};
 use havip_lab::{
-    multihost::{ping, Lab, Options},
+    multihost::{ping, Lab, Options, HV1, HV2},
     netns::{sweep_stale, LabId},
     topology::{GUEST_IF, VIP, VM_A, VM_B, VM_C},
     wait,
@@ -71,7 +73,26 @@ fn three_hosts_route_guests_over_the_underlay_and_etcd_survives_its_leader() -> 
         let next = lab.etcd.wait_new_leader(leader, ELECTION_TIMEOUT)?;
         eprintln!("etcd: e{} killed, e{} leads after {:?}", leader + 1, next + 1, killed.elapsed());
         lab.etcd.start_member(leader)?;
-        lab.etcd.wait_healthy(ELECTION_TIMEOUT).context("the killed member rejoining")
+        lab.etcd.wait_healthy(ELECTION_TIMEOUT).context("the killed member rejoining")?;
+
+        // Cut from etcd: hv1 no longer reaches any member; its guest still
+        // reaches the others, and hv2 still reaches etcd. Healed: back.
+        let (hv1, hv2) = (lab.topo.host_ns(HV1).to_owned(), lab.topo.host_ns(HV2).to_owned());
+        let e1 = lab.etcd.addr(0);
+        lab.cut_from_etcd(HV1)?;
+        ensure!(!ping(&hv1, e1)?, "hv1 reaches etcd while cut off");
+        ensure!(ping(&hv2, e1)? && ping(&vma, VM_B.ip)?, "cutting hv1 from etcd cut more");
+        lab.heal(HV1)?;
+        ensure!(ping(&hv1, e1)?, "hv1 does not reach etcd after the heal");
+
+        // Host down: hv2 gone from the underlay, vm-b with it; back up, reachable again.
+        lab.host_down(HV2)?;
+        ensure!(!ping(&vma, VM_B.ip)? && !ping(&hv1, HV2.underlay())?, "hv2 answers while down");
+        lab.host_up(HV2)?;
+        wait::until("vm-b to be reachable again", ELECTION_TIMEOUT, || {
+            Ok(ping(&vma, VM_B.ip)?.then_some(()))
+        })?;
+        Ok(())
     };
     lab = {
         let result = body(&mut lab);
