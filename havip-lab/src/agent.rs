@@ -87,8 +87,15 @@ impl Spec {
     /// socket in the lab dir, and serves metrics inside the lab's hv
     /// namespace (its own loopback: no two labs share the port).
     pub fn agent_section(&self) -> String {
+        self.agent_section_as(None)
+    }
+
+    /// [`Spec::agent_section`] with `host_id` set, when there is one (a lab
+    /// with many hosts names them).
+    pub fn agent_section_as(&self, host_id: Option<&str>) -> String {
+        let id = host_id.map(|h| format!("host_id = \"{h}\"\n")).unwrap_or_default();
         format!(
-            "[agent]\nstore = \"{}\"\napi_socket = \"{}\"\nmetrics = \"{METRICS}\"\n\n",
+            "[agent]\n{id}store = \"{}\"\napi_socket = \"{}\"\nmetrics = \"{METRICS}\"\n\n",
             self.dir.join("state.redb").display(),
             self.api_socket().display()
         )
@@ -129,6 +136,8 @@ impl Spec {
 }
 
 pub struct Agent {
+    /// Who it is in the timeline and errors: "agent", "agent hv2".
+    name: String,
     spec: Spec,
     proc: Option<ChildProc>,
     notify: UnixDatagram,
@@ -140,12 +149,25 @@ impl Agent {
     /// Starts the agent and waits for READY=1. Attached to `timeline` (its
     /// JSON log lines land there) or, without one, detached.
     pub fn start(spec: Spec, timeline: Option<&Timeline>) -> Result<Self> {
+        Self::start_named(spec, "agent", timeline)
+    }
+
+    /// [`Agent::start`], its lines in the timeline under `name` (e.g. "agent
+    /// hv2", where each host runs one).
+    pub fn start_named(spec: Spec, name: &str, timeline: Option<&Timeline>) -> Result<Self> {
         let sock_path = spec.dir.join("agent-notify.sock");
         let _ = std::fs::remove_file(&sock_path);
         let notify =
             UnixDatagram::bind(&sock_path).with_context(|| format!("binding {}", sock_path.display()))?;
         notify.set_nonblocking(true)?;
-        let mut agent = Self { spec, proc: None, notify, timeline: timeline.cloned(), armed: true };
+        let mut agent = Self {
+            name: name.to_owned(),
+            spec,
+            proc: None,
+            notify,
+            timeline: timeline.cloned(),
+            armed: true,
+        };
         agent.launch()?;
         Ok(agent)
     }
@@ -156,14 +178,11 @@ impl Agent {
         self.spec.common_args(&mut cmd);
         cmd.args(["--log-format", "json"]).env("NOTIFY_SOCKET", self.spec.dir.join("agent-notify.sock"));
         let log = self.spec.dir.join("agent.log");
-        let proc = self.proc.insert(ChildProc::spawn("agent", cmd, &log, self.timeline.as_ref())?);
-        let notify = &self.notify;
-        wait::until("the agent to send READY=1", READY_TIMEOUT, || {
+        let proc = self.proc.insert(ChildProc::spawn(&self.name, cmd, &log, self.timeline.as_ref())?);
+        let (notify, name) = (&self.notify, &self.name);
+        wait::until(&format!("{name} to send READY=1"), READY_TIMEOUT, || {
             if let Some(status) = proc.exited()? {
-                bail!(
-                    "the agent exited ({status}) before it was ready; its log ends:\n{}",
-                    proc.log_tail(20)
-                );
+                bail!("{name} exited ({status}) before it was ready; its log ends:\n{}", proc.log_tail(20));
             }
             let mut buf = [0u8; 4096];
             match notify.recv(&mut buf) {
@@ -179,7 +198,7 @@ impl Agent {
         if let Some(mut p) = self.proc.take() {
             let status = p.stop(Duration::from_secs(10))?;
             if !status.success() {
-                bail!("the agent exited with {status} on SIGTERM; its log ends:\n{}", p.log_tail(20));
+                bail!("{} exited with {status} on SIGTERM; its log ends:\n{}", self.name, p.log_tail(20));
             }
         }
         Ok(())

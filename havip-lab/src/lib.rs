@@ -9,12 +9,16 @@
 pub mod agent;
 pub mod arping;
 pub mod cmd;
+pub mod ctl;
+pub mod etcd;
+pub mod fabric;
 pub mod fault;
 pub mod frames;
 pub mod garp;
 pub mod interrupt;
 pub mod keepalived;
 pub mod log;
+pub mod multihost;
 pub mod netns;
 pub mod probe;
 pub mod process;

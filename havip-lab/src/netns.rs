@@ -59,6 +59,13 @@ impl LabId {
         Path::new(BPFFS).join(format!("havip-{}-{}", self.purpose, self.stem))
     }
 
+    /// The pin dir of `role` (e.g. one host `hv2` of a lab with many hosts,
+    /// each with an agent of its own): [`LabId::pin_dir`] + `-<role>`, so
+    /// [`remove_lab`] and the sweeper find it with the lab's.
+    pub fn pin_dir_of(&self, role: &str) -> PathBuf {
+        Path::new(BPFFS).join(format!("havip-{}-{}-{role}", self.purpose, self.stem))
+    }
+
     pub fn run_dir(&self) -> PathBuf {
         Path::new(RUN_DIR).join(format!("{}-{}", self.purpose, self.stem))
     }
@@ -171,9 +178,18 @@ pub fn remove_lab(stem: &str) -> Result<()> {
     Ok(())
 }
 
-/// Removes lab `id`'s pin dir and run dir, if there.
+/// Removes lab `id`'s pin dirs ([`LabId::pin_dir`] and every
+/// [`LabId::pin_dir_of`]) and run dir, if there.
 fn remove_dirs(id: &LabId) -> Result<()> {
-    for dir in [id.pin_dir(), id.run_dir()] {
+    let role_prefix = format!("havip-{}-{}-", id.purpose, id.stem);
+    let role_pins = fs::read_dir(BPFFS)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&role_prefix))
+        .map(|e| e.path());
+    let dirs: Vec<PathBuf> = [id.pin_dir(), id.run_dir()].into_iter().chain(role_pins).collect();
+    for dir in dirs {
         // Unlinking a link pin detaches its XDP program once nothing else holds it.
         let removed = fs::remove_dir_all(&dir);
         unless_gone(removed, &dir).with_context(|| format!("removing {}", dir.display()))?;
@@ -216,7 +232,8 @@ pub fn sweep_stale() -> Result<()> {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let stem = PURPOSES.iter().find_map(|p| name.strip_prefix(&format!("{prefix}{p}-")));
-            stems.extend(stem.map(str::to_owned));
+            // A role's pin dir (`<stem>-hv2`) belongs to its lab's stem.
+            stems.extend(stem.map(|s| owned_stem(s).unwrap_or_else(|| s.to_owned())));
         }
     }
     stems.sort();
@@ -236,8 +253,16 @@ pub fn sweep_stale() -> Result<()> {
 /// The owned stem (`<pid>-<tag>`) of namespace `havip-<pid>-<tag>-<role>`;
 /// the role may hold dashes (`vm-a`). None for a name with no owner pid.
 fn netns_stem(name: &str) -> Option<String> {
-    let mut parts = name.strip_prefix("havip-")?.splitn(3, '-');
-    let (pid, tag, _role) = (parts.next()?, parts.next()?, parts.next()?);
+    let rest = name.strip_prefix("havip-")?;
+    // A namespace always has a role after its stem.
+    rest.splitn(3, '-').nth(2)?;
+    owned_stem(rest)
+}
+
+/// `<pid>-<tag>` from `<pid>-<tag>[-<role>]`; None without an owner pid.
+fn owned_stem(name: &str) -> Option<String> {
+    let mut parts = name.splitn(3, '-');
+    let (pid, tag) = (parts.next()?, parts.next()?);
     pid.parse::<u32>().ok()?;
     Some(format!("{pid}-{tag}"))
 }
@@ -319,5 +344,10 @@ mod tests {
         let fixed = LabId::fixed("lab", "up");
         assert_eq!(netns_stem(&fixed.netns("vm-a")), None, "no owner, never swept");
         assert_eq!(netns_stem("other-1-2-3"), None);
+        assert_eq!(netns_stem(&format!("havip-{}", id.stem)), None, "a namespace has a role");
+        let pins = id.pin_dir_of("hv2");
+        let name = pins.file_name().unwrap().to_string_lossy().into_owned();
+        let stem = name.strip_prefix("havip-test-").unwrap();
+        assert_eq!(owned_stem(stem).as_deref(), Some(id.stem.as_str()), "a role's pin dir is its lab's");
     }
 }

@@ -68,7 +68,8 @@ pub fn render(lines: &[Line], probes: &[ProbeView], interval: Duration, counters
     let mut out = String::from("\n=== timeline (seconds since the lab started) ===\n");
     for l in lines {
         let entry = match l.source.as_str() {
-            "agent" => agent_line(&l.text),
+            // "agent", or "agent hv2" where each host runs one.
+            src if src == "agent" || src.starts_with("agent ") => agent_line(&l.text),
             "lab" => Some(l.text.clone()),
             src if src.starts_with("keepalived") => {
                 KEEPALIVED_MARKS.iter().any(|m| l.text.contains(m)).then(|| strip_date(&l.text).to_owned())

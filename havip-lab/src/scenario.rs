@@ -2,7 +2,13 @@
 //! both members. Fields drop in order, so processes stop (and the agent tears
 //! down) before the namespaces go, and the lab's files go last.
 
-use std::{fs, net::Ipv4Addr, path::PathBuf, process::Command, time::Duration};
+use std::{
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 use anyhow::{bail, Context, Result};
 use havip_common::VipState;
@@ -42,10 +48,7 @@ pub struct Options {
 pub struct Lab {
     pub timeline: Timeline,
     attached: bool,
-    responders: Vec<Responder>,
-    web: Vec<WebServer>,
-    /// A detached lab's services: `havip-lab serve` processes.
-    services: Vec<ChildProc>,
+    services: Services,
     keepalived: Vec<Keepalived>,
     agent: Option<Agent>,
     pub topo: Topology,
@@ -65,9 +68,7 @@ impl Lab {
         Ok(Self {
             timeline,
             attached,
-            responders: Vec::new(),
-            web: Vec::new(),
-            services: Vec::new(),
+            services: Services::default(),
             keepalived: Vec::new(),
             agent: None,
             topo,
@@ -103,10 +104,7 @@ impl Lab {
     /// Passes `result` through; on an error, first prints the end of every
     /// log of the lab: the best clue to a failure, and gone with the lab.
     pub fn on_error<T>(&self, result: Result<T>) -> Result<T> {
-        if result.is_err() {
-            self.dir.print_logs();
-        }
-        result
+        self.dir.on_error(result)
     }
 
     fn attach(&self) -> Option<&Timeline> {
@@ -141,19 +139,8 @@ impl Lab {
     /// in this process for an attached lab; for a detached one (`lab up`),
     /// as `havip-lab serve` processes that stay up with it.
     pub fn start_responders(&mut self) -> Result<()> {
-        for g in MEMBERS {
-            let ns = self.topo.ns(g);
-            if self.attached {
-                self.responders.push(Responder::start(&ns, g.name)?);
-                self.web.push(WebServer::start(&ns, g.name)?);
-                continue;
-            }
-            let exe = std::env::current_exe().context("locating the havip-lab binary")?;
-            let mut cmd = Command::new(exe);
-            cmd.args(["serve", "--netns", &ns, "--name", g.name]);
-            let log = self.dir.path.join(format!("services-{}.log", g.name));
-            self.services.push(ChildProc::spawn(&format!("services {}", g.name), cmd, &log, None)?);
-        }
+        let topo = &self.topo;
+        self.services = Services::start(|g| topo.ns(g), self.attached, &self.dir.path)?;
         Ok(())
     }
 
@@ -163,12 +150,9 @@ impl Lab {
 
     /// keepalived in both members with `opts`.
     pub fn start_keepalived_with(&mut self, opts: keepalived::Options) -> Result<()> {
-        for (g, peer, prio) in [(VM_A, VM_B, PRIORITY_A), (VM_B, VM_A, PRIORITY_B)] {
-            self.timeline.step(&format!("starting keepalived in {} (priority {prio})", g.name));
-            let ns = self.topo.ns(g);
-            let ka = Keepalived::start_with(&self.dir.path, &ns, g, peer, prio, opts, self.attach())?;
-            self.keepalived.push(ka);
-        }
+        let topo = &self.topo;
+        let started = start_keepalived(&self.dir.path, |g| topo.ns(g), opts, &self.timeline, self.attached)?;
+        self.keepalived.extend(started);
         Ok(())
     }
 
@@ -243,7 +227,7 @@ impl Lab {
             bail!("only a detached lab can be left standing");
         }
         self.keepalived.iter_mut().for_each(Keepalived::keep);
-        self.services.iter_mut().for_each(ChildProc::keep);
+        self.services.keep();
         self.agent.iter_mut().for_each(Agent::keep);
         self.topo.keep();
         self.dir.armed = false;
@@ -251,14 +235,72 @@ impl Lab {
     }
 }
 
+/// The members' services: a UDP echo responder and an HTTP server each,
+/// in this process for an attached lab; for a detached one (`lab up`), as
+/// `havip-lab serve` processes that stay up with it.
+#[derive(Default)]
+pub(crate) struct Services {
+    responders: Vec<Responder>,
+    web: Vec<WebServer>,
+    /// A detached lab's services: `havip-lab serve` processes.
+    procs: Vec<ChildProc>,
+}
+
+impl Services {
+    /// Starts them in every member, `ns_of(g)` being member `g`'s namespace;
+    /// a detached lab's logs go into `dir`.
+    pub(crate) fn start(ns_of: impl Fn(Guest) -> String, attached: bool, dir: &Path) -> Result<Self> {
+        let mut services = Self::default();
+        for g in MEMBERS {
+            let ns = ns_of(g);
+            if attached {
+                services.responders.push(Responder::start(&ns, g.name)?);
+                services.web.push(WebServer::start(&ns, g.name)?);
+                continue;
+            }
+            let exe = std::env::current_exe().context("locating the havip-lab binary")?;
+            let mut cmd = Command::new(exe);
+            cmd.args(["serve", "--netns", &ns, "--name", g.name]);
+            let log = dir.join(format!("services-{}.log", g.name));
+            services.procs.push(ChildProc::spawn(&format!("services {}", g.name), cmd, &log, None)?);
+        }
+        Ok(services)
+    }
+
+    /// Leaves a detached lab's services running when this handle goes.
+    pub(crate) fn keep(&mut self) {
+        self.procs.iter_mut().for_each(ChildProc::keep);
+    }
+}
+
+/// keepalived in both members (vm-a preferred, each the other's unicast
+/// peer) with `opts`, `ns_of(g)` being member `g`'s namespace, configs in
+/// `dir`; each start is a step on `timeline`, which an `attached` lab's
+/// keepalived also logs into.
+pub(crate) fn start_keepalived(
+    dir: &Path,
+    ns_of: impl Fn(Guest) -> String,
+    opts: keepalived::Options,
+    timeline: &Timeline,
+    attached: bool,
+) -> Result<Vec<Keepalived>> {
+    let mut started = Vec::new();
+    for (g, peer, prio) in [(VM_A, VM_B, PRIORITY_A), (VM_B, VM_A, PRIORITY_B)] {
+        timeline.step(&format!("starting keepalived in {} (priority {prio})", g.name));
+        let attach = attached.then_some(timeline);
+        started.push(Keepalived::start_with(dir, &ns_of(g), g, peer, prio, opts, attach)?);
+    }
+    Ok(started)
+}
+
 /// The lab's directory of configs, pid files and logs, removed on drop.
-struct RunDir {
-    path: PathBuf,
-    armed: bool,
+pub(crate) struct RunDir {
+    pub(crate) path: PathBuf,
+    pub(crate) armed: bool,
 }
 
 impl RunDir {
-    fn create(path: PathBuf) -> Result<Self> {
+    pub(crate) fn create(path: PathBuf) -> Result<Self> {
         if path.exists() {
             bail!("{} exists already: is another lab with this id running?", path.display());
         }
@@ -268,13 +310,30 @@ impl RunDir {
 }
 
 impl RunDir {
-    /// The end of every log: a failing test's best clue, gone with the dir.
-    fn print_logs(&self) {
+    /// Passes `result` through; on an error, first prints the end of every log.
+    pub(crate) fn on_error<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.print_logs();
+        }
+        result
+    }
+
+    /// The end of every log (in the dir and one level below: a host's, etcd's):
+    /// a failing test's best clue, gone with the dir.
+    pub(crate) fn print_logs(&self) {
         let Ok(entries) = fs::read_dir(&self.path) else { return };
-        for e in entries.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "log")) {
-            let text = fs::read_to_string(e.path()).unwrap_or_default();
+        let mut paths: Vec<PathBuf> = Vec::new();
+        for e in entries.flatten() {
+            match fs::read_dir(e.path()) {
+                Ok(sub) => paths.extend(sub.flatten().map(|e| e.path())),
+                Err(_) => paths.push(e.path()),
+            }
+        }
+        paths.sort();
+        for path in paths.iter().filter(|p| p.extension().is_some_and(|x| x == "log")) {
+            let text = fs::read_to_string(path).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
-            eprintln!("----- {} (last 40 lines)", e.path().display());
+            eprintln!("----- {} (last 40 lines)", path.display());
             eprintln!("{}", lines[lines.len().saturating_sub(40)..].join("\n"));
         }
     }

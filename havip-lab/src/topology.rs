@@ -107,72 +107,14 @@ impl Topology {
 
     fn wire(&self, dir: &Path) -> Result<()> {
         let hv = self.hv();
-        // iproute2 loads the guests' XDP_PASS program from a file.
-        let obj = dir.join("lab.bpf.o");
-        fs::write(&obj, havip_ebpf::LAB_OBJ).with_context(|| format!("writing {}", obj.display()))?;
+        let obj = write_lab_obj(dir)?;
         cmd::ip(&["-n", hv, "link", "set", "lo", "up"])?;
-        let mut sysctls = vec![
-            "ipv4/ip_forward=1".to_owned(),
-            // The VIP's traffic comes back from whichever member holds it, on
-            // a vNIC the reverse path check would not expect.
-            "ipv4/conf/all/rp_filter=0".to_owned(),
-            "ipv4/conf/default/rp_filter=0".to_owned(),
-        ];
+        let mut sysctls = host_sysctls();
         for g in GUESTS {
-            let ns = self.ns(g);
-            let (ip, mac) = (format!("{}/24", g.ip), g.mac_str());
-            cmd::ip(&[
-                "-n", hv, "link", "add", g.vnic, "type", "veth", "peer", "name", GUEST_IF, "netns", &ns,
-            ])?;
-            cmd::ip(&["-n", &ns, "link", "set", GUEST_IF, "address", &mac])?;
-            cmd::ip(&["-n", &ns, "addr", "add", &ip, "dev", GUEST_IF])?;
-            cmd::ip(&["-n", &ns, "link", "set", GUEST_IF, "up"])?;
-            cmd::ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-            // Replies to the outside go through the host (and its EIP NAT).
-            cmd::ip(&["-n", &ns, "route", "add", "default", "via", &GATEWAY.to_string()])?;
-            // A frame that XDP redirects (or XDP_TXes) into a veth is dropped
-            // silently unless the peer, this eth0, can take XDP frames. GRO on
-            // suffices for redirects, but on kernel 6.18 the ARP replies the
-            // host XDP_TXes back to the sender were still lost (vnic-c counted
-            // rx_queue_0_xdp_tx, vm-c's eth0 saw nothing): an XDP_PASS program
-            // on eth0 makes both work. A real guest's virtio NIC needs neither.
-            prepare_far_end(&ns, &obj)?;
-
-            cmd::ip(&["-n", hv, "addr", "add", &format!("{GATEWAY}/32"), "dev", g.vnic])?;
-            cmd::ip(&["-n", hv, "link", "set", g.vnic, "up"])?;
-            cmd::ip(&["-n", hv, "route", "add", &format!("{}/32", g.ip), "dev", g.vnic])?;
-            sysctls.push(format!("ipv4/conf/{}/rp_filter=0", g.vnic));
-            // Guests ARP for each other on their /24; the host answers for
-            // every address it has a route for (never the VIP: it has none).
-            sysctls.push(format!("ipv4/conf/{}/proxy_arp=1", g.vnic));
-            // Proxy ARP answers are delayed up to 0.8 s by default; an SDN
-            // host answers at once, and VRRP adverts must not wait for it.
-            sysctls.push(format!("ipv4/neigh/{}/proxy_delay=0", g.vnic));
+            sysctls.extend(wire_guest(hv, &self.ns(g), g, &obj)?);
         }
-        self.wire_uplink(&obj)?;
-        sysctls.push(format!("ipv4/conf/{UPLINK}/rp_filter=0"));
-        netns::run_in(hv, move || {
-            for s in sysctls {
-                let (key, value) = s.split_once('=').context("sysctl key=value")?;
-                let path = Path::new("/proc/sys/net").join(key);
-                fs::write(&path, value).with_context(|| format!("writing {}", path.display()))?;
-            }
-            Ok(())
-        })
-    }
-
-    /// hv's `uplink0` <-> inet's `eth0`; inet reaches the EIPs through hv.
-    fn wire_uplink(&self, obj: &Path) -> Result<()> {
-        let (hv, inet) = (self.hv(), self.inet());
-        cmd::ip(&["-n", hv, "link", "add", UPLINK, "type", "veth", "peer", "name", GUEST_IF, "netns", inet])?;
-        cmd::ip(&["-n", inet, "addr", "add", &format!("{INET_IP}/24"), "dev", GUEST_IF])?;
-        cmd::ip(&["-n", inet, "link", "set", GUEST_IF, "up"])?;
-        cmd::ip(&["-n", inet, "link", "set", "lo", "up"])?;
-        cmd::ip(&["-n", inet, "route", "add", EIP_NET, "via", &UPLINK_IP.to_string()])?;
-        prepare_far_end(inet, obj)?;
-        cmd::ip(&["-n", hv, "addr", "add", &format!("{UPLINK_IP}/24"), "dev", UPLINK])?;
-        cmd::ip(&["-n", hv, "link", "set", UPLINK, "up"])?;
-        Ok(())
+        sysctls.extend(wire_uplink(hv, self.inet(), &obj)?);
+        write_sysctls(hv, sysctls)
     }
 
     /// Leaves the namespaces in place when this handle goes (`lab up`).
@@ -181,6 +123,81 @@ impl Topology {
         self.inet.keep();
         self.guests.iter_mut().for_each(Netns::keep);
     }
+}
+
+/// Writes the guests' XDP_PASS program into `dir` for iproute2 to load; its path.
+pub(crate) fn write_lab_obj(dir: &Path) -> Result<std::path::PathBuf> {
+    let obj = dir.join("lab.bpf.o");
+    fs::write(&obj, havip_ebpf::LAB_OBJ).with_context(|| format!("writing {}", obj.display()))?;
+    Ok(obj)
+}
+
+/// The sysctls (`key=value` under /proc/sys/net) every host namespace needs:
+/// forwarding on, reverse path checks off (the VIP's traffic comes back from
+/// whichever member holds it, on a vNIC the check would not expect).
+pub(crate) fn host_sysctls() -> Vec<String> {
+    ["ipv4/ip_forward=1", "ipv4/conf/all/rp_filter=0", "ipv4/conf/default/rp_filter=0"]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+/// Writes `sysctls` (`key=value` under /proc/sys/net) in namespace `ns`.
+pub(crate) fn write_sysctls(ns: &str, sysctls: Vec<String>) -> Result<()> {
+    netns::run_in(ns, move || {
+        for s in sysctls {
+            let (key, value) = s.split_once('=').context("sysctl key=value")?;
+            let path = Path::new("/proc/sys/net").join(key);
+            fs::write(&path, value).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    })
+}
+
+/// Wires guest `g` (namespace `ns`) to host namespace `hv` as an SDN host
+/// does: its vNIC, the gateway address on it, a /32 route, proxy ARP.
+/// Returns the host sysctls it needs (for [`write_sysctls`]).
+pub(crate) fn wire_guest(hv: &str, ns: &str, g: Guest, obj: &Path) -> Result<Vec<String>> {
+    lan_veth(hv, g.vnic, ns)?;
+    let (ip, mac) = (format!("{}/24", g.ip), g.mac_str());
+    cmd::ip(&["-n", ns, "link", "set", GUEST_IF, "address", &mac])?;
+    cmd::ip(&["-n", ns, "addr", "add", &ip, "dev", GUEST_IF])?;
+    cmd::ip(&["-n", ns, "link", "set", GUEST_IF, "up"])?;
+    cmd::ip(&["-n", ns, "link", "set", "lo", "up"])?;
+    // Replies to the outside go through the host (and its EIP NAT).
+    cmd::ip(&["-n", ns, "route", "add", "default", "via", &GATEWAY.to_string()])?;
+    prepare_far_end(ns, obj)?;
+
+    cmd::ip(&["-n", hv, "addr", "add", &format!("{GATEWAY}/32"), "dev", g.vnic])?;
+    cmd::ip(&["-n", hv, "link", "set", g.vnic, "up"])?;
+    cmd::ip(&["-n", hv, "route", "add", &format!("{}/32", g.ip), "dev", g.vnic])?;
+    Ok(vec![
+        format!("ipv4/conf/{}/rp_filter=0", g.vnic),
+        // Guests ARP for each other on their /24; the host answers for
+        // every address it has a route for (never the VIP: it has none).
+        format!("ipv4/conf/{}/proxy_arp=1", g.vnic),
+        // Proxy ARP answers are delayed up to 0.8 s by default; an SDN
+        // host answers at once, and VRRP adverts must not wait for it.
+        format!("ipv4/neigh/{}/proxy_delay=0", g.vnic),
+    ])
+}
+
+/// A veth from host namespace `hv` (end `dev`) to `eth0` in namespace `far`.
+fn lan_veth(hv: &str, dev: &str, far: &str) -> Result<()> {
+    cmd::ip(&["-n", hv, "link", "add", dev, "type", "veth", "peer", "name", GUEST_IF, "netns", far]).map(drop)
+}
+
+/// Host `hv`'s `uplink0` <-> `inet`'s `eth0`; inet reaches the EIPs through
+/// `hv`. Returns the host sysctls it needs (for [`write_sysctls`]).
+pub(crate) fn wire_uplink(hv: &str, inet: &str, obj: &Path) -> Result<Vec<String>> {
+    lan_veth(hv, UPLINK, inet)?;
+    cmd::ip(&["-n", inet, "addr", "add", &format!("{INET_IP}/24"), "dev", GUEST_IF])?;
+    cmd::ip(&["-n", inet, "link", "set", GUEST_IF, "up"])?;
+    cmd::ip(&["-n", inet, "link", "set", "lo", "up"])?;
+    cmd::ip(&["-n", inet, "route", "add", EIP_NET, "via", &UPLINK_IP.to_string()])?;
+    prepare_far_end(inet, obj)?;
+    cmd::ip(&["-n", hv, "addr", "add", &format!("{UPLINK_IP}/24"), "dev", UPLINK])?;
+    cmd::ip(&["-n", hv, "link", "set", UPLINK, "up"])?;
+    Ok(vec![format!("ipv4/conf/{UPLINK}/rp_filter=0")])
 }
 
 /// Readies the far (non-host) end of a veth, `eth0` in `ns`, to receive what
@@ -212,10 +229,20 @@ pub fn agent_config() -> String {
 /// [`agent_config`] with `havip_settings` (TOML `key = value` lines, e.g.
 /// `split_brain = "keep-holder"`) added to the HAVIP's `[[havips]]` table.
 pub fn agent_config_with(havip_settings: &str) -> String {
+    desired_file(|_| None, havip_settings) + &uplink_section()
+}
+
+/// The lab's desired state as a file for `havipctl apply -f` (or an agent
+/// config's desired sections): the subnet, every guest's vNIC, one HAVIP
+/// whose members are vm-a and vm-b with the EIP bound, `havip_settings`
+/// (see [`agent_config_with`]) in its table. `host_of(g)`: the host `g`'s
+/// vNIC lives on, None for the applying agent's own.
+pub fn desired_file(host_of: impl Fn(Guest) -> Option<&'static str>, havip_settings: &str) -> String {
     let mut cfg = format!("[[subnets]]\nname = \"vpc1\"\ncidr = \"{SUBNET}\"\n");
     for g in GUESTS {
+        let host = host_of(g).map(|h| format!("host = \"{h}\"\n")).unwrap_or_default();
         cfg += &format!(
-            "\n[[vnics]]\nname = \"{}\"\ninstance = \"{}\"\nsubnet = \"vpc1\"\nip = \"{}\"\nmac = \"{}\"\n",
+            "\n[[vnics]]\nname = \"{}\"\n{host}instance = \"{}\"\nsubnet = \"vpc1\"\nip = \"{}\"\nmac = \"{}\"\n",
             g.vnic,
             g.name,
             g.ip,
@@ -231,8 +258,12 @@ pub fn agent_config_with(havip_settings: &str) -> String {
         cfg += line;
         cfg += "\n";
     }
-    cfg += &format!("\n[uplink]\nname = \"{UPLINK}\"\nnext_hop = \"{INET_IP}\"\n");
     cfg
+}
+
+/// The agent config's `[uplink]` section for the host with the uplink.
+pub fn uplink_section() -> String {
+    format!("\n[uplink]\nname = \"{UPLINK}\"\nnext_hop = \"{INET_IP}\"\n")
 }
 
 #[cfg(test)]
@@ -254,5 +285,14 @@ mod tests {
             "eip = \"203.0.113.10\"\nsplit_brain = \"keep-holder\"\naccept_vrrp_vmac = false\n\n[uplink]"
         ));
         assert_eq!(agent_config_with(""), agent_config());
+    }
+
+    #[test]
+    fn the_desired_file_places_vnics_on_their_hosts() {
+        let file = desired_file(|g| Some(if g == VM_B { "hv2" } else { "hv1" }), "");
+        assert!(file.contains("name = \"vnic-b\"\nhost = \"hv2\"\ninstance = \"vm-b\"\n"));
+        assert_eq!(file.matches("host = ").count(), 3);
+        assert!(!file.contains("[uplink]"));
+        assert!(!agent_config().contains("host = "));
     }
 }

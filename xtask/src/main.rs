@@ -52,7 +52,15 @@ enum Cmd {
     /// Build every crate and binary.
     Build,
     /// The lab demo: keepalived fails over under a probe, havip follows; prints the timeline.
-    Run,
+    /// Across three hosts on etcd by default; `--hosts 1` (or `-- --hosts 1`) for the single-host lab.
+    Run {
+        /// 3: failover across hypervisors (hv1..hv3, etcd); 1: the single-host lab.
+        #[arg(long)]
+        hosts: Option<u8>,
+        /// Passed on to `havip-lab run` (e.g. `-- --hosts 1`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// A lab left standing for hands-on use.
     Lab {
         #[command(subcommand)]
@@ -87,8 +95,15 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum LabAction {
-    /// Create the lab, start keepalived and the agent, leave it running.
-    Up,
+    /// Create the lab, start keepalived and the agent(s), leave it running.
+    Up {
+        /// 1: the single-host lab; 3: hv1..hv3 on an underlay, etcd, an agent per host.
+        #[arg(long, default_value_t = 1)]
+        hosts: u8,
+        /// With --hosts 3: the network, etcd and keepalived without agents.
+        #[arg(long)]
+        no_agents: bool,
+    },
     /// Remove what `up` created.
     Down,
 }
@@ -109,16 +124,23 @@ fn run_cmd(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Deps => deps(),
         Cmd::Build => build(),
-        Cmd::Run => {
+        Cmd::Run { hosts, args } => {
             require_root("the lab creates network namespaces and attaches XDP")?;
-            lab(&["run"])
+            let mut all = vec!["run".to_owned()];
+            all.extend(hosts.map(|h| format!("--hosts={h}")));
+            all.extend(args);
+            lab(&all)
         }
         Cmd::Lab { action } => {
             require_root("the lab creates network namespaces and attaches XDP")?;
-            lab(&[match action {
-                LabAction::Up => "up",
-                LabAction::Down => "down",
-            }])
+            match action {
+                LabAction::Up { hosts, no_agents } => {
+                    let mut args = vec!["up".to_owned(), format!("--hosts={hosts}")];
+                    args.extend(no_agents.then(|| "--no-agents".to_owned()));
+                    lab(&args)
+                }
+                LabAction::Down => lab(&["down".to_owned()]),
+            }
         }
         Cmd::Test { args } => test(&args),
         Cmd::Layers => layering(),
@@ -227,7 +249,7 @@ fn build() -> Result<()> {
 }
 
 /// Builds, then becomes `havip-lab ARGS` (so Ctrl-C reaches it directly).
-fn lab(args: &[&str]) -> Result<()> {
+fn lab(args: &[String]) -> Result<()> {
     build()?;
     let bin = target_dir().join("debug/havip-lab");
     let err = Command::new(&bin).args(args).exec();

@@ -1,4 +1,5 @@
-//! `havip-lab run|up|down`: the lab demo, and a lab left standing for hands-on use.
+//! `havip-lab run|up|down`: the lab demo, and a lab left standing for hands-on use;
+//! `--hosts 1` the single-host lab, `--hosts 3` the lab with many hosts.
 
 use std::{fs, path::Path, time::Duration};
 
@@ -7,8 +8,11 @@ use clap::{Parser, Subcommand};
 use havip_common::VipCounter;
 use havip_lab::{
     agent, garp, interrupt,
+    keepalived::Keepalived,
+    log::Timeline,
+    multihost,
     netns::{self, LabId, RUN_DIR},
-    probe::Responder,
+    probe::{Prober, Report, Responder},
     report::{self, ProbeView},
     scenario::{Lab, FAILOVER_TIMEOUT},
     state,
@@ -32,9 +36,21 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// The demo: fail over with keepalived under a steady probe, print the timeline.
-    Run,
-    /// Create the lab, start keepalived and the agent, and leave it standing.
-    Up,
+    Run {
+        /// 3: failover across hypervisors on etcd; 1: the single-host lab.
+        #[arg(long, default_value_t = 3, value_parser = hosts)]
+        hosts: u8,
+    },
+    /// Create the lab, start keepalived and the agent(s), and leave it standing.
+    Up {
+        /// 1: the single-host lab; 3: three hosts on an underlay with etcd.
+        #[arg(long, default_value_t = 1, value_parser = hosts)]
+        hosts: u8,
+        /// With --hosts 3: no agents (nor the desired state): the network,
+        /// etcd, keepalived and the members' services only.
+        #[arg(long)]
+        no_agents: bool,
+    },
     /// Remove what `up` created.
     Down,
     /// A member's services (UDP echo, HTTP) inside namespace NETNS, until
@@ -51,8 +67,11 @@ enum Cmd {
 fn main() -> Result<()> {
     interrupt::install()?;
     match Cli::parse().cmd {
-        Cmd::Run => run(),
-        Cmd::Up => up(),
+        Cmd::Run { hosts: 1 } => run(),
+        Cmd::Run { .. } => run_hosts(),
+        Cmd::Up { hosts: 1, no_agents: false } => up(),
+        Cmd::Up { hosts: 1, no_agents: true } => anyhow::bail!("--no-agents goes with --hosts 3"),
+        Cmd::Up { no_agents, .. } => up_hosts(no_agents),
         Cmd::Down => down(),
         Cmd::Serve { netns, name } => serve(&netns, &name),
     }
@@ -62,28 +81,25 @@ fn run() -> Result<()> {
     let mut lab = Lab::start(LabId::unique("lab"), true)?;
     let t = lab.timeline.clone();
     t.step(&format!("probing the VIP from vm-c, and the EIP {EIP} from inet"));
-    let prober = lab.prober(PROBE_INTERVAL)?;
-    let outside = lab.prober_from_inet(PROBE_INTERVAL)?;
-    let answered = |g: Guest| -> Result<()> {
-        prober.wait_answered_by(g.name, 1, FAILOVER_TIMEOUT)?;
-        outside.wait_answered_by(g.name, 1, FAILOVER_TIMEOUT)
-    };
+    let probes =
+        Probes { inside: lab.prober(PROBE_INTERVAL)?, outside: lab.prober_from_inet(PROBE_INTERVAL)? };
+    let answered = |g: Guest| probes.answered(g);
     answered(VM_A)?;
-    fetch(&lab, VM_A)?;
+    fetch(&lab.timeline, lab.fetch_via_eip(), VM_A)?;
 
     t.step("stopping keepalived on vm-a (the holder)");
     lab.keepalived(VM_A)?.stop()?;
     lab.wait_holder(VM_B, FAILOVER_TIMEOUT)?;
     answered(VM_B)?;
     t.step("vm-b holds the VIP and answers");
-    fetch(&lab, VM_B)?;
+    fetch(&lab.timeline, lab.fetch_via_eip(), VM_B)?;
 
     t.step("restarting keepalived on vm-a (it preempts)");
     lab.keepalived(VM_A)?.restart()?;
     lab.wait_holder(VM_A, FAILOVER_TIMEOUT)?;
     answered(VM_A)?;
     t.step("vm-a holds the VIP again and answers");
-    fetch(&lab, VM_A)?;
+    fetch(&lab.timeline, lab.fetch_via_eip(), VM_A)?;
 
     t.step("vm-c (no member) claims the VIP with a gratuitous ARP");
     let pins = lab.pin_dir();
@@ -97,7 +113,7 @@ fn run() -> Result<()> {
     answered(VM_A)?;
     t.step("rejected: vm-a still holds the VIP and answers");
 
-    let (inside, outside) = (prober.finish(), outside.finish());
+    let (inside, outside) = probes.finish();
     let counters = state::vip_counters(&pins, VIP)?;
     let probes = [
         ProbeView { who: "vm-c", target: "the VIP", report: &inside },
@@ -108,10 +124,30 @@ fn run() -> Result<()> {
     Ok(())
 }
 
-/// An HTTP GET from outside through the EIP, which `g` must serve.
-fn fetch(lab: &Lab, g: Guest) -> Result<()> {
-    let who = lab.fetch_via_eip()?;
-    lab.timeline.step(&format!("inet: GET http://{EIP}/ -> served by {who}"));
+/// The demo's probes: from vm-c to the VIP, from inet to the EIP.
+struct Probes {
+    inside: Prober,
+    outside: Prober,
+}
+
+impl Probes {
+    /// Waits until both see an answer from `g`.
+    fn answered(&self, g: Guest) -> Result<()> {
+        self.inside.wait_answered_by(g.name, 1, FAILOVER_TIMEOUT)?;
+        self.outside.wait_answered_by(g.name, 1, FAILOVER_TIMEOUT)
+    }
+
+    /// Stops both; their reports as the timeline shows them.
+    fn finish(self) -> (Report, Report) {
+        (self.inside.finish(), self.outside.finish())
+    }
+}
+
+/// An HTTP GET from outside through the EIP (`served_by`: what it
+/// answered), which `g` must have served; a step on `t`.
+fn fetch(t: &Timeline, served_by: Result<String>, g: Guest) -> Result<()> {
+    let who = served_by?;
+    t.step(&format!("inet: GET http://{EIP}/ -> served by {who}"));
     anyhow::ensure!(who == g.name, "the EIP was served by {who}, not by the holder {}", g.name);
     Ok(())
 }
@@ -181,13 +217,16 @@ fn down() -> Result<()> {
     netns::stop_processes(UP_STEM)?;
     let state = state_file();
     if state.exists() {
-        match read_agent_spec(&state) {
-            Ok(spec) if Path::new("/run/netns").join(&spec.netns).exists() => spec.teardown_or_unpin(),
-            Ok(_) => {}
+        match read_agent_specs(&state) {
+            Ok(specs) => specs
+                .iter()
+                .filter(|spec| Path::new("/run/netns").join(&spec.netns).exists())
+                .for_each(agent::Spec::teardown_or_unpin),
             // Whatever the record says, the lab's names are known: remove it anyway.
             Err(e) => eprintln!("havip-lab: {e:#}"),
         }
     }
+    // Namespaces (hosts, guests, fabric, etcd members), pin dirs, files.
     netns::remove_lab(UP_STEM)?;
     if state.exists() {
         fs::remove_file(&state).with_context(|| format!("removing {}", state.display()))?;
@@ -196,10 +235,121 @@ fn down() -> Result<()> {
     Ok(())
 }
 
-fn read_agent_spec(state: &Path) -> Result<agent::Spec> {
+/// The agents a lab left standing runs: `agent` (one host) or `agents` (many).
+fn read_agent_specs(state: &Path) -> Result<Vec<agent::Spec>> {
     let text = fs::read_to_string(state).with_context(|| format!("reading {}", state.display()))?;
     let record: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", state.display()))?;
-    serde_json::from_value(record["agent"].clone())
-        .with_context(|| format!("reading the agent's settings from {}", state.display()))
+    let specs = match &record["agent"] {
+        serde_json::Value::Null => record["agents"].clone(),
+        one => serde_json::Value::Array(vec![one.clone()]),
+    };
+    serde_json::from_value(specs)
+        .with_context(|| format!("reading the agents' settings from {}", state.display()))
+}
+
+/// `--hosts`: the labs there are.
+fn hosts(text: &str) -> Result<u8, String> {
+    match text {
+        "1" => Ok(1),
+        "3" => Ok(3),
+        _ => Err("the lab has 1 host or 3".to_owned()),
+    }
+}
+
+/// The demo across hosts: vm-a (hv1) fails over to vm-b (hv2) and back,
+/// probed from vm-c (hv3) and from inet through the EIP on hv3's uplink;
+/// the timeline says which host saw what, and when each host re-pointed.
+fn run_hosts() -> Result<()> {
+    let lab = multihost::Lab::start(LabId::unique("lab"), true, multihost::Options::default())?;
+    lab.run(|lab| {
+        let t = lab.timeline.clone();
+        t.step(&format!("probing the VIP from vm-c (hv3), and the EIP {EIP} from inet (hv3's uplink)"));
+        let probes =
+            Probes { inside: lab.prober(PROBE_INTERVAL)?, outside: lab.prober_from_inet(PROBE_INTERVAL)? };
+        let answered = |g: Guest| probes.answered(g);
+        answered(VM_A)?;
+        fetch(&t, lab.fetch_via_eip(), VM_A)?;
+
+        type Act = fn(&mut Keepalived) -> Result<()>;
+        let failovers: [(&str, Act, Guest); 2] = [
+            ("stopping keepalived on vm-a (hv1, the holder)", Keepalived::stop, VM_B),
+            ("restarting keepalived on vm-a (hv1; it preempts)", Keepalived::restart, VM_A),
+        ];
+        let mut rounds = Vec::new();
+        for (what, act, to) in failovers {
+            t.step(what);
+            let at = t.now();
+            act(lab.keepalived(VM_A)?)?;
+            let seen = lab.wait_holder_everywhere(to, FAILOVER_TIMEOUT)?;
+            answered(to)?;
+            let host = multihost::host_of(to).id;
+            t.step(&format!("{} ({host}) holds the VIP on every host and answers", to.name));
+            fetch(&t, lab.fetch_via_eip(), to)?;
+            rounds.push((format!("to {} ({host})", to.name), at, seen));
+        }
+
+        let (inside, outside) = probes.finish();
+        let counters = state::vip_counters(&lab.topo.id.pin_dir_of(multihost::HV3.id), VIP)?;
+        let probes = [
+            ProbeView { who: "vm-c (hv3)", target: "the VIP", report: &inside },
+            ProbeView { who: "inet", target: "the EIP", report: &outside },
+        ];
+        print!("{}", report::render(&lab.timeline.lines(), &probes, PROBE_INTERVAL, &counters));
+        println!("\n=== when each host re-pointed (its agent's describe, polled every ~20 ms) ===");
+        for (what, at, seen) in rounds {
+            let hosts: Vec<String> = seen
+                .iter()
+                .map(|(h, when)| format!("{} +{:.3}s", h.id, when.saturating_sub(at).as_secs_f64()))
+                .collect();
+            println!("failover {what}, from {:.3}s: {}", at.as_secs_f64(), hosts.join(", "));
+        }
+        t.step("removing the lab");
+        Ok(())
+    })
+}
+
+/// `up --hosts 3`: the lab with many hosts left standing (see [`up`]).
+fn up_hosts(no_agents: bool) -> Result<()> {
+    let state = state_file();
+    if state.exists() {
+        anyhow::bail!("a lab is up already ({}): `cargo xtask lab down` first", state.display());
+    }
+    let id = LabId::fixed("lab", UP_STEM);
+    let opts = multihost::Options::default();
+    let lab = if no_agents {
+        let mut lab = multihost::Lab::create(id, false, opts)?;
+        let started = (|| {
+            lab.start_services()?;
+            lab.start_keepalived()
+        })();
+        lab.on_error(started)?;
+        lab
+    } else {
+        multihost::Lab::start(id, false, opts)?
+    };
+    fs::write(&state, serde_json::to_string_pretty(&lab.record())?)
+        .with_context(|| format!("writing {}", state.display()))?;
+    let ns = |role: &str| lab.topo.id.netns(role);
+    let (vmc, inet, fabric) = (ns(VM_C.role), ns(INET), lab.topo.fabric().name().to_owned());
+    let endpoints = lab.etcd.endpoints().join(",");
+    let dir = lab.dir().display().to_string();
+    let havipctl = std::env::current_exe()?.with_file_name("havipctl");
+    let havipctl = havipctl.display();
+    println!(
+        "The lab is up: hv1 (vm-a), hv2 (vm-b), hv3 (vm-c, uplink to inet) on the fabric {fabric},\n\
+         etcd at {endpoints}, keepalived in vm-a and vm-b{}.\n\
+         Try:\n  \
+         ip netns exec {vmc} ping -c3 {VIP}\n  \
+         ip netns exec {inet} curl -s http://{EIP}/    # through the EIP on hv3, from outside\n  \
+         ip netns exec {fabric} etcdctl --endpoints={endpoints} endpoint status -w table\n  \
+         ip netns exec {fabric} etcdctl --endpoints={endpoints} get --prefix {}\n  \
+         {havipctl} --socket {dir}/hv2/api.sock describe {VIP}    # hv2's view\n  \
+         kill $(cat {dir}/keepalived-vm-a.pid)    # stop keepalived on vm-a: vm-b (hv2) takes over\n  \
+         tail -f {dir}/*.log {dir}/*/*.log\n\
+         Remove it with `cargo xtask lab down`.",
+        if no_agents { " (no agents: the VIP does not move)" } else { ", an agent on each host" },
+        multihost::PREFIX,
+    );
+    lab.keep()
 }

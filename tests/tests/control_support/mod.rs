@@ -9,21 +9,26 @@ use std::{
     io::{Read, Write},
     net::TcpStream,
     path::PathBuf,
-    process::{Command, Output},
     time::Duration,
 };
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use havip_api::view::{DesiredView, HavipView};
-use havip_lab::{agent, netns, scenario::Lab, wait};
-use serde::de::DeserializeOwned;
+use havip_lab::{agent, ctl::Ctl as LabCtl, netns, scenario::Lab, wait};
 
 /// How long the agent may take to show what the data plane did.
 pub const OBSERVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub struct Ctl {
-    bin: PathBuf,
-    socket: PathBuf,
+/// `havipctl` against a lab's agent ([`havip_lab::ctl::Ctl`]: run, ok,
+/// refused, json), with the agent's own view types.
+pub struct Ctl(LabCtl);
+
+impl std::ops::Deref for Ctl {
+    type Target = LabCtl;
+
+    fn deref(&self) -> &LabCtl {
+        &self.0
+    }
 }
 
 impl Ctl {
@@ -34,44 +39,7 @@ impl Ctl {
 
     /// `havipctl` aimed at the agent serving `socket`.
     pub fn at(socket: PathBuf) -> Result<Self> {
-        let bin = agent::locate_binary()?.with_file_name("havipctl");
-        ensure!(bin.is_file(), "{} not found: run `cargo build --workspace --bins` first", bin.display());
-        Ok(Self { bin, socket })
-    }
-
-    pub fn run(&self, args: &[&str]) -> Result<Output> {
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg("--socket").arg(&self.socket).args(args);
-        cmd.output().with_context(|| format!("running {cmd:?}"))
-    }
-
-    /// Runs a verb that must succeed; returns its stdout.
-    pub fn ok(&self, args: &[&str]) -> Result<String> {
-        let out = self.run(args)?;
-        if !out.status.success() {
-            bail!(
-                "havipctl {args:?} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8(out.stdout)?)
-    }
-
-    /// Runs a verb that must be refused; returns the error line.
-    pub fn refused(&self, args: &[&str]) -> Result<String> {
-        let out = self.run(args)?;
-        ensure!(
-            !out.status.success(),
-            "havipctl {args:?} was accepted: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        Ok(String::from_utf8(out.stderr)?.trim().to_owned())
-    }
-
-    pub fn json<T: DeserializeOwned>(&self, args: &[&str]) -> Result<T> {
-        let text = self.ok(&[&["--json"], args].concat())?;
-        serde_json::from_str(&text).with_context(|| format!("reading the JSON of havipctl {args:?}"))
+        LabCtl::at(socket).map(Self)
     }
 
     pub fn describe(&self, vip: &str) -> Result<HavipView> {
