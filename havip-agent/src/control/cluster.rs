@@ -137,9 +137,6 @@ pub struct ClusterInputs {
     pub feed: Arc<Feed>,
     /// Where observed holders are written (describe, metrics).
     pub observer: Arc<Observer>,
-    /// The holder book, shared with the observer (who holds a VIP on
-    /// another host).
-    pub book: Arc<Mutex<HolderBook>>,
     /// Claims from this host's data plane.
     pub claims: mpsc::UnboundedReceiver<LocalClaim>,
     /// Every host not down (this one too), for the reconciler's VTEPs.
@@ -175,7 +172,7 @@ struct Loop {
     links: watch::Receiver<Links>,
     feed: Arc<Feed>,
     observer: Arc<Observer>,
-    book: Arc<Mutex<HolderBook>>,
+    book: HolderBook,
     hosts: watch::Sender<BTreeMap<String, HostRecord>>,
     status: Arc<ClusterStatus>,
     peers: BTreeMap<String, Peer>,
@@ -192,7 +189,7 @@ struct Loop {
 
 /// Runs the cluster loop for the agent's life.
 pub async fn run(inputs: ClusterInputs) -> Result<()> {
-    let ClusterInputs { me, cluster, settings, maps, store, links, feed, observer, book, mut claims, hosts, status } =
+    let ClusterInputs { me, cluster, settings, maps, store, links, feed, observer, mut claims, hosts, status } =
         inputs;
     let hint_socket = Arc::new(peers::bind_hints(me.hint_port).await?);
     let probe_socket = Arc::new(peers::bind_probes().await?);
@@ -209,7 +206,7 @@ pub async fn run(inputs: ClusterInputs) -> Result<()> {
         links,
         feed,
         observer,
-        book,
+        book: HolderBook::default(),
         hosts,
         status,
         peers: BTreeMap::new(),
@@ -246,7 +243,7 @@ impl Loop {
         let commit = Commit { holder: Some(claim.holder), reason: "claim" };
         if self.inflight.contains(&claim.vip) {
             // Committed once the one in flight answers, on its result.
-            self.hint(claim.vip, commit.holder.clone(), lock(&self.book).revision(claim.vip));
+            self.hint(claim.vip, commit.holder.clone(), self.book.revision(claim.vip));
             self.queued.insert(claim.vip, commit);
             return;
         }
@@ -254,7 +251,7 @@ impl Loop {
     }
 
     fn start_commit(&mut self, vip: Ipv4Addr, commit: Commit) {
-        let base = lock(&self.book).commit_started(vip, commit.holder.clone());
+        let base = self.book.commit_started(vip, commit.holder.clone());
         self.hint(vip, commit.holder.clone(), base);
         self.inflight.insert(vip);
         let cluster = self.cluster.clone();
@@ -270,9 +267,9 @@ impl Loop {
         let vip = rec.vip;
         self.inflight.remove(&vip);
         let ours = rec.committed_by == self.me.id
-            && lock(&self.book).pending(vip).is_some_and(|p| p.holder == rec.holder);
+            && self.book.pending(vip).is_some_and(|p| p.holder == rec.holder);
         ClusterStatus::count(if ours { &self.status.commits_won } else { &self.status.commits_lost });
-        let decision = lock(&self.book).commit_resolved(rec.clone());
+        let decision = self.book.commit_resolved(rec.clone());
         if let Some(next) = self.queued.remove(&vip) {
             if next.holder != rec.holder {
                 self.start_commit(vip, next);
@@ -296,7 +293,7 @@ impl Loop {
             return;
         }
         let (vip, base) = (hint.vip, hint.base);
-        let decision = lock(&self.book).on_hint(hint);
+        let decision = self.book.on_hint(hint);
         match &decision {
             Decision::Program(_) => PeerStats::count(&self.status.peer.hints_applied),
             Decision::Keep => {}
@@ -319,9 +316,9 @@ impl Loop {
                 for host in view.hosts.into_values() {
                     self.host_joined(host);
                 }
-                let decisions = lock(&self.book).resync(view.holders.into_values());
+                let decisions = self.book.resync(view.holders.into_values());
                 for (vip, d) in decisions {
-                    let revision = lock(&self.book).revision(vip);
+                    let revision = self.book.revision(vip);
                     self.apply(vip, d, revision, "resync");
                 }
                 self.reachable(true);
@@ -330,7 +327,7 @@ impl Loop {
                 self.status.revision.fetch_max(rec.revision, Ordering::Relaxed);
                 let (vip, revision) = (rec.vip, rec.revision);
                 let reason = rec.reason.clone();
-                let d = lock(&self.book).on_record(rec);
+                let d = self.book.on_record(rec);
                 self.apply(vip, d, revision, &reason);
             }
             ClusterEvent::HostJoined(host) => self.host_joined(host),
@@ -467,9 +464,9 @@ impl Loop {
                 self.settings.probe_misses
             ),
         );
-        let held: Vec<Ipv4Addr> = lock(&self.book).held_on(id).collect();
+        let held: Vec<Ipv4Addr> = self.book.held_on(id).collect();
         for vip in held {
-            let revision = lock(&self.book).revision(vip);
+            let revision = self.book.revision(vip);
             let epoch = self.program(vip, None);
             self.observer.follow_record(vip, None, revision, epoch, &format!("host {id} is down"));
             if !self.inflight.contains(&vip) {
@@ -544,7 +541,7 @@ impl Loop {
     /// Every VIP's kernel holder brought to the book's, where they differ.
     fn converge(&mut self) {
         let vips: Vec<(Ipv4Addr, Option<Holder>)> = {
-            let book = lock(&self.book);
+            let book = &self.book;
             self.store
                 .desired()
                 .state
@@ -555,7 +552,7 @@ impl Loop {
                 .collect()
         };
         for (vip, holder) in vips {
-            let revision = lock(&self.book).revision(vip);
+            let revision = self.book.revision(vip);
             let epoch = self.program(vip, holder.as_ref());
             self.observer.follow_record(vip, holder.as_ref(), revision, epoch, "converged");
         }
@@ -607,7 +604,7 @@ async fn commit_until_decided(
     const FIRST: Duration = Duration::from_millis(20);
     const MAX: Duration = Duration::from_secs(1);
     let mut backoff = FIRST;
-    let mut registered = cluster.registered();
+    let mut registered = cluster.registration();
     loop {
         match cluster.commit_holder(vip, commit.holder.clone(), base, commit.reason).await {
             Ok(CommitOutcome::Committed(rec) | CommitOutcome::Lost(rec)) => return rec,

@@ -5,10 +5,14 @@
 //! the operator (`havipctl events`, the log), and [`latency`] measures how
 //! far all this lags behind the data plane.
 
+pub mod cluster;
 pub mod feed;
+pub mod holders;
 pub mod latency;
 pub mod observer;
+pub mod peers;
 pub mod reconciler;
+pub mod underlay;
 pub mod verifier;
 
 /// The desired state the control replays run on: subnet vpc1, vnic-a and

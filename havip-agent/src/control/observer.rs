@@ -178,7 +178,8 @@ impl Observer {
         Ok(())
     }
 
-    fn holder(&self, vnic: &str, mac: [u8; 6], epoch: u64) -> Holder {
+    /// The holder record of a claim on this host's vNIC `vnic`.
+    pub fn holder(&self, vnic: &str, mac: [u8; 6], epoch: u64) -> Holder {
         Holder { host: self.host.clone(), vnic: vnic.to_owned(), mac, epoch }
     }
 

@@ -22,6 +22,7 @@ use tracing::{info, warn};
 use super::{
     feed::Feed,
     observer::{Observer, SyncMode},
+    underlay::UnderlayPlan,
 };
 use crate::{
     datapath::{
@@ -85,6 +86,9 @@ pub struct Inputs {
     pub links: watch::Receiver<Links>,
     /// The uplink, once its link exists and its next hop's MAC is known (host::uplink).
     pub uplink: watch::Receiver<Option<Uplink>>,
+    /// Many hosts: the underlay and the other hosts' VTEPs, once resolved
+    /// (control::underlay); always `None` on one host.
+    pub underlay: watch::Receiver<Option<UnderlayPlan>>,
     /// Reads the holders from the maps after each pass.
     pub observer: Arc<Observer>,
     /// Where link changes and attach problems are reported.
@@ -142,6 +146,10 @@ impl Reconciler {
         self.attach(&snap.state, &links)?;
         let mut target = self.target(&snap.state, &links);
         target.uplink = *self.inputs.uplink.borrow_and_update();
+        if let Some(u) = &*self.inputs.underlay.borrow_and_update() {
+            target.underlay = Some(u.target);
+            target.vteps = u.vteps.clone();
+        }
         let mut maps = lock(&self.inputs.maps);
         let applied = reconcile(&mut *maps, &target).context("reconciling the maps")?;
         if applied.ops > 0 {
@@ -165,6 +173,7 @@ impl Reconciler {
                 r = self.inputs.links.changed() => r.context("the link feed closed")?,
                 // Without an uplink nobody sends: the branch is then disabled.
                 Ok(()) = self.inputs.uplink.changed() => {}
+                Ok(()) = self.inputs.underlay.changed() => {}
                 () = tokio::time::sleep_until(next) => {}
             }
             let ok = match self.pass(SyncMode::Running) {

@@ -21,7 +21,7 @@ use havip_model::{ops, rules, state::now_ms};
 use rtnetlink::Handle;
 use tokio::{
     signal::unix::{signal, SignalKind},
-    sync::{watch, Notify},
+    sync::{mpsc, watch, Notify},
 };
 use tracing::{error, info, warn};
 
@@ -31,9 +31,11 @@ use super::{
 };
 use crate::{
     control::{
+        cluster::{self as many, ClusterInputs, ClusterStatus, LocalClaim, PeerSettings},
         feed::Feed,
         observer::{Observer, SyncMode},
         reconciler::{report_veth_peer, Inputs, Reconciler},
+        underlay::{self, UnderlaySpec},
         verifier::{self, Verifier, VerifierInputs},
     },
     datapath::{
@@ -45,7 +47,7 @@ use crate::{
     },
     host::{
         links::{self, Links},
-        uplink,
+        underlay as underlay_nic, uplink,
     },
     northbound::{
         api::{self, ApiContext},
@@ -123,6 +125,27 @@ pub fn host_record(cfg: &Config, underlay: Ipv4Addr) -> Option<HostRecord> {
     })
 }
 
+/// Many hosts, before the maps are handed out: `xdp_underlay` attached to
+/// the underlay NIC, this host's VTEP read from it, and this host
+/// registered in etcd on its lease. `None` on one host (redb).
+async fn join_cluster(
+    dp: &mut Dataplane,
+    cfg: &Config,
+    rtnl: &Handle,
+) -> Result<Option<(EtcdCluster, HostRecord)>> {
+    let Some(cluster) = connect_cluster(cfg).await? else { return Ok(None) };
+    let (StoreSettings::Etcd(etcd), Some(u)) = (&cfg.store, &cfg.underlay) else { return Ok(None) };
+    let nic = underlay_nic::nic(rtnl, &u.interface).await?.with_context(|| {
+        format!("underlay.interface {}: missing, or without an IPv4 address (this host's VTEP)", u.interface)
+    })?;
+    let how = dp.attach_underlay(&u.interface)?;
+    info!(underlay = %u.interface, vtep = %nic.addr, hitless = how == Attach::Swapped, "attached");
+    let me = host_record(cfg, nic.addr).context("the host record")?;
+    cluster.register(me.clone(), etcd.lease_ttl);
+    info!(host = %me.id, vtep = %me.underlay, ttl_s = etcd.lease_ttl.as_secs(), "registering in etcd");
+    Ok(Some((cluster, me)))
+}
+
 /// Applies the config's desired-state sections, like `havipctl apply -f`.
 /// An accepted change never makes a start fail: if the file's state, applied
 /// to the store's, breaks a rule (two API calls may have made it so), or
@@ -160,6 +183,9 @@ fn preflight(cfg: &Config) -> Result<()> {
     }
     Ok(())
 }
+
+/// Many hosts: a full resync from etcd at least this often, under the watch.
+const CLUSTER_RESYNC: Duration = Duration::from_secs(30);
 
 /// How long the store may fail before it is tried again, at most.
 const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
@@ -310,6 +336,7 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
     tokio::spawn(keep_store_written(store.clone(), feed.clone()));
     let last_flush = store.clone();
     let uplink = start_uplink(&mut dp, &cfg, &links, &rtnl, &feed).await?;
+    let joined = join_cluster(&mut dp, &cfg, &rtnl).await?;
     let events = dp.take_events()?;
     let maps: Arc<Mutex<dyn Maps>> = Arc::new(Mutex::new(dp.take_maps()?));
 
@@ -317,6 +344,50 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
     let verdicts = Arc::new(Mutex::new(BTreeMap::new()));
     let nudge = Arc::new(Notify::new());
     let observer = Arc::new(Observer::new(&cfg.host.id, store.clone(), feed.clone(), links.clone()));
+    let (underlay_tx, underlay_rx) = watch::channel(None);
+    let (claims_tx, claims_rx) = mpsc::unbounded_channel();
+    let mut cluster_status = None;
+    let many_hosts = match (joined, &cfg.underlay) {
+        (Some((cluster, me)), Some(u)) => {
+            let (hosts_tx, hosts_rx) = watch::channel(BTreeMap::new());
+            let spec = UnderlaySpec {
+                me: me.id.clone(),
+                ifname: u.interface.clone(),
+                vni: u.vni,
+                vxlan_port: u.vxlan_port,
+                probe_port: u.probe_port,
+            };
+            tokio::spawn(underlay::follow(rtnl.clone(), spec, hosts_rx, underlay_tx));
+            let status = Arc::new(ClusterStatus::default());
+            cluster_status = Some(status.clone());
+            Some(many::run(ClusterInputs {
+                me,
+                cluster,
+                settings: PeerSettings {
+                    probe_interval: Duration::from_millis(u.probe_interval_ms),
+                    probe_misses: u.probe_misses,
+                    hints: u.hints,
+                    resync_every: CLUSTER_RESYNC,
+                },
+                maps: maps.clone(),
+                store: store.clone(),
+                links: links.clone(),
+                feed: feed.clone(),
+                observer: observer.clone(),
+                claims: claims_rx,
+                hosts: hosts_tx,
+                status,
+            }))
+        }
+        _ => None,
+    };
+    let many_hosts = async move {
+        match many_hosts {
+            Some(run) => run.await,
+            None => std::future::pending().await,
+        }
+    };
+    let claims = cluster_status.is_some().then_some(claims_tx);
     let mut reconciler = Reconciler::new(Inputs {
         host: cfg.host.id.clone(),
         dp,
@@ -324,6 +395,7 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
         store: store.clone(),
         links: links.clone(),
         uplink,
+        underlay: underlay_rx,
         observer: observer.clone(),
         feed: feed.clone(),
         reconciled: reconciled.clone(),
@@ -349,6 +421,7 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
         latencies: observer.latencies().clone(),
         sync,
         started_ms: now_ms(),
+        cluster: cluster_status,
     });
     let verify = verifier::run(
         Verifier::new(&cfg.host.id, cfg.verification),
@@ -374,7 +447,8 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
 
     let outcome = tokio::select! {
         r = reconciler.run() => r.map(|()| "reconciler"),
-        r = ringbuf::follow(events, |batch| record_claims(&observer, &nudge, batch)) => r.map(|()| "events"),
+        r = ringbuf::follow(events, |batch| record_claims(&observer, &nudge, claims.as_ref(), batch)) => r.map(|()| "events"),
+        r = many_hosts => r.map(|()| "cluster"),
         r = verify => r.map(|()| "verifier"),
         r = follow_links => r.map(|()| "links"),
         r = serve_api => r.map(|()| "API"),
@@ -408,12 +482,22 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
 async fn record_claims(
     observer: &Arc<Observer>,
     nudge: &Notify,
+    cluster: Option<&mpsc::UnboundedSender<LocalClaim>>,
     batch: Vec<havip_common::HavipEvent>,
 ) -> Result<()> {
     if batch.iter().any(|e| e.changed != 0) {
         nudge.notify_one();
     }
     let names = observer.names();
+    // Many hosts: the claims go to the cluster loop first (hints and the
+    // commit), before this host writes them down.
+    if let Some(cluster) = cluster {
+        for ev in batch.iter().filter(|e| e.kind == havip_common::EV_CLAIM && e.changed != 0) {
+            let Some(vnic) = names.get(&ev.ifindex) else { continue };
+            let holder = observer.holder(vnic, ev.mac, ev.epoch);
+            let _ = cluster.send(LocalClaim { vip: ev.vip.into(), holder });
+        }
+    }
     let observer = observer.clone();
     match tokio::task::spawn_blocking(move || observer.record_events(&batch, &names)).await {
         Ok(Ok(())) => {}
