@@ -8,6 +8,22 @@
 //! Timing as the many-hosts design asks: `--pre-vote` (off by default in 3.4),
 //! heartbeat 100 ms, election timeout 1 s, so a killed leader is replaced in
 //! about 1–1.5 s (FIELD-NOTES.md, "Many hosts").
+//!
+//! A store test's cluster (no lab around it): a client reaches the members
+//! only from inside a lab namespace, never through the root namespace's
+//! routes; enter the cluster's own fabric on the thread that builds the
+//! client's runtime, before building it:
+//!
+//! ```ignore
+//! let scratch = Scratch::new("test")?; // declared first: dropped last
+//! let etcd = EtcdCluster::start(&scratch.id, &scratch.id.run_dir(), 1, true)?;
+//! let (ns, endpoints, tls) = (etcd.client_netns().unwrap().to_owned(), etcd.endpoints(), etcd.tls_files().cloned());
+//! std::thread::spawn(move || {
+//!     havip_lab::netns::enter(&ns)?;
+//!     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//!     rt.block_on(async { /* etcd_client::Client::connect(endpoints, tls options) ... */ })
+//! }).join().unwrap()?;
+//! ```
 
 use std::{
     fs,

@@ -29,6 +29,8 @@ fn leave_behind(id: &LabId) -> Result<Vec<String>> {
         names.push(ns.name().to_owned());
     }
     fs::create_dir_all(id.pin_dir())?;
+    // A host's own pin dir, as in the lab with many hosts.
+    fs::create_dir_all(id.pin_dir_of("hv2"))?;
     fs::create_dir_all(id.run_dir())?;
     Ok(names)
 }
@@ -49,6 +51,7 @@ fn a_dead_runs_leftovers_are_swept_and_a_live_runs_are_not() -> Result<()> {
         assert!(!exists_netns(ns), "stale namespace {ns} left");
     }
     assert!(!dead.pin_dir().exists(), "stale pin dir {} left", dead.pin_dir().display());
+    assert!(!dead.pin_dir_of("hv2").exists(), "stale host pin dir {} left", dead.pin_dir_of("hv2").display());
     assert!(!dead.run_dir().exists(), "stale run dir {} left", dead.run_dir().display());
     assert!(exists_netns(&live_ns), "the live namespace {live_ns} was swept");
     assert!(live.pin_dir().exists() && live.id.run_dir().exists(), "the live dirs were swept");

@@ -296,7 +296,7 @@ fn run_hosts() -> Result<()> {
             ProbeView { who: "inet", target: "the EIP", report: &outside },
         ];
         print!("{}", report::render(&lab.timeline.lines(), &probes, PROBE_INTERVAL, &counters));
-        println!("\n=== when each host re-pointed (its agent's describe, polled every ~20 ms) ===");
+        println!("\n=== when each host re-pointed (first seen in its agent's describe, polled) ===");
         for (what, at, seen) in rounds {
             let hosts: Vec<String> = seen
                 .iter()
