@@ -27,11 +27,6 @@ const HV3_MAC: [u8; 6] = [0x02, 0, 0xc6, 0x12, 0, 0x03];
 const VNI: u32 = 1001;
 const MTU: u16 = 1550;
 const PROBE_PORT: u16 = 4790;
-const EIP: [u8; 4] = [203, 0, 113, 10];
-const OUTSIDE: [u8; 4] = [198, 51, 100, 2];
-const MAC_UPLINK: [u8; 6] = [0x02, 0, 0xc6, 0x33, 0x64, 0x01];
-const MAC_NEXT_HOP: [u8; 6] = [0x02, 0, 0xc6, 0x33, 0x64, 0x02];
-const MAC_GATEWAY: [u8; 6] = [0x02, 0, 0xc6, 0x12, 0x01, 0x01];
 const XDP_ABORTED: u32 = 0;
 
 /// The fixture's members and ports, with this host's underlay (hv1), the
@@ -67,6 +62,13 @@ fn point(f: &mut Fixture, holder: HolderTarget) {
     assert!(f.maps.write_holder(st.slot, st.epoch, holder).unwrap());
 }
 
+/// [`setup`] with the VIP held by vm-b on hv2; the VIP's virtual MAC.
+fn held_on_hv2(f: &mut Fixture, uplink: bool) -> [u8; 6] {
+    setup(f, uplink, None);
+    point(f, remote(HV2, MAC_B));
+    f.vip().vmac
+}
+
 fn remote(vtep: [u8; 4], mac: [u8; 6]) -> HolderTarget {
     HolderTarget::Remote { vtep: vtep.into(), mac }
 }
@@ -100,9 +102,7 @@ fn assert_encapsulated(out: &[u8], hop_mac: [u8; 6], vtep: [u8; 4], inner_len: u
 #[test]
 fn vip_traffic_to_a_remote_holder_is_encapsulated_exactly() {
     with_fixture(|f| {
-        setup(f, false, None);
-        point(f, remote(HV2, MAC_B));
-        let vmac = f.vip().vmac;
+        let vmac = held_on_hv2(f, false);
         let frame = f.udp_to_vip(MAC_C, IP_C);
         let (verdict, out) = f.run(f.c, &frame);
         assert_eq!(verdict, XDP_REDIRECT);
@@ -123,9 +123,7 @@ fn vip_traffic_to_a_remote_holder_is_encapsulated_exactly() {
 #[test]
 fn the_outer_source_port_follows_the_inner_flow() {
     with_fixture(|f| {
-        setup(f, false, None);
-        point(f, remote(HV2, MAC_B));
-        let vmac = f.vip().vmac;
+        let vmac = held_on_hv2(f, false);
         let flow = |sport: u16| ipv4(MAC_C, vmac, IP_C, VIP, IPPROTO_UDP, &udp(sport, 53, b"query"));
         let mut ports = BTreeSet::new();
         for sport in 40000..40064 {
@@ -151,9 +149,7 @@ fn sized(vmac: [u8; 6], ip_len: usize, frag: u16) -> Vec<u8> {
 #[test]
 fn one_byte_over_the_underlay_mtu_gets_frag_needed_with_df_and_is_dropped_without() {
     with_fixture(|f| {
-        setup(f, false, None);
-        point(f, remote(HV2, MAC_B));
-        let vmac = f.vip().vmac;
+        let vmac = held_on_hv2(f, false);
         let fits = usize::from(MTU) - 50;
         assert_eq!(f.run(f.c, &sized(vmac, fits, 0x4000)).0, XDP_REDIRECT, "exactly the MTU fits");
 
@@ -296,9 +292,7 @@ fn an_underlay_probe_is_answered_in_xdp() {
 #[test]
 fn eip_traffic_on_the_uplink_to_a_remote_holder_is_dnated_and_encapsulated() {
     with_fixture(|f| {
-        setup(f, true, None);
-        point(f, remote(HV2, MAC_B));
-        let vmac = f.vip().vmac;
+        let vmac = held_on_hv2(f, true);
         let seg = with_l4_checksum(OUTSIDE, EIP, IPPROTO_UDP, udp(40000, 80, b"GET /"));
         let inbound = ipv4(MAC_NEXT_HOP, MAC_UPLINK, OUTSIDE, EIP, IPPROTO_UDP, &seg);
         let (verdict, out) = f.run_uplink(&inbound);
@@ -353,8 +347,7 @@ fn the_holders_eip_traffic_goes_to_the_gateway_host_as_it_is() {
 #[test]
 fn the_gateway_snats_only_the_holders_packets_from_the_holders_host() {
     with_fixture(|f| {
-        setup(f, true, None);
-        point(f, remote(HV2, MAC_B));
+        held_on_hv2(f, true);
         let seg = with_l4_checksum(VIP, OUTSIDE, IPPROTO_UDP, udp(80, 40000, b"200 OK"));
         let reply = |mac| ipv4(mac, MAC_GATEWAY, VIP, OUTSIDE, IPPROTO_UDP, &seg);
         let (verdict, out) = f.run_underlay(&from_hv2(&reply(MAC_B)));

@@ -8,11 +8,6 @@ use havip_agent::datapath::plan::{reconcile, EipNat, Uplink};
 use havip_common::{GlobalCounter, VipCounter, VipKey};
 use havip_model::Subnet;
 
-const EIP: [u8; 4] = [203, 0, 113, 10];
-const OUTSIDE: [u8; 4] = [198, 51, 100, 2];
-const MAC_UPLINK: [u8; 6] = [0x02, 0, 0xc6, 0x33, 0x64, 0x01];
-const MAC_NEXT_HOP: [u8; 6] = [0x02, 0, 0xc6, 0x33, 0x64, 0x02];
-const MAC_GATEWAY: [u8; 6] = [0x02, 0, 0xc6, 0x12, 0x01, 0x01];
 const TCP: u8 = IPPROTO_TCP;
 const UDP: u8 = IPPROTO_UDP;
 const ICMP: u8 = IPPROTO_ICMP;

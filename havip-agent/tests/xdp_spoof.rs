@@ -26,11 +26,6 @@ use havip_model::Subnet;
 const VIP2: [u8; 4] = [198, 18, 1, 51];
 /// A HAVIP of another subnet (198.18.2.0/24) whose only member is vnic-c.
 const VIP_X: [u8; 4] = [198, 18, 2, 50];
-const EIP: [u8; 4] = [203, 0, 113, 10];
-const OUTSIDE: [u8; 4] = [198, 51, 100, 2];
-const MAC_UPLINK: [u8; 6] = [0x02, 0, 0xc6, 0x33, 0x64, 0x01];
-const MAC_NEXT_HOP: [u8; 6] = [0x02, 0, 0xc6, 0x33, 0x64, 0x02];
-const MAC_GATEWAY: [u8; 6] = [0x02, 0, 0xc6, 0x12, 0x01, 0x01];
 /// A MAC nobody has.
 const MAC_ROGUE: [u8; 6] = [0x02, 0xde, 0xad, 0xbe, 0xef, 0x01];
 const VRRP_VMAC: [u8; 6] = [0, 0, 0x5e, 0, 1, 51];

@@ -153,12 +153,9 @@ int xdp_uplink(struct xdp_md *ctx)
 	struct iphdr *iph;
 	int proto;
 
-	proto = parse_ethhdr(&nh, data_end, &eth);
-	if (proto < 0)
-		goto malformed;
-	if (proto != bpf_htons(ETH_P_IP))
+	proto = parse_eth_ipv4(&nh, data_end, &eth, &iph);
+	if (proto == NOT_IPV4)
 		return pass_untouched();
-	proto = parse_iphdr(&nh, data_end, &iph);
 	if (proto < 0)
 		goto malformed;
 
@@ -187,12 +184,9 @@ int xdp_underlay(struct xdp_md *ctx)
 	__u32 zero = 0;
 	int proto, outer;
 
-	proto = parse_ethhdr(&nh, data_end, &eth);
-	if (proto < 0)
-		goto malformed;
-	if (proto != bpf_htons(ETH_P_IP))
+	proto = parse_eth_ipv4(&nh, data_end, &eth, &iph);
+	if (proto == NOT_IPV4)
 		return pass_untouched();
-	proto = parse_iphdr(&nh, data_end, &iph);
 	if (proto < 0)
 		goto malformed;
 	if (proto != IPPROTO_UDP)

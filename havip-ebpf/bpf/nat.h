@@ -232,8 +232,7 @@ static __always_inline int decap_to_uplink(struct xdp_md *ctx, int outer, __u32 
 		return drop_malformed();
 	nh.pos = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
-	if (parse_ethhdr(&nh, data_end, &eth) != bpf_htons(ETH_P_IP) ||
-	    parse_iphdr(&nh, data_end, &iph) < 0)
+	if (parse_eth_ipv4(&nh, data_end, &eth, &iph) < 0)
 		return drop_malformed();
 	count_vip(vs->slot, VIP_CTR_DECAP_PACKETS, 1);
 	return snat_out(&nh, data_end, eth, iph, nat, vs, up);

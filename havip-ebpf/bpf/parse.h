@@ -18,6 +18,7 @@
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 
 #define IPPROTO_VRRP 112
 #define ARPOP_REQUEST 1
@@ -114,6 +115,24 @@ static __always_inline int parse_iphdr(struct hdr_cursor *nh, void *data_end,
 	nh->pos = (void *)iph + iph->ihl * 4;
 	*iphdr = iph;
 	return iph->protocol;
+}
+
+/* Returned by parse_eth_ipv4 for a frame of another EtherType. */
+#define NOT_IPV4 (-2)
+
+/* An untagged Ethernet frame carrying IPv4 (the uplink and the underlay
+ * carry no tags): returns the IP protocol, NOT_IPV4 for another EtherType,
+ * -1 if either header is cut short or not sane. */
+static __always_inline int parse_eth_ipv4(struct hdr_cursor *nh, void *data_end,
+					  struct ethhdr **ethhdr, struct iphdr **iphdr)
+{
+	int proto = parse_ethhdr(nh, data_end, ethhdr);
+
+	if (proto < 0)
+		return -1;
+	if (proto != bpf_htons(ETH_P_IP))
+		return NOT_IPV4;
+	return parse_iphdr(nh, data_end, iphdr);
 }
 
 static __always_inline int parse_arphdr(struct hdr_cursor *nh, void *data_end,

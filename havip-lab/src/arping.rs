@@ -65,15 +65,17 @@ fn reply_for(f: &[u8], ip: Ipv4Addr) -> Option<[u8; 6]> {
     (op == frames::ARPOP_REPLY && f[28..32] == ip.octets()).then(|| f[22..28].try_into().unwrap())
 }
 
-/// An AF_PACKET socket bound to one interface and protocol, closed on drop.
-struct PacketSocket {
+/// An AF_PACKET socket bound to one interface and protocol (EtherType, host
+/// order), closed on drop; for use inside the namespace it was opened in.
+pub struct PacketSocket {
     fd: i32,
     ifindex: i32,
     proto: u16,
 }
 
 impl PacketSocket {
-    fn open(ifname: &CString, proto: u16) -> Result<Self> {
+    /// Opens the socket on `ifname` for frames of EtherType `proto`.
+    pub fn open(ifname: &CString, proto: u16) -> Result<Self> {
         // SAFETY: plain syscalls on a socket this handle owns and closes.
         unsafe {
             let ifindex = libc::if_nametoindex(ifname.as_ptr());
@@ -109,7 +111,8 @@ impl PacketSocket {
         }
     }
 
-    fn send(&self, f: &[u8]) -> Result<()> {
+    /// Sends the whole Ethernet frame `f` out of the interface.
+    pub fn send(&self, f: &[u8]) -> Result<()> {
         // SAFETY: sendto with a buffer and address that outlive the call.
         unsafe {
             let mut addr: libc::sockaddr_ll = std::mem::zeroed();
@@ -128,14 +131,14 @@ impl PacketSocket {
                 len,
             );
             if sent != f.len() as isize {
-                bail!("sending an ARP probe: {}", std::io::Error::last_os_error());
+                bail!("sending a frame of {} bytes: {}", f.len(), std::io::Error::last_os_error());
             }
         }
         Ok(())
     }
 
     /// One frame and whether this host sent it, or `None` after [`TICK`].
-    fn recv(&self, buf: &mut [u8]) -> Result<Option<(usize, bool)>> {
+    pub fn recv(&self, buf: &mut [u8]) -> Result<Option<(usize, bool)>> {
         // SAFETY: recvfrom into buffers that outlive the call.
         unsafe {
             let mut addr: libc::sockaddr_ll = std::mem::zeroed();
@@ -154,7 +157,7 @@ impl PacketSocket {
                     std::io::ErrorKind::WouldBlock
                     | std::io::ErrorKind::TimedOut
                     | std::io::ErrorKind::Interrupted => Ok(None),
-                    _ => Err(err).context("receiving ARP"),
+                    _ => Err(err).context("receiving a frame"),
                 };
             }
             Ok(Some((n as usize, addr.sll_pkttype == libc::PACKET_OUTGOING)))

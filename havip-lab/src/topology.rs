@@ -165,7 +165,7 @@ pub(crate) fn wire_guest(hv: &str, ns: &str, g: Guest, obj: &Path) -> Result<Vec
     cmd::ip(&["-n", ns, "link", "set", "lo", "up"])?;
     // Replies to the outside go through the host (and its EIP NAT).
     cmd::ip(&["-n", ns, "route", "add", "default", "via", &GATEWAY.to_string()])?;
-    prepare_far_end(ns, obj)?;
+    prepare_far_end(ns, GUEST_IF, obj)?;
 
     cmd::ip(&["-n", hv, "addr", "add", &format!("{GATEWAY}/32"), "dev", g.vnic])?;
     cmd::ip(&["-n", hv, "link", "set", g.vnic, "up"])?;
@@ -194,7 +194,7 @@ pub(crate) fn wire_uplink(hv: &str, inet: &str, obj: &Path) -> Result<Vec<String
     cmd::ip(&["-n", inet, "link", "set", GUEST_IF, "up"])?;
     cmd::ip(&["-n", inet, "link", "set", "lo", "up"])?;
     cmd::ip(&["-n", inet, "route", "add", EIP_NET, "via", &UPLINK_IP.to_string()])?;
-    prepare_far_end(inet, obj)?;
+    prepare_far_end(inet, GUEST_IF, obj)?;
     cmd::ip(&["-n", hv, "addr", "add", &format!("{UPLINK_IP}/24"), "dev", UPLINK])?;
     cmd::ip(&["-n", hv, "link", "set", UPLINK, "up"])?;
     Ok(vec![format!("ipv4/conf/{UPLINK}/rp_filter=0")])
@@ -202,21 +202,25 @@ pub(crate) fn wire_uplink(hv: &str, inet: &str, obj: &Path) -> Result<Vec<String
 
 /// Readies the far (non-host) end of a veth, `eth0` in `ns`, to receive what
 /// the host's XDP forwards to it.
-fn prepare_far_end(ns: &str, obj: &Path) -> Result<()> {
+/// Readies the far (non-host) end of a veth, `ifname` in `ns` (a guest's
+/// `eth0`, the fabric's port of a host's underlay NIC), to receive what the
+/// host's XDP forwards to it; `obj` is the lab object
+/// ([`havip_ebpf::LAB_OBJ`]) as a file.
+pub fn prepare_far_end(ns: &str, ifname: &str, obj: &Path) -> Result<()> {
     // A frame that XDP redirects (or XDP_TXes) into a veth is dropped
-    // silently unless the peer, this eth0, can take XDP frames. GRO on
-    // suffices for redirects, but on kernel 6.18 the ARP replies the
-    // host XDP_TXes back to the sender were still lost (vnic-c counted
-    // rx_queue_0_xdp_tx, vm-c's eth0 saw nothing): an XDP_PASS program
-    // on eth0 makes both work. A real guest's virtio NIC needs neither.
+    // silently unless the peer can take XDP frames. GRO on suffices for
+    // redirects, but on kernel 6.18 the ARP replies the host XDP_TXes back
+    // to the sender were still lost (vnic-c counted rx_queue_0_xdp_tx, vm-c's
+    // eth0 saw nothing): an XDP_PASS program on the peer makes both work. A
+    // real guest's virtio NIC needs neither.
     let obj = obj.to_str().context("lab object path")?;
-    cmd::ip(&["-n", ns, "link", "set", GUEST_IF, "xdpdrv", "obj", obj, "program", "xdp_pass"])
-        .with_context(|| format!("attaching xdp_pass to {GUEST_IF} in {ns}"))?;
+    cmd::ip(&["-n", ns, "link", "set", ifname, "xdpdrv", "obj", obj, "program", "xdp_pass"])
+        .with_context(|| format!("attaching xdp_pass to {ifname} in {ns}"))?;
     // Locally sent UDP/TCP leaves a veth with its checksum left to
     // "hardware"; XDP forwards the frame as is and the receiver drops it as
     // corrupt. Compute checksums in software, as a VM's virtio NIC without
     // offload would.
-    cmd::in_ns(ns, "ethtool", &["-K", GUEST_IF, "tx", "off"])?;
+    cmd::in_ns(ns, "ethtool", &["-K", ifname, "tx", "off"])?;
     Ok(())
 }
 

@@ -755,7 +755,12 @@ mod tests {
         let ops = plan(&t, &Current::read(&mut maps).unwrap());
         assert_eq!(
             ops,
-            [Op::SetVtep(k2, v2b), Op::SetUnderlay(UnderlayPort::default()), Op::RemoveVtep(k3), Op::RemovePort(11)]
+            [
+                Op::SetVtep(k2, v2b),
+                Op::SetUnderlay(UnderlayPort::default()),
+                Op::RemoveVtep(k3),
+                Op::RemovePort(11)
+            ]
         );
         apply(&mut maps, &ops).unwrap();
         assert_eq!(maps.vteps.keys().copied().collect::<Vec<_>>(), [k2]);

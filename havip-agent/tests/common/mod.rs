@@ -27,6 +27,14 @@ pub const IP_C: [u8; 4] = [198, 18, 1, 13];
 pub const MAC_A: [u8; 6] = [0x02, 0, 0xc6, 0x12, 1, 0x0b];
 pub const MAC_B: [u8; 6] = [0x02, 0, 0xc6, 0x12, 1, 0x0c];
 pub const MAC_C: [u8; 6] = [0x02, 0, 0xc6, 0x12, 1, 0x0d];
+/// The EIP bound to the VIP, and an address outside the VPC that talks to it.
+pub const EIP: [u8; 4] = [203, 0, 113, 10];
+pub const OUTSIDE: [u8; 4] = [198, 51, 100, 2];
+/// The uplink NIC's MAC and its next hop's.
+pub const MAC_UPLINK: [u8; 6] = [0x02, 0, 0xc6, 0x33, 0x64, 0x01];
+pub const MAC_NEXT_HOP: [u8; 6] = [0x02, 0, 0xc6, 0x33, 0x64, 0x02];
+/// The VPC gateway's MAC, where guests send traffic for outside.
+pub const MAC_GATEWAY: [u8; 6] = [0x02, 0, 0xc6, 0x12, 0x01, 0x01];
 
 /// A namespace with three vNIC veths (a, b: members of VIP; c: not), the
 /// data plane loaded and reconciled. Removed on drop, panics included.
