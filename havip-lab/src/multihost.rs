@@ -129,7 +129,11 @@ impl Topology {
         let obj = topology::write_lab_obj(dir)?;
         for h in HOSTS {
             let hv = self.host_ns(h);
-            self.fabric.attach(hv, UNDERLAY_IF, &format!("p-{}", h.id), h.underlay())?;
+            let port = format!("p-{}", h.id);
+            self.fabric.attach(hv, UNDERLAY_IF, &port, h.underlay())?;
+            // xdp_vnic redirects encapsulated frames into ul0: its bridge end
+            // must take XDP frames, as a guest's eth0 must.
+            topology::prepare_far_end(self.fabric.name(), &port, &obj)?;
             let mut sysctls = topology::host_sysctls();
             sysctls.push(format!("ipv4/conf/{UNDERLAY_IF}/rp_filter=0"));
             for &g in h.guests {

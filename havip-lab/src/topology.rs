@@ -200,8 +200,6 @@ pub(crate) fn wire_uplink(hv: &str, inet: &str, obj: &Path) -> Result<Vec<String
     Ok(vec![format!("ipv4/conf/{UPLINK}/rp_filter=0")])
 }
 
-/// Readies the far (non-host) end of a veth, `eth0` in `ns`, to receive what
-/// the host's XDP forwards to it.
 /// Readies the far (non-host) end of a veth, `ifname` in `ns` (a guest's
 /// `eth0`, the fabric's port of a host's underlay NIC), to receive what the
 /// host's XDP forwards to it; `obj` is the lab object
