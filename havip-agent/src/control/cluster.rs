@@ -189,8 +189,19 @@ struct Loop {
 
 /// Runs the cluster loop for the agent's life.
 pub async fn run(inputs: ClusterInputs) -> Result<()> {
-    let ClusterInputs { me, cluster, settings, maps, store, links, feed, observer, mut claims, hosts, status } =
-        inputs;
+    let ClusterInputs {
+        me,
+        cluster,
+        settings,
+        maps,
+        store,
+        links,
+        feed,
+        observer,
+        mut claims,
+        hosts,
+        status,
+    } = inputs;
     let hint_socket = Arc::new(peers::bind_hints(me.hint_port).await?);
     let probe_socket = Arc::new(peers::bind_probes().await?);
     let (resolved, mut resolved_rx) = mpsc::unbounded_channel();
@@ -266,8 +277,8 @@ impl Loop {
     fn on_resolved(&mut self, rec: HolderRecord) {
         let vip = rec.vip;
         self.inflight.remove(&vip);
-        let ours = rec.committed_by == self.me.id
-            && self.book.pending(vip).is_some_and(|p| p.holder == rec.holder);
+        let ours =
+            rec.committed_by == self.me.id && self.book.pending(vip).is_some_and(|p| p.holder == rec.holder);
         ClusterStatus::count(if ours { &self.status.commits_won } else { &self.status.commits_lost });
         let decision = self.book.commit_resolved(rec.clone());
         if let Some(next) = self.queued.remove(&vip) {
@@ -364,12 +375,24 @@ impl Loop {
         let id = record.id.clone();
         let was = self.peers.insert(
             id.clone(),
-            Peer { record: record.clone(), registered: true, down: false, misses: 0, outstanding: None, left_at: None },
+            Peer {
+                record: record.clone(),
+                registered: true,
+                down: false,
+                misses: 0,
+                outstanding: None,
+                left_at: None,
+            },
         );
         match was {
             Some(p) if p.registered && p.record == record => {}
             Some(p) if p.down => {
-                self.feed.publish(EventKind::HostUp, None, None, format!("host {id} is back ({})", record.underlay));
+                self.feed.publish(
+                    EventKind::HostUp,
+                    None,
+                    None,
+                    format!("host {id} is back ({})", record.underlay),
+                );
                 self.dirty = true;
             }
             Some(p) if p.registered => self.dirty = true,
@@ -503,7 +526,9 @@ impl Loop {
     fn program(&mut self, vip: Ipv4Addr, holder: Option<&Holder>) -> u64 {
         let target = match holder {
             None => Some(HolderTarget::None),
-            Some(h) if h.host == self.me.id => self.local_ifindex(&h.vnic).map(|ifindex| HolderTarget::Local { ifindex, mac: h.mac }),
+            Some(h) if h.host == self.me.id => {
+                self.local_ifindex(&h.vnic).map(|ifindex| HolderTarget::Local { ifindex, mac: h.mac })
+            }
             Some(h) => self
                 .peers
                 .get(&h.host)
@@ -565,8 +590,12 @@ impl Loop {
     }
 
     fn publish_hosts(&self) {
-        let mut hosts: BTreeMap<String, HostRecord> =
-            self.peers.iter().filter(|(_, p)| !p.down).map(|(id, p)| (id.clone(), p.record.clone())).collect();
+        let mut hosts: BTreeMap<String, HostRecord> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.down)
+            .map(|(id, p)| (id.clone(), p.record.clone()))
+            .collect();
         hosts.insert(self.me.id.clone(), self.me.clone());
         self.hosts.send_if_modified(|h| {
             let changed = *h != hosts;

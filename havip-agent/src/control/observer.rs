@@ -69,7 +69,14 @@ impl Observer {
     /// record of the shared store at `revision`, or a peer's hint), at
     /// kernel epoch `epoch`: written as the observed holder, and told to the
     /// feed if it changed.
-    pub fn follow_record(&self, vip: Ipv4Addr, holder: Option<&Holder>, revision: u64, epoch: u64, why: &str) {
+    pub fn follow_record(
+        &self,
+        vip: Ipv4Addr,
+        holder: Option<&Holder>,
+        revision: u64,
+        epoch: u64,
+        why: &str,
+    ) {
         let _serial = lock(&self.lock);
         if !self.store.desired().state.havips.contains_key(&vip) {
             return;
@@ -79,14 +86,18 @@ impl Observer {
         if o.holder.as_ref() == holder {
             o.epoch = o.epoch.max(epoch);
         } else {
-            let previous = o.holder.as_ref().map_or_else(|| "none".to_owned(), |h| format!("{} on {}", h.vnic, h.host));
+            let previous =
+                o.holder.as_ref().map_or_else(|| "none".to_owned(), |h| format!("{} on {}", h.vnic, h.host));
             note_holder(&mut o, holder.cloned(), now_ms(), epoch);
             match holder {
                 Some(h) => self.feed.publish(
                     EventKind::HolderChanged,
                     Some(vip),
                     Some(&h.vnic),
-                    format!("{} on {} holds {vip} (was {previous}), revision {revision} ({why})", h.vnic, h.host),
+                    format!(
+                        "{} on {} holds {vip} (was {previous}), revision {revision} ({why})",
+                        h.vnic, h.host
+                    ),
                 ),
                 None => self.feed.publish(
                     EventKind::HolderCleared,

@@ -80,7 +80,8 @@ pub fn probe_request(nonce: u64) -> [u8; 16] {
 
 /// The nonce of a probe answer; `None` if the datagram is not one.
 pub fn probe_answer(datagram: &[u8]) -> Option<u64> {
-    let p = UnderlayProbe::from_bytes(datagram).filter(|p| datagram.len() == 16 && p.magic == PROBE_ANSWER)?;
+    let p =
+        UnderlayProbe::from_bytes(datagram).filter(|p| datagram.len() == 16 && p.magic == PROBE_ANSWER)?;
     Some(p.nonce)
 }
 
@@ -93,7 +94,12 @@ mod tests {
     fn hints_round_trip_and_junk_is_no_hint() {
         let h = Hint {
             vip: Ipv4Addr::new(198, 18, 1, 50),
-            holder: Some(Holder { host: "hv2".into(), vnic: "vnic-b".into(), mac: [2, 0, 0, 0, 0, 2], epoch: 3 }),
+            holder: Some(Holder {
+                host: "hv2".into(),
+                vnic: "vnic-b".into(),
+                mac: [2, 0, 0, 0, 0, 2],
+                epoch: 3,
+            }),
             base: 41,
             from: "hv2".into(),
         };

@@ -252,7 +252,11 @@ impl Verifier {
                 .collect();
             let key = VipKey::from(h.vip);
             let Some(slot) = maps.vip_slot(&key) else { continue };
-            if members.is_empty() {
+            // Held on another host: verified there, by the holder's own
+            // host (its probes reach the holder; a correction here would
+            // only fight the shared store's record).
+            if members.is_empty() || maps.vip_state(slot)?.remote_holder().is_some() {
+                self.tracks.remove(&h.vip);
                 continue;
             }
             let track = self.tracks.entry(h.vip).or_default();

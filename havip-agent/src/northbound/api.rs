@@ -36,9 +36,9 @@ use axum::{
 use futures::{stream, Future, StreamExt};
 use havip_api::{
     view::{
-        AgentStatus, Applied, ClusterStatusView, Contested, ContestedMember, DesiredView, EipRequest, ErrorBody, HavipView,
-        LinkState, MemberView, PeerHostView, Status, StoreStatus, SubnetView, SyncStatus, VerificationView, VnicView,
-        VrrpView,
+        AgentStatus, Applied, ClusterStatusView, Contested, ContestedMember, DesiredView, EipRequest,
+        ErrorBody, HavipView, LinkState, MemberView, PeerHostView, Status, StoreStatus, SubnetView,
+        SyncStatus, VerificationView, VnicView, VrrpView,
     },
     Event, EventKind,
 };

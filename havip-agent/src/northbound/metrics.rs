@@ -219,8 +219,18 @@ fn render(ctl: &ApiContext) -> String {
             "Revision of the holder record this host follows (etcd mod_revision: the fencing token).",
             &obs(|o| o.revision),
         );
-        family("cluster_reachable", "gauge", "1 while the shared store (etcd) answers.", &[(String::new(), c.reachable as u64)]);
-        family("cluster_revision", "gauge", "The last shared-store revision this host has seen.", &[(String::new(), c.revision)]);
+        family(
+            "cluster_reachable",
+            "gauge",
+            "1 while the shared store (etcd) answers.",
+            &[(String::new(), c.reachable as u64)],
+        );
+        family(
+            "cluster_revision",
+            "gauge",
+            "The last shared-store revision this host has seen.",
+            &[(String::new(), c.revision)],
+        );
         let hosts: Vec<(String, u64)> = ["up", "suspect", "down"]
             .iter()
             .map(|s| (format!("{{state=\"{s}\"}}"), c.hosts.iter().filter(|h| h.state == *s).count() as u64))
@@ -238,12 +248,21 @@ fn render(ctl: &ApiContext) -> String {
                 outcome("retried", c.commit_retries),
             ],
         );
-        family("cluster_records_applied_total", "counter", "Holder records applied to the data plane.", &[(String::new(), c.records_applied)]);
+        family(
+            "cluster_records_applied_total",
+            "counter",
+            "Holder records applied to the data plane.",
+            &[(String::new(), c.records_applied)],
+        );
         family(
             "hints_total",
             "counter",
             "Peer hints, by what happened to them.",
-            &[outcome("sent", c.hints_sent), outcome("applied", c.hints_applied), outcome("ignored", c.hints_ignored)],
+            &[
+                outcome("sent", c.hints_sent),
+                outcome("applied", c.hints_applied),
+                outcome("ignored", c.hints_ignored),
+            ],
         );
         family(
             "underlay_probes_total",
