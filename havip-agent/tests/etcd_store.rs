@@ -724,3 +724,16 @@ async fn a_store_cut_off_across_a_compaction_catches_up() {
     until_sync("the follower's store to answer again", || follower.flush().is_ok()).await;
     assert!(!follower.health().failing());
 }
+
+/// A watch with nothing to say answers progress requests: an idle follower
+/// does not take its silence for a cut (which would resync).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_follower_keeps_its_watch() {
+    let etcd = Etcd::start(false);
+    let follower = EtcdCluster::connect(&etcd.settings()).await.unwrap();
+    let mut events = follower.follow(Duration::from_secs(3600));
+    event_where(&mut events, "the first snapshot", LIMIT, |e| matches!(e, ClusterEvent::Resynced(_))).await;
+    // Longer than the silence a watch tolerates (3 s with these settings).
+    let quiet = tokio::time::timeout(Duration::from_secs(5), events.recv()).await;
+    assert!(quiet.is_err(), "nothing happened, nothing to report: {quiet:?}");
+}
