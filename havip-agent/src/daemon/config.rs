@@ -645,6 +645,19 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_many_hosts_example_parses_uncommented() {
+        let shipped = include_str!("../../../deploy/havip.toml");
+        let example: Vec<&str> = shipped[shipped.find("# [store]").expect("the example")..]
+            .lines()
+            .map(|l| l.strip_prefix("# ").or(l.strip_prefix('#')).unwrap_or(l))
+            .collect();
+        let c = Config::parse(&example.join("\n")).unwrap();
+        let StoreSettings::Etcd(e) = &c.store else { panic!("{:?}", c.store) };
+        assert_eq!((e.endpoints.len(), e.tls.as_ref().map(|t| t.identity.is_some())), (3, Some(true)));
+        assert_eq!(c.underlay.unwrap().vni, 1001);
+    }
+
+    #[test]
     fn the_hostname_is_unames() {
         let proc = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
         assert_eq!(hostname().unwrap(), proc.trim());
