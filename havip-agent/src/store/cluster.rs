@@ -100,7 +100,7 @@ impl EtcdSettings {
     /// How long one request may take before it counts as failed: three dial
     /// timeouts, at least 1 s (a leader election takes about one).
     pub fn request_timeout(&self) -> Duration {
-        (self.dial_timeout * 3).max(Duration::from_secs(1))
+        self.dial_timeout.saturating_mul(3).max(Duration::from_secs(1))
     }
 
     /// The endpoints as one string, for error messages.
