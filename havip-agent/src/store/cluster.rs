@@ -481,6 +481,9 @@ impl EtcdCluster {
     /// again, logged. Returns at once (an unreachable etcd is retried with
     /// backoff, forever); [`EtcdCluster::registration`] says how it goes.
     /// Calling it again replaces the previous registration task.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (the task is spawned on the current one).
     pub fn register(&self, record: HostRecord, ttl: Duration) -> watch::Receiver<Registration> {
         *lock(&self.shared.host) = Some(record.id.clone());
         let task = tokio::spawn(keep_registered(
@@ -494,6 +497,12 @@ impl EtcdCluster {
             old.abort();
         }
         self.registration()
+    }
+
+    /// The settings it was connected with (e.g. `lease_ttl` for
+    /// [`EtcdCluster::register`]).
+    pub fn settings(&self) -> &EtcdSettings {
+        &self.conn.settings
     }
 
     /// This host's registration, as it changes.
@@ -577,7 +586,10 @@ impl EtcdCluster {
     /// watch again from its revision + 1: nothing is missed. etcd
     /// unreachable: `Reachable(false)`, retried with backoff (50 ms to 2 s)
     /// forever; back: `Reachable(true)`, then `Resynced`. Ends when the
-    /// receiver is dropped; never panics.
+    /// receiver is dropped; never panics once started.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (the follower is spawned on the current one).
     pub fn follow(&self, resync_every: Duration) -> mpsc::Receiver<ClusterEvent> {
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(self.clone().run_follower(resync_every, tx));
