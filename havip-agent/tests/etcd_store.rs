@@ -574,6 +574,41 @@ async fn the_follower_misses_nothing_across_a_compaction_while_it_was_cut_off() 
     assert_eq!(e, ClusterEvent::Holder(d));
 }
 
+/// Following from a view the caller read: the changes since come as
+/// events; if etcd compacted past the view meanwhile, the watch cannot
+/// start there and a fresh snapshot comes instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_from_a_view_compacted_meanwhile_resyncs() {
+    let etcd = Etcd::start(false);
+    let mut raw = etcd.raw().await;
+    let hv1 = registered(&etcd.settings(), host("hv1", 1), Duration::from_secs(60)).await;
+    let a = committed(hv1.commit_holder(VIP, Some(holder("hv1", "vnic-a", 1)), 0, "claim").await.unwrap());
+
+    // Not compacted: the change since the view is an event, no snapshot.
+    let view = hv1.view().await.unwrap();
+    let b = committed(
+        hv1.commit_holder(VIP, Some(holder("hv1", "vnic-a", 2)), a.revision, "claim").await.unwrap(),
+    );
+    let mut events = hv1.follow_from(view.clone(), Duration::from_secs(3600));
+    let (e, before) = event_where(&mut events, "the change since the view", LIMIT, |_| true).await;
+    assert_eq!((e, before), (ClusterEvent::Holder(b.clone()), vec![]));
+    drop(events);
+
+    // Compacted past the view: the watch is refused, a snapshot comes.
+    let c = committed(
+        hv1.commit_holder(VIP, Some(holder("hv1", "vnic-a", 3)), b.revision, "claim").await.unwrap(),
+    );
+    compact_to_latest(&mut raw).await;
+    let mut events = hv1.follow_from(view, Duration::from_secs(3600));
+    let (e, before) = event_where(&mut events, "a snapshot", LIMIT, |_| true).await;
+    assert!(before.is_empty());
+    let ClusterEvent::Resynced(fresh) = e else { panic!("not a snapshot: {e:?}") };
+    assert_eq!(fresh.holders[&VIP], c, "the last change, which no event could bring");
+    let d = committed(hv1.commit_holder(VIP, None, c.revision, "host down").await.unwrap());
+    let (e, _) = event_where(&mut events, "the clear", LIMIT, |_| true).await;
+    assert_eq!(e, ClusterEvent::Holder(d));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_leaving_is_an_event_and_a_periodic_resync_comes() {
     let etcd = Etcd::start(false);
