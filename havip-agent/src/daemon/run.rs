@@ -103,7 +103,8 @@ async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>> {
 /// Many hosts: the etcd cluster client (`[store] backend = "etcd"`),
 /// connected lazily and not yet registered; `None` with redb (one host).
 /// The caller registers with [`host_record`] and the lease TTL of
-/// `[store] lease_ttl_s` (`EtcdSettings::lease_ttl`), then follows.
+/// `[store] lease_ttl_s`: `cluster.register(host_record(&cfg, vtep)?,
+/// cluster.settings().lease_ttl)`, then follows (`cluster.follow(every)`).
 pub async fn connect_cluster(cfg: &Config) -> Result<Option<EtcdCluster>> {
     let StoreSettings::Etcd(settings) = &cfg.store else { return Ok(None) };
     Ok(Some(EtcdCluster::connect(settings).await.context("connecting to the etcd cluster")?))
