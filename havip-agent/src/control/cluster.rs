@@ -54,6 +54,10 @@ use crate::{
     sync::lock,
 };
 
+/// Every this many probe ticks, the kernel's local holders are compared
+/// with the book ([`Loop::scan_local_holders`]).
+const SCAN_EVERY_TICKS: u32 = 5;
+
 /// How this host talks to its peers on the underlay.
 #[derive(Clone, Debug)]
 pub struct PeerSettings {
@@ -178,6 +182,12 @@ struct Loop {
     peers: BTreeMap<String, Peer>,
     inflight: HashSet<Ipv4Addr>,
     queued: HashMap<Ipv4Addr, Commit>,
+    /// Whether the first snapshot of the store has been applied.
+    synced: bool,
+    /// Local claims seen before it.
+    unsynced: HashMap<Ipv4Addr, Commit>,
+    /// Ticks since the last scan of the kernel's holders.
+    since_scan: u32,
     resolved: mpsc::UnboundedSender<HolderRecord>,
     hint_socket: Arc<UdpSocket>,
     probe_socket: Arc<UdpSocket>,
@@ -223,6 +233,9 @@ pub async fn run(inputs: ClusterInputs) -> Result<()> {
         peers: BTreeMap::new(),
         inflight: HashSet::new(),
         queued: HashMap::new(),
+        synced: false,
+        unsynced: HashMap::new(),
+        since_scan: 0,
         resolved,
         hint_socket: hint_socket.clone(),
         probe_socket: probe_socket.clone(),
@@ -252,6 +265,13 @@ pub async fn run(inputs: ClusterInputs) -> Result<()> {
 impl Loop {
     fn on_claim(&mut self, claim: LocalClaim) {
         let commit = Commit { holder: Some(claim.holder), reason: "claim" };
+        if !self.synced {
+            // No base to commit against before the first snapshot: kept,
+            // and committed on it (a claim made while the agent was away
+            // is newer than any record it would otherwise be reset to).
+            self.unsynced.insert(claim.vip, commit);
+            return;
+        }
         if self.inflight.contains(&claim.vip) {
             // Committed once the one in flight answers, on its result.
             self.hint(claim.vip, commit.holder.clone(), self.book.revision(claim.vip));
@@ -329,8 +349,15 @@ impl Loop {
                 }
                 let decisions = self.book.resync(view.holders.into_values());
                 for (vip, d) in decisions {
+                    if self.unsynced.contains_key(&vip) {
+                        continue;
+                    }
                     let revision = self.book.revision(vip);
                     self.apply(vip, d, revision, "resync");
+                }
+                self.synced = true;
+                for (vip, commit) in std::mem::take(&mut self.unsynced) {
+                    self.on_claim(LocalClaim { vip, holder: commit.holder.expect("a claim has a holder") });
                 }
                 self.reachable(true);
             }
@@ -457,7 +484,55 @@ impl Loop {
             self.dirty = false;
             self.converge();
         }
+        self.since_scan += 1;
+        if self.synced && self.since_scan >= SCAN_EVERY_TICKS {
+            self.since_scan = 0;
+            self.scan_local_holders();
+        }
         self.publish_hosts();
+    }
+
+    /// A local holder the book does not know came without a claim event
+    /// (the verifier corrected a holder on this host, or an event was lost
+    /// to a full ring buffer): committed like a claim, so the other hosts
+    /// follow and the store stays the truth.
+    fn scan_local_holders(&mut self) {
+        let desired = self.store.desired().state;
+        let names: HashMap<u32, String> = {
+            let links = self.links.borrow();
+            desired
+                .vnics_on(&self.me.id)
+                .filter_map(|v| Some((links.get(&v.ifname)?.ifindex, v.name.clone())))
+                .collect()
+        };
+        let mut found = Vec::new();
+        {
+            let maps = lock(&self.maps);
+            for vip in desired.havips.keys() {
+                if self.inflight.contains(vip) || self.book.pending(*vip).is_some() {
+                    continue;
+                }
+                let Some(st) = maps.vip_slot(&VipKey::from(*vip)).and_then(|s| maps.vip_state(s).ok()) else {
+                    continue;
+                };
+                let Some(vnic) = (st.holder_ifindex != 0).then(|| names.get(&st.holder_ifindex)).flatten()
+                else {
+                    continue;
+                };
+                let known =
+                    self.book.holder(*vip).flatten().is_some_and(|h| h.host == self.me.id && h.vnic == *vnic);
+                if !known {
+                    found.push(LocalClaim {
+                        vip: *vip,
+                        holder: self.observer.holder(vnic, st.holder_mac, st.epoch),
+                    });
+                }
+            }
+        }
+        for claim in found {
+            info!(vip = %claim.vip, vnic = %claim.holder.vnic, "a local holder no claim told of: committed");
+            self.on_claim(claim);
+        }
     }
 
     fn on_probe_answer(&mut self, datagram: &[u8]) {
