@@ -665,6 +665,11 @@ impl Loop {
     }
 
     fn publish_hosts(&self) {
+        // Before the first snapshot, the peers are not known: publishing
+        // none would take every VTEP out of the maps.
+        if !self.synced {
+            return;
+        }
         let mut hosts: BTreeMap<String, HostRecord> = self
             .peers
             .iter()
