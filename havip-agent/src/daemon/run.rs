@@ -325,7 +325,26 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
     let _owner = PinLock::acquire(pin_root)?;
     let mut dp = Dataplane::open(pin_root, cfg.capacity)?;
     info!(dir = %dp.dir().display(), "data plane loaded");
-    let store = open_store(&cfg).await?;
+    // etcd may be unreachable as the agent starts: the data plane keeps
+    // forwarding on what it has (nothing is touched before the store
+    // answers), and the agent keeps trying, saying so.
+    let mut backoff = STORE_RETRY_MIN;
+    let store = loop {
+        match open_store(&cfg).await {
+            Ok(store) => break store,
+            Err(e) if matches!(cfg.store, StoreSettings::Etcd(_)) => {
+                warn!(error = %format!("{e:#}"), retry_in = ?backoff,
+                    "the shared store does not answer: the data plane keeps forwarding on what it has; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = term.recv() => return Ok(()),
+                    _ = int.recv() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(STORE_RETRY_MAX);
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let config_not_applied = apply_config(&*store, &cfg);
 
     let (links, follow_links) = links::watch_links().await?;
