@@ -380,24 +380,26 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
             tokio::spawn(underlay::follow(rtnl.clone(), spec, hosts_rx, underlay_tx));
             let status = Arc::new(ClusterStatus::default());
             cluster_status = Some(status.clone());
-            Some(many::run(ClusterInputs {
-                me,
-                cluster,
-                settings: PeerSettings {
-                    probe_interval: Duration::from_millis(u.probe_interval_ms),
-                    probe_misses: u.probe_misses,
-                    hints: u.hints,
-                    resync_every: CLUSTER_RESYNC,
+            Some(many::run(
+                ClusterInputs {
+                    me,
+                    cluster,
+                    settings: PeerSettings {
+                        probe_interval: Duration::from_millis(u.probe_interval_ms),
+                        probe_misses: u.probe_misses,
+                        hints: u.hints,
+                        resync_every: CLUSTER_RESYNC,
+                    },
+                    maps: maps.clone(),
+                    store: store.clone(),
+                    links: links.clone(),
+                    feed: feed.clone(),
+                    observer: observer.clone(),
+                    hosts: hosts_tx,
+                    status,
                 },
-                maps: maps.clone(),
-                store: store.clone(),
-                links: links.clone(),
-                feed: feed.clone(),
-                observer: observer.clone(),
-                claims: claims_rx,
-                hosts: hosts_tx,
-                status,
-            }))
+                claims_rx,
+            ))
         }
         _ => None,
     };
