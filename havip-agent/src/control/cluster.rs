@@ -186,7 +186,8 @@ struct Loop {
     dirty: bool,
 }
 
-/// Runs the cluster loop for the agent's life.
+/// Runs the cluster loop for the agent's life, on `claims`: the claims this
+/// host's data plane accepted (from the ring buffer).
 pub async fn run(io: ClusterInputs, mut claims: mpsc::UnboundedReceiver<LocalClaim>) -> Result<()> {
     let hint_socket = Arc::new(peers::bind_hints(io.me.hint_port).await?);
     let probe_socket = Arc::new(peers::bind_probes().await?);
