@@ -117,14 +117,19 @@ fn cluster_status(socks: &[PathBuf], h: Hv) -> Result<Value> {
 }
 
 /// Waits until every host shows one holder and one revision, `ok` of it;
-/// returns that view.
+/// returns that view. A host that cannot answer yet (the HAVIP not known
+/// there yet) is not there yet.
 fn wait_agree(socks: &[PathBuf], what: &str, timeout: Duration, ok: impl Fn(&View) -> bool) -> Result<View> {
-    let mut last = Vec::new();
+    let mut last = Ok(Vec::new());
     let r = wait::until(what, timeout, || {
-        last = views(socks)?;
-        Ok((last.iter().all(|v| *v == last[0]) && ok(&last[0])).then(|| last[0].clone()))
+        last = views(socks);
+        let Ok(vs) = &last else { return Ok(None) };
+        Ok((vs.iter().all(|v| *v == vs[0]) && ok(&vs[0])).then(|| vs[0].clone()))
     });
-    r.with_context(|| format!("the hosts show {}", shown(&last)))
+    r.with_context(|| match &last {
+        Ok(vs) => format!("the hosts show {}", shown(vs)),
+        Err(e) => format!("the last read failed: {e:#}"),
+    })
 }
 
 fn shown(vs: &[View]) -> String {
@@ -198,7 +203,11 @@ impl Poller {
         ensure!(
             seen.regressions.is_empty(),
             "a host went back to an older revision: {}",
-            seen.regressions.iter().map(|(h, a, b)| format!("{h}: {a} -> {b}")).collect::<Vec<_>>().join("; ")
+            seen.regressions
+                .iter()
+                .map(|(h, a, b)| format!("{h}: {a} -> {b}"))
+                .collect::<Vec<_>>()
+                .join("; ")
         );
         Ok((seen.reads, seen.failed_reads))
     }
@@ -215,26 +224,61 @@ impl Drop for Poller {
 
 // ---------------------------------------------------------------- events
 
-/// The revisions of host `h`'s holder events (`havipctl --json events`:
-/// `holder_changed` / `holder_cleared` about the VIP that name a revision),
-/// in order; fails if they ever go down.
-fn event_revisions(lab: &Lab, h: Hv) -> Result<Vec<u64>> {
+/// Host `h`'s holder events about the VIP (`havipctl --json events`:
+/// `holder_changed` and `holder_cleared`): the revisions they name, in
+/// order, and the vNIC of the last one. Fails if a revision ever goes down.
+/// (A claim this host's own data plane took names no revision: its commit
+/// comes after the event, and its record changes no holder here.)
+fn holder_events(lab: &Lab, h: Hv) -> Result<(Vec<u64>, Option<String>)> {
     let text = lab.ctl(h)?.ok(&["--json", "events"])?;
-    let mut revs = Vec::new();
+    let (mut revs, mut last) = (Vec::<u64>::new(), None);
     for line in text.lines() {
         let ev: Value = serde_json::from_str(line).with_context(|| format!("event line {line:?}"))?;
         let holder_event = ev["kind"] == "holder_changed" || ev["kind"] == "holder_cleared";
         if !holder_event || ev["vip"] != VIP.to_string() {
             continue;
         }
+        last = ev["vnic"].as_str().map(str::to_owned);
         if let Some(rev) = revision_in(ev["detail"].as_str().unwrap_or_default()) {
-            if let Some(&last) = revs.last() {
-                ensure!(rev >= last, "{}: a holder event at revision {rev} after {last}: {ev}", h.id);
+            if let Some(&prev) = revs.last() {
+                ensure!(rev >= prev, "{}: a holder event at revision {rev} after {prev}: {ev}", h.id);
             }
             revs.push(rev);
         }
     }
-    Ok(revs)
+    Ok((revs, last))
+}
+
+/// Counts the claims host `h`'s own data plane took from its member `g`
+/// (`describe`'s `last_claims`, at most eight, each once: by their time).
+struct ClaimCount {
+    h: Hv,
+    g: Guest,
+    after_ms: u64,
+    n: u64,
+}
+
+impl ClaimCount {
+    fn new(socks: &[PathBuf], h: Hv, g: Guest) -> Result<Self> {
+        let mut c = Self { h, g, after_ms: 0, n: 0 };
+        c.update(socks)?;
+        c.n = 0;
+        Ok(c)
+    }
+
+    fn update(&mut self, socks: &[PathBuf]) -> Result<()> {
+        let v = api_get(&socks[usize::from(self.h.n - 1)], &format!("/v1/havips/{VIP}"))?;
+        let mut newest = self.after_ms;
+        for c in v["last_claims"].as_array().into_iter().flatten() {
+            let at = c["at_ms"].as_u64().unwrap_or(0);
+            if c["accepted"] == true && c["vnic"] == self.g.vnic && at > self.after_ms {
+                self.n += 1;
+                newest = newest.max(at);
+            }
+        }
+        self.after_ms = newest;
+        Ok(())
+    }
 }
 
 /// The number after "revision " in an event's words.
@@ -347,7 +391,8 @@ fn commits(lab: &Lab, h: Hv) -> Result<(u64, u64)> {
     })?;
     let sample = |outcome: &str| -> Result<u64> {
         let name = format!("havip_cluster_commits_total{{outcome=\"{outcome}\"}} ");
-        let line = text.lines().find(|l| l.starts_with(&name)).with_context(|| format!("no {name}in /metrics"))?;
+        let line =
+            text.lines().find(|l| l.starts_with(&name)).with_context(|| format!("no {name}in /metrics"))?;
         Ok(line[name.len()..].trim().parse::<f64>()? as u64)
     };
     Ok((sample("won")?, sample("lost")?))
@@ -368,7 +413,8 @@ fn lab_without_keepalived() -> Result<Lab> {
         lab.apply_desired()?;
         wait::until("vm-a's claim to be accepted", FAILOVER_TIMEOUT, || {
             claim(&lab, VM_A)?;
-            Ok((lab.holder_on(HV1)?.as_deref() == Some(VM_A.vnic)).then_some(()))
+            // hv1 may not know the HAVIP yet: not yet, not an error.
+            Ok((lab.holder_on(HV1).ok().flatten().as_deref() == Some(VM_A.vnic)).then_some(()))
         })?;
         lab.wait_holder_everywhere(VM_A, FAILOVER_TIMEOUT).map(drop)
     })();
@@ -393,37 +439,69 @@ fn etcd_leader_killed_during_a_failover_and_quorum_lost_then_healed_every_host_c
     Lab::start(LabId::unique("test"), true, Options::default())?.run(|lab| {
         let socks = sockets(lab)?;
         let poller = Poller::start(socks.clone());
-        let first = wait_agree(&socks, "every host on vm-a", CONVERGE, |v| v.holder.as_deref() == Some(VM_A.vnic))?;
+        let first = wait_agree(&socks, "every host on vm-a's committed record", CONVERGE, |v| {
+            v.holder.as_deref() == Some(VM_A.vnic) && v.revision > 0
+        })?;
 
         // The failover and the leader's death at once: vm-a's keepalived
-        // goes (vm-b takes over at once), etcd's leader is SIGKILLed right after.
+        // told to go (SIGTERM, not waited for: it sends a priority-0 advert
+        // and vm-b takes over some 60 ms later), etcd's leader SIGKILLed
+        // right after, so vm-b's claim is committed while etcd elects.
         let leader = lab.etcd.leader()?;
-        lab.keepalived(VM_A)?.stop()?;
+        let retries_before = cluster_status(&socks, HV2)?["commit_retries"].as_u64().unwrap_or(0);
+        let pid_file = lab.dir().join(format!("keepalived-{}.pid", VM_A.name));
+        let pid = std::fs::read_to_string(&pid_file).with_context(|| format!("reading {}", pid_file.display()))?;
+        lab.timeline.step(&format!("SIGTERM vm-a's keepalived, SIGKILL etcd leader e{}", leader + 1));
+        let term = Command::new("kill").args(["-TERM", pid.trim()]).status()?;
+        ensure!(term.success(), "kill -TERM {}: {term}", pid.trim());
         let killed_at = Instant::now();
-        lab.timeline.step(&format!("SIGKILL etcd leader e{}", leader + 1));
         lab.etcd.kill(leader)?;
+        lab.keepalived(VM_A)?.stop()?;
         let to_b = wait_agree(&socks, "every host on vm-b's record", CONVERGE, |v| {
             v.holder.as_deref() == Some(VM_B.vnic) && v.revision > first.revision
         })?;
         let after_leader = killed_at.elapsed();
         let (rev, holder) = holder_in_etcd(lab)?;
         ensure!(rev == to_b.revision && holder == to_b.holder, "etcd says {holder:?} at {rev}, the hosts {to_b}");
-        eprintln!("leader e{} killed: every host on {to_b} after {:.0} ms", leader + 1, ms(after_leader));
+        let retries = cluster_status(&socks, HV2)?["commit_retries"].as_u64().unwrap_or(0) - retries_before;
+        eprintln!(
+            "leader e{} killed during the failover: every host on {to_b} after {:.0} ms ({retries} failed commit attempts on hv2)",
+            leader + 1,
+            ms(after_leader)
+        );
 
         // Quorum lost during the next claim: vm-a's keepalived back (it
-        // preempts), a second member SIGKILLed right after. The claim cannot
-        // commit; hints re-point the data plane meanwhile.
+        // preempts some 300 ms after it starts), a second member SIGKILLed
+        // at once. The claim cannot commit; hints re-point every host's
+        // data plane meanwhile, on the base every host applied.
         let second = (0..lab.etcd.len()).find(|&i| i != leader).context("a second member")?;
         lab.keepalived(VM_A)?.restart()?;
+        lab.timeline.step(&format!("SIGKILL etcd member e{}: quorum lost", second + 1));
+        lab.etcd.kill(second)?;
+        let lost_at = Instant::now();
         wait::until("vm-a to claim on hv1", FAILOVER_TIMEOUT, || {
             Ok((lab.holder_on(HV1)?.as_deref() == Some(VM_A.vnic)).then_some(()))
         })?;
-        lab.timeline.step(&format!("SIGKILL etcd member e{}: quorum lost", second + 1));
-        lab.etcd.kill(second)?;
-        // Keep quorum lost for longer than the agents' lease TTL.
-        thread::sleep(Duration::from_secs(3));
+        // Every agent notices and says so; quorum stays lost for longer
+        // than the agents' lease TTL.
+        wait::until("every host to say etcd is unreachable", CONVERGE, || {
+            let all = HOSTS.iter().all(|h| cluster_status(&socks, *h).is_ok_and(|c| c["reachable"] == false));
+            Ok(all.then_some(()))
+        })?;
+        let noticed = lost_at.elapsed();
+        thread::sleep(Duration::from_secs(3).saturating_sub(lost_at.elapsed()));
         let during = views(&socks)?;
-        eprintln!("quorum lost for 3 s: {}", shown(&during));
+        eprintln!(
+            "quorum lost: every host said etcd is unreachable after {:.0} ms; after {:.0} ms: {}",
+            ms(noticed),
+            ms(lost_at.elapsed()),
+            shown(&during)
+        );
+        ensure!(
+            during.iter().all(|v| v.holder.as_deref() == Some(VM_A.vnic)),
+            "without quorum, vm-a's hint did not re-point every host: {}",
+            shown(&during)
+        );
         let healed_at = Instant::now();
         lab.timeline.step("restarting both etcd members");
         lab.etcd.start_member(leader)?;
@@ -449,8 +527,9 @@ fn etcd_leader_killed_during_a_failover_and_quorum_lost_then_healed_every_host_c
         ensure!(end.iter().all(|v| *v == last), "after converging: {}", shown(&end));
         let (reads, failed) = poller.check_monotonic()?;
         for h in HOSTS {
-            let revs = event_revisions(lab, h)?;
-            ensure!(revs.last() == Some(&last.revision), "{}'s last holder event is at {:?}", h.id, revs.last());
+            let (revs, vnic) = holder_events(lab, h)?;
+            ensure!(vnic.as_deref() == Some(VM_A.vnic), "{}'s last holder event is about {vnic:?}", h.id);
+            ensure!(revs.iter().all(|r| *r <= last.revision), "{}'s holder events name {revs:?}", h.id);
         }
         eprintln!("{reads} views read ({failed} failed), no revision ever went down on any host");
         Ok(())
@@ -468,8 +547,11 @@ fn racing_claims_commit_once_per_base_revision_and_every_host_agrees() -> Result
     lab_without_keepalived()?.run(|lab| {
         let socks = sockets(lab)?;
         let poller = Poller::start(socks.clone());
-        let start = wait_agree(&socks, "every host on vm-a", CONVERGE, |v| v.holder.as_deref() == Some(VM_A.vnic))?;
+        let start = wait_agree(&socks, "every host on vm-a's committed record", CONVERGE, |v| {
+            v.holder.as_deref() == Some(VM_A.vnic) && v.revision > 0
+        })?;
         let before: Vec<(u64, u64)> = [HV1, HV2].iter().map(|h| commits(lab, *h)).collect::<Result<_>>()?;
+        let mut claimed = [ClaimCount::new(&socks, HV1, VM_A)?, ClaimCount::new(&socks, HV2, VM_B)?];
         let (ns_a, ns_b) = (lab.topo.ns(VM_A), lab.topo.ns(VM_B));
         let t0 = Instant::now();
         let mut prev = start.clone();
@@ -504,6 +586,9 @@ fn racing_claims_commit_once_per_base_revision_and_every_host_agrees() -> Result
             let spread = *entered.iter().max().unwrap() - *entered.iter().min().unwrap();
             spreads.push(spread);
             prev = now;
+            for c in &mut claimed {
+                c.update(&socks)?;
+            }
         }
         let elapsed = t0.elapsed();
         // Let the poller see the last round settle before counting.
@@ -513,11 +598,15 @@ fn racing_claims_commit_once_per_base_revision_and_every_host_agrees() -> Result
         let after: Vec<(u64, u64)> = [HV1, HV2].iter().map(|h| commits(lab, *h)).collect::<Result<_>>()?;
         let won: u64 = before.iter().zip(&after).map(|(b, a)| a.0 - b.0).sum();
         let lost: u64 = before.iter().zip(&after).map(|(b, a)| a.1 - b.1).sum();
+        for c in &mut claimed {
+            c.update(&socks)?;
+        }
+        let claims: u64 = claimed.iter().map(|c| c.n).sum();
         let max = *spreads.iter().max().unwrap();
         let mut sorted = spreads.clone();
         sorted.sort();
         eprintln!(
-            "{ROUNDS} rounds in {:.1} s: {} commits in etcd, won {won}, lost {lost} (races with a loser); \
+            "{ROUNDS} rounds in {:.1} s: {claims} claims, {} commits in etcd, won {won}, lost {lost} (races with a loser); \
              hosts disagreed p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             elapsed.as_secs_f64(),
             puts.len(),
@@ -537,6 +626,7 @@ fn racing_claims_commit_once_per_base_revision_and_every_host_agrees() -> Result
         ensure!(last_holder == prev.holder, "etcd's last holder {last_holder:?}, the hosts agree on {prev}");
         ensure!(puts.len() as u64 == won, "{} puts of the holder key, {won} commits won", puts.len());
         ensure!(puts.len() >= ROUNDS, "{} puts for {ROUNDS} rounds", puts.len());
+        ensure!(won + lost == claims, "{claims} claims, {won} commits won and {lost} lost");
         ensure!(max <= AGREE_WITHIN, "the hosts disagreed for up to {:.1} ms (limit {AGREE_WITHIN:?})", ms(max));
         poller.check_monotonic()?;
         Ok(())
@@ -551,7 +641,9 @@ fn compaction_while_a_hosts_watch_is_down_misses_no_holder_change() -> Result<()
     lab_without_keepalived()?.run(|lab| {
         let socks = sockets(lab)?;
         let poller = Poller::start(socks.clone());
-        let start = wait_agree(&socks, "every host on vm-a", CONVERGE, |v| v.holder.as_deref() == Some(VM_A.vnic))?;
+        let start = wait_agree(&socks, "every host on vm-a's committed record", CONVERGE, |v| {
+            v.holder.as_deref() == Some(VM_A.vnic) && v.revision > 0
+        })?;
 
         lab.cut_from_etcd(HV3)?;
         wait::until("hv3 to say etcd is unreachable", CONVERGE, || {
@@ -590,7 +682,8 @@ fn compaction_while_a_hosts_watch_is_down_misses_no_holder_change() -> Result<()
         eprintln!(
             "hv3 cut at {} (showed {cut_view} meanwhile), 4 commits, compacted to {compacted}; \
              after the heal it shows {now} after {:.0} ms ({how})",
-            start, ms(took)
+            start,
+            ms(took)
         );
         poller.check_monotonic()?;
         Ok(())
@@ -618,7 +711,9 @@ fn a_stale_hint_is_ignored() -> Result<()> {
         let socks = sockets(lab)?;
         let poller = Poller::start(socks.clone());
         // A record newer than the first: vm-b, then vm-a again.
-        let first = wait_agree(&socks, "every host on vm-a", CONVERGE, |v| v.holder.as_deref() == Some(VM_A.vnic))?;
+        let first = wait_agree(&socks, "every host on vm-a's committed record", CONVERGE, |v| {
+            v.holder.as_deref() == Some(VM_A.vnic) && v.revision > 0
+        })?;
         claim(lab, VM_B)?;
         let on_b = wait_agree(&socks, "every host on vm-b", CONVERGE, |v| {
             v.holder.as_deref() == Some(VM_B.vnic) && v.revision > first.revision
@@ -690,7 +785,10 @@ fn a_stale_hint_is_ignored() -> Result<()> {
 #[test]
 fn revisions_are_read_from_event_words() {
     assert_eq!(revision_in("vnic-b on hv2 holds 198.18.1.50 (was none), revision 42 (claim)"), Some(42));
-    assert_eq!(revision_in("198.18.1.50 has no holder (was vnic-a on hv1): host hv1 is down, revision 7"), Some(7));
+    assert_eq!(
+        revision_in("198.18.1.50 has no holder (was vnic-a on hv1): host hv1 is down, revision 7"),
+        Some(7)
+    );
     assert_eq!(revision_in("vnic-a holds 198.18.1.50 (was none), epoch 3, failovers 0"), None);
     assert_eq!(base64("eyJhIjoxfQ==").unwrap(), b"{\"a\":1}");
 }
