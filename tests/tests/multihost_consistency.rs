@@ -20,7 +20,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{Ipv4Addr, TcpStream, UdpSocket},
+    net::{Ipv4Addr, UdpSocket},
     os::unix::net::UnixStream,
     path::PathBuf,
     process::Command,
@@ -32,10 +32,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod control_support;
+
 use anyhow::{ensure, Context, Result};
+use control_support::metrics_in;
 use havip_agent::control::{holders::Hint, peers};
 use havip_lab::{
-    agent, garp,
+    garp,
     multihost::{Hv, Lab, Options, HOSTS, HV1, HV2, HV3, PREFIX},
     netns::{self, LabId},
     scenario::{self, FAILOVER_TIMEOUT},
@@ -130,6 +133,22 @@ fn wait_agree(socks: &[PathBuf], what: &str, timeout: Duration, ok: impl Fn(&Vie
         Ok(vs) => format!("the hosts show {}", shown(vs)),
         Err(e) => format!("the last read failed: {e:#}"),
     })
+}
+
+/// Waits until every host shows guest `g` holding, at one revision newer
+/// than `after` (0: any committed record).
+fn wait_on(socks: &[PathBuf], g: Guest, after: u64) -> Result<View> {
+    let what = format!("every host on {}'s record after revision {after}", g.name);
+    wait_agree(socks, &what, CONVERGE, |v| v.holder.as_deref() == Some(g.vnic) && v.revision > after)
+}
+
+/// The start of every test: the agents' sockets, a poller, and the record
+/// every host is on once they agree that vm-a holds (committed).
+fn begin(lab: &mut Lab) -> Result<(Vec<PathBuf>, Poller, View)> {
+    let socks = sockets(lab)?;
+    let poller = Poller::start(socks.clone());
+    let first = wait_on(&socks, VM_A, 0)?;
+    Ok((socks, poller, first))
 }
 
 fn shown(vs: &[View]) -> String {
@@ -382,18 +401,12 @@ fn holder_in_etcd(lab: &Lab) -> Result<(u64, Option<String>)> {
 
 /// Host `h`'s `havip_cluster_commits_total{outcome=...}` samples: (won, lost).
 fn commits(lab: &Lab, h: Hv) -> Result<(u64, u64)> {
-    let text = netns::run_in(lab.topo.host_ns(h), || {
-        let mut conn = TcpStream::connect(agent::METRICS).context("connecting to the metrics address")?;
-        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: havip\r\n\r\n")?;
-        let mut text = String::new();
-        conn.read_to_string(&mut text)?;
-        Ok(text)
-    })?;
+    let samples = metrics_in(lab.topo.host_ns(h))?;
     let sample = |outcome: &str| -> Result<u64> {
-        let name = format!("havip_cluster_commits_total{{outcome=\"{outcome}\"}} ");
-        let line =
-            text.lines().find(|l| l.starts_with(&name)).with_context(|| format!("no {name}in /metrics"))?;
-        Ok(line[name.len()..].trim().parse::<f64>()? as u64)
+        let name = format!("havip_cluster_commits_total{{outcome=\"{outcome}\"}}");
+        let (_, v) =
+            samples.iter().find(|(n, _)| *n == name).with_context(|| format!("no {name} in /metrics"))?;
+        Ok(*v as u64)
     };
     Ok((sample("won")?, sample("lost")?))
 }
@@ -437,11 +450,7 @@ fn ms(d: Duration) -> f64 {
 fn etcd_leader_killed_during_a_failover_and_quorum_lost_then_healed_every_host_converges() -> Result<()> {
     let _one = one_at_a_time();
     Lab::start(LabId::unique("test"), true, Options::default())?.run(|lab| {
-        let socks = sockets(lab)?;
-        let poller = Poller::start(socks.clone());
-        let first = wait_agree(&socks, "every host on vm-a's committed record", CONVERGE, |v| {
-            v.holder.as_deref() == Some(VM_A.vnic) && v.revision > 0
-        })?;
+        let (socks, poller, first) = begin(lab)?;
 
         // The failover and the leader's death at once: vm-a's keepalived
         // told to go (SIGTERM, not waited for: it sends a priority-0 advert
@@ -457,9 +466,7 @@ fn etcd_leader_killed_during_a_failover_and_quorum_lost_then_healed_every_host_c
         let killed_at = Instant::now();
         lab.etcd.kill(leader)?;
         lab.keepalived(VM_A)?.stop()?;
-        let to_b = wait_agree(&socks, "every host on vm-b's record", CONVERGE, |v| {
-            v.holder.as_deref() == Some(VM_B.vnic) && v.revision > first.revision
-        })?;
+        let to_b = wait_on(&socks, VM_B, first.revision)?;
         let after_leader = killed_at.elapsed();
         let (rev, holder) = holder_in_etcd(lab)?;
         ensure!(rev == to_b.revision && holder == to_b.holder, "etcd says {holder:?} at {rev}, the hosts {to_b}");
@@ -508,9 +515,7 @@ fn etcd_leader_killed_during_a_failover_and_quorum_lost_then_healed_every_host_c
         lab.etcd.start_member(second)?;
         lab.etcd.wait_healthy(CONVERGE)?;
         let healthy = healed_at.elapsed();
-        let last = wait_agree(&socks, "every host on vm-a's record after the heal", CONVERGE, |v| {
-            v.holder.as_deref() == Some(VM_A.vnic) && v.revision > to_b.revision
-        })?;
+        let last = wait_on(&socks, VM_A, to_b.revision)?;
         let converged = healed_at.elapsed();
         ensure!(last.holder_host.as_deref() == Some(HV1.id), "vm-a's holder host is {last}");
         let (rev, holder) = holder_in_etcd(lab)?;
@@ -545,11 +550,7 @@ fn racing_claims_commit_once_per_base_revision_and_every_host_agrees() -> Result
     const AGREE_WITHIN: Duration = Duration::from_millis(100);
     let _one = one_at_a_time();
     lab_without_keepalived()?.run(|lab| {
-        let socks = sockets(lab)?;
-        let poller = Poller::start(socks.clone());
-        let start = wait_agree(&socks, "every host on vm-a's committed record", CONVERGE, |v| {
-            v.holder.as_deref() == Some(VM_A.vnic) && v.revision > 0
-        })?;
+        let (socks, poller, start) = begin(lab)?;
         let before: Vec<(u64, u64)> = [HV1, HV2].iter().map(|h| commits(lab, *h)).collect::<Result<_>>()?;
         let mut claimed = [ClaimCount::new(&socks, HV1, VM_A)?, ClaimCount::new(&socks, HV2, VM_B)?];
         let (ns_a, ns_b) = (lab.topo.ns(VM_A), lab.topo.ns(VM_B));
@@ -639,11 +640,7 @@ fn racing_claims_commit_once_per_base_revision_and_every_host_agrees() -> Result
 fn compaction_while_a_hosts_watch_is_down_misses_no_holder_change() -> Result<()> {
     let _one = one_at_a_time();
     lab_without_keepalived()?.run(|lab| {
-        let socks = sockets(lab)?;
-        let poller = Poller::start(socks.clone());
-        let start = wait_agree(&socks, "every host on vm-a's committed record", CONVERGE, |v| {
-            v.holder.as_deref() == Some(VM_A.vnic) && v.revision > 0
-        })?;
+        let (socks, poller, start) = begin(lab)?;
 
         lab.cut_from_etcd(HV3)?;
         wait::until("hv3 to say etcd is unreachable", CONVERGE, || {
@@ -655,9 +652,7 @@ fn compaction_while_a_hosts_watch_is_down_misses_no_holder_change() -> Result<()
         for (i, g) in [VM_B, VM_A, VM_B, VM_A].into_iter().enumerate() {
             claim(lab, g)?;
             let two = &socks[..2];
-            last = wait_agree(two, &format!("failover {i}: hv1 and hv2 on {}", g.name), CONVERGE, |v| {
-                v.holder.as_deref() == Some(g.vnic) && v.revision > last.revision
-            })?;
+            last = wait_on(two, g, last.revision).with_context(|| format!("failover {i}"))?;
         }
         let compacted = lab.etcd.compact_to_latest()?;
         lab.timeline.step(&format!("etcd compacted to revision {compacted}"));
@@ -708,20 +703,12 @@ fn send_hint(lab: &Lab, from: Hv, to: Hv, hint: &Hint) -> Result<()> {
 fn a_stale_hint_is_ignored() -> Result<()> {
     let _one = one_at_a_time();
     lab_without_keepalived()?.run(|lab| {
-        let socks = sockets(lab)?;
-        let poller = Poller::start(socks.clone());
         // A record newer than the first: vm-b, then vm-a again.
-        let first = wait_agree(&socks, "every host on vm-a's committed record", CONVERGE, |v| {
-            v.holder.as_deref() == Some(VM_A.vnic) && v.revision > 0
-        })?;
+        let (socks, poller, first) = begin(lab)?;
         claim(lab, VM_B)?;
-        let on_b = wait_agree(&socks, "every host on vm-b", CONVERGE, |v| {
-            v.holder.as_deref() == Some(VM_B.vnic) && v.revision > first.revision
-        })?;
+        let on_b = wait_on(&socks, VM_B, first.revision)?;
         claim(lab, VM_A)?;
-        let applied = wait_agree(&socks, "every host on vm-a again", CONVERGE, |v| {
-            v.holder.as_deref() == Some(VM_A.vnic) && v.revision > on_b.revision
-        })?;
+        let applied = wait_on(&socks, VM_A, on_b.revision)?;
 
         let forged = |base: u64| Hint {
             vip: VIP,
@@ -764,13 +751,9 @@ fn a_stale_hint_is_ignored() -> Result<()> {
 
         // The next record overwrites it on hv3: a real claim and its commit.
         claim(lab, VM_B)?;
-        let next = wait_agree(&socks, "every host on vm-b's committed record", CONVERGE, |v| {
-            v.holder.as_deref() == Some(VM_B.vnic) && v.revision > applied.revision
-        })?;
+        let next = wait_on(&socks, VM_B, applied.revision)?;
         claim(lab, VM_A)?;
-        let last = wait_agree(&socks, "every host on vm-a's committed record", CONVERGE, |v| {
-            v.holder.as_deref() == Some(VM_A.vnic) && v.revision > next.revision
-        })?;
+        let last = wait_on(&socks, VM_A, next.revision)?;
         // The hint that was current is stale now.
         let ignored = status("hints_ignored")?;
         send_hint(lab, HV2, HV3, &forged(applied.revision))?;
