@@ -471,6 +471,8 @@ fn etcd_leader_killed_during_a_failover_and_quorum_lost_then_healed_every_host_c
         let (rev, holder) = holder_in_etcd(lab)?;
         ensure!(rev == to_b.revision && holder == to_b.holder, "etcd says {holder:?} at {rev}, the hosts {to_b}");
         let retries = cluster_status(&socks, HV2)?["commit_retries"].as_u64().unwrap_or(0) - retries_before;
+        // The claim really met the dead leader: a first attempt failed.
+        ensure!(retries >= 1, "vm-b's claim committed at once: the leader died too late ({to_b})");
         eprintln!(
             "leader e{} killed during the failover: every host on {to_b} after {:.0} ms ({retries} failed commit attempts on hv2)",
             leader + 1,
@@ -636,6 +638,10 @@ fn racing_claims_commit_once_per_base_revision_and_every_host_agrees() -> Result
 
 // ------------------------------- 3. compaction while a watch is down
 
+/// hv3 cut off from etcd until it says so (its watch broken), four commits
+/// meanwhile, the history compacted away, hv3 healed: it shows etcd's last
+/// record at once, whichever way it catches up (a fresh snapshot after a
+/// broken watch, or a compacted watch's resync; the log says which).
 #[test]
 fn compaction_while_a_hosts_watch_is_down_misses_no_holder_change() -> Result<()> {
     let _one = one_at_a_time();
@@ -699,6 +705,13 @@ fn send_hint(lab: &Lab, from: Hv, to: Hv, hint: &Hint) -> Result<()> {
     })
 }
 
+/// A hint whose base is older than the record hv3 applied changes nothing
+/// there and is counted as ignored. What is honest to say of a hint on the
+/// right base: hv3 follows it (that is what hints are for) and nothing but
+/// a newer record undoes it: etcd's record is not newer, so a hint with no
+/// commit behind it (forged here, or from a host that died before its
+/// commit) holds on that host until the VIP's next commit. The test shows
+/// that the next commits overwrite it and that it is stale afterwards.
 #[test]
 fn a_stale_hint_is_ignored() -> Result<()> {
     let _one = one_at_a_time();
