@@ -475,14 +475,21 @@ impl Lab {
     pub fn wait_holder_everywhere(&self, g: Guest, timeout: Duration) -> Result<Vec<(Hv, Duration)>> {
         let hosts: Vec<Hv> = HOSTS.into_iter().filter(|h| self.agents[index(*h)].is_some()).collect();
         let mut seen: Vec<Option<Duration>> = vec![None; hosts.len()];
+        // A host may not know the HAVIP yet (the desired state reaches it
+        // through etcd): `describe` is refused until then. Not yet, not an
+        // error; the last refusal is said if the wait times out.
+        let mut refused = None;
         wait::until(&format!("every host to say {} holds {VIP}", g.name), timeout, || {
             for (h, at) in hosts.iter().zip(seen.iter_mut()).filter(|(_, at)| at.is_none()) {
-                if self.holder_on(*h)?.as_deref() == Some(g.vnic) {
-                    *at = Some(self.timeline.now());
+                match self.holder_on(*h) {
+                    Ok(holder) if holder.as_deref() == Some(g.vnic) => *at = Some(self.timeline.now()),
+                    Ok(_) => {}
+                    Err(e) => refused = Some(format!("{}: {e:#}", h.id)),
                 }
             }
             Ok(seen.iter().all(Option::is_some).then_some(()))
-        })?;
+        })
+        .with_context(|| refused.map_or_else(String::new, |r| format!("last refusal: {r}")))?;
         Ok(hosts.into_iter().zip(seen.into_iter().flatten()).collect())
     }
 

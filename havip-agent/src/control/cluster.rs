@@ -279,7 +279,13 @@ impl Loop {
             info!(%vip, revision = rec.revision, winner = ?rec.holder.as_ref().map(|h| (&h.host, &h.vnic)),
                 "claim lost in the shared store: the winner is applied");
         }
-        self.apply(vip, decision, rec.revision, &rec.reason);
+        // The book may hold a newer record than this answer (the watch
+        // brought it while the commit was in flight): the kernel follows the
+        // book's, and what this host shows (describe, events) must name it
+        // too, never the older revision of the answer.
+        let (revision, reason) =
+            self.book.record(vip).map_or((rec.revision, rec.reason), |r| (r.revision, r.reason.clone()));
+        self.apply(vip, decision, revision, &reason);
     }
 
     fn on_hint(&mut self, datagram: &[u8], from: SocketAddr) {

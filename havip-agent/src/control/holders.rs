@@ -253,7 +253,11 @@ mod tests {
         assert_eq!(b.revision(VIP), 6);
         // A late answer about an older revision changes nothing.
         b.commit_started(VIP, None);
-        assert_eq!(b.commit_resolved(rec(5, Some(bb))), Decision::Program(Some(a)));
+        assert_eq!(b.commit_resolved(rec(5, Some(bb))), Decision::Program(Some(a.clone())));
+        // The book keeps the newer record: what the host shows is its
+        // revision, not the answer's (control::cluster reads it back).
+        assert_eq!(b.revision(VIP), 6);
+        assert_eq!(b.record(VIP).map(|r| (r.revision, r.holder.clone())), Some((6, Some(a))));
     }
 
     #[test]
