@@ -54,6 +54,12 @@ use crate::{
     sync::lock,
 };
 
+/// A hint that no record confirmed this long after it came (while the
+/// store answered all along) is dropped: its sender never committed it.
+/// Far above a commit's worst case seen here (about 3 s across an etcd
+/// leader election).
+const HINT_TTL: Duration = Duration::from_secs(10);
+
 /// Every this many probe ticks, the kernel's local holders are compared
 /// with the book ([`Loop::scan_local_holders`]).
 const SCAN_EVERY_TICKS: u32 = 5;
@@ -177,6 +183,8 @@ struct Loop {
     unsynced: HashMap<Ipv4Addr, Commit>,
     /// Ticks since the last scan of the kernel's holders.
     since_scan: u32,
+    /// Since when the store has answered without a break (None: it does not).
+    reachable_since: Option<Instant>,
     resolved: mpsc::UnboundedSender<HolderRecord>,
     hint_socket: Arc<UdpSocket>,
     probe_socket: Arc<UdpSocket>,
@@ -204,6 +212,7 @@ pub async fn run(io: ClusterInputs, mut claims: mpsc::UnboundedReceiver<LocalCla
         synced: false,
         unsynced: HashMap::new(),
         since_scan: 0,
+        reachable_since: None,
         resolved,
         hint_socket: hint_socket.clone(),
         probe_socket: probe_socket.clone(),
@@ -298,7 +307,7 @@ impl Loop {
             return;
         }
         let (vip, base) = (hint.vip, hint.base);
-        let decision = self.book.on_hint(hint);
+        let decision = self.book.on_hint(hint, Instant::now().into_std());
         match &decision {
             Decision::Program(_) => PeerStats::count(&self.io.status.peer.hints_applied),
             Decision::Keep => {}
@@ -353,6 +362,11 @@ impl Loop {
     }
 
     fn reachable(&mut self, up: bool) {
+        if up {
+            self.reachable_since.get_or_insert_with(Instant::now);
+        } else {
+            self.reachable_since = None;
+        }
         if self.io.status.reachable.swap(up, Ordering::Relaxed) == up {
             return;
         }
@@ -457,6 +471,14 @@ impl Loop {
         if self.dirty {
             self.dirty = false;
             self.converge();
+        }
+        if let Some(since) = self.reachable_since.filter(|t| t.elapsed() >= HINT_TTL) {
+            let cut = (Instant::now() - HINT_TTL).max(since);
+            for (vip, d) in self.book.expire_hints(cut.into_std()) {
+                warn!(%vip, "a hint no record confirmed within {} s: back to the record", HINT_TTL.as_secs());
+                let revision = self.book.revision(vip);
+                self.apply(vip, d, revision, "unconfirmed hint dropped");
+            }
         }
         self.since_scan += 1;
         if self.synced && self.since_scan >= SCAN_EVERY_TICKS {
