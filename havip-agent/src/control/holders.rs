@@ -151,7 +151,7 @@ impl HolderBook {
     pub fn expire_hints(&mut self, before: Instant) -> Vec<(Ipv4Addr, Decision)> {
         let mut out = Vec::new();
         for (vip, e) in &mut self.vips {
-            if e.pending.is_some() || !e.hinted.as_ref().is_some_and(|(_, at)| *at < before) {
+            if e.pending.is_some() || e.hinted.as_ref().is_none_or(|(_, at)| *at >= before) {
                 continue;
             }
             e.hinted = None;
