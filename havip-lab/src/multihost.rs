@@ -484,17 +484,29 @@ impl Lab {
 
     /// Waits until every host with a running agent says `g` holds the VIP;
     /// returns when each host first said so (on the lab's clock), in host order.
+    /// A host that cannot describe the VIP yet (the desired state applied on
+    /// hv1 has not reached it through etcd) is asked again; the last such
+    /// error is told if the wait times out.
     pub fn wait_holder_everywhere(&self, g: Guest, timeout: Duration) -> Result<Vec<(Hv, Duration)>> {
         let hosts: Vec<Hv> = HOSTS.into_iter().filter(|h| self.agents[index(*h)].is_some()).collect();
         let mut seen: Vec<Option<Duration>> = vec![None; hosts.len()];
-        wait::until(&format!("every host to say {} holds {VIP}", g.name), timeout, || {
+        let mut last_error = None;
+        let waited = wait::until(&format!("every host to say {} holds {VIP}", g.name), timeout, || {
             for (h, at) in hosts.iter().zip(seen.iter_mut()).filter(|(_, at)| at.is_none()) {
-                if self.holder_on(*h)?.as_deref() == Some(g.vnic) {
-                    *at = Some(self.timeline.now());
+                match self.holder_on(*h) {
+                    Ok(holder) if holder.as_deref() == Some(g.vnic) => *at = Some(self.timeline.now()),
+                    Ok(_) => {}
+                    Err(e) => last_error = Some(format!("{}: {e:#}", h.id)),
                 }
             }
             Ok(seen.iter().all(Option::is_some).then_some(()))
-        })?;
+        });
+        if let Err(e) = waited {
+            return Err(match last_error {
+                Some(last) => e.context(format!("the last answer that was no answer: {last}")),
+                None => e,
+            });
+        }
         Ok(hosts.into_iter().zip(seen.into_iter().flatten()).collect())
     }
 
