@@ -31,7 +31,7 @@ use havip_lab::{
     cmd,
     multihost::{host_of, Hv, Lab, Options, HOSTS, HV1, HV2, HV3, LEASE_TTL_S},
     netns::LabId,
-    probe::Report,
+    probe::{Prober, Report},
     scenario::FAILOVER_TIMEOUT,
     state,
     topology::{Guest, VIP, VM_A, VM_B, VM_C},
@@ -61,8 +61,20 @@ fn turn() -> MutexGuard<'static, ()> {
     ONE_LAB.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn start(tls: bool) -> Result<Lab> {
-    Lab::start(LabId::unique("test"), true, Options { tls, ..Options::default() })
+/// Runs `body` in its turn on a lab of its own (etcd with `tls` or not),
+/// removed whatever the outcome.
+fn in_lab(tls: bool, body: impl FnOnce(&mut Lab) -> Result<()>) -> Result<()> {
+    let _turn = turn();
+    Lab::start(LabId::unique("test"), true, Options { tls, ..Options::default() })?.run(body)
+}
+
+/// vm-a holds the VIP in every host's data plane, and vm-c's probes to it
+/// are answered: the data planes' states then, and the prober.
+fn vm_c_reaches_vm_a(lab: &Lab) -> Result<(Vec<VipState>, Prober)> {
+    let states = wait_kernels(lab, &HOSTS, Some(VM_A), FAILOVER_TIMEOUT)?;
+    let prober = lab.prober(PROBE_INTERVAL)?;
+    prober.wait_answered_by(VM_A.name, 5, FAILOVER_TIMEOUT).context("vm-c (hv3) reaching the VIP on hv1")?;
+    Ok((states, prober))
 }
 
 // ---------------------------------------------------------------- helpers
@@ -136,6 +148,30 @@ fn peer_state(lab: &Lab, h: Hv, of: Hv) -> Result<String> {
     Ok(peer.with_context(|| format!("{} does not know {}", h.id, of.id))?.state)
 }
 
+/// Waits until every host of `hosts` sees host `of` in `state`.
+fn wait_peer(lab: &Lab, hosts: &[Hv], of: Hv, state: &str, timeout: Duration) -> Result<()> {
+    for &h in hosts {
+        wait::until(&format!("{} to see {} {state}", h.id, of.id), timeout, || {
+            Ok((peer_state(lab, h, of)? == state).then_some(()))
+        })?;
+    }
+    Ok(())
+}
+
+/// hv1's lease expired but its XDP answers the underlay probes: for longer
+/// than the lease and the probe budget, hv2 and hv3 keep it `suspect`
+/// (never down) and every data plane keeps vm-a as the holder.
+fn hv1_stays_suspect_and_vm_a_holds(lab: &Lab) -> Result<()> {
+    wait_peer(lab, &[HV2, HV3], HV1, "suspect", DOWN_BUDGET + FAILOVER_TIMEOUT)?;
+    throughout("hv1 stays suspect, never down, and vm-a keeps the VIP", DOWN_BUDGET + DOWN_MARGIN, || {
+        for h in [HV2, HV3] {
+            let state = peer_state(lab, h, HV1)?;
+            ensure!(state == "suspect", "{} sees hv1 {state}", h.id);
+        }
+        wait_kernels(lab, &HOSTS, Some(VM_A), Duration::ZERO).map(drop)
+    })
+}
+
 fn describe(lab: &Lab, h: Hv) -> Result<HavipView> {
     lab.ctl(h)?.json(&["describe", &VIP.to_string()])
 }
@@ -200,21 +236,17 @@ fn throughout(what: &str, window: Duration, mut check: impl FnMut() -> Result<()
 
 #[test]
 fn vm_c_follows_the_vip_across_hosts_and_the_eip_follows_too() -> Result<()> {
-    let _turn = turn();
-    let lab = start(true)?;
+    in_lab(true, follows_across_hosts)
+}
+
+fn follows_across_hosts(lab: &mut Lab) -> Result<()> {
     ensure!(
         lab.etcd.tls_files().is_some() && lab.etcd.endpoints().iter().all(|e| e.starts_with("https://")),
         "the lab's etcd does not speak TLS: {:?}",
         lab.etcd.endpoints()
     );
-    lab.run(follows_across_hosts)
-}
-
-fn follows_across_hosts(lab: &mut Lab) -> Result<()> {
     // vm-a holds on hv1: hv1 delivers locally, hv2 and hv3 encapsulate to hv1.
-    wait_kernels(lab, &HOSTS, Some(VM_A), FAILOVER_TIMEOUT)?;
-    let prober = lab.prober(PROBE_INTERVAL)?;
-    prober.wait_answered_by(VM_A.name, 5, FAILOVER_TIMEOUT).context("vm-c (hv3) reaching the VIP on hv1")?;
+    let (_, prober) = vm_c_reaches_vm_a(lab)?;
     ensure!(lab.fetch_via_eip()? == VM_A.name, "the EIP is not served by vm-a");
     let mac_before = neigh_mac(lab, VM_C)?.context("vm-c has no neighbour entry for the VIP")?;
     let config_before = guest_config(lab, VM_C)?;
@@ -290,8 +322,7 @@ fn follows_across_hosts(lab: &mut Lab) -> Result<()> {
 /// so a 1500-byte IP packet with DF set fits exactly once encapsulated.
 #[test]
 fn a_client_on_another_host_reaches_the_vip_with_a_full_size_frame() -> Result<()> {
-    let _turn = turn();
-    start(false)?.run(|lab| {
+    in_lab(false, |lab| {
         wait_kernels(lab, &HOSTS, Some(VM_A), FAILOVER_TIMEOUT)?;
         let too_big = |lab: &Lab| -> Result<u64> {
             Ok(counter(lab, HV3, VipCounter::TooBigIcmp)? + counter(lab, HV3, VipCounter::TooBigDrops)?)
@@ -311,28 +342,20 @@ fn a_client_on_another_host_reaches_the_vip_with_a_full_size_frame() -> Result<(
 
 #[test]
 fn a_host_that_dies_loses_its_vips_on_every_other_host() -> Result<()> {
-    let _turn = turn();
-    start(false)?.run(host_dies)
+    in_lab(false, host_dies)
 }
 
 fn host_dies(lab: &mut Lab) -> Result<()> {
     let survivors = [HV2, HV3];
     // (a) keepalived in vm-b: hv1 gone, vm-b takes over, vm-c's traffic follows.
-    let prober = lab.prober(PROBE_INTERVAL)?;
-    prober.wait_answered_by(VM_A.name, 5, FAILOVER_TIMEOUT)?;
+    let (_, prober) = vm_c_reaches_vm_a(lab)?;
     let down_at = lab.timeline.now();
     lab.host_down(HV1)?;
     prober.wait_answered_by(VM_B.name, 5, FAILOVER_TIMEOUT).context("vm-c reaching vm-b after hv1 died")?;
     lab.wait_holder_everywhere(VM_B, FAILOVER_TIMEOUT)?;
     wait_kernels(lab, &survivors, Some(VM_B), FAILOVER_TIMEOUT)?;
     // hv1 is declared down in time, and that clears nothing of vm-b's.
-    for h in survivors {
-        wait::until(
-            &format!("{} to declare hv1 down", h.id),
-            DOWN_BUDGET + DOWN_MARGIN + FAILOVER_TIMEOUT,
-            || Ok((peer_state(lab, h, HV1)? == "down").then_some(())),
-        )?;
-    }
+    wait_peer(lab, &survivors, HV1, "down", DOWN_BUDGET + DOWN_MARGIN + FAILOVER_TIMEOUT)?;
     wait_kernels(lab, &survivors, Some(VM_B), Duration::ZERO)
         .context("vm-b's hold after hv1 was declared down")?;
     ensure!(lab.holder_on(HV3)?.as_deref() == Some(VM_B.vnic), "hv3 lost vm-b as the holder");
@@ -350,11 +373,7 @@ fn host_dies(lab: &mut Lab) -> Result<()> {
     lab.keepalived(VM_A)?.restart()?;
     lab.wait_holder_everywhere(VM_A, FAILOVER_TIMEOUT)?;
     wait_kernels(lab, &HOSTS, Some(VM_A), FAILOVER_TIMEOUT)?;
-    for h in survivors {
-        wait::until(&format!("{} to see hv1 up again", h.id), CONVERGE, || {
-            Ok((peer_state(lab, h, HV1)? == "up").then_some(()))
-        })?;
-    }
+    wait_peer(lab, &survivors, HV1, "up", CONVERGE)?;
 
     // (b) No other member: keepalived in vm-b stopped, hv1 gone. Every
     // other host clears the holder within the lease TTL and the probe budget.
@@ -403,15 +422,12 @@ fn host_dies(lab: &mut Lab) -> Result<()> {
 
 #[test]
 fn an_agent_restart_longer_than_the_lease_changes_nothing() -> Result<()> {
-    let _turn = turn();
-    start(false)?.run(agent_restart)
+    in_lab(false, agent_restart)
 }
 
 fn agent_restart(lab: &mut Lab) -> Result<()> {
     let others = [HV2, HV3];
-    let before = wait_kernels(lab, &HOSTS, Some(VM_A), FAILOVER_TIMEOUT)?;
-    let prober = lab.prober(PROBE_INTERVAL)?;
-    prober.wait_answered_by(VM_A.name, 5, FAILOVER_TIMEOUT)?;
+    let (before, prober) = vm_c_reaches_vm_a(lab)?;
     let records: Vec<(u64, u64)> =
         others.iter().map(|&h| describe(lab, h).map(|v| (v.revision, v.epoch))).collect::<Result<_>>()?;
 
@@ -420,47 +436,25 @@ fn agent_restart(lab: &mut Lab) -> Result<()> {
     // underlay and VTEPs it had, before its agent knows the hosts again.
     // Its new run then sees all of hv1's outage (events are per run).
     lab.restart_agent(HV3)?;
-    wait::until("hv3 to see hv1 and hv2 up again", CONVERGE, || {
-        Ok((peer_state(lab, HV3, HV1)? == "up" && peer_state(lab, HV3, HV2)? == "up").then_some(()))
-    })?;
+    wait_peer(lab, &[HV3], HV1, "up", CONVERGE)?;
+    wait_peer(lab, &[HV3], HV2, "up", CONVERGE)?;
     prober.wait_answered_by(VM_A.name, 5, FAILOVER_TIMEOUT)?;
 
     let killed = Instant::now();
     lab.kill_agent(HV1)?;
-    // Its lease expires: the others suspect it, probe it, and its XDP answers.
-    for h in others {
-        wait::until(&format!("{} to see hv1's lease expire", h.id), DOWN_BUDGET + FAILOVER_TIMEOUT, || {
-            Ok((peer_state(lab, h, HV1)? == "suspect").then_some(()))
-        })?;
-    }
-    let suspect_after = killed.elapsed();
-    // Down longer than the lease and the probe budget, from the suspicion on.
-    throughout(
-        "hv1 stays suspect, never down, and the VIP stays on vm-a",
-        DOWN_BUDGET + DOWN_MARGIN,
-        || {
-            for h in others {
-                let state = peer_state(lab, h, HV1)?;
-                ensure!(state == "suspect", "{} sees hv1 {state}", h.id);
-            }
-            wait_kernels(lab, &HOSTS, Some(VM_A), Duration::ZERO).map(drop)
-        },
-    )?;
+    // Its lease expires: the others suspect it, probe it, and its XDP
+    // answers; down longer than the lease and the probe budget from then on.
+    hv1_stays_suspect_and_vm_a_holds(lab)?;
     let down_for = killed.elapsed();
     lab.restart_agent(HV1)?;
-    for h in others {
-        wait::until(&format!("{} to see hv1 registered again", h.id), CONVERGE, || {
-            Ok((peer_state(lab, h, HV1)? == "up").then_some(()))
-        })?;
-    }
+    wait_peer(lab, &others, HV1, "up", CONVERGE)?;
     lab.wait_holder_everywhere(VM_A, FAILOVER_TIMEOUT)?;
     prober.wait_answered_by(VM_A.name, 5, FAILOVER_TIMEOUT)?;
 
     let report = prober.finish();
     eprintln!(
-        "FIGURES hv1's agent down {:.2}s (suspect after {:.2}s): vm-c sent {} probes, lost {}",
+        "FIGURES hv1's agent down {:.2}s: vm-c sent {} probes, lost {}",
         down_for.as_secs_f64(),
-        suspect_after.as_secs_f64(),
         report.sent(),
         report.lost()
     );
@@ -495,14 +489,11 @@ fn agent_restart(lab: &mut Lab) -> Result<()> {
 
 #[test]
 fn a_host_cut_off_from_etcd_keeps_its_vip_and_converges_after_the_heal() -> Result<()> {
-    let _turn = turn();
-    start(false)?.run(cut_from_etcd)
+    in_lab(false, cut_from_etcd)
 }
 
 fn cut_from_etcd(lab: &mut Lab) -> Result<()> {
-    wait_kernels(lab, &HOSTS, Some(VM_A), FAILOVER_TIMEOUT)?;
-    let prober = lab.prober(PROBE_INTERVAL)?;
-    prober.wait_answered_by(VM_A.name, 5, FAILOVER_TIMEOUT)?;
+    let (_, prober) = vm_c_reaches_vm_a(lab)?;
     let base = describe(lab, HV2)?.revision;
 
     let cut = Instant::now();
@@ -510,19 +501,8 @@ fn cut_from_etcd(lab: &mut Lab) -> Result<()> {
     wait::until("hv1 to say etcd is unreachable", DOWN_BUDGET + FAILOVER_TIMEOUT, || {
         Ok((!cluster(lab, HV1)?.reachable).then_some(()))
     })?;
-    for h in [HV2, HV3] {
-        wait::until(&format!("{} to see hv1's lease expire", h.id), DOWN_BUDGET + FAILOVER_TIMEOUT, || {
-            Ok((peer_state(lab, h, HV1)? == "suspect").then_some(()))
-        })?;
-    }
     // hv1 answers the underlay probes: never down, and vm-a keeps the VIP.
-    throughout("hv1 stays suspect, never down, and vm-a keeps the VIP", DOWN_BUDGET + DOWN_MARGIN, || {
-        for h in [HV2, HV3] {
-            let state = peer_state(lab, h, HV1)?;
-            ensure!(state == "suspect", "{} sees hv1 {state} while only its etcd is cut", h.id);
-        }
-        wait_kernels(lab, &HOSTS, Some(VM_A), Duration::ZERO).map(drop)
-    })?;
+    hv1_stays_suspect_and_vm_a_holds(lab)?;
     let during_cut = prober.finish();
     ensure!(summary(&during_cut).0 == [VM_A.name], "vm-c was answered by {:?}", summary(&during_cut).0);
     ensure!(during_cut.lost() <= 2, "vm-c lost {} probes while hv1 was cut from etcd", during_cut.lost());
@@ -556,10 +536,8 @@ fn cut_from_etcd(lab: &mut Lab) -> Result<()> {
         Ok((same && reachable).then_some(views))
     })?;
     let converged = healed.elapsed();
+    wait_peer(lab, &[HV2, HV3], HV1, "up", CONVERGE)?;
     for h in [HV2, HV3] {
-        wait::until(&format!("{} to see hv1 registered again", h.id), CONVERGE, || {
-            Ok((peer_state(lab, h, HV1)? == "up").then_some(()))
-        })?;
         ensure!(count_events(lab, h, EventKind::HostDown)? == 0, "{} declared a host down", h.id);
     }
     ensure!(
