@@ -185,6 +185,9 @@ struct Loop {
     since_scan: u32,
     /// Since when the store has answered without a break (None: it does not).
     reachable_since: Option<Instant>,
+    /// Local holders the last scan found unknown to the book: (ifindex,
+    /// epoch), by VIP.
+    unknown_local: HashMap<Ipv4Addr, (u32, u64)>,
     resolved: mpsc::UnboundedSender<HolderRecord>,
     hint_socket: Arc<UdpSocket>,
     probe_socket: Arc<UdpSocket>,
@@ -213,6 +216,7 @@ pub async fn run(io: ClusterInputs, mut claims: mpsc::UnboundedReceiver<LocalCla
         unsynced: HashMap::new(),
         since_scan: 0,
         reachable_since: None,
+        unknown_local: HashMap::new(),
         resolved,
         hint_socket: hint_socket.clone(),
         probe_socket: probe_socket.clone(),
@@ -501,6 +505,8 @@ impl Loop {
                 .filter_map(|v| Some((links.get(&v.ifname)?.ifindex, v.name.clone())))
                 .collect()
         };
+        let unknown = std::mem::take(&mut self.unknown_local);
+        let mut still = HashMap::new();
         let mut found = Vec::new();
         {
             let maps = lock(&self.io.maps);
@@ -520,14 +526,23 @@ impl Loop {
                     .holder(*vip)
                     .flatten()
                     .is_some_and(|h| h.host == self.io.me.id && h.vnic == *vnic);
-                if !known {
+                if known {
+                    continue;
+                }
+                // Only if it was there, unknown, one scan ago too: a claim
+                // whose event is on its way is not one no event told of.
+                let now = (st.holder_ifindex, st.epoch);
+                if unknown.get(vip) == Some(&now) {
                     found.push(LocalClaim {
                         vip: *vip,
                         holder: self.io.observer.holder(vnic, st.holder_mac, st.epoch),
                     });
+                } else {
+                    still.insert(*vip, now);
                 }
             }
         }
+        self.unknown_local = still;
         for claim in found {
             info!(vip = %claim.vip, vnic = %claim.holder.vnic, "a local holder no claim told of: committed");
             self.on_claim(claim);
