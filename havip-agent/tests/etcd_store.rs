@@ -39,66 +39,22 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// TLS files made with the openssl CLI: a CA, a server certificate for
-/// 127.0.0.1, a client certificate.
+/// TLS files for an etcd on 127.0.0.1, made by the lab's
+/// [`havip_lab::etcd::make_certs`]: the CA, the server's and the client's
+/// certificate and key.
 struct Certs {
     ca: PathBuf,
     server: (PathBuf, PathBuf),
     client: (PathBuf, PathBuf),
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("running openssl");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 impl Certs {
     fn make(dir: &Path) -> Self {
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-        let mut ca = vec!["req", "-x509"];
-        ca.extend(ec);
-        ca.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=havip-test-ca"]);
-        openssl(dir, &ca);
-        for (name, usage) in [("server", "serverAuth,clientAuth"), ("client", "clientAuth")] {
-            let ext = format!("{name}.ext");
-            std::fs::write(
-                dir.join(&ext),
-                format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n"),
-            )
-            .unwrap();
-            let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
-            let mut req = vec!["req"];
-            req.extend(ec);
-            req.extend(["-keyout", &key, "-out", &csr, "-subj"]);
-            let subj = format!("/CN=havip-test-{name}");
-            req.push(&subj);
-            openssl(dir, &req);
-            openssl(
-                dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &csr,
-                    "-CA",
-                    "ca.pem",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-out",
-                    &pem,
-                    "-days",
-                    "2",
-                    "-extfile",
-                    &ext,
-                ],
-            );
-        }
-        let p = |f: &str| dir.join(f);
+        let client = havip_lab::etcd::make_certs(dir, &[]).expect("making certificates with openssl");
         Self {
-            ca: p("ca.pem"),
-            server: (p("server.pem"), p("server.key")),
-            client: (p("client.pem"), p("client.key")),
+            ca: client.ca,
+            server: (dir.join("server.pem"), dir.join("server-key.pem")),
+            client: (client.cert, client.key),
         }
     }
 }

@@ -426,10 +426,12 @@ impl Drop for EtcdCluster {
     }
 }
 
-/// Makes a CA, a server certificate for every member address (and
-/// 127.0.0.1; usable for both ends of peer TLS) and a client certificate in
-/// `dir`, with the `openssl` CLI: P-256 keys, valid for a day.
-fn make_certs(dir: &Path, addrs: &[Ipv4Addr]) -> Result<TlsFiles> {
+/// Makes a CA (`ca.pem`), a server certificate for every member address
+/// and 127.0.0.1 (`server.pem`, `server-key.pem`; usable for both ends of
+/// peer TLS) and a client certificate (`client.pem`, `client-key.pem`) in
+/// `dir`, with the `openssl` CLI: P-256 keys, valid for a day. Returns the
+/// client's files.
+pub fn make_certs(dir: &Path, addrs: &[Ipv4Addr]) -> Result<TlsFiles> {
     let openssl = |args: &[&str]| -> Result<()> {
         let out = Command::new("openssl")
             .args(args)
