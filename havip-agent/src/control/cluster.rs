@@ -298,7 +298,7 @@ impl Loop {
         // too, never the older revision of the answer.
         let (revision, reason) =
             self.book.record(vip).map_or((rec.revision, rec.reason), |r| (r.revision, r.reason.clone()));
-        self.apply(vip, decision, revision, &reason);
+        self.apply(vip, decision, revision, &format!("record revision {revision} ({reason})"));
     }
 
     fn on_hint(&mut self, datagram: &[u8], from: SocketAddr) {
@@ -311,6 +311,7 @@ impl Loop {
             return;
         }
         let (vip, base) = (hint.vip, hint.base);
+        let why = format!("a hint from {} on record revision {base}, not yet committed", hint.from);
         let decision = self.book.on_hint(hint, Instant::now().into_std());
         match &decision {
             Decision::Program(_) => PeerStats::count(&self.io.status.peer.hints_applied),
@@ -320,7 +321,7 @@ impl Loop {
                 debug!(%vip, base, why, "hint ignored");
             }
         }
-        self.apply(vip, decision, base, "hint");
+        self.apply(vip, decision, base, &why);
     }
 
     fn on_event(&mut self, ev: ClusterEvent) {
@@ -340,7 +341,7 @@ impl Loop {
                         continue;
                     }
                     let revision = self.book.revision(vip);
-                    self.apply(vip, d, revision, "resync");
+                    self.apply(vip, d, revision, &format!("record revision {revision} (resync)"));
                 }
                 self.synced = true;
                 for (vip, commit) in std::mem::take(&mut self.unsynced) {
@@ -353,7 +354,7 @@ impl Loop {
                 let (vip, revision) = (rec.vip, rec.revision);
                 let reason = rec.reason.clone();
                 let d = self.book.on_record(rec);
-                self.apply(vip, d, revision, &reason);
+                self.apply(vip, d, revision, &format!("record revision {revision} ({reason})"));
             }
             ClusterEvent::HostJoined(host) => self.host_joined(host),
             ClusterEvent::HostLeft { id, revision } => {
@@ -415,7 +416,15 @@ impl Loop {
                 self.dirty = true;
             }
             Some(p) if p.registered => self.dirty = true,
-            Some(_) => info!(host = %id, "registered again"),
+            Some(p) => self.io.feed.publish(
+                EventKind::HostUp,
+                None,
+                None,
+                format!(
+                    "host {id} registered again after {} ms suspect; its VIPs were kept (it answered the underlay probes)",
+                    p.left_at.map_or(0, |t| t.elapsed().as_millis())
+                ),
+            ),
             None => {
                 self.io.feed.publish(
                     EventKind::HostUp,
@@ -481,7 +490,12 @@ impl Loop {
             for (vip, d) in self.book.expire_hints(cut.into_std()) {
                 warn!(%vip, "a hint no record confirmed within {} s: back to the record", HINT_TTL.as_secs());
                 let revision = self.book.revision(vip);
-                self.apply(vip, d, revision, "unconfirmed hint dropped");
+                self.apply(
+                    vip,
+                    d,
+                    revision,
+                    &format!("back to record revision {revision}: a hint no record confirmed"),
+                );
             }
         }
         self.since_scan += 1;
@@ -580,7 +594,13 @@ impl Loop {
         for vip in held {
             let revision = self.book.revision(vip);
             let epoch = self.program(vip, None);
-            self.io.observer.follow_record(vip, None, revision, epoch, &format!("host {id} is down"));
+            self.io.observer.follow_record(
+                vip,
+                None,
+                revision,
+                epoch,
+                &format!("host {id} is down (record revision {revision})"),
+            );
             if !self.inflight.contains(&vip) {
                 self.start_commit(vip, Commit { holder: None, reason: "host down" });
             }
@@ -669,7 +689,13 @@ impl Loop {
         for (vip, holder) in vips {
             let revision = self.book.revision(vip);
             let epoch = self.program(vip, holder.as_ref());
-            self.io.observer.follow_record(vip, holder.as_ref(), revision, epoch, "converged");
+            self.io.observer.follow_record(
+                vip,
+                holder.as_ref(),
+                revision,
+                epoch,
+                &format!("record revision {revision}"),
+            );
         }
     }
 
@@ -732,6 +758,11 @@ async fn commit_until_decided(
     loop {
         match cluster.commit_holder(vip, commit.holder.clone(), base, commit.reason).await {
             Ok(CommitOutcome::Committed(rec) | CommitOutcome::Lost(rec)) => return rec,
+            // Unreachable, our lease cannot be known alive: a retry, not a fence.
+            Ok(CommitOutcome::Fenced) if !status.reachable.load(Ordering::Relaxed) => {
+                ClusterStatus::count(&status.commit_retries);
+                let _ = tokio::time::timeout(MAX, registered.changed()).await;
+            }
             Ok(CommitOutcome::Fenced) => {
                 ClusterStatus::count(&status.commits_fenced);
                 warn!(%vip, "claim not committed: this host's registration is gone; retried once it registers again");

@@ -94,16 +94,13 @@ impl Observer {
                     EventKind::HolderChanged,
                     Some(vip),
                     Some(&h.vnic),
-                    format!(
-                        "{} on {} holds {vip} (was {previous}), revision {revision} ({why})",
-                        h.vnic, h.host
-                    ),
+                    format!("{} on {} holds {vip} (was {previous}): {why}", h.vnic, h.host),
                 ),
                 None => self.feed.publish(
                     EventKind::HolderCleared,
                     Some(vip),
                     None,
-                    format!("{vip} has no holder (was {previous}): {why}, revision {revision}"),
+                    format!("{vip} has no holder (was {previous}): {why}"),
                 ),
             }
         }

@@ -54,7 +54,7 @@ use crate::{
         metrics,
     },
     store::{
-        cluster::{EtcdCluster, HostRecord},
+        cluster::{EtcdCluster, EtcdSettings, HostRecord},
         etcd::EtcdStore,
         redb::RedbStore,
         Store, StoreError,
@@ -139,6 +139,14 @@ async fn join_cluster(
     let nic = underlay_nic::nic(rtnl, &u.interface).await?.with_context(|| {
         format!("underlay.interface {}: missing, or without an IPv4 address (this host's VTEP)", u.interface)
     })?;
+    if let Some(said) = cfg.host.underlay.filter(|a| *a != nic.addr) {
+        anyhow::bail!(
+            "agent.underlay is {said} but underlay.interface {} has {}: the VTEP is the interface's address \
+             (leave agent.underlay out)",
+            u.interface,
+            nic.addr
+        );
+    }
     let how = dp.attach_underlay(&u.interface)?;
     info!(underlay = %u.interface, vtep = %nic.addr, hitless = how == Attach::Swapped, "attached");
     let me = host_record(cfg, nic.addr).context("the host record")?;
@@ -181,6 +189,13 @@ fn apply_config(store: &dyn Store, cfg: &Config) -> Option<String> {
 fn preflight(cfg: &Config) -> Result<()> {
     if let Some(addr) = cfg.agent.metrics {
         drop(std::net::TcpListener::bind(addr).with_context(|| format!("agent.metrics: binding {addr}"))?);
+    }
+    // A missing certificate is the operator's to fix, not an outage to wait out.
+    if let StoreSettings::Etcd(EtcdSettings { tls: Some(tls), .. }) = &cfg.store {
+        let identity = tls.identity.iter().flat_map(|(cert, key)| [("store.cert", cert), ("store.key", key)]);
+        for (name, path) in [("store.ca", &tls.ca)].into_iter().chain(identity) {
+            std::fs::File::open(path).with_context(|| format!("{name}: opening {}", path.display()))?;
+        }
     }
     Ok(())
 }

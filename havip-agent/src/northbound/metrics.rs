@@ -265,9 +265,9 @@ fn render(ctl: &ApiContext) -> String {
             ],
         );
         family(
-            "underlay_probes_total",
+            "peer_probes_total",
             "counter",
-            "Liveness probes of hosts whose lease expired.",
+            "Liveness probes this agent sent to hosts whose lease expired, and their answers.",
             &[outcome("sent", c.probes_sent), outcome("answered", c.probes_answered)],
         );
     }
