@@ -279,30 +279,45 @@ fn run_hosts() -> Result<()> {
         let mut rounds = Vec::new();
         for (what, act, to) in failovers {
             t.step(what);
-            let at = t.now();
             act(lab.keepalived(VM_A)?)?;
-            let seen = lab.wait_holder_everywhere(to, FAILOVER_TIMEOUT)?;
+            lab.wait_holder_everywhere(to, FAILOVER_TIMEOUT)?;
+            // Each host's data plane stamps the holder write (since_ns,
+            // CLOCK_MONOTONIC, one clock for every namespace): exact, where
+            // polling describe would time the poll.
+            let since = multihost::HOSTS
+                .iter()
+                .map(|h| {
+                    let st = state::vip_state(&lab.topo.id.pin_dir_of(h.id), VIP)?;
+                    Ok((h.id, st.context("the VIP is in every host's maps")?.since_ns))
+                })
+                .collect::<Result<Vec<_>>>()?;
             answered(to)?;
             let host = multihost::host_of(to).id;
             t.step(&format!("{} ({host}) holds the VIP on every host and answers", to.name));
             fetch(&t, lab.fetch_via_eip(), to)?;
-            rounds.push((format!("to {} ({host})", to.name), at, seen));
+            rounds.push((format!("to {} ({host})", to.name), host, since));
         }
 
         let (inside, outside) = probes.finish();
+        // The gateway host's: the EIP's traffic and vm-c's pass there.
         let counters = state::vip_counters(&lab.topo.id.pin_dir_of(multihost::HV3.id), VIP)?;
         let probes = [
             ProbeView { who: "vm-c (hv3)", target: "the VIP", report: &inside },
             ProbeView { who: "inet", target: "the EIP", report: &outside },
         ];
         print!("{}", report::render(&lab.timeline.lines(), &probes, PROBE_INTERVAL, &counters));
-        println!("\n=== when each host re-pointed (first seen in its agent's describe, polled) ===");
-        for (what, at, seen) in rounds {
-            let hosts: Vec<String> = seen
+        println!("\n=== when each host's data plane re-pointed, after the claim (vip_state.since_ns) ===");
+        for (what, claimed_on, since) in rounds {
+            let claim = since.iter().find(|(h, _)| *h == claimed_on).map_or(0, |(_, ns)| *ns);
+            let hosts: Vec<String> = since
                 .iter()
-                .map(|(h, when)| format!("{} +{:.3}s", h.id, when.saturating_sub(at).as_secs_f64()))
+                .filter(|(h, _)| *h != claimed_on)
+                .map(|(h, ns)| format!("{h} +{:.0} µs", ns.saturating_sub(claim) as f64 / 1e3))
                 .collect();
-            println!("failover {what}, from {:.3}s: {}", at.as_secs_f64(), hosts.join(", "));
+            println!(
+                "failover {what}: claimed on {claimed_on} (in XDP, on the packet); {}",
+                hosts.join(", ")
+            );
         }
         t.step("removing the lab");
         Ok(())
