@@ -388,11 +388,16 @@ impl Config {
         if let Some(u) = &underlay {
             u.check().context("section [underlay]")?;
         }
-        if matches!(store, StoreSettings::Etcd(_)) && underlay.is_none() {
-            bail!(
+        match (&store, &underlay) {
+            (StoreSettings::Etcd(_), None) => bail!(
                 "[store] backend = \"etcd\" requires an [underlay] section (interface, vni): \
                  hosts sharing etcd reach each other over the underlay"
-            );
+            ),
+            (StoreSettings::Redb(_), Some(_)) => bail!(
+                "[underlay] is set but store.backend is \"redb\": a host on its own has no underlay \
+                 (set [store] backend = \"etcd\" for many hosts)"
+            ),
+            _ => {}
         }
         // What is left is desired state, in the format of `havipctl apply -f`.
         let file: DesiredFile = toml::Value::Table(table).try_into().context("desired-state sections")?;
@@ -656,10 +661,9 @@ mod tests {
         // etcd's keys with the redb backend are a mistake, said so.
         let e = refused("[store]\nendpoints = [\"http://127.0.0.1:2379\"]");
         assert!(e.contains("store.endpoints is set but store.backend is \"redb\""), "{e}");
-        // An underlay with redb is allowed (checked all the same).
-        assert!(Config::parse("[underlay]\ninterface = \"ul0\"\nvni = 7").unwrap().underlay.is_some());
-        assert!(refused("[underlay]\ninterface = \"ul0\"\nvni = 7\nvxlan_port = 0")
-            .contains("vxlan_port must not be 0"));
+        // An underlay with redb would be silently unused: refused, said so.
+        assert!(refused("[underlay]\ninterface = \"ul0\"\nvni = 7")
+            .contains("[underlay] is set but store.backend is \"redb\""));
     }
 
     #[test]
