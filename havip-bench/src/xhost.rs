@@ -29,9 +29,10 @@ use anyhow::{bail, ensure, Context, Result};
 use havip_lab::{
     arping::{self, PacketSocket},
     frames,
-    multihost::{Lab, Options, HOSTS},
+    multihost::{host_of, Lab, Options, HOSTS, HV3},
     netns::{self, LabId},
     scenario::{self, FAILOVER_TIMEOUT},
+    state,
     topology::{Guest, VIP, VM_A, VM_B, VM_C},
 };
 
@@ -295,15 +296,44 @@ fn measure(lab: &Lab, n: usize) -> Result<CrossHost> {
         (out, stream.sent.load(Ordering::Relaxed))
     });
     let elapsed = started.elapsed();
-    let ns = samples?;
+    let samples = samples?;
+    let ns: Vec<u64> = samples.iter().map(|s| s.0).collect();
+    let split: Vec<u64> = samples.iter().filter_map(|s| s.1).collect();
     Ok(CrossHost {
         failovers: ns.len(),
-        latency: crate::latency(ns),
+        repointed_samples: split.len(),
+        repointed: (!split.is_empty()).then(|| crate::latency(split)),
         stream_gap_us: elapsed.as_secs_f64() * 1e6 / sent.max(1) as f64,
+        under_1ms: ns.iter().filter(|&&t| t < 1_000_000).count(),
+        samples_us: ns.iter().map(|t| t / 1000).collect(),
+        latency: crate::latency(ns),
     })
 }
 
-fn failovers(lab: &Lab, a: &Member, b: &Member, n: usize) -> Result<Vec<u64>> {
+/// CLOCK_REALTIME - CLOCK_MONOTONIC now, ns: turns the kernel's
+/// bpf_ktime_get_ns stamps into the samples' clock (to well under a µs).
+fn realtime_offset() -> i128 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let mono = ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128;
+    realtime_ns() as i128 - mono
+}
+
+/// Claim -> vm-c's host (hv3) pointed the VIP at the new holder's host:
+/// `since_ns` of its VIP state, which the holder write stamps. None if hv3's
+/// state says another host, or was written again after the first packet.
+fn repointed(lab: &Lab, to: Guest, claim: u64, first: u64) -> Result<Option<u64>> {
+    let Some(s) = state::vip_state(&lab.topo.id.pin_dir_of(HV3.id), VIP)? else { return Ok(None) };
+    if s.holder_vtep != host_of(to).underlay().octets() {
+        return Ok(None);
+    }
+    let at = i128::from(s.since_ns) + realtime_offset();
+    Ok((i128::from(claim)..=i128::from(first)).contains(&at).then(|| (at - i128::from(claim)) as u64))
+}
+
+/// Per failover: claim -> first packet at the new holder, and claim -> hv3 re-pointed.
+fn failovers(lab: &Lab, a: &Member, b: &Member, n: usize) -> Result<Vec<(u64, Option<u64>)>> {
     // The stream reaches vm-a, the holder.
     a.stamps.drain()?;
     a.stamps.first_after(0, ARRIVE_WITHIN)?.context("vm-c's stream never reached vm-a, the holder")?;
@@ -321,7 +351,7 @@ fn failovers(lab: &Lab, a: &Member, b: &Member, n: usize) -> Result<Vec<u64>> {
         let first = to.stamps.first_after(claim, ARRIVE_WITHIN)?.with_context(|| {
             format!("no packet of the stream reached {} within {ARRIVE_WITHIN:?} of its claim", to.guest.name)
         })?;
-        out.push(first - claim);
+        out.push((first - claim, repointed(lab, to.guest, claim, first)?));
         settle(lab, to.guest)?;
     }
     Ok(out)
