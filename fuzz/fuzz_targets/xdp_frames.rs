@@ -1,17 +1,19 @@
 //! Issue 12, "random frames through BPF_PROG_TEST_RUN checked against the
 //! same verdict rules": the real object, loaded by the agent's own loader
 //! (`Dataplane::open`) into a throwaway pin dir (`/sys/fs/bpf/havip-fuzz-…`)
-//! and a throwaway namespace with four veths (vNICs a, b, c and the uplink:
-//! the `tx_ports` devmap only takes interfaces that exist), both removed at
+//! and a throwaway namespace with five veths (vNICs a, b, c, the uplink and
+//! the underlay: the `tx_ports` devmap only takes interfaces that exist), both removed at
 //! exit (and swept by the next run if a crash aborted this one). Its maps
 //! hold one VIP (198.18.1.50) with members a and b, non-member c, the EIP
-//! 203.0.113.10 bound to it, and the uplink with its next hop. Needs root.
+//! 203.0.113.10 bound to it, the uplink with its next hop, and the underlay
+//! (this host's VTEP 198.18.0.1, VNI 1001, VXLAN port 4789, probe port 4790,
+//! no other hosts). Needs root.
 //!
 //! An input is one control byte and a frame. The control byte picks the
 //! program and ingress (bits 0-1: xdp_vnic on a, b, c, or xdp_uplink), the
 //! holder before the frame (bits 2-3: none, a, b, or a under the VRRP virtual
-//! MAC 00:00:5e:00:01:07), and whether the HAVIP accepts VRRP virtual MACs
-//! (bit 4). The frame runs once; verdict, output bytes, holder and epoch, and
+//! MAC 00:00:5e:00:01:07), whether the HAVIP accepts VRRP virtual MACs
+//! (bit 4), and (bit 5) xdp_underlay on the underlay NIC instead. The frame runs once; verdict, output bytes, holder and epoch, and
 //! every counter are compared with [`oracle`], the README's "How it works"
 //! written as code; any difference panics (a crash to libFuzzer).
 //!
@@ -30,7 +32,7 @@ use std::{
 use havip_agent::datapath::{
     loader::{self, Dataplane},
     maps::{HolderTarget, KernelMaps, Maps},
-    plan::{reconcile, EipNat, MapTarget, Uplink},
+    plan::{reconcile, EipNat, MapTarget, UnderlayTarget, Uplink},
 };
 use havip_common::{vmac, GlobalCounter, VipConfig, VipCounter, VipCounters, VipKey, VIP_F_VRRP_VMAC};
 use havip_lab::{cmd, netns};
@@ -54,6 +56,12 @@ const NEXT_HOP_MAC: [u8; 6] = [0x02, 0, 0xcb, 0, 0x71, 0xfe];
 /// `HAVIP_VRRP_MAX_ADDRS` (havip_abi.h): addresses of an advert looked at.
 const VRRP_MAX_ADDRS: usize = 4;
 const MAX_FRAME: usize = 1600;
+const HV1: [u8; 4] = [198, 18, 0, 1];
+const UL_MAC: [u8; 6] = [0x02, 0, 0xc6, 0x12, 0, 0x01];
+const VXLAN_PORT: u16 = 4789;
+const PROBE_PORT: u16 = 4790;
+/// VNI 1001 as the VXLAN header carries it (upper 24 bits, reserved 0).
+const VNI_WIRE: [u8; 4] = [0, 0x03, 0xe9, 0];
 
 struct World {
     dp: Dataplane,
@@ -62,6 +70,7 @@ struct World {
     b: u32,
     c: u32,
     up: u32,
+    ul: u32,
     slot: u32,
 }
 
@@ -88,7 +97,7 @@ fn ifindex(name: &str) -> u32 {
 fn setup() -> World {
     let mut scratch = netns::Scratch::new("fuzz").expect("sweeping stale labs");
     let ns = scratch.netns("xf").expect("creating the fuzz namespace (needs root)");
-    for dev in ["vnic-a", "vnic-b", "vnic-c", "uplink0"] {
+    for dev in ["vnic-a", "vnic-b", "vnic-c", "uplink0", "ul0"] {
         let peer = format!("peer-{dev}");
         cmd::ip(&["-n", &ns, "link", "add", dev, "type", "veth", "peer", "name", &peer]).unwrap();
         cmd::ip(&["-n", &ns, "link", "set", dev, "up"]).unwrap();
@@ -98,7 +107,8 @@ fn setup() -> World {
     unsafe { libc::atexit(cleanup) };
     // libFuzzer runs every input on this thread: it stays in the namespace.
     netns::enter(&ns).expect("entering the fuzz namespace");
-    let (a, b, c, up) = (ifindex("vnic-a"), ifindex("vnic-b"), ifindex("vnic-c"), ifindex("uplink0"));
+    let (a, b, c) = (ifindex("vnic-a"), ifindex("vnic-b"), ifindex("vnic-c"));
+    let (up, ul) = (ifindex("uplink0"), ifindex("ul0"));
     let mut dp = Dataplane::open(&pins, Capacity::default()).expect("loading the data plane");
     let mut maps = dp.take_maps().expect("maps");
     let vip = VipKey { addr: VIP };
@@ -111,6 +121,17 @@ fn setup() -> World {
             EipNat { eip: EIP.into(), subnet: parse_cidr("198.18.1.0/24").unwrap() },
         )]),
         uplink: Some(Uplink { ifindex: up, mac: UP_MAC, next_hop_mac: NEXT_HOP_MAC }),
+        underlay: Some(UnderlayTarget {
+            ifindex: ul,
+            mac: UL_MAC,
+            mtu: 1550,
+            addr: HV1.into(),
+            vni: 1001,
+            vxlan_port: VXLAN_PORT,
+            probe_port: PROBE_PORT,
+            gateway_vtep: None,
+        }),
+        vteps: BTreeMap::new(),
     };
     reconcile(&mut maps, &target).expect("reconcile");
     let slot = maps.vip_slot(&vip).expect("the VIP has a slot");
@@ -118,7 +139,7 @@ fn setup() -> World {
         "xdp_frames: data plane in {}, vNICs a={a} b={b} c={c}, uplink {up}, VIP slot {slot}",
         pins.display()
     );
-    World { dp, maps, a, b, c, up, slot }
+    World { dp, maps, a, b, c, up, ul, slot }
 }
 
 /// The state a frame is judged against and may change.
@@ -141,8 +162,14 @@ struct Expect {
     vip: Vec<(VipCounter, u64)>,
     passed: u64,
     parse_errors: Option<u64>,
+    /// Underlay probes answered, VXLAN of ours for nothing here (global counters).
+    probes: u64,
+    decap_unknown: u64,
     /// NAT: the header checksums to check incrementally (IP header offset).
     nat: Option<Nat>,
+    /// The IPv4 header (offset) whose checksum is judged, not compared: valid
+    /// after if it was before (a probe's answer).
+    ip_csum: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -154,7 +181,18 @@ struct Nat {
 
 impl Expect {
     fn verdict(verdict: u32, out: Option<Vec<u8>>) -> Self {
-        Self { verdict, out, holder: None, vip: vec![], passed: 0, parse_errors: Some(0), nat: None }
+        Self {
+            verdict,
+            out,
+            holder: None,
+            vip: vec![],
+            passed: 0,
+            parse_errors: Some(0),
+            probes: 0,
+            decap_unknown: 0,
+            nat: None,
+            ip_csum: None,
+        }
     }
     /// "anything else — XDP_PASS, untouched" (README, How it works), counted `passed`.
     fn untouched(f: &[u8]) -> Self {
@@ -422,6 +460,89 @@ fn oracle_uplink(x: &Ctx, f: &[u8]) -> Expect {
     e
 }
 
+/// `xdp_underlay` (docs/architecture.md, "A packet's way"): UDP to our VTEP
+/// at the probe port with magic HVPR is answered; at the VXLAN port with the
+/// I flag and our VNI, the inner IPv4 frame to a VIP held here is
+/// decapsulated and delivered, held elsewhere (or by nobody) dropped; from a
+/// VIP with an EIP to outside, only from the holder's VTEP (there is none
+/// here: holders are local) or dropped; anything else of ours dropped;
+/// everything else passed untouched; a cut header passed and counted.
+fn oracle_underlay(x: &Ctx, f: &[u8]) -> Expect {
+    let n = f.len();
+    if be16(f, 12) != 0x0800 {
+        return Expect::untouched(f);
+    }
+    let off = 14;
+    if n < off + 20 || f[off] >> 4 != 4 || f[off] & 0xf < 5 {
+        return Expect::malformed(f);
+    }
+    if f[off + 9] != 17 || ip4(f, off + 16) != HV1 || be16(f, off + 6) & 0x3fff != 0 {
+        return Expect::untouched(f);
+    }
+    let udp = off + 4 * (f[off] & 0xf) as usize;
+    if n < udp + 8 {
+        return Expect::malformed(f);
+    }
+    let dport = be16(f, udp + 2);
+    if dport == PROBE_PORT {
+        if n < udp + 8 + 16 {
+            return Expect::malformed(f);
+        }
+        if f[udp + 8..udp + 12] != *b"HVPR" {
+            return Expect::untouched(f);
+        }
+        let mut out = f.to_vec();
+        out[0..6].copy_from_slice(&f[6..12]);
+        out[6..12].copy_from_slice(&f[0..6]);
+        out[off + 8] = 64;
+        out[off + 12..off + 16].copy_from_slice(&f[off + 16..off + 20]);
+        out[off + 16..off + 20].copy_from_slice(&f[off + 12..off + 16]);
+        out[udp..udp + 2].copy_from_slice(&f[udp + 2..udp + 4]);
+        out[udp + 2..udp + 4].copy_from_slice(&f[udp..udp + 2]);
+        out[udp + 6..udp + 8].copy_from_slice(&[0, 0]);
+        out[udp + 11] = b'A';
+        return Expect { probes: 1, ip_csum: Some(off), ..Expect::verdict(XDP_TX, Some(out)) };
+    }
+    if dport != VXLAN_PORT {
+        return Expect::untouched(f);
+    }
+    let vx = udp + 8;
+    if n < vx + 8 {
+        return Expect::malformed(f);
+    }
+    if f[vx] & 0x08 == 0 || f[vx + 4..vx + 8] != VNI_WIRE {
+        return Expect::untouched(f);
+    }
+    let inner = vx + 8;
+    if n < inner + 14 {
+        return Expect::malformed(f);
+    }
+    let unknown = Expect { decap_unknown: 1, ..Expect::verdict(XDP_DROP, None) };
+    if be16(f, inner + 12) != 0x0800 {
+        return unknown;
+    }
+    let ip = inner + 14;
+    if n < ip + 20 || f[ip] >> 4 != 4 || f[ip] & 0xf < 5 {
+        return Expect::malformed(f);
+    }
+    if ip4(f, ip + 16) == VIP {
+        if x.holder.ifindex == 0 {
+            return Expect::verdict(XDP_DROP, None).count(VipCounter::DecapNotLocal, 1);
+        }
+        let mut out = f[inner..].to_vec();
+        out[0..6].copy_from_slice(&x.holder.mac);
+        out[6..12].copy_from_slice(&vmac(x.w.slot));
+        return Expect::verdict(XDP_REDIRECT, Some(out))
+            .count(VipCounter::RedirectPackets, 1)
+            .count(VipCounter::RedirectBytes, (n - inner) as u64)
+            .count(VipCounter::DecapPackets, 1);
+    }
+    if ip4(f, ip + 12) == VIP && ip4(f, ip + 16)[..3] != SUBNET {
+        return Expect::verdict(XDP_DROP, None).count(VipCounter::EipOutNotHolder, 1);
+    }
+    unknown
+}
+
 /// Ones' complement sum of 16-bit words, folded.
 fn sum16(data: &[u8]) -> u32 {
     let mut s: u32 = data.chunks(2).map(|c| u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0))).sum();
@@ -471,6 +592,8 @@ struct Snapshot {
     vip: VipCounters,
     passed: u64,
     parse_errors: u64,
+    probes: u64,
+    decap_unknown: u64,
 }
 
 fn snapshot(w: &World) -> Snapshot {
@@ -480,29 +603,10 @@ fn snapshot(w: &World) -> Snapshot {
         vip: w.maps.vip_counters(w.slot).expect("vip_stats"),
         passed: w.maps.global_counter(GlobalCounter::Passed).expect("global_stats"),
         parse_errors: w.maps.global_counter(GlobalCounter::ParseErrors).expect("global_stats"),
+        probes: w.maps.global_counter(GlobalCounter::UnderlayProbes).expect("global_stats"),
+        decap_unknown: w.maps.global_counter(GlobalCounter::DecapUnknown).expect("global_stats"),
     }
 }
-
-const ALL_COUNTERS: [VipCounter; 18] = [
-    VipCounter::RedirectPackets,
-    VipCounter::RedirectBytes,
-    VipCounter::ClaimsAccepted,
-    VipCounter::ClaimsRejected,
-    VipCounter::NoHolderDrops,
-    VipCounter::ArpReplies,
-    VipCounter::VrrpAdverts,
-    VipCounter::EipInPackets,
-    VipCounter::EipInBytes,
-    VipCounter::EipOutPackets,
-    VipCounter::EipOutBytes,
-    VipCounter::EipOutNotHolder,
-    VipCounter::EipOutNoUplink,
-    VipCounter::EipTtlExceeded,
-    VipCounter::NeighbourLookups,
-    VipCounter::ProbesAnswered,
-    VipCounter::ProbesUnanswered,
-    VipCounter::HairpinDrops,
-];
 
 fn world() -> &'static mut World {
     static mut WORLD: Option<World> = None;
@@ -539,23 +643,46 @@ fuzz_target!(|data: &[u8]| {
     if w.maps.vip_config(w.slot).expect("vip_config").flags != flags {
         w.maps.set_vip_config(w.slot, VipConfig { flags }).expect("vip_config");
     }
-    let ingress = [w.a, w.b, w.c, w.up][(control & 3) as usize];
-    let uplink = control & 3 == 3;
+    let underlay = control & 0x20 != 0;
+    let ingress = if underlay { w.ul } else { [w.a, w.b, w.c, w.up][(control & 3) as usize] };
+    let uplink = !underlay && control & 3 == 3;
 
     let before = snapshot(w);
     let x = Ctx { w, ingress, holder: before.holder, accept_vmac };
-    let mut want = if uplink { oracle_uplink(&x, frame) } else { oracle_vnic(&x, frame) };
+    let mut want = if underlay {
+        oracle_underlay(&x, frame)
+    } else if uplink {
+        oracle_uplink(&x, frame)
+    } else {
+        oracle_vnic(&x, frame)
+    };
 
-    let prog = if uplink { w.dp.uplink_program() } else { w.dp.program() }.expect("program");
+    let prog = if underlay {
+        w.dp.underlay_program()
+    } else if uplink {
+        w.dp.uplink_program()
+    } else {
+        w.dp.program()
+    }
+    .expect("program");
     let (verdict, out) = havip_lab::frames::test_run(prog, ingress, frame).expect("BPF_PROG_TEST_RUN");
     let after = snapshot(w);
 
     assert_ne!(verdict, XDP_ABORTED, "the program never aborts");
     assert_eq!(verdict, want.verdict, "verdict (wanted {want:?})");
-    assert_eq!(out.len(), frame.len(), "frames never change length");
+    if !underlay {
+        assert_eq!(out.len(), frame.len(), "frames never change length (but by decapsulation)");
+    }
     if let Some(expected) = want.out.as_mut() {
         if let Some(nat) = &want.nat {
             check_nat(nat, frame, &out, expected);
+        }
+        if let Some(ip) = want.ip_csum {
+            let hl = 4 * (frame[ip] & 0xf) as usize;
+            if frame.len() >= ip + hl && sum16(&frame[ip..ip + hl]) == 0xffff {
+                assert_eq!(sum16(&out[ip..ip + hl]), 0xffff, "IP header checksum broken");
+            }
+            expected[ip + 10..ip + 12].copy_from_slice(&out[ip + 10..ip + 12]);
         }
         assert_eq!(&out, expected, "the frame as the program left it (verdict {verdict})");
     }
@@ -568,12 +695,18 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(after.holder, Holder { ifindex, mac, epoch }, "the holder after a member's claim");
         }
     }
-    for c in ALL_COUNTERS {
+    for c in VipCounter::ALL {
         let want_n: u64 = want.vip.iter().filter(|(k, _)| *k == c).map(|(_, n)| n).sum();
         let got = after.vip.get(c) - before.vip.get(c);
         assert_eq!(got, want_n, "counter {c:?}");
     }
     assert_eq!(after.passed - before.passed, want.passed, "global counter passed");
+    assert_eq!(after.probes - before.probes, want.probes, "global counter underlay_probes");
+    assert_eq!(
+        after.decap_unknown - before.decap_unknown,
+        want.decap_unknown,
+        "global counter decap_unknown"
+    );
     if let Some(p) = want.parse_errors {
         assert_eq!(after.parse_errors - before.parse_errors, p, "global counter parse_errors");
     }

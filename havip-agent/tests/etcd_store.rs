@@ -12,10 +12,6 @@ use std::{
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
     time::{Duration, Instant},
 };
 
@@ -234,12 +230,23 @@ impl Drop for Etcd {
     }
 }
 
-/// A TCP proxy to etcd that can cut its clients off (open connections
-/// aborted, new ones closed at once) and let them back.
+/// What a [`Proxy`] does with its clients' traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Forwards.
+    Up,
+    /// Closes every connection, open or new: the client sees errors at once.
+    Cut,
+    /// Keeps every connection open and forwards nothing: the client hears
+    /// silence, as across a partition that drops packets.
+    Frozen,
+}
+
+/// A TCP proxy to etcd that can cut its clients off or freeze them, and let
+/// them back (connections held while frozen are closed when it heals).
 struct Proxy {
     addr: SocketAddr,
-    up: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    mode: tokio::sync::watch::Sender<Mode>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -247,38 +254,49 @@ impl Proxy {
     async fn start(target: SocketAddr) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
-        let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let (u, c) = (up.clone(), conns.clone());
+        let mode = tokio::sync::watch::Sender::new(Mode::Up);
+        let m = mode.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                if !u.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let t = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                let mut mode = m.subscribe();
+                tokio::spawn(async move {
+                    let now = *mode.borrow_and_update();
+                    if now == Mode::Frozen {
+                        let _ = mode.wait_for(|m| *m != Mode::Frozen).await.is_ok();
+                    }
+                    if now != Mode::Up {
+                        return;
+                    }
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = async { mode.wait_for(|m| *m != Mode::Up).await.is_ok() } => {
+                            // Frozen: hold both ends open, silent, until it changes.
+                            let _ = mode.wait_for(|m| *m != Mode::Frozen).await.is_ok();
+                        }
                     }
                 });
-                c.lock().unwrap().push(t.abort_handle());
             }
         });
-        Self { addr, up, conns, task }
+        Self { addr, mode, task }
     }
 
     fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
+    fn set(&self, mode: Mode) {
+        self.mode.send_replace(mode);
+    }
+
     fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
+        self.set(Mode::Cut);
     }
 
     fn heal(&self) {
-        self.up.store(true, Ordering::SeqCst);
+        // Through Cut: connections held while frozen are closed, not resumed.
+        self.set(Mode::Cut);
+        self.set(Mode::Up);
     }
 }
 
@@ -556,6 +574,41 @@ async fn the_follower_misses_nothing_across_a_compaction_while_it_was_cut_off() 
     assert_eq!(e, ClusterEvent::Holder(d));
 }
 
+/// Following from a view the caller read: the changes since come as
+/// events; if etcd compacted past the view meanwhile, the watch cannot
+/// start there and a fresh snapshot comes instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_from_a_view_compacted_meanwhile_resyncs() {
+    let etcd = Etcd::start(false);
+    let mut raw = etcd.raw().await;
+    let hv1 = registered(&etcd.settings(), host("hv1", 1), Duration::from_secs(60)).await;
+    let a = committed(hv1.commit_holder(VIP, Some(holder("hv1", "vnic-a", 1)), 0, "claim").await.unwrap());
+
+    // Not compacted: the change since the view is an event, no snapshot.
+    let view = hv1.view().await.unwrap();
+    let b = committed(
+        hv1.commit_holder(VIP, Some(holder("hv1", "vnic-a", 2)), a.revision, "claim").await.unwrap(),
+    );
+    let mut events = hv1.follow_from(view.clone(), Duration::from_secs(3600));
+    let (e, before) = event_where(&mut events, "the change since the view", LIMIT, |_| true).await;
+    assert_eq!((e, before), (ClusterEvent::Holder(b.clone()), vec![]));
+    drop(events);
+
+    // Compacted past the view: the watch is refused, a snapshot comes.
+    let c = committed(
+        hv1.commit_holder(VIP, Some(holder("hv1", "vnic-a", 3)), b.revision, "claim").await.unwrap(),
+    );
+    compact_to_latest(&mut raw).await;
+    let mut events = hv1.follow_from(view, Duration::from_secs(3600));
+    let (e, before) = event_where(&mut events, "a snapshot", LIMIT, |_| true).await;
+    assert!(before.is_empty());
+    let ClusterEvent::Resynced(fresh) = e else { panic!("not a snapshot: {e:?}") };
+    assert_eq!(fresh.holders[&VIP], c, "the last change, which no event could bring");
+    let d = committed(hv1.commit_holder(VIP, None, c.revision, "host down").await.unwrap());
+    let (e, _) = event_where(&mut events, "the clear", LIMIT, |_| true).await;
+    assert_eq!(e, ClusterEvent::Holder(d));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_leaving_is_an_event_and_a_periodic_resync_comes() {
     let etcd = Etcd::start(false);
@@ -723,4 +776,48 @@ async fn a_store_cut_off_across_a_compaction_catches_up() {
     assert_eq!(follower.desired().state, last.state);
     until_sync("the follower's store to answer again", || follower.flush().is_ok()).await;
     assert!(!follower.health().failing());
+}
+
+/// A watch with nothing to say answers progress requests: an idle follower
+/// does not take its silence for a cut (which would resync).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_follower_keeps_its_watch() {
+    let etcd = Etcd::start(false);
+    let follower = EtcdCluster::connect(&etcd.settings()).await.unwrap();
+    let mut events = follower.follow(Duration::from_secs(3600));
+    event_where(&mut events, "the first snapshot", LIMIT, |e| matches!(e, ClusterEvent::Resynced(_))).await;
+    // Longer than the silence a watch tolerates (3 s with these settings).
+    let quiet = tokio::time::timeout(Duration::from_secs(5), events.recv()).await;
+    assert!(quiet.is_err(), "nothing happened, nothing to report: {quiet:?}");
+}
+
+/// A partition that drops packets (no reset, no error: silence): the
+/// follower tells it from an idle watch, says etcd is unreachable, and
+/// resyncs when it heals; the registration gives up its lease locally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_partition_is_noticed_and_healed() {
+    let (_etcd, _raw, proxy, s, mut cut) = cuttable().await;
+    cut.dial_timeout = Duration::from_millis(300);
+    let writer = registered(&s, host("hv2", 2), Duration::from_secs(60)).await;
+    let hv1 = registered(&cut, host("hv1", 1), Duration::from_secs(1)).await;
+    let mut events = hv1.follow(Duration::from_secs(3600));
+    event_where(&mut events, "the first snapshot", LIMIT, |e| matches!(e, ClusterEvent::Resynced(_))).await;
+
+    let frozen = Instant::now();
+    proxy.set(Mode::Frozen);
+    let a = committed(writer.commit_holder(VIP, Some(holder("hv2", "vnic-b", 1)), 0, "claim").await.unwrap());
+    event_where(&mut events, "etcd unreachable", LIMIT, |e| *e == ClusterEvent::Reachable(false)).await;
+    eprintln!("a silent partition noticed after {:?}", frozen.elapsed());
+    let mut reg = hv1.registration();
+    tokio::time::timeout(LIMIT, reg.wait_for(|r| r.lease.is_none())).await.expect("lease given up").unwrap();
+    let e = hv1.view().await.unwrap_err().to_string();
+    assert!(e.contains("no answer within"), "{e}");
+
+    proxy.heal();
+    event_where(&mut events, "etcd reachable", LIMIT, |e| *e == ClusterEvent::Reachable(true)).await;
+    let (e, _) =
+        event_where(&mut events, "a resync", LIMIT, |e| matches!(e, ClusterEvent::Resynced(_))).await;
+    let ClusterEvent::Resynced(view) = e else { unreachable!() };
+    assert_eq!(view.holders[&VIP], a, "the claim made during the partition");
+    tokio::time::timeout(LIMIT, reg.wait_for(|r| r.lease.is_some())).await.expect("registered").unwrap();
 }

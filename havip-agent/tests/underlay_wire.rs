@@ -4,7 +4,8 @@
 //! underlay NIC, the VIP pointed at a holder on hv2. On hv2 a kernel `vxlan`
 //! device (dstport 4789, VNI 1001) must receive and decapsulate what hv1
 //! sends; the guest on vnic-c gets an ICMP fragmentation-needed for a frame
-//! one byte too big. Needs root.
+//! one byte too big. And the underlay NIC and a peer's next hop as the
+//! agent reads them over rtnetlink (`host::underlay`). Needs root.
 
 use std::{
     collections::BTreeMap,
@@ -14,10 +15,13 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use havip_agent::datapath::{
-    loader::{self, Attach, Dataplane},
-    maps::{HolderTarget, Maps},
-    plan::{reconcile, MapTarget, UnderlayTarget},
+use havip_agent::{
+    datapath::{
+        loader::{self, Attach, Dataplane},
+        maps::{HolderTarget, Maps},
+        plan::{reconcile, MapTarget, UnderlayTarget},
+    },
+    host::underlay,
 };
 use havip_common::{vmac, VipCounter, VipKey};
 use havip_lab::{arping::PacketSocket, cmd::ip, frames::*, netns, topology::prepare_far_end};
@@ -191,5 +195,48 @@ fn a_kernel_vxlan_device_decapsulates_what_havip_encapsulates() -> Result<()> {
     loader::teardown(&pin_root)?;
     let link = ip(&["-n", &hv1, "link", "show", "ul0"])?;
     assert!(!link.contains("xdp"), "teardown detached xdp_underlay: {link}");
+    Ok(())
+}
+
+#[test]
+fn the_underlay_nic_and_a_peers_next_hop_are_read_through_rtnetlink() -> Result<()> {
+    let mut scratch = netns::Scratch::new("test")?;
+    let (hv1, hv2) = (scratch.netns("hv1")?, scratch.netns("hv2")?);
+    let hv2_mac = havip_common::Mac(&HV2_MAC).to_string();
+    ip(&[
+        "-n", &hv1, "link", "add", "ul0", "mtu", "1550", "address", HV1_MAC, "type", "veth", "peer", "name",
+        "ul0", "address", &hv2_mac, "netns", &hv2,
+    ])?;
+    ip(&["-n", &hv1, "addr", "add", "198.18.0.1/24", "dev", "ul0"])?;
+    ip(&["-n", &hv2, "addr", "add", "198.18.0.2/24", "dev", "ul0"])?;
+    for ns in [&hv1, &hv2] {
+        ip(&["-n", ns, "link", "set", "ul0", "up"])?;
+    }
+    let (nic, missing, hop) = netns::run_in(&hv1, || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async {
+            let handle = havip_agent::host::links::connect()?;
+            let missing = underlay::nic(&handle, "nope0").await?;
+            let nic = underlay::nic(&handle, "ul0").await?.context("ul0 with its address")?;
+            let peer = [198, 18, 0, 2].into();
+            let deadline = Instant::now() + WAIT;
+            loop {
+                // The first call asks the kernel to resolve; a later one finds the entry.
+                if let Some(mac) = underlay::next_hop_mac(&handle, nic.ifindex, peer).await? {
+                    return Ok((nic, missing, mac));
+                }
+                if Instant::now() > deadline {
+                    bail!("198.18.0.2 not resolved within {WAIT:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    })?;
+    assert_eq!(missing, None, "no such NIC");
+    assert_eq!(
+        (havip_common::Mac(&nic.mac).to_string(), nic.mtu, nic.addr),
+        (HV1_MAC.into(), 1550, [198, 18, 0, 1].into())
+    );
+    assert_eq!(hop, HV2_MAC);
     Ok(())
 }

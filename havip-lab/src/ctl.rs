@@ -38,11 +38,11 @@ impl Ctl {
     pub fn ok(&self, args: &[&str]) -> Result<String> {
         let out = self.run(args)?;
         if !out.status.success() {
-            bail!(
-                "havipctl {args:?} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            // With --json the error is a JSON line on stdout.
+            let (stderr, stdout) =
+                (String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+            let said = if stderr.trim().is_empty() { stdout.trim() } else { stderr.trim() };
+            bail!("havipctl {args:?} failed ({}): {said}", out.status);
         }
         Ok(String::from_utf8(out.stdout)?)
     }

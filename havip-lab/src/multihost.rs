@@ -238,6 +238,10 @@ pub struct Lab {
     keepalived: Vec<Keepalived>,
     /// An agent per host (by host index), once started.
     agents: Vec<Option<Agent>>,
+    /// Agents SIGKILLed by [`Lab::kill_agent`] (by host index): their data
+    /// planes stay, as a crashed agent's do, and are torn down with the lab
+    /// (or left to the agent started next on that host).
+    killed: Vec<Option<Agent>>,
     /// The lab's etcd cluster, on the fabric.
     pub etcd: EtcdCluster,
     /// The namespaces.
@@ -272,6 +276,7 @@ impl Lab {
             services: Services::default(),
             keepalived: Vec::new(),
             agents: HOSTS.iter().map(|_| None).collect(),
+            killed: HOSTS.iter().map(|_| None).collect(),
             etcd,
             topo,
             dir,
@@ -347,6 +352,10 @@ impl Lab {
     /// Starts host `h`'s agent (again: after [`Lab::kill_agent`]).
     pub fn start_agent(&mut self, h: Hv) -> Result<()> {
         ensure!(self.agents[index(h)].is_none(), "the agent on {} runs already", h.id);
+        if let Some(mut crashed) = self.killed[index(h)].take() {
+            // The new agent takes its data plane over: no teardown.
+            crashed.keep();
+        }
         let spec = self.agent_spec(h)?;
         fs::write(&spec.config, self.agent_config(&spec, h))
             .with_context(|| format!("writing {}", spec.config.display()))?;
@@ -410,9 +419,12 @@ impl Lab {
     /// SIGKILLs host `h`'s agent (a crash; the data plane stays).
     pub fn kill_agent(&mut self, h: Hv) -> Result<()> {
         self.timeline.step(&format!("SIGKILL the agent on {}", h.id));
-        self.agent(h)?.kill()?;
-        self.agents[index(h)] = None;
-        Ok(())
+        let mut agent = self.agents[index(h)].take().with_context(|| format!("no agent runs on {}", h.id))?;
+        let killed = agent.kill();
+        // Dropping the handle would tear the data plane down: kept until the
+        // next agent on `h` takes it over, or the lab goes.
+        self.killed[index(h)] = Some(agent);
+        killed
     }
 
     /// Restarts host `h`'s agent: SIGTERM and start when it runs, a plain
@@ -483,17 +495,27 @@ impl Lab {
 
     /// Waits until every host with a running agent says `g` holds the VIP;
     /// returns when each host first said so (on the lab's clock), in host order.
+    /// A host that cannot describe the VIP yet (the desired state applied on
+    /// hv1 has not reached it through etcd) is asked again; the last such
+    /// error is told if the wait times out.
     pub fn wait_holder_everywhere(&self, g: Guest, timeout: Duration) -> Result<Vec<(Hv, Duration)>> {
         let hosts: Vec<Hv> = HOSTS.into_iter().filter(|h| self.agents[index(*h)].is_some()).collect();
         let mut seen: Vec<Option<Duration>> = vec![None; hosts.len()];
+        // A host may not know the HAVIP yet (the desired state reaches it
+        // through etcd): `describe` is refused until then. Not yet, not an
+        // error; the last refusal is said if the wait times out.
+        let mut refused = None;
         wait::until(&format!("every host to say {} holds {VIP}", g.name), timeout, || {
             for (h, at) in hosts.iter().zip(seen.iter_mut()).filter(|(_, at)| at.is_none()) {
-                if self.holder_on(*h)?.as_deref() == Some(g.vnic) {
-                    *at = Some(self.timeline.now());
+                match self.holder_on(*h) {
+                    Ok(holder) if holder.as_deref() == Some(g.vnic) => *at = Some(self.timeline.now()),
+                    Ok(_) => {}
+                    Err(e) => refused = Some(format!("{}: {e:#}", h.id)),
                 }
             }
             Ok(seen.iter().all(Option::is_some).then_some(()))
-        })?;
+        })
+        .with_context(|| refused.map_or_else(String::new, |r| format!("last refusal: {r}")))?;
         Ok(hosts.into_iter().zip(seen.into_iter().flatten()).collect())
     }
 

@@ -54,6 +54,16 @@ use crate::{
     sync::lock,
 };
 
+/// A hint that no record confirmed this long after it came (while the
+/// store answered all along) is dropped: its sender never committed it.
+/// Far above a commit's worst case seen here (about 3 s across an etcd
+/// leader election).
+const HINT_TTL: Duration = Duration::from_secs(10);
+
+/// Every this many probe ticks, the kernel's local holders are compared
+/// with the book ([`Loop::scan_local_holders`]).
+const SCAN_EVERY_TICKS: u32 = 5;
+
 /// How this host talks to its peers on the underlay.
 #[derive(Clone, Debug)]
 pub struct PeerSettings {
@@ -137,8 +147,6 @@ pub struct ClusterInputs {
     pub feed: Arc<Feed>,
     /// Where observed holders are written (describe, metrics).
     pub observer: Arc<Observer>,
-    /// Claims from this host's data plane.
-    pub claims: mpsc::UnboundedReceiver<LocalClaim>,
     /// Every host not down (this one too), for the reconciler's VTEPs.
     pub hosts: watch::Sender<BTreeMap<String, HostRecord>>,
     /// For the API and /metrics.
@@ -164,20 +172,22 @@ struct Commit {
 }
 
 struct Loop {
-    me: HostRecord,
-    cluster: EtcdCluster,
-    settings: PeerSettings,
-    maps: Arc<Mutex<dyn Maps>>,
-    store: Arc<dyn Store>,
-    links: watch::Receiver<Links>,
-    feed: Arc<Feed>,
-    observer: Arc<Observer>,
+    io: ClusterInputs,
     book: HolderBook,
-    hosts: watch::Sender<BTreeMap<String, HostRecord>>,
-    status: Arc<ClusterStatus>,
     peers: BTreeMap<String, Peer>,
     inflight: HashSet<Ipv4Addr>,
     queued: HashMap<Ipv4Addr, Commit>,
+    /// Whether the first snapshot of the store has been applied.
+    synced: bool,
+    /// Local claims seen before it.
+    unsynced: HashMap<Ipv4Addr, Commit>,
+    /// Ticks since the last scan of the kernel's holders.
+    since_scan: u32,
+    /// Since when the store has answered without a break (None: it does not).
+    reachable_since: Option<Instant>,
+    /// Local holders the last scan found unknown to the book: (ifindex,
+    /// epoch), by VIP.
+    unknown_local: HashMap<Ipv4Addr, (u32, u64)>,
     resolved: mpsc::UnboundedSender<HolderRecord>,
     hint_socket: Arc<UdpSocket>,
     probe_socket: Arc<UdpSocket>,
@@ -187,42 +197,26 @@ struct Loop {
     dirty: bool,
 }
 
-/// Runs the cluster loop for the agent's life.
-pub async fn run(inputs: ClusterInputs) -> Result<()> {
-    let ClusterInputs {
-        me,
-        cluster,
-        settings,
-        maps,
-        store,
-        links,
-        feed,
-        observer,
-        mut claims,
-        hosts,
-        status,
-    } = inputs;
-    let hint_socket = Arc::new(peers::bind_hints(me.hint_port).await?);
+/// Runs the cluster loop for the agent's life, on `claims`: the claims this
+/// host's data plane accepted (from the ring buffer).
+pub async fn run(io: ClusterInputs, mut claims: mpsc::UnboundedReceiver<LocalClaim>) -> Result<()> {
+    let hint_socket = Arc::new(peers::bind_hints(io.me.hint_port).await?);
     let probe_socket = Arc::new(peers::bind_probes().await?);
     let (resolved, mut resolved_rx) = mpsc::unbounded_channel();
-    let mut events = cluster.follow(settings.resync_every);
-    let mut tick = interval(settings.probe_interval);
+    let mut events = io.cluster.follow(io.settings.resync_every);
+    let mut tick = interval(io.settings.probe_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut l = Loop {
-        me,
-        cluster,
-        settings,
-        maps,
-        store,
-        links,
-        feed,
-        observer,
+        io,
         book: HolderBook::default(),
-        hosts,
-        status,
         peers: BTreeMap::new(),
         inflight: HashSet::new(),
         queued: HashMap::new(),
+        synced: false,
+        unsynced: HashMap::new(),
+        since_scan: 0,
+        reachable_since: None,
+        unknown_local: HashMap::new(),
         resolved,
         hint_socket: hint_socket.clone(),
         probe_socket: probe_socket.clone(),
@@ -252,6 +246,13 @@ pub async fn run(inputs: ClusterInputs) -> Result<()> {
 impl Loop {
     fn on_claim(&mut self, claim: LocalClaim) {
         let commit = Commit { holder: Some(claim.holder), reason: "claim" };
+        if !self.synced {
+            // No base to commit against before the first snapshot: kept,
+            // and committed on it (a claim made while the agent was away
+            // is newer than any record it would otherwise be reset to).
+            self.unsynced.insert(claim.vip, commit);
+            return;
+        }
         if self.inflight.contains(&claim.vip) {
             // Committed once the one in flight answers, on its result.
             self.hint(claim.vip, commit.holder.clone(), self.book.revision(claim.vip));
@@ -265,9 +266,9 @@ impl Loop {
         let base = self.book.commit_started(vip, commit.holder.clone());
         self.hint(vip, commit.holder.clone(), base);
         self.inflight.insert(vip);
-        let cluster = self.cluster.clone();
+        let cluster = self.io.cluster.clone();
         let resolved = self.resolved.clone();
-        let status = self.status.clone();
+        let status = self.io.status.clone();
         tokio::spawn(async move {
             let rec = commit_until_decided(&cluster, &status, vip, commit, base).await;
             let _ = resolved.send(rec);
@@ -277,9 +278,9 @@ impl Loop {
     fn on_resolved(&mut self, rec: HolderRecord) {
         let vip = rec.vip;
         self.inflight.remove(&vip);
-        let ours =
-            rec.committed_by == self.me.id && self.book.pending(vip).is_some_and(|p| p.holder == rec.holder);
-        ClusterStatus::count(if ours { &self.status.commits_won } else { &self.status.commits_lost });
+        let ours = rec.committed_by == self.io.me.id
+            && self.book.pending(vip).is_some_and(|p| p.holder == rec.holder);
+        ClusterStatus::count(if ours { &self.io.status.commits_won } else { &self.io.status.commits_lost });
         let decision = self.book.commit_resolved(rec.clone());
         if let Some(next) = self.queued.remove(&vip) {
             if next.holder != rec.holder {
@@ -291,25 +292,31 @@ impl Loop {
             info!(%vip, revision = rec.revision, winner = ?rec.holder.as_ref().map(|h| (&h.host, &h.vnic)),
                 "claim lost in the shared store: the winner is applied");
         }
-        self.apply(vip, decision, rec.revision, &rec.reason);
+        // The book may hold a newer record than this answer (the watch
+        // brought it while the commit was in flight): the kernel follows the
+        // book's, and what this host shows (describe, events) must name it
+        // too, never the older revision of the answer.
+        let (revision, reason) =
+            self.book.record(vip).map_or((rec.revision, rec.reason), |r| (r.revision, r.reason.clone()));
+        self.apply(vip, decision, revision, &reason);
     }
 
     fn on_hint(&mut self, datagram: &[u8], from: SocketAddr) {
         let Some(hint) = peers::decode_hint(datagram) else {
-            PeerStats::count(&self.status.peer.hints_ignored);
+            PeerStats::count(&self.io.status.peer.hints_ignored);
             debug!(%from, "not a hint: ignored");
             return;
         };
-        if hint.from == self.me.id {
+        if hint.from == self.io.me.id {
             return;
         }
         let (vip, base) = (hint.vip, hint.base);
-        let decision = self.book.on_hint(hint);
+        let decision = self.book.on_hint(hint, Instant::now().into_std());
         match &decision {
-            Decision::Program(_) => PeerStats::count(&self.status.peer.hints_applied),
+            Decision::Program(_) => PeerStats::count(&self.io.status.peer.hints_applied),
             Decision::Keep => {}
             Decision::Ignore(why) => {
-                PeerStats::count(&self.status.peer.hints_ignored);
+                PeerStats::count(&self.io.status.peer.hints_ignored);
                 debug!(%vip, base, why, "hint ignored");
             }
         }
@@ -319,7 +326,7 @@ impl Loop {
     fn on_event(&mut self, ev: ClusterEvent) {
         match ev {
             ClusterEvent::Resynced(view) => {
-                self.status.revision.store(view.revision, Ordering::Relaxed);
+                self.io.status.revision.store(view.revision, Ordering::Relaxed);
                 let known: Vec<String> = self.peers.keys().cloned().collect();
                 for id in known.iter().filter(|id| !view.hosts.contains_key(*id)) {
                     self.host_left(id);
@@ -329,13 +336,20 @@ impl Loop {
                 }
                 let decisions = self.book.resync(view.holders.into_values());
                 for (vip, d) in decisions {
+                    if self.unsynced.contains_key(&vip) {
+                        continue;
+                    }
                     let revision = self.book.revision(vip);
                     self.apply(vip, d, revision, "resync");
+                }
+                self.synced = true;
+                for (vip, commit) in std::mem::take(&mut self.unsynced) {
+                    self.on_claim(LocalClaim { vip, holder: commit.holder.expect("a claim has a holder") });
                 }
                 self.reachable(true);
             }
             ClusterEvent::Holder(rec) => {
-                self.status.revision.fetch_max(rec.revision, Ordering::Relaxed);
+                self.io.status.revision.fetch_max(rec.revision, Ordering::Relaxed);
                 let (vip, revision) = (rec.vip, rec.revision);
                 let reason = rec.reason.clone();
                 let d = self.book.on_record(rec);
@@ -343,7 +357,7 @@ impl Loop {
             }
             ClusterEvent::HostJoined(host) => self.host_joined(host),
             ClusterEvent::HostLeft { id, revision } => {
-                self.status.revision.fetch_max(revision, Ordering::Relaxed);
+                self.io.status.revision.fetch_max(revision, Ordering::Relaxed);
                 self.host_left(&id);
             }
             ClusterEvent::Reachable(up) => self.reachable(up),
@@ -352,7 +366,12 @@ impl Loop {
     }
 
     fn reachable(&mut self, up: bool) {
-        if self.status.reachable.swap(up, Ordering::Relaxed) == up {
+        if up {
+            self.reachable_since.get_or_insert_with(Instant::now);
+        } else {
+            self.reachable_since = None;
+        }
+        if self.io.status.reachable.swap(up, Ordering::Relaxed) == up {
             return;
         }
         let (kind, detail) = if up {
@@ -365,11 +384,11 @@ impl Loop {
                     .to_owned(),
             )
         };
-        self.feed.publish(kind, None, None, detail);
+        self.io.feed.publish(kind, None, None, detail);
     }
 
     fn host_joined(&mut self, record: HostRecord) {
-        if record.id == self.me.id {
+        if record.id == self.io.me.id {
             return;
         }
         let id = record.id.clone();
@@ -387,7 +406,7 @@ impl Loop {
         match was {
             Some(p) if p.registered && p.record == record => {}
             Some(p) if p.down => {
-                self.feed.publish(
+                self.io.feed.publish(
                     EventKind::HostUp,
                     None,
                     None,
@@ -398,7 +417,7 @@ impl Loop {
             Some(p) if p.registered => self.dirty = true,
             Some(_) => info!(host = %id, "registered again"),
             None => {
-                self.feed.publish(
+                self.io.feed.publish(
                     EventKind::HostUp,
                     None,
                     None,
@@ -418,15 +437,15 @@ impl Loop {
         p.misses = 0;
         p.outstanding = None;
         p.left_at = Some(Instant::now());
-        self.feed.publish(
+        self.io.feed.publish(
             EventKind::HostSuspect,
             None,
             None,
             format!(
                 "host {id}: its lease expired; probing {} on the underlay (down after {} misses, {} ms apart)",
                 p.record.underlay,
-                self.settings.probe_misses,
-                self.settings.probe_interval.as_millis()
+                self.io.settings.probe_misses,
+                self.io.settings.probe_interval.as_millis()
             ),
         );
     }
@@ -436,7 +455,7 @@ impl Loop {
         for (id, p) in self.peers.iter_mut().filter(|(_, p)| !p.registered && !p.down) {
             if p.outstanding.is_some() {
                 p.misses += 1;
-                if p.misses >= self.settings.probe_misses {
+                if p.misses >= self.io.settings.probe_misses {
                     p.down = true;
                     gone.push(id.clone());
                     continue;
@@ -445,7 +464,7 @@ impl Loop {
             self.nonce += 1;
             p.outstanding = Some(self.nonce);
             let to = SocketAddrV4::new(p.record.underlay, p.record.probe_port);
-            PeerStats::count(&self.status.peer.probes_sent);
+            PeerStats::count(&self.io.status.peer.probes_sent);
             if let Err(e) = self.probe_socket.try_send_to(&peers::probe_request(self.nonce), to.into()) {
                 debug!(host = %id, error = %e, "probe not sent");
             }
@@ -457,13 +476,83 @@ impl Loop {
             self.dirty = false;
             self.converge();
         }
+        if let Some(since) = self.reachable_since.filter(|t| t.elapsed() >= HINT_TTL) {
+            let cut = (Instant::now() - HINT_TTL).max(since);
+            for (vip, d) in self.book.expire_hints(cut.into_std()) {
+                warn!(%vip, "a hint no record confirmed within {} s: back to the record", HINT_TTL.as_secs());
+                let revision = self.book.revision(vip);
+                self.apply(vip, d, revision, "unconfirmed hint dropped");
+            }
+        }
+        self.since_scan += 1;
+        if self.synced && self.since_scan >= SCAN_EVERY_TICKS {
+            self.since_scan = 0;
+            self.scan_local_holders();
+        }
         self.publish_hosts();
+    }
+
+    /// A local holder the book does not know came without a claim event
+    /// (the verifier corrected a holder on this host, or an event was lost
+    /// to a full ring buffer): committed like a claim, so the other hosts
+    /// follow and the store stays the truth.
+    fn scan_local_holders(&mut self) {
+        let desired = self.io.store.desired().state;
+        let names: HashMap<u32, String> = {
+            let links = self.io.links.borrow();
+            desired
+                .vnics_on(&self.io.me.id)
+                .filter_map(|v| Some((links.get(&v.ifname)?.ifindex, v.name.clone())))
+                .collect()
+        };
+        let unknown = std::mem::take(&mut self.unknown_local);
+        let mut still = HashMap::new();
+        let mut found = Vec::new();
+        {
+            let maps = lock(&self.io.maps);
+            for vip in desired.havips.keys() {
+                if self.inflight.contains(vip) || self.book.pending(*vip).is_some() {
+                    continue;
+                }
+                let Some(st) = maps.vip_slot(&VipKey::from(*vip)).and_then(|s| maps.vip_state(s).ok()) else {
+                    continue;
+                };
+                let Some(vnic) = (st.holder_ifindex != 0).then(|| names.get(&st.holder_ifindex)).flatten()
+                else {
+                    continue;
+                };
+                let known = self
+                    .book
+                    .holder(*vip)
+                    .flatten()
+                    .is_some_and(|h| h.host == self.io.me.id && h.vnic == *vnic);
+                if known {
+                    continue;
+                }
+                // Only if it was there, unknown, one scan ago too: a claim
+                // whose event is on its way is not one no event told of.
+                let now = (st.holder_ifindex, st.epoch);
+                if unknown.get(vip) == Some(&now) {
+                    found.push(LocalClaim {
+                        vip: *vip,
+                        holder: self.io.observer.holder(vnic, st.holder_mac, st.epoch),
+                    });
+                } else {
+                    still.insert(*vip, now);
+                }
+            }
+        }
+        self.unknown_local = still;
+        for claim in found {
+            info!(vip = %claim.vip, vnic = %claim.holder.vnic, "a local holder no claim told of: committed");
+            self.on_claim(claim);
+        }
     }
 
     fn on_probe_answer(&mut self, datagram: &[u8]) {
         let Some(nonce) = peers::probe_answer(datagram) else { return };
         if let Some(p) = self.peers.values_mut().find(|p| p.outstanding == Some(nonce)) {
-            PeerStats::count(&self.status.peer.probes_answered);
+            PeerStats::count(&self.io.status.peer.probes_answered);
             p.outstanding = None;
             p.misses = 0;
         }
@@ -477,21 +566,21 @@ impl Loop {
             .get(id)
             .map(|p| (p.record.underlay, p.left_at.map_or(0, |t| t.elapsed().as_millis())))
             .unwrap_or((Ipv4Addr::UNSPECIFIED, 0));
-        self.feed.publish(
+        self.io.feed.publish(
             EventKind::HostDown,
             None,
             None,
             format!(
                 "host {id} ({underlay}) is down: its lease expired and {} probes went unanswered \
                  ({after} ms after the lease)",
-                self.settings.probe_misses
+                self.io.settings.probe_misses
             ),
         );
         let held: Vec<Ipv4Addr> = self.book.held_on(id).collect();
         for vip in held {
             let revision = self.book.revision(vip);
             let epoch = self.program(vip, None);
-            self.observer.follow_record(vip, None, revision, epoch, &format!("host {id} is down"));
+            self.io.observer.follow_record(vip, None, revision, epoch, &format!("host {id} is down"));
             if !self.inflight.contains(&vip) {
                 self.start_commit(vip, Commit { holder: None, reason: "host down" });
             }
@@ -500,14 +589,14 @@ impl Loop {
 
     /// Sends a hint to every peer not down.
     fn hint(&self, vip: Ipv4Addr, holder: Option<Holder>, base: u64) {
-        if !self.settings.hints {
+        if !self.io.settings.hints {
             return;
         }
-        let datagram = peers::encode_hint(&Hint { vip, holder, base, from: self.me.id.clone() });
+        let datagram = peers::encode_hint(&Hint { vip, holder, base, from: self.io.me.id.clone() });
         for p in self.peers.values().filter(|p| !p.down) {
             let to = SocketAddrV4::new(p.record.underlay, p.record.hint_port);
             match self.hint_socket.try_send_to(&datagram, to.into()) {
-                Ok(_) => PeerStats::count(&self.status.peer.hints_sent),
+                Ok(_) => PeerStats::count(&self.io.status.peer.hints_sent),
                 Err(e) => debug!(host = %p.record.id, error = %e, "hint not sent"),
             }
         }
@@ -515,9 +604,9 @@ impl Loop {
 
     fn apply(&mut self, vip: Ipv4Addr, decision: Decision, revision: u64, why: &str) {
         let Decision::Program(holder) = decision else { return };
-        ClusterStatus::count(&self.status.records_applied);
+        ClusterStatus::count(&self.io.status.records_applied);
         let epoch = self.program(vip, holder.as_ref());
-        self.observer.follow_record(vip, holder.as_ref(), revision, epoch, why);
+        self.io.observer.follow_record(vip, holder.as_ref(), revision, epoch, why);
     }
 
     /// Brings the kernel's holder of `vip` to `holder` (a CAS on the epoch:
@@ -526,7 +615,7 @@ impl Loop {
     fn program(&mut self, vip: Ipv4Addr, holder: Option<&Holder>) -> u64 {
         let target = match holder {
             None => Some(HolderTarget::None),
-            Some(h) if h.host == self.me.id => {
+            Some(h) if h.host == self.io.me.id => {
                 self.local_ifindex(&h.vnic).map(|ifindex| HolderTarget::Local { ifindex, mac: h.mac })
             }
             Some(h) => self
@@ -545,7 +634,7 @@ impl Loop {
     }
 
     fn write(&mut self, vip: Ipv4Addr, target: HolderTarget) -> u64 {
-        let mut maps = lock(&self.maps);
+        let mut maps = lock(&self.io.maps);
         let Some(slot) = maps.vip_slot(&VipKey::from(vip)) else {
             self.dirty = true;
             return 0;
@@ -567,7 +656,8 @@ impl Loop {
     fn converge(&mut self) {
         let vips: Vec<(Ipv4Addr, Option<Holder>)> = {
             let book = &self.book;
-            self.store
+            self.io
+                .store
                 .desired()
                 .state
                 .havips
@@ -579,25 +669,30 @@ impl Loop {
         for (vip, holder) in vips {
             let revision = self.book.revision(vip);
             let epoch = self.program(vip, holder.as_ref());
-            self.observer.follow_record(vip, holder.as_ref(), revision, epoch, "converged");
+            self.io.observer.follow_record(vip, holder.as_ref(), revision, epoch, "converged");
         }
     }
 
     fn local_ifindex(&self, vnic: &str) -> Option<u32> {
-        let desired = self.store.desired().state;
+        let desired = self.io.store.desired().state;
         let ifname = &desired.vnics.get(vnic)?.ifname;
-        self.links.borrow().get(ifname).filter(|l| l.up).map(|l| l.ifindex)
+        self.io.links.borrow().get(ifname).filter(|l| l.up).map(|l| l.ifindex)
     }
 
     fn publish_hosts(&self) {
+        // Before the first snapshot, the peers are not known: publishing
+        // none would take every VTEP out of the maps.
+        if !self.synced {
+            return;
+        }
         let mut hosts: BTreeMap<String, HostRecord> = self
             .peers
             .iter()
             .filter(|(_, p)| !p.down)
             .map(|(id, p)| (id.clone(), p.record.clone()))
             .collect();
-        hosts.insert(self.me.id.clone(), self.me.clone());
-        self.hosts.send_if_modified(|h| {
+        hosts.insert(self.io.me.id.clone(), self.io.me.clone());
+        self.io.hosts.send_if_modified(|h| {
             let changed = *h != hosts;
             *h = hosts;
             changed
@@ -616,7 +711,7 @@ impl Loop {
                 (id.clone(), PeerView { record: p.record.clone(), state, misses: p.misses })
             })
             .collect();
-        *lock(&self.status.peers) = views;
+        *lock(&self.io.status.peers) = views;
     }
 }
 

@@ -15,8 +15,12 @@
 //! - While this host commits a claim of its own, its kernel is ahead of the
 //!   store: records are booked but not programmed until the commit answers
 //!   (won: ours; lost: the winner it returns).
+//! - A hint no record confirms (its sender died before committing, or it
+//!   was forged) is dropped once the store has answered for a while without
+//!   it ([`HolderBook::expire_hints`]); while the store is unreachable hints
+//!   stay, since they are then the only news.
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{collections::BTreeMap, net::Ipv4Addr, time::Instant};
 
 use havip_model::Holder;
 use serde::{Deserialize, Serialize};
@@ -62,7 +66,8 @@ pub struct Pending {
 #[derive(Clone, Debug, Default)]
 struct Entry {
     record: Option<HolderRecord>,
-    hinted: Option<Hint>,
+    /// A hint applied over the record, and when.
+    hinted: Option<(Hint, Instant)>,
     pending: Option<Pending>,
 }
 
@@ -97,7 +102,7 @@ impl HolderBook {
         if let Some(p) = &e.pending {
             return Some(p.holder.as_ref());
         }
-        if let Some(h) = &e.hinted {
+        if let Some((h, _)) = &e.hinted {
             return Some(h.holder.as_ref());
         }
         e.record.as_ref().map(|r| r.holder.as_ref())
@@ -124,8 +129,8 @@ impl HolderBook {
         Decision::Program(holder)
     }
 
-    /// A peer's hint.
-    pub fn on_hint(&mut self, hint: Hint) -> Decision {
+    /// A peer's hint, received at `now`.
+    pub fn on_hint(&mut self, hint: Hint, now: Instant) -> Decision {
         let e = self.vips.entry(hint.vip).or_default();
         if hint.base != e.revision() {
             return Decision::Ignore("stale: its base is not the applied revision");
@@ -133,12 +138,26 @@ impl HolderBook {
         if e.pending.is_some() {
             return Decision::Ignore("a claim of this host is being committed");
         }
-        if e.hinted.as_ref().is_some_and(|h| h.holder == hint.holder) {
+        if e.hinted.as_ref().is_some_and(|(h, _)| h.holder == hint.holder) {
             return Decision::Keep;
         }
         let holder = hint.holder.clone();
-        e.hinted = Some(hint);
+        e.hinted = Some((hint, now));
         Decision::Program(holder)
+    }
+
+    /// Drops every hint applied before `before` that no record has
+    /// confirmed or replaced since: the VIP goes back to its record.
+    pub fn expire_hints(&mut self, before: Instant) -> Vec<(Ipv4Addr, Decision)> {
+        let mut out = Vec::new();
+        for (vip, e) in &mut self.vips {
+            if e.pending.is_some() || e.hinted.as_ref().is_none_or(|(_, at)| *at >= before) {
+                continue;
+            }
+            e.hinted = None;
+            out.push((*vip, Decision::Program(e.record.as_ref().and_then(|r| r.holder.clone()))));
+        }
+        out
     }
 
     /// A local claim (or a clear) to commit: returns the base revision to
@@ -221,16 +240,16 @@ mod tests {
         let bb = holder("hv2", "vnic-b");
         b.on_record(rec(4, Some(a.clone())));
         // Stale: based on a revision this host has moved past (or not reached).
-        assert!(matches!(b.on_hint(hint(3, bb.clone())), Decision::Ignore(_)));
-        assert!(matches!(b.on_hint(hint(5, bb.clone())), Decision::Ignore(_)));
-        assert_eq!(b.on_hint(hint(4, bb.clone())), Decision::Program(Some(bb.clone())));
-        assert_eq!(b.on_hint(hint(4, bb.clone())), Decision::Keep);
+        assert!(matches!(b.on_hint_now(hint(3, bb.clone())), Decision::Ignore(_)));
+        assert!(matches!(b.on_hint_now(hint(5, bb.clone())), Decision::Ignore(_)));
+        assert_eq!(b.on_hint_now(hint(4, bb.clone())), Decision::Program(Some(bb.clone())));
+        assert_eq!(b.on_hint_now(hint(4, bb.clone())), Decision::Keep);
         assert_eq!(b.holder(VIP), Some(Some(&bb)));
         // The hint lost its race in the store: the committed record wins.
         assert_eq!(b.on_record(rec(6, Some(a.clone()))), Decision::Program(Some(a.clone())));
         assert_eq!(b.holder(VIP), Some(Some(&a)));
         // And a hint on the old base is stale now.
-        assert!(matches!(b.on_hint(hint(4, bb)), Decision::Ignore(_)));
+        assert!(matches!(b.on_hint_now(hint(4, bb)), Decision::Ignore(_)));
     }
 
     #[test]
@@ -243,7 +262,7 @@ mod tests {
         assert_eq!(b.holder(VIP), Some(Some(&a)));
         // A peer's record committed meanwhile is booked, not programmed.
         assert_eq!(b.on_record(rec(5, Some(bb.clone()))), Decision::Keep);
-        assert!(matches!(b.on_hint(hint(5, bb.clone())), Decision::Ignore(_)));
+        assert!(matches!(b.on_hint_now(hint(5, bb.clone())), Decision::Ignore(_)));
         // Lost against it: the winner is what the kernel follows.
         assert_eq!(b.commit_resolved(rec(5, Some(bb.clone()))), Decision::Program(Some(bb.clone())));
         assert!(b.pending(VIP).is_none());
@@ -253,7 +272,35 @@ mod tests {
         assert_eq!(b.revision(VIP), 6);
         // A late answer about an older revision changes nothing.
         b.commit_started(VIP, None);
-        assert_eq!(b.commit_resolved(rec(5, Some(bb))), Decision::Program(Some(a)));
+        assert_eq!(b.commit_resolved(rec(5, Some(bb))), Decision::Program(Some(a.clone())));
+        // The book keeps the newer record: what the host shows is its
+        // revision, not the answer's (control::cluster reads it back).
+        assert_eq!(b.revision(VIP), 6);
+        assert_eq!(b.record(VIP).map(|r| (r.revision, r.holder.clone())), Some((6, Some(a))));
+    }
+
+    impl HolderBook {
+        fn on_hint_now(&mut self, h: Hint) -> Decision {
+            self.on_hint(h, Instant::now())
+        }
+    }
+
+    #[test]
+    fn a_hint_no_record_confirms_expires_back_to_the_record() {
+        let mut b = HolderBook::default();
+        let a = holder("hv1", "vnic-a");
+        let bb = holder("hv2", "vnic-b");
+        b.on_record(rec(4, Some(a.clone())));
+        let t0 = Instant::now();
+        assert_eq!(b.on_hint(hint(4, bb.clone()), t0), Decision::Program(Some(bb.clone())));
+        assert!(b.expire_hints(t0).is_empty(), "not older than the cut-off");
+        let later = t0 + std::time::Duration::from_secs(1);
+        assert_eq!(b.expire_hints(later), vec![(VIP, Decision::Program(Some(a.clone())))]);
+        assert_eq!(b.holder(VIP), Some(Some(&a)));
+        // A confirmed hint leaves nothing to expire.
+        b.on_hint(hint(4, bb.clone()), t0);
+        b.on_record(rec(5, Some(bb)));
+        assert!(b.expire_hints(later).is_empty());
     }
 
     #[test]

@@ -3,7 +3,11 @@
 //! data plane decided (holders, claims), the [`verifier`] checks that each
 //! holder really has its VIP and corrects it when not, the [`feed`] tells
 //! the operator (`havipctl events`, the log), and [`latency`] measures how
-//! far all this lags behind the data plane.
+//! far all this lags behind the data plane. With many hosts, the
+//! [`cluster`] loop keeps this host's data plane on the shared store's
+//! holder records (the [`holders`] book), commits this host's claims,
+//! talks to the [`peers`] directly, and [`underlay`] follows the network
+//! between hosts.
 
 pub mod cluster;
 pub mod feed;

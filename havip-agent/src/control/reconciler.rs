@@ -5,6 +5,7 @@
 
 use std::{
     collections::BTreeMap,
+    net::Ipv4Addr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -28,7 +29,7 @@ use crate::{
     datapath::{
         loader::{Attach, Dataplane},
         maps::Maps,
-        plan::{reconcile, EipNat, MapTarget, Uplink},
+        plan::{reconcile, EipNat, MapTarget, UnderlayTarget, Uplink},
     },
     host::{
         links::{Link, Links},
@@ -146,11 +147,24 @@ impl Reconciler {
         self.attach(&snap.state, &links)?;
         let mut target = self.target(&snap.state, &links);
         target.uplink = *self.inputs.uplink.borrow_and_update();
-        if let Some(u) = &*self.inputs.underlay.borrow_and_update() {
-            target.underlay = Some(u.target);
-            target.vteps = u.vteps.clone();
-        }
         let mut maps = lock(&self.inputs.maps);
+        match &*self.inputs.underlay.borrow_and_update() {
+            Some(u) => {
+                target.underlay = Some(u.target);
+                target.vteps = u.vteps.clone();
+            }
+            // Not known yet (an agent starting): what the maps have stays,
+            // so traffic between hosts never stops for a restart.
+            None => {
+                target.underlay = UnderlayTarget::from_port(&maps.underlay()?);
+                target.vteps = maps
+                    .vteps()
+                    .entries()?
+                    .into_iter()
+                    .map(|(k, v)| (Ipv4Addr::from(k.addr), v.next_hop_mac))
+                    .collect();
+            }
+        }
         let applied = reconcile(&mut *maps, &target).context("reconciling the maps")?;
         if applied.ops > 0 {
             info!(revision = snap.revision, ?applied, "maps reconciled");

@@ -51,6 +51,10 @@ pub async fn follow(
     mut hosts: watch::Receiver<BTreeMap<String, HostRecord>>,
     tx: watch::Sender<Option<UnderlayPlan>>,
 ) -> Result<()> {
+    // The first hosts come with the cluster's first snapshot: a plan made
+    // before would name no peer and remove every VTEP a restarting agent's
+    // maps still have.
+    hosts.changed().await.context("the hosts feed closed")?;
     loop {
         let peers = hosts.borrow_and_update().clone();
         let complete = match resolve(&rtnl, &spec, &peers).await {

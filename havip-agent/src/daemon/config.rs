@@ -203,12 +203,15 @@ impl RawStore {
         }
         let defaults = EtcdSettings::new(Vec::new());
         let lease_ttl_s = self.lease_ttl_s.unwrap_or(defaults.lease_ttl.as_secs());
-        if lease_ttl_s == 0 {
-            bail!("store.lease_ttl_s must be at least 1 (etcd grants leases in whole seconds)");
+        if !(1..=MAX_LEASE_TTL_S).contains(&lease_ttl_s) {
+            bail!(
+                "store.lease_ttl_s is {lease_ttl_s}: it must be 1 to {MAX_LEASE_TTL_S} (whole seconds; a host is \
+                 only thought gone after its lease expires)"
+            );
         }
         let dial_timeout_ms = self.dial_timeout_ms.unwrap_or(defaults.dial_timeout.as_millis() as u64);
-        if dial_timeout_ms == 0 {
-            bail!("store.dial_timeout_ms must be at least 1");
+        if !(1..=MAX_DIAL_TIMEOUT_MS).contains(&dial_timeout_ms) {
+            bail!("store.dial_timeout_ms is {dial_timeout_ms}: it must be 1 to {MAX_DIAL_TIMEOUT_MS}");
         }
         let max_txn_ops = self.max_txn_ops.unwrap_or(defaults.max_txn_ops);
         if max_txn_ops < 2 {
@@ -226,6 +229,11 @@ impl RawStore {
         }))
     }
 }
+
+/// The longest registration lease `[store] lease_ttl_s` may ask for, s.
+pub const MAX_LEASE_TTL_S: u64 = 3600;
+/// The longest `[store] dial_timeout_ms`.
+pub const MAX_DIAL_TIMEOUT_MS: u64 = 60_000;
 
 /// `[underlay]`: the network between hosts (many hosts): the NIC whose IPv4
 /// address is this host's VTEP, the VPC's VNI, the UDP ports, and how peers
@@ -601,8 +609,18 @@ mod tests {
             ("ca = \"/etc/havip/etcd-ca.pem\"\n", "", "need store.ca"),
             ("https://198.18.0.12", "http://198.18.0.12", "is plain http while store.ca is set"),
             ("https://198.18.0.12:2379", "198.18.0.12:2379", "is not an http:// or https:// URL"),
-            ("lease_ttl_s = 2", "lease_ttl_s = 0", "store.lease_ttl_s must be at least 1"),
-            ("dial_timeout_ms = 500", "dial_timeout_ms = 0", "store.dial_timeout_ms must be at least 1"),
+            ("lease_ttl_s = 2", "lease_ttl_s = 0", "store.lease_ttl_s is 0: it must be 1 to 3600"),
+            ("lease_ttl_s = 2", "lease_ttl_s = 3601", "store.lease_ttl_s is 3601: it must be 1 to 3600"),
+            (
+                "dial_timeout_ms = 500",
+                "dial_timeout_ms = 0",
+                "store.dial_timeout_ms is 0: it must be 1 to 60000",
+            ),
+            (
+                "dial_timeout_ms = 500",
+                "dial_timeout_ms = 9223372036854775807",
+                "store.dial_timeout_ms is 9223372036854775807",
+            ),
             ("dial_timeout_ms = 500", "max_txn_ops = 1", "store.max_txn_ops must be at least 2"),
             ("dial_timeout_ms = 500", "prefix = \"havip\"", "store.prefix \"havip\""),
             ("dial_timeout_ms = 500", "prefix = \"/havip/\"", "must start with '/' and not end with '/'"),
@@ -642,6 +660,19 @@ mod tests {
         assert!(Config::parse("[underlay]\ninterface = \"ul0\"\nvni = 7").unwrap().underlay.is_some());
         assert!(refused("[underlay]\ninterface = \"ul0\"\nvni = 7\nvxlan_port = 0")
             .contains("vxlan_port must not be 0"));
+    }
+
+    #[test]
+    fn the_shipped_many_hosts_example_parses_uncommented() {
+        let shipped = include_str!("../../../deploy/havip.toml");
+        let example: Vec<&str> = shipped[shipped.find("# [store]").expect("the example")..]
+            .lines()
+            .map(|l| l.strip_prefix("# ").or(l.strip_prefix('#')).unwrap_or(l))
+            .collect();
+        let c = Config::parse(&example.join("\n")).unwrap();
+        let StoreSettings::Etcd(e) = &c.store else { panic!("{:?}", c.store) };
+        assert_eq!((e.endpoints.len(), e.tls.as_ref().map(|t| t.identity.is_some())), (3, Some(true)));
+        assert_eq!(c.underlay.unwrap().vni, 1001);
     }
 
     #[test]

@@ -103,7 +103,8 @@ async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>> {
 /// Many hosts: the etcd cluster client (`[store] backend = "etcd"`),
 /// connected lazily and not yet registered; `None` with redb (one host).
 /// The caller registers with [`host_record`] and the lease TTL of
-/// `[store] lease_ttl_s` (`EtcdSettings::lease_ttl`), then follows.
+/// `[store] lease_ttl_s`: `cluster.register(host_record(&cfg, vtep)?,
+/// cluster.settings().lease_ttl)`, then follows (`cluster.follow(every)`).
 pub async fn connect_cluster(cfg: &Config) -> Result<Option<EtcdCluster>> {
     let StoreSettings::Etcd(settings) = &cfg.store else { return Ok(None) };
     Ok(Some(EtcdCluster::connect(settings).await.context("connecting to the etcd cluster")?))
@@ -324,7 +325,26 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
     let _owner = PinLock::acquire(pin_root)?;
     let mut dp = Dataplane::open(pin_root, cfg.capacity)?;
     info!(dir = %dp.dir().display(), "data plane loaded");
-    let store = open_store(&cfg).await?;
+    // etcd may be unreachable as the agent starts: the data plane keeps
+    // forwarding on what it has (nothing is touched before the store
+    // answers), and the agent keeps trying, saying so.
+    let mut backoff = STORE_RETRY_MIN;
+    let store = loop {
+        match open_store(&cfg).await {
+            Ok(store) => break store,
+            Err(e) if matches!(cfg.store, StoreSettings::Etcd(_)) => {
+                warn!(error = %format!("{e:#}"), retry_in = ?backoff,
+                    "the shared store does not answer: the data plane keeps forwarding on what it has; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = term.recv() => return Ok(()),
+                    _ = int.recv() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(STORE_RETRY_MAX);
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let config_not_applied = apply_config(&*store, &cfg);
 
     let (links, follow_links) = links::watch_links().await?;
@@ -360,24 +380,26 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
             tokio::spawn(underlay::follow(rtnl.clone(), spec, hosts_rx, underlay_tx));
             let status = Arc::new(ClusterStatus::default());
             cluster_status = Some(status.clone());
-            Some(many::run(ClusterInputs {
-                me,
-                cluster,
-                settings: PeerSettings {
-                    probe_interval: Duration::from_millis(u.probe_interval_ms),
-                    probe_misses: u.probe_misses,
-                    hints: u.hints,
-                    resync_every: CLUSTER_RESYNC,
+            Some(many::run(
+                ClusterInputs {
+                    me,
+                    cluster,
+                    settings: PeerSettings {
+                        probe_interval: Duration::from_millis(u.probe_interval_ms),
+                        probe_misses: u.probe_misses,
+                        hints: u.hints,
+                        resync_every: CLUSTER_RESYNC,
+                    },
+                    maps: maps.clone(),
+                    store: store.clone(),
+                    links: links.clone(),
+                    feed: feed.clone(),
+                    observer: observer.clone(),
+                    hosts: hosts_tx,
+                    status,
                 },
-                maps: maps.clone(),
-                store: store.clone(),
-                links: links.clone(),
-                feed: feed.clone(),
-                observer: observer.clone(),
-                claims: claims_rx,
-                hosts: hosts_tx,
-                status,
-            }))
+                claims_rx,
+            ))
         }
         _ => None,
     };

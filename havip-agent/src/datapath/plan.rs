@@ -69,6 +69,21 @@ pub struct UnderlayTarget {
 }
 
 impl UnderlayTarget {
+    /// What an `underlay[0]` entry says; `None` for the all-zero entry (no
+    /// underlay).
+    pub fn from_port(p: &UnderlayPort) -> Option<Self> {
+        (p.ifindex != 0).then(|| Self {
+            ifindex: p.ifindex,
+            mac: p.mac,
+            mtu: p.mtu,
+            addr: Ipv4Addr::from(p.addr),
+            vni: p.vni,
+            vxlan_port: u16::from_be(p.vxlan_port),
+            probe_port: u16::from_be(p.probe_port),
+            gateway_vtep: (p.gateway_vtep != [0; 4]).then(|| Ipv4Addr::from(p.gateway_vtep)),
+        })
+    }
+
     /// The `underlay[0]` entry (ports in network order).
     pub fn port(&self) -> UnderlayPort {
         UnderlayPort {

@@ -100,7 +100,7 @@ impl EtcdSettings {
     /// How long one request may take before it counts as failed: three dial
     /// timeouts, at least 1 s (a leader election takes about one).
     pub fn request_timeout(&self) -> Duration {
-        (self.dial_timeout * 3).max(Duration::from_secs(1))
+        self.dial_timeout.saturating_mul(3).max(Duration::from_secs(1))
     }
 
     /// The endpoints as one string, for error messages.
@@ -481,6 +481,9 @@ impl EtcdCluster {
     /// again, logged. Returns at once (an unreachable etcd is retried with
     /// backoff, forever); [`EtcdCluster::registration`] says how it goes.
     /// Calling it again replaces the previous registration task.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (the task is spawned on the current one).
     pub fn register(&self, record: HostRecord, ttl: Duration) -> watch::Receiver<Registration> {
         *lock(&self.shared.host) = Some(record.id.clone());
         let task = tokio::spawn(keep_registered(
@@ -494,6 +497,12 @@ impl EtcdCluster {
             old.abort();
         }
         self.registration()
+    }
+
+    /// The settings it was connected with (e.g. `lease_ttl` for
+    /// [`EtcdCluster::register`]).
+    pub fn settings(&self) -> &EtcdSettings {
+        &self.conn.settings
     }
 
     /// This host's registration, as it changes.
@@ -577,14 +586,35 @@ impl EtcdCluster {
     /// watch again from its revision + 1: nothing is missed. etcd
     /// unreachable: `Reachable(false)`, retried with backoff (50 ms to 2 s)
     /// forever; back: `Reachable(true)`, then `Resynced`. Ends when the
-    /// receiver is dropped; never panics.
+    /// receiver is dropped; never panics once started.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (the follower is spawned on the current one).
     pub fn follow(&self, resync_every: Duration) -> mpsc::Receiver<ClusterEvent> {
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(self.clone().run_follower(resync_every, tx));
+        tokio::spawn(self.clone().run_follower(resync_every, tx, None));
         rx
     }
 
-    async fn run_follower(self, resync_every: Duration, tx: mpsc::Sender<ClusterEvent>) {
+    /// [`EtcdCluster::follow`] from a view the caller already has (from
+    /// [`EtcdCluster::view`]): no first `Resynced`, the watch starts at
+    /// `view.revision + 1`; if that revision was compacted meanwhile, the
+    /// first event is a `Resynced` of a fresh snapshot.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn follow_from(&self, view: ClusterView, resync_every: Duration) -> mpsc::Receiver<ClusterEvent> {
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(self.clone().run_follower(resync_every, tx, Some(view)));
+        rx
+    }
+
+    async fn run_follower(
+        self,
+        resync_every: Duration,
+        tx: mpsc::Sender<ClusterEvent>,
+        mut have: Option<ClusterView>,
+    ) {
         let mut reachable: Option<bool> = None;
         let mut backoff = Backoff::new();
         // The range [<p>/holders/, end of <p>/hosts/) holds both prefixes
@@ -594,32 +624,15 @@ impl EtcdCluster {
             if tx.is_closed() {
                 return;
             }
-            let view = match self.view().await {
-                Ok(v) => v,
-                Err(e) => {
-                    if reachable != Some(false) {
-                        warn!(error = %format!("{e:#}"), "etcd unreachable: following holders paused, retried");
-                        reachable = Some(false);
-                        if tx.send(ClusterEvent::Reachable(false)).await.is_err() {
-                            return;
-                        }
-                    }
-                    backoff.failed("reading hosts and holders", &e).await;
-                    continue;
+            let from = if let Some(view) = have.take() {
+                view.revision as i64 + 1
+            } else {
+                match self.snapshot(&tx, &mut reachable, &mut backoff).await {
+                    Some(from) => from,
+                    None if tx.is_closed() => return,
+                    None => continue,
                 }
             };
-            backoff.reset();
-            if reachable == Some(false) {
-                info!(revision = view.revision, "etcd reachable again: resynced");
-                if tx.send(ClusterEvent::Reachable(true)).await.is_err() {
-                    return;
-                }
-            }
-            reachable = Some(true);
-            let from = view.revision as i64 + 1;
-            if tx.send(ClusterEvent::Resynced(view)).await.is_err() {
-                return;
-            }
             let end_reason = match RangeWatch::start(&self.conn, &start, end.clone(), from).await {
                 Ok(mut w) => {
                     let deadline = sleep(resync_every);
@@ -655,6 +668,39 @@ impl EtcdCluster {
                 }
             }
         }
+    }
+
+    /// Reads a snapshot and sends it as `Resynced` (after `Reachable(true)`
+    /// if etcd was unreachable); on failure says `Reachable(false)` once
+    /// and waits the backoff. The revision to watch from, or `None` (failed,
+    /// or the receiver is gone).
+    async fn snapshot(
+        &self,
+        tx: &mpsc::Sender<ClusterEvent>,
+        reachable: &mut Option<bool>,
+        backoff: &mut Backoff,
+    ) -> Option<i64> {
+        let view = match self.view().await {
+            Ok(v) => v,
+            Err(e) => {
+                if *reachable != Some(false) {
+                    warn!(error = %format!("{e:#}"), "etcd unreachable: following holders paused, retried");
+                    *reachable = Some(false);
+                    tx.send(ClusterEvent::Reachable(false)).await.ok()?;
+                }
+                backoff.failed("reading hosts and holders", &e).await;
+                return None;
+            }
+        };
+        backoff.reset();
+        if *reachable == Some(false) {
+            info!(revision = view.revision, "etcd reachable again: resynced");
+            tx.send(ClusterEvent::Reachable(true)).await.ok()?;
+        }
+        *reachable = Some(true);
+        let from = view.revision as i64 + 1;
+        tx.send(ClusterEvent::Resynced(view)).await.ok()?;
+        Some(from)
     }
 
     /// A watch event as a cluster event.

@@ -68,7 +68,13 @@ impl Ctl {
 
 /// The agent's Prometheus metrics: `(name{labels}, value)` samples.
 pub fn metrics(lab: &Lab) -> Result<Vec<(String, f64)>> {
-    let text = netns::run_in(lab.topo.hv(), || {
+    metrics_in(lab.topo.hv())
+}
+
+/// The metrics of the agent running in namespace `ns` (a host of the lab
+/// with many hosts): `(name{labels}, value)` samples.
+pub fn metrics_in(ns: &str) -> Result<Vec<(String, f64)>> {
+    let text = netns::run_in(ns, || {
         let mut conn = TcpStream::connect(agent::METRICS).context("connecting to the metrics address")?;
         conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: havip\r\n\r\n")?;
         let mut text = String::new();
