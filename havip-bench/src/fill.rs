@@ -104,7 +104,7 @@ impl Plane {
     }
 }
 
-fn open(pins: &Pins, name: &str) -> Result<Plane> {
+pub fn open(pins: &Pins, name: &str) -> Result<Plane> {
     let mut dp =
         Dataplane::open(&pins.root(name), topo::CAPACITY).with_context(|| format!("data plane {name}"))?;
     let maps = dp.take_maps()?;

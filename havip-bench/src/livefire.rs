@@ -6,7 +6,6 @@ use anyhow::{Context, Result};
 use aya::programs::Xdp;
 
 use crate::{
-    frames::Frame,
     progs::{self, Sink, LIVE_BATCH},
     stop,
 };
@@ -15,7 +14,8 @@ use crate::{
 pub struct Path<'a> {
     pub name: String,
     pub prog: &'a Xdp,
-    pub frame: Frame,
+    /// Any length (the bench's frames, or VXLAN ones 50 bytes longer).
+    pub frame: Vec<u8>,
     pub ingress: u32,
     pub packets: u32,
     pub sink: &'a Sink,

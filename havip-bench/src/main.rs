@@ -12,6 +12,8 @@
 mod branches;
 mod control;
 mod cpu;
+mod cscale;
+mod encap;
 mod failover;
 mod fill;
 mod frames;
@@ -24,6 +26,7 @@ mod report;
 mod stats;
 mod stop;
 mod topo;
+mod xhost;
 
 use std::{
     fs,
@@ -72,6 +75,12 @@ struct Args {
     /// keepalived failover cycles in the lab (each: vm-a stops, then preempts back); 0 skips.
     #[arg(long, default_value_t = 5)]
     keepalived_cycles: usize,
+    /// Failovers (vm-a <-> vm-b) per cross-host re-point part.
+    #[arg(long, default_value_t = 50)]
+    cross_host_failovers: usize,
+    /// Claims committed per host count in the control-plane scale part.
+    #[arg(long, default_value_t = 100)]
+    scale_commits: usize,
     /// Only these parts (comma-separated; default: all); the others are recorded as skipped.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Part>,
@@ -192,6 +201,9 @@ fn run() -> Result<Vec<String>> {
         control: None,
         agent: None,
         keepalived: None,
+        encap: None,
+        cross_host: Vec::new(),
+        control_scale: None,
         programs: Vec::new(),
         goals: Vec::new(),
     };
@@ -217,6 +229,14 @@ fn run() -> Result<Vec<String>> {
     })?;
     results.keepalived = parts
         .measure(Part::Keepalived, Part::Keepalived.title(), || failover::run(args.keepalived_cycles))?;
+    for hints in [false, true] {
+        let measured = parts.measure(Part::CrossHost, &report::cross_host_title(hints), || {
+            xhost::run(hints, args.cross_host_failovers)
+        })?;
+        results.cross_host.push(report::CrossHostRun { hints, measured });
+    }
+    results.control_scale =
+        parts.measure(Part::ControlScale, Part::ControlScale.title(), || cscale::run(args.scale_commits))?;
     results.failed = parts.failed;
     results.skipped = parts.skipped;
     results.goals = report::goals(&results);
@@ -339,6 +359,7 @@ impl Bench<'_> {
         let measured =
             parts.measure(Part::Repoint, &repoint_title(progs::LIVE_BATCH, true), || self.repoint_real())?;
         results.repoint.push(RepointRun { batch: progs::LIVE_BATCH, real_traffic: true, measured });
+        results.encap = parts.measure(Part::Encap, Part::Encap.title(), || self.encap())?;
         if let Some(Ok(bed)) = self.bed.take() {
             results.control = Some(bed.control);
             results.programs = bed.programs;
@@ -355,6 +376,19 @@ impl Bench<'_> {
             .map_err(|e| anyhow!("the set-up the lab's parts share failed: {e}"))
     }
 
+    /// VXLAN in XDP against the encap limit and the kernel (encap.rs), in
+    /// namespaces of its own; the thread goes back to hv after.
+    fn encap(&mut self) -> Result<report::Encap> {
+        let setup = encap::Setup {
+            pins: self.pins,
+            cpu: self.bench_cpu,
+            rounds: self.args.rounds,
+            packets: self.args.packets,
+            kernel_packets: self.args.kernel_packets,
+        };
+        encap::run(&setup, Some(self.topo.hv.name()))
+    }
+
     /// limit / havip / kernel as clients send to them, and havip on frames
     /// addressed to another MAC.
     fn throughput(&mut self) -> Result<Throughput> {
@@ -369,10 +403,10 @@ impl Bench<'_> {
         let limit = Spray::load(bed.lab.prog(Lab::LIMIT)?.fd()?, VIP, bed.vip_slot, 1)?;
         let havip = Spray::load(bed.prod.dp.program()?.fd()?, VIP, bed.vip_slot, 1)?;
         bed.lab.set_template(&bed.to_vip)?;
-        let path = |name: &str, prog, frame, packets| Path {
+        let path = |name: &str, prog, frame: Frame, packets| Path {
             name: name.to_owned(),
             prog,
-            frame,
+            frame: frame.to_vec(),
             ingress: c.host_ifindex,
             packets,
             sink: &bed.sink_a,
@@ -446,7 +480,7 @@ impl Bench<'_> {
         let path = |name: String, prog| Path {
             name,
             prog,
-            frame: bed.to_vmac,
+            frame: bed.to_vmac.to_vec(),
             ingress: topo.client.host_ifindex,
             packets: args.packets,
             sink: &bed.sink_a,

@@ -1,6 +1,7 @@
 //! A small hand-written SVG: median throughput with min–max whiskers for
-//! limit/havip/kernel, and for the VIP hit against HAVIP count. One y axis
-//! for both panels, so bars compare across them. A part without figures
+//! limit/havip/kernel, for the VIP hit against HAVIP count, and for VXLAN
+//! (encapsulation and decapsulation). One y axis for all panels, so bars
+//! compare across them. A part without figures
 //! leaves its panel empty but for why (failed or skipped).
 
 use std::{fmt::Write, fs, path::Path};
@@ -12,11 +13,13 @@ use crate::{
     stats::Spread,
 };
 
-const W: f64 = 920.0;
+const W: f64 = 1300.0;
 const H: f64 = 380.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 320.0;
 const PATH_COLORS: [&str; 3] = ["#4e79a7", "#f28e2b", "#59a14f"];
+/// VXLAN panel: limit, havip, kernel (encap), then limit, havip (decap).
+const VXLAN_COLORS: [&str; 5] = ["#4e79a7", "#f28e2b", "#59a14f", "#4e79a7", "#f28e2b"];
 /// Scale panel: one hot VIP, traffic spread over all.
 const SCALE_COLORS: [&str; 2] = ["#f28e2b", "#e15759"];
 
@@ -101,7 +104,7 @@ fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// Writes the plot of whatever of throughput and the scale curve was measured.
+/// Writes the plot of whatever of throughput, the scale curve and VXLAN was measured.
 pub fn write(path: &Path, r: &Results) -> Result<()> {
     // Real traffic first (the headline), then one core: limit / havip / kernel each.
     let real =
@@ -122,8 +125,21 @@ pub fn write(path: &Path, r: &Results) -> Result<()> {
             .collect()),
         None => Err(r.unmeasured(Part::Scale.title())),
     };
+    let vxlan: Bars = match &r.encap {
+        Some(e) => {
+            let short = ["limit enc", "havip enc", "kernel vxlan", "limit dec", "havip dec"];
+            Ok(e.encap_mpps
+                .iter()
+                .chain(&e.decap_mpps)
+                .zip(short)
+                .map(|(p, s)| (s.to_owned(), p.value))
+                .collect())
+        }
+        None => Err(r.unmeasured(Part::Encap.title())),
+    };
     let ymax =
-        [&paths, &scale].into_iter().flatten().flatten().map(|(_, s)| s.max).fold(1.0, f64::max) * 1.12;
+        [&paths, &scale, &vxlan].into_iter().flatten().flatten().map(|(_, s)| s.max).fold(1.0, f64::max)
+            * 1.12;
     let mut svg = String::new();
     let _ = writeln!(
         svg,
@@ -149,6 +165,14 @@ pub fn write(path: &Path, r: &Results) -> Result<()> {
         "havip VIP hit vs HAVIPs: one hot VIP / spread over all",
         &scale,
         &SCALE_COLORS,
+        ymax,
+    );
+    panel(
+        &mut svg,
+        (940.0, 340.0),
+        "VXLAN, one core: encapsulate / decapsulate",
+        &vxlan,
+        &VXLAN_COLORS,
         ymax,
     );
     let _ = writeln!(

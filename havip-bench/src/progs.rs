@@ -31,8 +31,8 @@ pub const LIVE_BATCH: u32 = 64;
 /// Runs `prog` on `repeat` live frames arriving on `ingress`: verdicts act
 /// for real (redirects are sent, XDP_PASS enters the stack). Wall time of
 /// the whole run, syscall included.
-pub fn live(prog: &Xdp, frame: &Frame, ingress: u32, repeat: u32, batch: u32) -> Result<Duration> {
-    let ctx = xdp_md(ingress);
+pub fn live(prog: &Xdp, frame: &[u8], ingress: u32, repeat: u32, batch: u32) -> Result<Duration> {
+    let ctx = havip_lab::frames::xdp_md(frame.len() as u32, ingress);
     let start = Instant::now();
     prog.test_run(TestRunOptions {
         data_in: Some(frame),
@@ -68,10 +68,10 @@ pub fn load(ebpf: &mut Ebpf, name: &str) -> Result<()> {
 /// `struct limit_cfg` in lab.bpf.c.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct LimitCfg {
-    dst: [u8; 6],
-    src: [u8; 6],
-    ifindex: u32,
+pub struct LimitCfg {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+    pub ifindex: u32,
 }
 
 // SAFETY: plain old data, no padding the C side lacks.

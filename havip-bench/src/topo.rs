@@ -29,7 +29,7 @@ pub fn netns(role: &str) -> Result<Netns> {
 }
 
 /// Sets sysctls inside `ns`. `ip netns exec` is fine here: sysctl needs no bpffs.
-fn sysctl(ns: &str, settings: &[&str]) -> Result<()> {
+pub fn sysctl(ns: &str, settings: &[&str]) -> Result<()> {
     let mut args = vec!["-qw"];
     args.extend_from_slice(settings);
     in_ns(ns, "sysctl", &args).map(drop)
@@ -76,7 +76,7 @@ pub fn ifindex(ns: &str, name: &str) -> Result<u32> {
     Ok(u32::try_from(idx)?)
 }
 
-fn veth(
+pub fn veth(
     hv: &Netns,
     guest: &Netns,
     host_name: &'static str,

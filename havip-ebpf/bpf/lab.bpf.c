@@ -32,6 +32,14 @@
  *                      where the program under test runs in that veth's
  *                      NAPI poll on another core (the bench's real-traffic
  *                      part).
+ *   xdp_encap_limit  - the practical ceiling of encapsulation: xdp_limit's
+ *                      MAC rewrite, then bpf_xdp_adjust_head(-50), the outer
+ *                      Ethernet/IPv4/UDP/VXLAN headers copied from
+ *                      encap_limit_config (a template, nothing computed per
+ *                      packet), devmap redirect (the bench's encap part).
+ *   xdp_decap_limit  - the same for decapsulation: bpf_xdp_adjust_head(+50)
+ *                      without reading the outer headers, xdp_limit's MAC
+ *                      rewrite, devmap redirect.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -270,6 +278,72 @@ int xdp_lookup(struct xdp_md *ctx)
 	if (!bpf_map_lookup_elem(&probe_vips, &iph->daddr))
 		return XDP_ABORTED;
 	return XDP_PASS;
+}
+
+/* encap_limit_config[0]: the outer headers xdp_encap_limit writes, wire
+ * order (lengths and checksum for the bench's frame size baked in). */
+struct encap_limit_cfg {
+	__u8 outer[HAVIP_VXLAN_OVERHEAD];
+	__u8 _pad[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct encap_limit_cfg);
+} encap_limit_config SEC(".maps");
+
+/* xdp_limit's rewrite: the inner MACs from limit_config, word copies. */
+static __always_inline int limit_macs(void *data, void *data_end, struct limit_cfg *cfg)
+{
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return -1;
+	*(__u64 *)eth = *(const __u64 *)cfg->dst;
+	*(__u32 *)((__u8 *)eth + 8) = *(const __u32 *)(cfg->dst + 8);
+	return 0;
+}
+
+SEC("xdp")
+int xdp_encap_limit(struct xdp_md *ctx)
+{
+	struct encap_limit_cfg *outer;
+	struct limit_cfg *cfg;
+	void *data, *data_end;
+	__u32 zero = 0;
+
+	cfg = bpf_map_lookup_elem(&limit_config, &zero);
+	outer = bpf_map_lookup_elem(&encap_limit_config, &zero);
+	if (!cfg || !outer)
+		return XDP_ABORTED;
+	if (limit_macs((void *)(long)ctx->data, (void *)(long)ctx->data_end, cfg))
+		return XDP_ABORTED;
+	if (bpf_xdp_adjust_head(ctx, -HAVIP_VXLAN_OVERHEAD))
+		return XDP_ABORTED;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + HAVIP_VXLAN_OVERHEAD > data_end)
+		return XDP_ABORTED;
+	__builtin_memcpy(data, outer->outer, HAVIP_VXLAN_OVERHEAD);
+	return bpf_redirect_map(&limit_ports, cfg->ifindex, XDP_DROP);
+}
+
+SEC("xdp")
+int xdp_decap_limit(struct xdp_md *ctx)
+{
+	struct limit_cfg *cfg;
+	__u32 zero = 0;
+
+	cfg = bpf_map_lookup_elem(&limit_config, &zero);
+	if (!cfg)
+		return XDP_ABORTED;
+	if (bpf_xdp_adjust_head(ctx, HAVIP_VXLAN_OVERHEAD))
+		return XDP_ABORTED;
+	if (limit_macs((void *)(long)ctx->data, (void *)(long)ctx->data_end, cfg))
+		return XDP_ABORTED;
+	return bpf_redirect_map(&limit_ports, cfg->ifindex, XDP_DROP);
 }
 
 /* GPL v2 plus the Apache-2.0 alternative: see the end of havip.bpf.c. */

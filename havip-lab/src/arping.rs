@@ -152,16 +152,22 @@ impl PacketSocket {
                 &mut len,
             );
             if n < 0 {
-                let err = std::io::Error::last_os_error();
-                return match err.kind() {
-                    std::io::ErrorKind::WouldBlock
-                    | std::io::ErrorKind::TimedOut
-                    | std::io::ErrorKind::Interrupted => Ok(None),
-                    _ => Err(err).context("receiving a frame"),
-                };
+                return no_frame(std::io::Error::last_os_error());
             }
             Ok(Some((n as usize, addr.sll_pkttype == libc::PACKET_OUTGOING)))
         }
+    }
+}
+
+/// A failed receive on a socket with a receive timeout: the timeout (or a
+/// signal, or nothing queued with `MSG_DONTWAIT`) is no frame, `None`;
+/// anything else is an error.
+pub fn no_frame<T>(err: std::io::Error) -> Result<Option<T>> {
+    match err.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted => {
+            Ok(None)
+        }
+        _ => Err(err).context("receiving a frame"),
     }
 }
 

@@ -219,6 +219,9 @@ pub fn ping(ns: &str, to: Ipv4Addr) -> Result<bool> {
 pub struct Options {
     /// etcd with TLS (certificates made by the lab, client certs required).
     pub tls: bool,
+    /// Agents without peer hints (`[underlay] hints = false`): holders move
+    /// between hosts through etcd alone (the bench's baseline).
+    pub no_hints: bool,
     /// What the single-host lab takes too: sections appended to every
     /// agent's config, the HAVIP's settings, keepalived's options.
     pub base: scenario::Options,
@@ -327,7 +330,15 @@ impl Lab {
     /// that has it, and the lab's extra sections. No desired state: that is
     /// applied once, through one agent ([`Lab::apply_desired`]).
     pub fn agent_config(&self, spec: &agent::Spec, h: Hv) -> String {
-        host_config(spec, h, &self.etcd.endpoints(), self.etcd.tls_files(), &self.opts.base.agent_sections)
+        let underlay = Underlay { hints: !self.opts.no_hints };
+        host_config(
+            spec,
+            h,
+            &self.etcd.endpoints(),
+            self.etcd.tls_files(),
+            underlay,
+            &self.opts.base.agent_sections,
+        )
     }
 
     /// Starts an agent on every host, each with its own config, pins and API socket.
@@ -551,6 +562,19 @@ impl Lab {
     }
 }
 
+/// What a host's `[underlay]` section sets beyond the interface and VNI.
+#[derive(Clone, Copy, Debug)]
+pub struct Underlay {
+    /// Peer hints (`hints`, the agent's default true).
+    pub hints: bool,
+}
+
+impl Default for Underlay {
+    fn default() -> Self {
+        Self { hints: true }
+    }
+}
+
 /// Host `h`'s agent config (see [`Lab::agent_config`]): `spec`'s `[agent]`
 /// with `h`'s id, etcd at `endpoints` (with `tls`), the underlay, the uplink
 /// if `h` has it, then `sections` (whole TOML sections).
@@ -559,11 +583,15 @@ pub fn host_config(
     h: Hv,
     endpoints: &[String],
     tls: Option<&crate::etcd::TlsFiles>,
+    underlay: Underlay,
     sections: &str,
 ) -> String {
     let mut cfg = spec.agent_section_as(Some(h.id));
     cfg += &store_section(endpoints, tls);
     cfg += &format!("\n[underlay]\ninterface = \"{UNDERLAY_IF}\"\nvni = {VNI}\n");
+    if !underlay.hints {
+        cfg += "hints = false\n";
+    }
     if h.uplink {
         cfg += &topology::uplink_section();
     }
@@ -623,12 +651,16 @@ mod tests {
             dir: "/l/hv3".into(),
         };
         let eps = ["http://198.18.0.11:2379".to_owned()];
-        let cfg = host_config(&spec, HV3, &eps, None, "[verification]\nenabled = false\n");
+        let cfg =
+            host_config(&spec, HV3, &eps, None, Underlay::default(), "[verification]\nenabled = false\n");
         assert!(cfg.starts_with("[agent]\nhost_id = \"hv3\"\nstore = "), "{cfg}");
         assert!(cfg.contains("api_socket = \"/l/hv3/api.sock\""));
         assert!(cfg.contains("\n[underlay]\ninterface = \"ul0\"\nvni = 1001\n"));
         assert!(cfg.contains("\n[uplink]\nname = \"uplink0\"\nnext_hop = \"198.51.100.2\"\n"));
         assert!(cfg.ends_with("\n[verification]\nenabled = false\n"));
-        assert!(!host_config(&spec, HV1, &eps, None, "").contains("[uplink]"));
+        assert!(!host_config(&spec, HV1, &eps, None, Underlay::default(), "").contains("[uplink]"));
+        assert!(!cfg.contains("hints"));
+        let etcd_only = host_config(&spec, HV1, &eps, None, Underlay { hints: false }, "");
+        assert!(etcd_only.contains("\n[underlay]\ninterface = \"ul0\"\nvni = 1001\nhints = false\n"));
     }
 }

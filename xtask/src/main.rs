@@ -331,8 +331,19 @@ fn fuzz(targets: &[String], seconds: u32, args: &[String]) -> Result<()> {
 /// writing under `<target>/bench` unless told otherwise.
 fn bench(args: &[String]) -> Result<()> {
     deps()?;
-    // The lab part of the bench runs the agent from next to the bench binary.
-    run(cargo().args(["build", "--release", "-p", "havip-bench", "-p", "havip-agent", "--bins"]))?;
+    // The lab parts of the bench run the agent (and, with many hosts,
+    // havipctl) from next to the bench binary.
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "havip-bench",
+        "-p",
+        "havip-agent",
+        "-p",
+        "havipctl",
+        "--bins",
+    ]))?;
     let bin = target_dir().join("release/havip-bench");
     let mut cmd = Command::new(&bin);
     if !args.iter().any(|a| a == "--out" || a.starts_with("--out=")) {
