@@ -156,7 +156,7 @@ fn a_kernel_vxlan_device_decapsulates_what_havip_encapsulates() -> Result<()> {
             reconcile(&mut maps, &target)?;
             let st = maps.vip(&VipKey { addr: VIP }).context("the VIP")?;
             assert_eq!(st.vmac, vmac(0));
-            let holder = HolderTarget::Remote { vtep: [198, 18, 0, 2].into(), mac: MAC_B };
+            let holder = HolderTarget::Remote { vtep: [198, 18, 0, 2].into(), mac: MAC_B, next_hop: HV2_MAC };
             assert!(maps.write_holder(st.slot, st.epoch, holder)?);
 
             let guest = PacketSocket::open(&CString::new("guest-c")?, ETH_P_IP)?;

@@ -69,8 +69,10 @@ fn held_on_hv2(f: &mut Fixture, uplink: bool) -> [u8; 6] {
     f.vip().vmac
 }
 
+/// A holder on the host at `vtep`, its next hop left for the kernel to look
+/// up in `vteps` (as when the agent wrote it before the next hop was known).
 fn remote(vtep: [u8; 4], mac: [u8; 6]) -> HolderTarget {
-    HolderTarget::Remote { vtep: vtep.into(), mac }
+    HolderTarget::Remote { vtep: vtep.into(), mac, next_hop: [0; 6] }
 }
 
 fn be16(b: &[u8], at: usize) -> u16 {
@@ -117,6 +119,29 @@ fn vip_traffic_to_a_remote_holder_is_encapsulated_exactly() {
         assert_eq!(f.counter(VipCounter::EncapPackets), 1);
         assert_eq!(f.counter(VipCounter::EncapBytes), frame.len() as u64);
         assert_eq!(f.counter(VipCounter::RedirectPackets), 0);
+    });
+}
+
+#[test]
+fn the_next_hop_kept_with_the_holder_is_used_without_a_vteps_lookup() {
+    with_fixture(|f| {
+        held_on_hv2(f, false);
+        // The agent keeps the next hop with the holder: the vteps entry is
+        // not looked up (here it even says another MAC), so it is the kept
+        // one the frame goes to.
+        let kept = [0x02, 0x99, 0, 0, 0, 2];
+        let st = f.vip();
+        let holder = HolderTarget::Remote { vtep: HV2.into(), mac: MAC_B, next_hop: kept };
+        assert!(f.maps.write_holder(st.slot, st.epoch, holder).unwrap());
+        assert_eq!(f.vip().holder_next_hop, kept);
+        assert_eq!(HolderTarget::of(&f.vip()), holder);
+        let frame = f.udp_to_vip(MAC_C, IP_C);
+        let (verdict, out) = f.run(f.c, &frame);
+        assert_eq!(verdict, XDP_REDIRECT);
+        assert_encapsulated(&out, kept, HV2, frame.len());
+        // Cleared: no holder, nothing remote is used.
+        point(f, HolderTarget::None);
+        assert_eq!(HolderTarget::of(&f.vip()), HolderTarget::None);
     });
 }
 

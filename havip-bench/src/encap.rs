@@ -208,7 +208,8 @@ fn plane(pins: &Pins, net: &Net) -> Result<Plane> {
     };
     reconcile(&mut plane.maps, &desired).context("reconciling the encap plane")?;
     let s = plane.state(VIP)?;
-    let remote = HolderTarget::Remote { vtep: PEER_VTEP, mac: REMOTE_HOLDER_MAC };
+    // As the agent writes it: the next hop kept with the holder.
+    let remote = HolderTarget::Remote { vtep: PEER_VTEP, mac: REMOTE_HOLDER_MAC, next_hop: net.ul.guest_mac };
     anyhow::ensure!(plane.maps.write_holder(s.slot, s.epoch, remote)?, "pointing {VIP} at the peer host");
     plane.claim(VIP_LOCAL, net.hold.host_ifindex, net.hold.guest_mac)?;
     anyhow::ensure!(

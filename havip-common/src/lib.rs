@@ -10,7 +10,7 @@
 use std::{fmt, net::Ipv4Addr};
 
 /// Bump together with `HAVIP_ABI_VERSION` in the header: pins move to `v<N>/`.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// Default capacity of the `vips` map, in HAVIPs (`HAVIP_DEFAULT_MAX_VIPS`); the agent may size it per host.
 pub const DEFAULT_MAX_VIPS: u32 = 16384;
@@ -130,8 +130,11 @@ pub struct VipState {
     /// another host (then `holder_ifindex` is 0 and `holder_mac` is the remote holder's MAC).
     /// All zero: the holder is local, or there is none. A local claim zeroes it.
     pub holder_vtep: [u8; 4],
+    /// With `holder_vtep`: the underlay next hop's MAC towards it (all zero:
+    /// looked up in `vteps` per packet), so encapsulation needs no lookup.
+    pub holder_next_hop: [u8; 6],
     /// Padding to 64 bytes: one entry, one cache line.
-    pub _pad: [u8; 8],
+    pub _pad: [u8; 2],
 }
 
 impl VipState {
@@ -172,19 +175,22 @@ pub struct HolderWrite {
     /// The VTEP (network order) of the new holder's host when it is on another host
     /// (`ifindex` 0); all zero otherwise.
     pub vtep: [u8; 4],
-    /// Padding to 32 bytes; zero.
-    pub _pad2: [u8; 4],
+    /// With `vtep`: the underlay next hop's MAC towards it (all zero: not known).
+    pub next_hop: [u8; 6],
+    /// Padding to 40 bytes; zero.
+    pub _pad2: [u8; 6],
 }
 
 impl HolderWrite {
     /// The request as the bytes of a frame.
-    pub fn to_bytes(&self) -> [u8; 32] {
-        let mut b = [0u8; 32];
+    pub fn to_bytes(&self) -> [u8; 40] {
+        let mut b = [0u8; 40];
         b[0..4].copy_from_slice(&self.slot.to_ne_bytes());
         b[4..8].copy_from_slice(&self.ifindex.to_ne_bytes());
         b[8..16].copy_from_slice(&self.expect_epoch.to_ne_bytes());
         b[16..22].copy_from_slice(&self.mac);
         b[24..28].copy_from_slice(&self.vtep);
+        b[28..34].copy_from_slice(&self.next_hop);
         b
     }
 }
@@ -691,12 +697,13 @@ pub fn layouts() -> Vec<Layout> {
                 last_claim_ns,
                 vip,
                 holder_vtep,
+                holder_next_hop,
                 _pad
             ]
         ),
         layout!("vip_ref", VipRef, [slot]),
         layout!("vip_config", VipConfig, [flags]),
-        layout!("holder_write", HolderWrite, [slot, ifindex, expect_epoch, mac, _pad, vtep, _pad2]),
+        layout!("holder_write", HolderWrite, [slot, ifindex, expect_epoch, mac, _pad, vtep, next_hop, _pad2]),
         layout!("member_key", MemberKey, [vip, ifindex]),
         layout!("member_info", MemberInfo, [mac, _pad]),
         layout!("vrrp_seen", VrrpSeen, [advertiser, vrid, priority, version, _pad0, ifindex, _pad1, last_ns]),
@@ -729,7 +736,8 @@ const _: () = {
     assert!(std::mem::offset_of!(VipState, vip) == 48);
     assert!(size_of::<VipConfig>() == 4);
     assert!(std::mem::offset_of!(VipState, holder_vtep) == 52);
-    assert!(size_of::<HolderWrite>() == 32);
+    assert!(std::mem::offset_of!(VipState, holder_next_hop) == 56);
+    assert!(size_of::<HolderWrite>() == 40);
     assert!(size_of::<MemberKey>() == 8);
     assert!(size_of::<MemberInfo>() == 8);
     assert!(size_of::<VrrpSeen>() == 24);

@@ -236,6 +236,7 @@ static __noinline int send_remote(struct xdp_md *ctx, struct vip_state *vs, __u3
 	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	struct underlay_port *ul = underlay_port();
+	const __u8 *next_hop = vs->holder_next_hop;
 	struct vtep_info *hop;
 	__u32 slot = vs->slot;
 	__u64 len = data_end - data;
@@ -244,9 +245,14 @@ static __noinline int send_remote(struct xdp_md *ctx, struct vip_state *vs, __u3
 
 	if (!ul || !ul->ifindex)
 		goto no_vtep;
-	hop = bpf_map_lookup_elem(&vteps, &vtep);
-	if (!hop)
-		goto no_vtep;
+	/* The holder's next hop is kept with it; the gateway's (or one not
+	 * known when the holder was written) is looked up. */
+	if (to_gateway || !(*(const __u32 *)next_hop | *(const __u16 *)(next_hop + 4))) {
+		hop = bpf_map_lookup_elem(&vteps, &vtep);
+		if (!hop)
+			goto no_vtep;
+		next_hop = hop->next_hop_mac;
+	}
 	if ((void *)(eth + 1) > data_end)
 		return drop_malformed();
 	if (!fits_underlay(len, ul))
@@ -256,7 +262,7 @@ static __noinline int send_remote(struct xdp_md *ctx, struct vip_state *vs, __u3
 		mac_copy(eth->h_source, vs->vmac);
 	}
 	sport = flow_port(data, data_end);
-	if (vxlan_push(ctx, ul, hop->next_hop_mac, vtep, len, sport) < 0)
+	if (vxlan_push(ctx, ul, next_hop, vtep, len, sport) < 0)
 		goto no_vtep;
 	act = bpf_redirect_map(&tx_ports, ul->ifindex, XDP_DROP);
 	if (act != XDP_REDIRECT)

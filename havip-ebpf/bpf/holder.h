@@ -24,7 +24,7 @@
 static __noinline int holder_write(const struct holder_write *w)
 {
 	struct vip_state *vs;
-	__u8 mac[ETH_ALEN];
+	__u8 mac[ETH_ALEN], next_hop[ETH_ALEN];
 	__u64 expect, now;
 	__u32 slot, ifindex, vtep;
 	int verdict = XDP_DROP;
@@ -36,6 +36,7 @@ static __noinline int holder_write(const struct holder_write *w)
 		return XDP_ABORTED; /* here and elsewhere at once */
 	expect = w->expect_epoch;
 	__builtin_memcpy(mac, w->mac, ETH_ALEN);
+	__builtin_memcpy(next_hop, w->next_hop, ETH_ALEN);
 	vs = bpf_map_lookup_elem(&vip_state, &slot);
 	if (!vs)
 		return XDP_ABORTED;
@@ -47,6 +48,7 @@ static __noinline int holder_write(const struct holder_write *w)
 		vs->holder_ifindex = ifindex;
 		*(__u32 *)vs->holder_vtep = vtep;
 		__builtin_memcpy(vs->holder_mac, mac, ETH_ALEN);
+		__builtin_memcpy(vs->holder_next_hop, next_hop, ETH_ALEN);
 		vs->epoch = expect + 1;
 		vs->since_ns = now;
 		verdict = XDP_PASS;

@@ -28,7 +28,7 @@ use std::{
 
 use anyhow::Result;
 use havip_api::EventKind;
-use havip_common::VipKey;
+use havip_common::{VipKey, VtepKey};
 use havip_model::Holder;
 use serde::Serialize;
 use tokio::{
@@ -502,6 +502,7 @@ impl Loop {
         if self.synced && self.since_scan >= SCAN_EVERY_TICKS {
             self.since_scan = 0;
             self.scan_local_holders();
+            self.converge();
         }
         self.publish_hosts();
     }
@@ -593,7 +594,7 @@ impl Loop {
         let held: Vec<Ipv4Addr> = self.book.held_on(id).collect();
         for vip in held {
             let revision = self.book.revision(vip);
-            let epoch = self.program(vip, None);
+            let (epoch, _) = self.program(vip, None, false);
             self.io.observer.follow_record(
                 vip,
                 None,
@@ -625,54 +626,67 @@ impl Loop {
     fn apply(&mut self, vip: Ipv4Addr, decision: Decision, revision: u64, why: &str) {
         let Decision::Program(holder) = decision else { return };
         ClusterStatus::count(&self.io.status.records_applied);
-        let epoch = self.program(vip, holder.as_ref());
+        let (epoch, _) = self.program(vip, holder.as_ref(), false);
         self.io.observer.follow_record(vip, holder.as_ref(), revision, epoch, why);
     }
 
     /// Brings the kernel's holder of `vip` to `holder` (a CAS on the epoch:
     /// a claim arriving meanwhile wins, and comes back as a LocalClaim).
-    /// Returns the kernel's holder epoch after it (0: not in the maps yet).
-    fn program(&mut self, vip: Ipv4Addr, holder: Option<&Holder>) -> u64 {
+    /// Returns the kernel's holder epoch after it (0: not in the maps yet)
+    /// and whether it wrote.
+    /// `keep_local`: leave a local holder the kernel has (a claim whose
+    /// event may be on its way; the scan commits it if none comes).
+    fn program(&mut self, vip: Ipv4Addr, holder: Option<&Holder>, keep_local: bool) -> (u64, bool) {
         let target = match holder {
             None => Some(HolderTarget::None),
             Some(h) if h.host == self.io.me.id => {
                 self.local_ifindex(&h.vnic).map(|ifindex| HolderTarget::Local { ifindex, mac: h.mac })
             }
-            Some(h) => self
-                .peers
-                .get(&h.host)
-                .filter(|p| !p.down)
-                .map(|p| HolderTarget::Remote { vtep: p.record.underlay, mac: h.mac }),
+            Some(h) => self.peers.get(&h.host).filter(|p| !p.down).map(|p| {
+                let vtep = p.record.underlay;
+                // The next hop as the reconciler last wrote it (zero if
+                // not yet: the kernel then looks it up per packet); a
+                // change is caught by the periodic converge.
+                let next_hop =
+                    lock(&self.io.maps).vteps().get(&VtepKey::from(vtep)).map_or([0; 6], |v| v.next_hop_mac);
+                HolderTarget::Remote { vtep, mac: h.mac, next_hop }
+            }),
         };
         let Some(target) = target else {
             // A vNIC not here yet, a host not registered yet: no holder
             // until it is (never a stale one), converged again later.
             self.dirty = true;
-            return self.write(vip, HolderTarget::None);
+            return self.write(vip, HolderTarget::None, keep_local);
         };
-        self.write(vip, target)
+        self.write(vip, target, keep_local)
     }
 
-    fn write(&mut self, vip: Ipv4Addr, target: HolderTarget) -> u64 {
+    fn write(&mut self, vip: Ipv4Addr, target: HolderTarget, keep_local: bool) -> (u64, bool) {
         let mut maps = lock(&self.io.maps);
         let Some(slot) = maps.vip_slot(&VipKey::from(vip)) else {
             self.dirty = true;
-            return 0;
+            return (0, false);
         };
         let result = maps.vip_state(slot).and_then(|st| {
-            if HolderTarget::of(&st) == target {
-                return Ok(st.epoch);
+            let now = HolderTarget::of(&st);
+            if now == target || (keep_local && matches!(now, HolderTarget::Local { .. })) {
+                return Ok((st.epoch, false));
             }
-            Ok(if maps.write_holder(slot, st.epoch, target)? { st.epoch + 1 } else { st.epoch })
+            Ok(if maps.write_holder(slot, st.epoch, target)? {
+                (st.epoch + 1, true)
+            } else {
+                (st.epoch, false)
+            })
         });
         result.unwrap_or_else(|e| {
             warn!(%vip, error = %format!("{e:#}"), "writing the holder");
             self.dirty = true;
-            0
+            (0, false)
         })
     }
 
-    /// Every VIP's kernel holder brought to the book's, where they differ.
+    /// Every VIP's kernel holder brought to the book's, where they differ
+    /// (a VIP or link that came late, a next hop that changed).
     fn converge(&mut self) {
         let vips: Vec<(Ipv4Addr, Option<Holder>)> = {
             let book = &self.book;
@@ -688,7 +702,10 @@ impl Loop {
         };
         for (vip, holder) in vips {
             let revision = self.book.revision(vip);
-            let epoch = self.program(vip, holder.as_ref());
+            let (epoch, wrote) = self.program(vip, holder.as_ref(), true);
+            if !wrote {
+                continue;
+            }
             self.io.observer.follow_record(
                 vip,
                 holder.as_ref(),

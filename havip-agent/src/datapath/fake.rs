@@ -128,8 +128,10 @@ impl Maps for FakeMaps {
         if st.epoch != expect_epoch {
             return Ok(false);
         }
-        let (ifindex, vtep, mac) = target.fields();
-        (st.holder_ifindex, st.holder_vtep, st.holder_mac, st.epoch) = (ifindex, vtep, mac, expect_epoch + 1);
+        let (ifindex, vtep, mac, next_hop) = target.fields();
+        (st.holder_ifindex, st.holder_vtep, st.holder_mac, st.holder_next_hop) =
+            (ifindex, vtep, mac, next_hop);
+        st.epoch = expect_epoch + 1;
         self.set_vip_state(slot, st)?;
         Ok(true)
     }

@@ -39,12 +39,17 @@ pub enum HolderTarget {
         /// The holder's guest MAC (or the VRRP virtual MAC it claimed from).
         mac: [u8; 6],
     },
-    /// A holder on another host: that host's VTEP (underlay address) and the holder's MAC.
+    /// A holder on another host: that host's VTEP (underlay address), the
+    /// holder's MAC, and the underlay next hop's MAC towards the VTEP.
     Remote {
         /// The VTEP of the holder's host, non-zero.
         vtep: Ipv4Addr,
         /// The holder's guest MAC: the inner destination of encapsulated frames.
         mac: [u8; 6],
+        /// The next hop's MAC (the `vteps` entry of `vtep`), kept with the
+        /// holder so encapsulation needs no lookup; all zero: not known yet,
+        /// the kernel looks it up per packet.
+        next_hop: [u8; 6],
     },
 }
 
@@ -52,18 +57,18 @@ impl HolderTarget {
     /// The holder a `vip_state` entry names.
     pub fn of(state: &VipState) -> Self {
         match (state.holder_ifindex, state.remote_holder()) {
-            (0, Some(vtep)) => Self::Remote { vtep, mac: state.holder_mac },
+            (0, Some(vtep)) => Self::Remote { vtep, mac: state.holder_mac, next_hop: state.holder_next_hop },
             (0, None) => Self::None,
             (ifindex, _) => Self::Local { ifindex, mac: state.holder_mac },
         }
     }
 
-    /// `(ifindex, vtep, mac)` as `vip_state` and `holder_write` hold them.
-    pub fn fields(self) -> (u32, [u8; 4], [u8; 6]) {
+    /// `(ifindex, vtep, mac, next_hop)` as `vip_state` and `holder_write` hold them.
+    pub fn fields(self) -> (u32, [u8; 4], [u8; 6], [u8; 6]) {
         match self {
-            Self::None => (0, [0; 4], [0; 6]),
-            Self::Local { ifindex, mac } => (ifindex, [0; 4], mac),
-            Self::Remote { vtep, mac } => (0, vtep.octets(), mac),
+            Self::None => (0, [0; 4], [0; 6], [0; 6]),
+            Self::Local { ifindex, mac } => (ifindex, [0; 4], mac, [0; 6]),
+            Self::Remote { vtep, mac, next_hop } => (0, vtep.octets(), mac, next_hop),
         }
     }
 }
@@ -287,9 +292,10 @@ impl Maps for KernelMaps {
     }
 
     fn write_holder(&mut self, slot: u32, expect_epoch: u64, target: HolderTarget) -> Result<bool> {
-        let (ifindex, vtep, mac) = target.fields();
+        let (ifindex, vtep, mac, next_hop) = target.fields();
         let request =
-            HolderWrite { slot, ifindex, expect_epoch, mac, _pad: [0; 2], vtep, _pad2: [0; 4] }.to_bytes();
+            HolderWrite { slot, ifindex, expect_epoch, mac, _pad: [0; 2], vtep, next_hop, _pad2: [0; 6] }
+                .to_bytes();
         let run = self
             .holder_write
             .test_run(TestRunOptions { data_in: Some(&request), ..TestRunOptions::default() })

@@ -791,7 +791,8 @@ mod tests {
         t.underlay = Some(underlay(11, None));
         reconcile(&mut maps, &t).unwrap();
         let slot = maps.vip_slot(&v).unwrap();
-        let remote = HolderTarget::Remote { vtep: Ipv4Addr::new(198, 18, 0, 2), mac: MAC_B };
+        let remote =
+            HolderTarget::Remote { vtep: Ipv4Addr::new(198, 18, 0, 2), mac: MAC_B, next_hop: [0; 6] };
         assert!(maps.write_holder(slot, 0, remote).unwrap());
         let held = maps.vip_state(slot).unwrap();
 
