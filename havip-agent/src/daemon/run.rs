@@ -418,9 +418,13 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
         }
         _ => None,
     };
+    // A task of its own: a hint or a record is applied on whichever worker
+    // is free, never behind a reconcile pass or a verifier round that the
+    // branches of the select below would run first on this one.
+    let many_hosts = many_hosts.map(tokio::spawn);
     let many_hosts = async move {
         match many_hosts {
-            Some(run) => run.await,
+            Some(task) => task.await.context("the cluster loop's task")?,
             None => std::future::pending().await,
         }
     };
