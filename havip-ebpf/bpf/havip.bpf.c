@@ -181,7 +181,6 @@ int xdp_underlay(struct xdp_md *ctx)
 	struct udphdr *udp;
 	struct vip_state *vs;
 	struct vip_nat *nat;
-	__u32 zero = 0;
 	int proto, outer;
 
 	proto = parse_eth_ipv4(&nh, data_end, &eth, &iph);
@@ -191,7 +190,7 @@ int xdp_underlay(struct xdp_md *ctx)
 		goto malformed;
 	if (proto != IPPROTO_UDP)
 		return pass_untouched();
-	ul = bpf_map_lookup_elem(&underlay, &zero);
+	ul = underlay_port();
 	if (!ul || !ul->ifindex || iph->daddr != *(__u32 *)ul->addr)
 		return pass_untouched();
 	if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))

@@ -34,3 +34,12 @@ pub fn in_ns(ns: &str, prog: &str, args: &[&str]) -> Result<String> {
     all.extend_from_slice(args);
     ip(&all)
 }
+
+/// The MAC of interface `ifname` in namespace `ns` (`ip -j link show`).
+pub fn link_mac(ns: &str, ifname: &str) -> Result<[u8; 6]> {
+    let out = ip(&["-n", ns, "-j", "link", "show", ifname])?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("parsing `ip -j link`")?;
+    let text = v[0]["address"].as_str().with_context(|| format!("{ifname} in {ns} has no MAC"))?;
+    let bytes: Vec<u8> = text.split(':').map(|b| u8::from_str_radix(b, 16)).collect::<Result<_, _>>()?;
+    bytes.try_into().map_err(|_| anyhow::anyhow!("{ifname} in {ns} has a malformed MAC {text}"))
+}

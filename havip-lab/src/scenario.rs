@@ -202,11 +202,7 @@ impl Lab {
 
     /// The MAC of `g`'s vNIC on the host: where `g`'s frames are addressed.
     pub fn host_mac(&self, g: Guest) -> Result<[u8; 6]> {
-        let out = cmd::ip(&["-n", self.topo.hv(), "-j", "link", "show", g.vnic])?;
-        let v: serde_json::Value = serde_json::from_str(&out).context("parsing `ip -j link`")?;
-        let text = v[0]["address"].as_str().with_context(|| format!("{} has no MAC", g.vnic))?;
-        let bytes: Vec<u8> = text.split(':').map(|b| u8::from_str_radix(b, 16)).collect::<Result<_, _>>()?;
-        bytes.try_into().map_err(|_| anyhow::anyhow!("{} has a malformed MAC {text}", g.vnic))
+        cmd::link_mac(self.topo.hv(), g.vnic)
     }
 
     /// The MAC in `g`'s neighbour table for `ip`, if any.

@@ -29,7 +29,7 @@ use havip_api::{Event, EventKind};
 use havip_common::{VipCounter, VipState};
 use havip_lab::{
     cmd,
-    multihost::{host_of, Hv, Lab, Options, HOSTS, HV1, HV2, HV3, LEASE_TTL_S},
+    multihost::{host_of, Hv, Lab, Options, HOSTS, HV1, HV2, HV3, LEASE_TTL_S, UNDERLAY_IF},
     netns::LabId,
     probe::{Prober, Report},
     scenario::FAILOVER_TIMEOUT,
@@ -284,6 +284,16 @@ fn follows_across_hosts(lab: &mut Lab) -> Result<()> {
     })?;
     ensure!(served == VM_B.name);
     ensure!(counter(lab, HV3, VipCounter::EncapPackets)? > 0, "hv3 encapsulated nothing");
+    // The agent keeps the next hop with the remote holder (ABI v5), so the
+    // kernel encapsulates without a vteps lookup: on hv3, hv2's ul0 MAC.
+    let hv2_ul0 = cmd::link_mac(lab.topo.host_ns(HV2), UNDERLAY_IF)?;
+    ensure!(
+        wait::until("hv3 to keep hv2's next hop with the holder", FAILOVER_TIMEOUT, || {
+            Ok((kernel(lab, HV3)?.1.holder_next_hop == hv2_ul0).then_some(()))
+        })
+        .is_ok(),
+        "hv3's vip_state does not carry hv2's ul0 MAC {hv2_ul0:02x?} as the next hop"
+    );
     ensure!(counter(lab, HV2, VipCounter::DecapPackets)? > 0, "hv2 decapsulated nothing");
 
     let report = prober.finish();

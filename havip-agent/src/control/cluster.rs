@@ -123,10 +123,9 @@ pub struct ClusterStatus {
     pub revision: AtomicU64,
 }
 
-impl ClusterStatus {
-    fn count(c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
-    }
+/// Adds one to a counter of [`ClusterStatus`].
+fn count(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// What the cluster loop needs.
@@ -280,7 +279,7 @@ impl Loop {
         self.inflight.remove(&vip);
         let ours = rec.committed_by == self.io.me.id
             && self.book.pending(vip).is_some_and(|p| p.holder == rec.holder);
-        ClusterStatus::count(if ours { &self.io.status.commits_won } else { &self.io.status.commits_lost });
+        count(if ours { &self.io.status.commits_won } else { &self.io.status.commits_lost });
         let decision = self.book.commit_resolved(rec.clone());
         if let Some(next) = self.queued.remove(&vip) {
             if next.holder != rec.holder {
@@ -303,7 +302,7 @@ impl Loop {
 
     fn on_hint(&mut self, datagram: &[u8], from: SocketAddr) {
         let Some(hint) = peers::decode_hint(datagram) else {
-            PeerStats::count(&self.io.status.peer.hints_ignored);
+            count(&self.io.status.peer.hints_ignored);
             debug!(%from, "not a hint: ignored");
             return;
         };
@@ -314,10 +313,10 @@ impl Loop {
         let why = format!("a hint from {} on record revision {base}, not yet committed", hint.from);
         let decision = self.book.on_hint(hint, Instant::now().into_std());
         match &decision {
-            Decision::Program(_) => PeerStats::count(&self.io.status.peer.hints_applied),
+            Decision::Program(_) => count(&self.io.status.peer.hints_applied),
             Decision::Keep => {}
             Decision::Ignore(why) => {
-                PeerStats::count(&self.io.status.peer.hints_ignored);
+                count(&self.io.status.peer.hints_ignored);
                 debug!(%vip, base, why, "hint ignored");
             }
         }
@@ -473,7 +472,7 @@ impl Loop {
             self.nonce += 1;
             p.outstanding = Some(self.nonce);
             let to = SocketAddrV4::new(p.record.underlay, p.record.probe_port);
-            PeerStats::count(&self.io.status.peer.probes_sent);
+            count(&self.io.status.peer.probes_sent);
             if let Err(e) = self.probe_socket.try_send_to(&peers::probe_request(self.nonce), to.into()) {
                 debug!(host = %id, error = %e, "probe not sent");
             }
@@ -567,7 +566,7 @@ impl Loop {
     fn on_probe_answer(&mut self, datagram: &[u8]) {
         let Some(nonce) = peers::probe_answer(datagram) else { return };
         if let Some(p) = self.peers.values_mut().find(|p| p.outstanding == Some(nonce)) {
-            PeerStats::count(&self.io.status.peer.probes_answered);
+            count(&self.io.status.peer.probes_answered);
             p.outstanding = None;
             p.misses = 0;
         }
@@ -617,7 +616,7 @@ impl Loop {
         for p in self.peers.values().filter(|p| !p.down) {
             let to = SocketAddrV4::new(p.record.underlay, p.record.hint_port);
             match self.hint_socket.try_send_to(&datagram, to.into()) {
-                Ok(_) => PeerStats::count(&self.io.status.peer.hints_sent),
+                Ok(_) => count(&self.io.status.peer.hints_sent),
                 Err(e) => debug!(host = %p.record.id, error = %e, "hint not sent"),
             }
         }
@@ -625,7 +624,7 @@ impl Loop {
 
     fn apply(&mut self, vip: Ipv4Addr, decision: Decision, revision: u64, why: &str) {
         let Decision::Program(holder) = decision else { return };
-        ClusterStatus::count(&self.io.status.records_applied);
+        count(&self.io.status.records_applied);
         let (epoch, _) = self.program(vip, holder.as_ref(), false);
         self.io.observer.follow_record(vip, holder.as_ref(), revision, epoch, why);
     }
@@ -642,14 +641,11 @@ impl Loop {
             Some(h) if h.host == self.io.me.id => {
                 self.local_ifindex(&h.vnic).map(|ifindex| HolderTarget::Local { ifindex, mac: h.mac })
             }
-            Some(h) => self.peers.get(&h.host).filter(|p| !p.down).map(|p| {
-                let vtep = p.record.underlay;
-                // The next hop as the reconciler last wrote it (zero if
-                // not yet: the kernel then looks it up per packet); a
-                // change is caught by the periodic converge.
-                let next_hop =
-                    lock(&self.io.maps).vteps().get(&VtepKey::from(vtep)).map_or([0; 6], |v| v.next_hop_mac);
-                HolderTarget::Remote { vtep, mac: h.mac, next_hop }
+            // The next hop is filled in by `write`, under the same lock.
+            Some(h) => self.peers.get(&h.host).filter(|p| !p.down).map(|p| HolderTarget::Remote {
+                vtep: p.record.underlay,
+                mac: h.mac,
+                next_hop: [0; 6],
             }),
         };
         let Some(target) = target else {
@@ -661,8 +657,14 @@ impl Loop {
         self.write(vip, target, keep_local)
     }
 
-    fn write(&mut self, vip: Ipv4Addr, target: HolderTarget, keep_local: bool) -> (u64, bool) {
+    fn write(&mut self, vip: Ipv4Addr, mut target: HolderTarget, keep_local: bool) -> (u64, bool) {
         let mut maps = lock(&self.io.maps);
+        if let HolderTarget::Remote { vtep, next_hop, .. } = &mut target {
+            // The next hop as the reconciler last wrote it (zero if not yet:
+            // the kernel then looks it up per packet); a change is caught by
+            // the periodic converge.
+            *next_hop = maps.vteps().get(&VtepKey::from(*vtep)).map_or([0; 6], |v| v.next_hop_mac);
+        }
         let Some(slot) = maps.vip_slot(&VipKey::from(vip)) else {
             self.dirty = true;
             return (0, false);
@@ -777,16 +779,16 @@ async fn commit_until_decided(
             Ok(CommitOutcome::Committed(rec) | CommitOutcome::Lost(rec)) => return rec,
             // Unreachable, our lease cannot be known alive: a retry, not a fence.
             Ok(CommitOutcome::Fenced) if !status.reachable.load(Ordering::Relaxed) => {
-                ClusterStatus::count(&status.commit_retries);
+                count(&status.commit_retries);
                 let _ = tokio::time::timeout(MAX, registered.changed()).await;
             }
             Ok(CommitOutcome::Fenced) => {
-                ClusterStatus::count(&status.commits_fenced);
+                count(&status.commits_fenced);
                 warn!(%vip, "claim not committed: this host's registration is gone; retried once it registers again");
                 let _ = tokio::time::timeout(MAX, registered.changed()).await;
             }
             Err(e) => {
-                ClusterStatus::count(&status.commit_retries);
+                count(&status.commit_retries);
                 if backoff == FIRST {
                     warn!(%vip, error = %format!("{e:#}"), "committing a claim failed; retried with backoff");
                 }

@@ -12,7 +12,7 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
-    sync::atomic::{AtomicU64, Ordering},
+    sync::atomic::AtomicU64,
 };
 
 use anyhow::{Context, Result};
@@ -38,13 +38,6 @@ pub struct PeerStats {
     pub probes_sent: AtomicU64,
     /// Liveness probes answered.
     pub probes_answered: AtomicU64,
-}
-
-impl PeerStats {
-    /// Adds one to `counter`.
-    pub fn count(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 /// The hint socket: bound to the hint port on every address of this host's

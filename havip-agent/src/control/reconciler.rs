@@ -5,7 +5,6 @@
 
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -29,7 +28,7 @@ use crate::{
     datapath::{
         loader::{Attach, Dataplane},
         maps::Maps,
-        plan::{reconcile, EipNat, MapTarget, UnderlayTarget, Uplink},
+        plan::{reconcile, EipNat, MapTarget, Uplink},
     },
     host::{
         links::{Link, Links},
@@ -90,6 +89,9 @@ pub struct Inputs {
     /// Many hosts: the underlay and the other hosts' VTEPs, once resolved
     /// (control::underlay); always `None` on one host.
     pub underlay: watch::Receiver<Option<UnderlayPlan>>,
+    /// Whether this host is one of many: until `underlay` is known, the
+    /// maps' underlay and VTEPs are kept (one host: there are none).
+    pub many_hosts: bool,
     /// Reads the holders from the maps after each pass.
     pub observer: Arc<Observer>,
     /// Where link changes and attach problems are reported.
@@ -147,24 +149,14 @@ impl Reconciler {
         self.attach(&snap.state, &links)?;
         let mut target = self.target(&snap.state, &links);
         target.uplink = *self.inputs.uplink.borrow_and_update();
-        let mut maps = lock(&self.inputs.maps);
         match &*self.inputs.underlay.borrow_and_update() {
             Some(u) => {
                 target.underlay = Some(u.target);
                 target.vteps = u.vteps.clone();
             }
-            // Not known yet (an agent starting): what the maps have stays,
-            // so traffic between hosts never stops for a restart.
-            None => {
-                target.underlay = UnderlayTarget::from_port(&maps.underlay()?);
-                target.vteps = maps
-                    .vteps()
-                    .entries()?
-                    .into_iter()
-                    .map(|(k, v)| (Ipv4Addr::from(k.addr), v.next_hop_mac))
-                    .collect();
-            }
+            None => target.keep_underlay = self.inputs.many_hosts,
         }
+        let mut maps = lock(&self.inputs.maps);
         let applied = reconcile(&mut *maps, &target).context("reconciling the maps")?;
         if applied.ops > 0 {
             info!(revision = snap.revision, ?applied, "maps reconciled");

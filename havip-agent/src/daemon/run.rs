@@ -437,6 +437,7 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
         links: links.clone(),
         uplink,
         underlay: underlay_rx,
+        many_hosts: claims.is_some(),
         observer: observer.clone(),
         feed: feed.clone(),
         reconciled: reconciled.clone(),

@@ -44,6 +44,10 @@ pub struct MapTarget {
     pub underlay: Option<UnderlayTarget>,
     /// Every other host's VTEP -> the MAC of the underlay next hop towards it (resolved).
     pub vteps: BTreeMap<Ipv4Addr, [u8; 6]>,
+    /// The underlay and the VTEPs are not known yet (an agent starting on
+    /// many hosts): `underlay` and `vteps` are ignored and what the maps
+    /// have stays, so traffic between hosts never stops for a restart.
+    pub keep_underlay: bool,
 }
 
 /// The underlay NIC and the VXLAN settings of the VPC, in host terms.
@@ -69,21 +73,6 @@ pub struct UnderlayTarget {
 }
 
 impl UnderlayTarget {
-    /// What an `underlay[0]` entry says; `None` for the all-zero entry (no
-    /// underlay).
-    pub fn from_port(p: &UnderlayPort) -> Option<Self> {
-        (p.ifindex != 0).then(|| Self {
-            ifindex: p.ifindex,
-            mac: p.mac,
-            mtu: p.mtu,
-            addr: Ipv4Addr::from(p.addr),
-            vni: p.vni,
-            vxlan_port: u16::from_be(p.vxlan_port),
-            probe_port: u16::from_be(p.probe_port),
-            gateway_vtep: (p.gateway_vtep != [0; 4]).then(|| Ipv4Addr::from(p.gateway_vtep)),
-        })
-    }
-
     /// The `underlay[0]` entry (ports in network order).
     pub fn port(&self) -> UnderlayPort {
         UnderlayPort {
@@ -255,7 +244,17 @@ pub fn plan(target: &MapTarget, current: &Current) -> Vec<Op> {
 
     let mut want_ports = target.ports.clone();
     want_ports.extend(target.uplink.map(|u| u.ifindex));
-    want_ports.extend(target.underlay.map(|u| u.ifindex));
+    let (want_underlay, want_vteps) = if target.keep_underlay {
+        (current.underlay, current.vteps.clone())
+    } else {
+        let vteps = target
+            .vteps
+            .iter()
+            .map(|(ip, mac)| (VtepKey::from(*ip), VtepInfo { next_hop_mac: *mac, _pad: [0; 2] }))
+            .collect();
+        (target.underlay.map_or_else(UnderlayPort::default, |u| u.port()), vteps)
+    };
+    want_ports.extend(Some(want_underlay.ifindex).filter(|i| *i != 0));
     ops.extend(want_ports.difference(&current.ports).map(|&p| Op::AddPort(p)));
 
     let used_slots: BTreeSet<u32> = current.vips.values().map(|r| r.slot).collect();
@@ -293,16 +292,10 @@ pub fn plan(target: &MapTarget, current: &Current) -> Vec<Op> {
         mac: u.mac,
         next_hop_mac: u.next_hop_mac,
     });
-    let want_vteps: BTreeMap<VtepKey, VtepInfo> = target
-        .vteps
-        .iter()
-        .map(|(ip, mac)| (VtepKey::from(*ip), VtepInfo { next_hop_mac: *mac, _pad: [0; 2] }))
-        .collect();
     ops.extend(changed(&want_vteps, &current.vteps).map(|(k, v)| Op::SetVtep(k, v)));
     if want_uplink != current.uplink {
         ops.push(Op::SetUplink(want_uplink));
     }
-    let want_underlay = target.underlay.map_or_else(UnderlayPort::default, |u| u.port());
     if want_underlay != current.underlay {
         ops.push(Op::SetUnderlay(want_underlay));
     }
@@ -761,6 +754,11 @@ mod tests {
         reconcile(&mut maps, &t).unwrap();
         assert_eq!(maps.underlay().unwrap(), port);
         assert_eq!(plan(&t, &Current::read(&mut maps).unwrap()), [], "idempotent");
+
+        // An agent restarting, its peers not known yet: what the maps have
+        // stays (the underlay port in tx_ports too), whatever the target says.
+        let starting = MapTarget { keep_underlay: true, ..target(&[]) };
+        assert_eq!(plan(&starting, &Current::read(&mut maps).unwrap()), [], "kept while not known");
 
         // hv2 re-resolved to another MAC, hv3 gone, the underlay gone (one host again).
         let mac2b = [2, 0, 0, 0, 0, 0x22];
