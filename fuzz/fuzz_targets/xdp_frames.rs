@@ -132,6 +132,7 @@ fn setup() -> World {
             gateway_vtep: None,
         }),
         vteps: BTreeMap::new(),
+        keep_underlay: false,
     };
     reconcile(&mut maps, &target).expect("reconcile");
     let slot = maps.vip_slot(&vip).expect("the VIP has a slot");
