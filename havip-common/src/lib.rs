@@ -10,7 +10,7 @@
 use std::{fmt, net::Ipv4Addr};
 
 /// Bump together with `HAVIP_ABI_VERSION` in the header: pins move to `v<N>/`.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// Default capacity of the `vips` map, in HAVIPs (`HAVIP_DEFAULT_MAX_VIPS`); the agent may size it per host.
 pub const DEFAULT_MAX_VIPS: u32 = 16384;
@@ -26,6 +26,17 @@ pub const DEFAULT_MAX_HOSTS: u32 = 4096;
 pub const VXLAN_OVERHEAD: u32 = 50;
 /// Size of the `events` ring buffer, in bytes (`HAVIP_EVENTS_BYTES`: 256 KiB).
 pub const EVENTS_BYTES: u32 = 256 * 1024;
+/// Broadcast-domain subnets one host serves at once (`HAVIP_DEFAULT_MAX_SUBNETS`): capacity of
+/// the `bcast_*` maps.
+pub const DEFAULT_MAX_SUBNETS: u32 = 1024;
+/// Other hosts one broadcast-domain subnet's frames are replicated to, at most
+/// (`HAVIP_MAX_REMOTE_HOSTS`): the head-end replication fan-out.
+pub const MAX_REMOTE_HOSTS: usize = 64;
+/// The replicator port: the end of the agent's veth pair that `bcast_flood` devmaps send a
+/// frame to when other hosts must get it.
+pub const REPLICATOR_PORT: &str = "havip-rep0";
+/// The replicator port's peer, where `xdp_replicator` and `tc_replicate` (TC ingress) run.
+pub const REPLICATOR_PEER: &str = "havip-rep1";
 
 /// Map names, as in the C object and under the pin directory.
 pub mod maps {
@@ -63,6 +74,24 @@ pub mod maps {
     /// `vteps`: hash, another host's VTEP ([`VtepKey`](super::VtepKey)) to the underlay next hop's MAC
     /// ([`VtepInfo`](super::VtepInfo)).
     pub const VTEPS: &str = "vteps";
+    /// `bcast_vnics`: hash, a vNIC's ifindex (`u32`) to [`BcastVnic`](super::BcastVnic): its
+    /// broadcast-domain subnet's slot and storm bucket.
+    pub const BCAST_VNICS: &str = "bcast_vnics";
+    /// `bcast_subnets`: array by slot of [`BcastSubnet`](super::BcastSubnet).
+    pub const BCAST_SUBNETS: &str = "bcast_subnets";
+    /// `bcast_prefixes`: LPM trie, [`BcastPrefix`](super::BcastPrefix) to the subnet's slot (`u32`).
+    pub const BCAST_PREFIXES: &str = "bcast_prefixes";
+    /// `bcast_remotes`: array by slot of [`BcastRemotes`](super::BcastRemotes): the other hosts'
+    /// VTEPs.
+    pub const BCAST_REMOTES: &str = "bcast_remotes";
+    /// `bcast_ports`: hash of maps, slot (`u32`) to a devmap of the subnet's vNICs on this host
+    /// (what arrives from other hosts is replicated into it).
+    pub const BCAST_PORTS: &str = "bcast_ports";
+    /// `bcast_flood`: hash of maps, slot (`u32`) to a devmap of the subnet's vNICs on this host
+    /// plus the replicator port when other hosts have vNICs in it (what a guest sends).
+    pub const BCAST_FLOOD: &str = "bcast_flood";
+    /// `subnet_stats`: per-CPU array by slot of [`SubnetCounters`](super::SubnetCounters).
+    pub const SUBNET_STATS: &str = "subnet_stats";
 }
 
 /// The production XDP program, attached to every vNIC.
@@ -71,6 +100,10 @@ pub const PROG_VNIC: &str = "xdp_vnic";
 pub const PROG_UPLINK: &str = "xdp_uplink";
 /// The underlay program (VXLAN from other hosts, probes), attached to the host's underlay NIC.
 pub const PROG_UNDERLAY: &str = "xdp_underlay";
+/// On the replicator peer: passes frames that carry a [`FloodMeta`] to TC, drops the rest.
+pub const PROG_REPLICATOR: &str = "xdp_replicator";
+/// TC ingress on the replicator peer: one VXLAN copy per other host (head-end replication).
+pub const PROG_REPLICATE: &str = "tc_replicate";
 /// The agent's holder writes (compare-and-swap on the epoch), run through
 /// BPF_PROG_TEST_RUN, never attached; pinned under the same name.
 pub const PROG_HOLDER_WRITE: &str = "xdp_holder_write";
@@ -520,6 +553,139 @@ impl VipCounters {
     }
 }
 
+/// The `bcast_vnics` value (`struct bcast_vnic`): a vNIC of a broadcast-domain subnet, its
+/// subnet's slot and its storm bucket (GCRA: each replicated frame costs 1e9 / `rate_pps` ns; at
+/// most `burst` frames ahead of the rate).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BcastVnic {
+    /// `struct bpf_spin_lock`: the kernel owns it.
+    pub lock: u32,
+    /// The subnet's slot.
+    pub subnet: u32,
+    /// Frames per second it may have replicated; 0: none.
+    pub rate_pps: u32,
+    /// Frames it may send at once above the rate.
+    pub burst: u32,
+    /// The bucket (theoretical arrival time, CLOCK_MONOTONIC ns); the kernel's, written 0.
+    pub tat_ns: u64,
+}
+
+/// The `bcast_subnets` value (`struct bcast_subnet`): a broadcast-domain subnet on this host.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BcastSubnet {
+    /// Network address, network order.
+    pub network: [u8; 4],
+    /// Netmask, network order.
+    pub mask: [u8; 4],
+    /// Its vNICs on this host (entries of its `bcast_ports` devmap).
+    pub local_ports: u32,
+    /// Other hosts with vNICs in it (`bcast_remotes[slot].count`).
+    pub remote_hosts: u32,
+}
+
+/// The `bcast_prefixes` key (`struct bcast_prefix`): an LPM trie key, prefix length in bits
+/// then the address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BcastPrefix {
+    /// Prefix length, bits.
+    pub prefixlen: u32,
+    /// The network address, network order.
+    pub addr: [u8; 4],
+}
+
+/// The `bcast_remotes` value (`struct bcast_remotes`): the VTEPs of the other hosts with vNICs in
+/// the subnet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BcastRemotes {
+    /// Valid entries of `vteps`, at most [`MAX_REMOTE_HOSTS`].
+    pub count: u32,
+    /// VTEPs, network order.
+    pub vteps: [[u8; 4]; MAX_REMOTE_HOSTS],
+}
+
+impl Default for BcastRemotes {
+    fn default() -> Self {
+        Self { count: 0, vteps: [[0; 4]; MAX_REMOTE_HOSTS] }
+    }
+}
+
+/// The XDP metadata (`struct flood_meta`) in front of a frame sent to the replicator port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FloodMeta {
+    /// The subnet's slot.
+    pub subnet: u32,
+    /// The vNIC the frame came from.
+    pub ifindex: u32,
+}
+
+/// Indices into [`SubnetCounters::c`] (`enum subnet_counter`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubnetCounter {
+    /// Frames from guests replicated.
+    Flooded = 0,
+    /// Copies to this host's vNICs of the subnet (sent and received).
+    LocalCopies,
+    /// Copies sent to other hosts, one per host.
+    RemoteCopies,
+    /// Frames over the sending vNIC's storm limit: dropped.
+    StormDrops,
+    /// Frames from other hosts, decapsulated and replicated here.
+    Received,
+    /// IPv4 source outside the subnet: replicated on this host only.
+    LocalOnly,
+    /// Would not fit the underlay: not sent to other hosts.
+    TooBig,
+}
+
+impl SubnetCounter {
+    /// Number of counters (`SUBNET_CTR__MAX`).
+    pub const MAX: usize = 7;
+    /// Every counter, in index order.
+    pub const ALL: [SubnetCounter; Self::MAX] = [
+        Self::Flooded,
+        Self::LocalCopies,
+        Self::RemoteCopies,
+        Self::StormDrops,
+        Self::Received,
+        Self::LocalOnly,
+        Self::TooBig,
+    ];
+
+    /// Metric-style name, as operators see it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Flooded => "flooded",
+            Self::LocalCopies => "local_copies",
+            Self::RemoteCopies => "remote_copies",
+            Self::StormDrops => "storm_drops",
+            Self::Received => "received",
+            Self::LocalOnly => "local_only",
+            Self::TooBig => "too_big",
+        }
+    }
+}
+
+/// The `subnet_stats` value (`struct subnet_counters`): one CPU's counters for one subnet slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubnetCounters {
+    /// Frame counts indexed by [`SubnetCounter`].
+    pub c: [u64; SubnetCounter::MAX],
+}
+
+impl SubnetCounters {
+    /// One counter's value (this CPU's, or a sum the caller made).
+    pub fn get(&self, counter: SubnetCounter) -> u64 {
+        self.c[counter as usize]
+    }
+}
+
 /// Indices into the `global_stats` per-CPU array (`enum global_counter`).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -536,11 +702,14 @@ pub enum GlobalCounter {
     UnderlayProbes,
     /// VXLAN of our VNI to our VTEP, for no VIP or EIP here: dropped.
     DecapUnknown,
+    /// Broadcast from the underlay for no subnet here, or a frame at the replicator without its
+    /// metadata: dropped.
+    FloodUnknown,
 }
 
 impl GlobalCounter {
     /// Number of counters (`GLB_CTR__MAX`).
-    pub const MAX: usize = 6;
+    pub const MAX: usize = 7;
     /// Every counter, in index order.
     pub const ALL: [GlobalCounter; Self::MAX] = [
         Self::Passed,
@@ -549,6 +718,7 @@ impl GlobalCounter {
         Self::TaggedClaims,
         Self::UnderlayProbes,
         Self::DecapUnknown,
+        Self::FloodUnknown,
     ];
 
     /// Metric-style name, as operators see it.
@@ -560,6 +730,7 @@ impl GlobalCounter {
             Self::TaggedClaims => "tagged_claims",
             Self::UnderlayProbes => "underlay_probes",
             Self::DecapUnknown => "decap_unknown",
+            Self::FloodUnknown => "flood_unknown",
         }
     }
 }
@@ -668,6 +839,11 @@ mod pod {
     unsafe impl aya::Pod for UnderlayPort {}
     unsafe impl aya::Pod for VtepKey {}
     unsafe impl aya::Pod for VtepInfo {}
+    unsafe impl aya::Pod for BcastVnic {}
+    unsafe impl aya::Pod for BcastSubnet {}
+    unsafe impl aya::Pod for BcastPrefix {}
+    unsafe impl aya::Pod for BcastRemotes {}
+    unsafe impl aya::Pod for SubnetCounters {}
 }
 
 /// One shared struct as Rust lays it out: C name, size, `(field, offset)`s.
@@ -720,6 +896,12 @@ pub fn layouts() -> Vec<Layout> {
         layout!("vtep_key", VtepKey, [addr]),
         layout!("vtep_info", VtepInfo, [next_hop_mac, _pad]),
         layout!("underlay_probe", UnderlayProbe, [magic, zero, nonce]),
+        layout!("bcast_vnic", BcastVnic, [lock, subnet, rate_pps, burst, tat_ns]),
+        layout!("bcast_subnet", BcastSubnet, [network, mask, local_ports, remote_hosts]),
+        layout!("bcast_prefix", BcastPrefix, [prefixlen, addr]),
+        layout!("bcast_remotes", BcastRemotes, [count, vteps]),
+        layout!("flood_meta", FloodMeta, [subnet, ifindex]),
+        layout!("subnet_counters", SubnetCounters, [c]),
         layout!(
             "havip_event",
             HavipEvent,
@@ -751,4 +933,10 @@ const _: () = {
     assert!(size_of::<VtepKey>() == 4);
     assert!(size_of::<VtepInfo>() == 8);
     assert!(size_of::<UnderlayProbe>() == 16);
+    assert!(size_of::<BcastVnic>() == 24);
+    assert!(size_of::<BcastSubnet>() == 16);
+    assert!(size_of::<BcastPrefix>() == 8);
+    assert!(size_of::<BcastRemotes>() == 4 + 4 * MAX_REMOTE_HOSTS);
+    assert!(size_of::<FloodMeta>() == 8);
+    assert!(size_of::<SubnetCounters>() == 8 * SubnetCounter::MAX);
 };

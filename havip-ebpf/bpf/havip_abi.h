@@ -16,7 +16,7 @@
 #include <linux/types.h>
 #include <linux/bpf.h>
 
-#define HAVIP_ABI_VERSION 5
+#define HAVIP_ABI_VERSION 6
 
 /* Default map capacities; the agent may size vips/members/tx_ports per host. */
 #define HAVIP_DEFAULT_MAX_VIPS 16384
@@ -25,6 +25,11 @@
 /* Capacity of the vteps map: the other hosts of the VPC. */
 #define HAVIP_DEFAULT_MAX_HOSTS 4096
 #define HAVIP_EVENTS_BYTES (256 * 1024)
+/* Broadcast-domain subnets one host serves at once (the bcast_* maps). */
+#define HAVIP_DEFAULT_MAX_SUBNETS 1024
+/* Other hosts one broadcast-domain subnet's frames are replicated to, at
+ * most: the head-end replication fan-out (bcast_remotes). */
+#define HAVIP_MAX_REMOTE_HOSTS 64
 /* VRRP adverts list the addresses they cover; we look at this many. */
 #define HAVIP_VRRP_MAX_ADDRS 4
 
@@ -189,6 +194,72 @@ struct underlay_probe {
 #define HAVIP_PROBE_REQUEST "HVPR"
 #define HAVIP_PROBE_ANSWER "HVPA"
 
+/*
+ * Broadcast domains (the ZEC product page: a HAVIP's subnet carries VRRP
+ * multicast and broadcast). A subnet in broadcast-domain mode has a slot on
+ * each host that serves vNICs of it; the slot indexes bcast_subnets,
+ * bcast_remotes and subnet_stats and keys bcast_ports and bcast_flood.
+ */
+
+/* bcast_vnics: a vNIC's ifindex (__u32) -> its subnet and storm bucket.
+ * Only vNICs of broadcast-domain subnets have an entry. Storm control is a
+ * GCRA (a token bucket kept as one time): each replicated frame costs
+ * 1e9 / rate_pps ns, and at most `burst` frames may be sent ahead of the
+ * rate. */
+struct bcast_vnic {
+	struct bpf_spin_lock lock; /* serialises the bucket between CPUs */
+	__u32 subnet;   /* the subnet's slot */
+	__u32 rate_pps; /* frames per second it may have replicated; 0: none */
+	__u32 burst;    /* frames it may send at once above the rate */
+	__u64 tat_ns;   /* the bucket: theoretical arrival time, CLOCK_MONOTONIC;
+			 * the kernel's, written 0 by the agent */
+};
+
+/* bcast_subnets: array by slot; the subnet's facts the fast path reads. */
+struct bcast_subnet {
+	__u8 network[4];    /* network address */
+	__u8 mask[4];       /* netmask */
+	__u32 local_ports;  /* its vNICs on this host: entries of bcast_ports[slot] */
+	__u32 remote_hosts; /* other hosts with vNICs in it: bcast_remotes[slot].count */
+};
+
+/* bcast_prefixes: LPM trie, the subnet's prefix -> its slot (__u32): which
+ * subnet a frame from another host belongs to, by its IPv4 source. */
+struct bcast_prefix {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+/* bcast_remotes: array by slot; the VTEPs of the other hosts with vNICs in
+ * the subnet: one copy of each frame goes to each (head-end replication). */
+struct bcast_remotes {
+	__u32 count; /* valid entries of vteps, at most HAVIP_MAX_REMOTE_HOSTS */
+	__u8 vteps[HAVIP_MAX_REMOTE_HOSTS][4];
+};
+
+/* The XDP metadata in front of a frame xdp_vnic sends to the replicator
+ * port, for tc_replicate: which subnet, from which vNIC. */
+struct flood_meta {
+	__u32 subnet;  /* slot */
+	__u32 ifindex; /* the vNIC it came from */
+};
+
+/* subnet_stats: per-CPU array by slot. */
+enum subnet_counter {
+	SUBNET_CTR_FLOODED = 0,   /* frames from guests replicated */
+	SUBNET_CTR_LOCAL_COPIES,  /* copies to this host's vNICs of the subnet (sent and received) */
+	SUBNET_CTR_REMOTE_COPIES, /* copies sent to other hosts, one per host */
+	SUBNET_CTR_STORM_DROPS,   /* over the sending vNIC's storm limit: dropped */
+	SUBNET_CTR_RECEIVED,      /* frames from other hosts, decapsulated and replicated here */
+	SUBNET_CTR_LOCAL_ONLY,    /* IPv4 source outside the subnet: not sent to other hosts */
+	SUBNET_CTR_TOO_BIG,       /* would not fit the underlay: not sent to other hosts */
+	SUBNET_CTR__MAX,
+};
+
+struct subnet_counters {
+	__u64 c[SUBNET_CTR__MAX];
+};
+
 /* vip_stats: per-CPU array indexed by vip_state.slot. A HAVIP has at most
  * one EIP, so the EIP's counters live in the same slot. */
 enum vip_counter {
@@ -233,6 +304,8 @@ enum global_counter {
 	GLB_CTR_TAGGED_CLAIMS, /* claims in a VLAN-tagged frame (VID != 0): not ours, passed */
 	GLB_CTR_UNDERLAY_PROBES, /* underlay probes answered (xdp_underlay) */
 	GLB_CTR_DECAP_UNKNOWN, /* VXLAN of our VNI to us, for no VIP or EIP here: dropped */
+	GLB_CTR_FLOOD_UNKNOWN, /* broadcast from the underlay for no subnet here, or at the
+				* replicator without its metadata: dropped */
 	GLB_CTR__MAX,
 };
 
@@ -282,5 +355,11 @@ _Static_assert(sizeof(struct vtep_info) == 8, "vtep_info layout");
 _Static_assert(sizeof(struct underlay_probe) == 16, "underlay_probe layout");
 _Static_assert(sizeof(struct vip_counters) == 8 * VIP_CTR__MAX, "vip_counters layout");
 _Static_assert(sizeof(struct havip_event) == 40, "havip_event layout");
+_Static_assert(sizeof(struct bcast_vnic) == 24, "bcast_vnic layout");
+_Static_assert(sizeof(struct bcast_subnet) == 16, "bcast_subnet layout");
+_Static_assert(sizeof(struct bcast_prefix) == 8, "bcast_prefix layout");
+_Static_assert(sizeof(struct bcast_remotes) == 4 + 4 * HAVIP_MAX_REMOTE_HOSTS, "bcast_remotes layout");
+_Static_assert(sizeof(struct flood_meta) == 8, "flood_meta layout");
+_Static_assert(sizeof(struct subnet_counters) == 8 * SUBNET_CTR__MAX, "subnet_counters layout");
 
 #endif /* HAVIP_ABI_H */

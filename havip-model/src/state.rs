@@ -96,6 +96,79 @@ macro_rules! serde_as_text {
 }
 serde_as_text!(Subnet, MacAddr);
 
+/// How a subnet carries a guest's broadcast and multicast. The two product pages disagree on
+/// purpose: ENS "Only unicast is supported. Broadcast and multicast are not supported"; ZEC "A
+/// HAVIP works because it sits inside a single layer-2 broadcast domain".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubnetMode {
+    /// ENS: nothing a guest sends to a broadcast or multicast address reaches another guest;
+    /// VRRP needs `unicast_peer`.
+    #[default]
+    Unicast,
+    /// ZEC: IPv4 broadcast and multicast from a guest reach every other vNIC of the subnet, on
+    /// every host (VRRP and CARP adverts to 224.0.0.18 among them).
+    BroadcastDomain,
+}
+
+impl SubnetMode {
+    /// The name operators write: `unicast`, `broadcast-domain`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unicast => "unicast",
+            Self::BroadcastDomain => "broadcast-domain",
+        }
+    }
+}
+
+impl fmt::Display for SubnetMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SubnetMode {
+    type Err = Refusal;
+    fn from_str(s: &str) -> Result<Self, Refusal> {
+        match s {
+            "unicast" => Ok(Self::Unicast),
+            "broadcast-domain" => Ok(Self::BroadcastDomain),
+            _ => Err(Refusal {
+                rule: Rule::WellFormed,
+                message: format!("subnet mode {}: must be unicast or broadcast-domain", shown(s)),
+            }),
+        }
+    }
+}
+
+/// Storm control in a broadcast-domain subnet: how many broadcast and multicast frames each vNIC
+/// may have replicated (a token bucket in XDP, per vNIC), so one guest flooding cannot starve the
+/// others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StormControl {
+    /// Frames per second, per vNIC (1-1,000,000; 1,000 by default).
+    pub pps: u32,
+    /// Frames a vNIC may send at once above the rate (1-100,000; 100 by default).
+    pub burst: u32,
+}
+
+impl Default for StormControl {
+    fn default() -> Self {
+        Self { pps: 1000, burst: 100 }
+    }
+}
+
+/// A subnet's settings beyond its CIDR.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubnetSettings {
+    /// Unicast (ENS) or a broadcast domain (ZEC).
+    pub mode: SubnetMode,
+    /// Storm control, applied in broadcast-domain mode.
+    pub storm: StormControl,
+}
+
 /// A hypervisor that runs havip-agent: the vNICs it serves are the ones
 /// whose [`Vnic::host`] is its id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,6 +303,10 @@ impl fmt::Display for SplitBrainPolicy {
 pub struct DesiredState {
     /// Subnets by name.
     pub subnets: BTreeMap<String, Subnet>,
+    /// Settings of the subnets whose settings are not the default (unicast), by subnet name;
+    /// every key names a subnet. State stored before these existed reads as all unicast.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub subnet_settings: BTreeMap<String, SubnetSettings>,
     /// vNICs by [`Vnic::name`].
     pub vnics: BTreeMap<String, Vnic>,
     /// HAVIPs by VIP.
@@ -237,6 +314,11 @@ pub struct DesiredState {
 }
 
 impl DesiredState {
+    /// Subnet `name`'s settings: the recorded ones, else the default (unicast).
+    pub fn subnet_settings(&self, name: &str) -> SubnetSettings {
+        self.subnet_settings.get(name).copied().unwrap_or_default()
+    }
+
     /// The vNICs that live on host `host`: the ones its agent attaches to.
     pub fn vnics_on<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a Vnic> + 'a {
         self.vnics.values().filter(move |v| v.host == host)

@@ -125,6 +125,7 @@ fn read_desired(db: &Database) -> Result<Snapshot> {
         subnets: read_docs(&read.open_table(SUBNETS)?)?,
         vnics: read_docs(&read.open_table(VNICS)?)?,
         havips: read_docs(&read.open_table(HAVIPS)?)?,
+        subnet_settings: Default::default(), // issue 11: stored by the model helper
     };
     Ok(Snapshot { revision, state: Arc::new(state) })
 }
