@@ -1,6 +1,8 @@
 //! Real keepalived (the Debian package) in a guest namespace: VRRPv3 over
-//! unicast between the two members, a short advert interval, the VIP on eth0.
-//! It decides who holds the VIP; havip only follows its gratuitous ARPs.
+//! unicast between the two members (or, with [`Options::multicast`],
+//! keepalived's default: adverts to 224.0.0.18), a short advert interval,
+//! the VIP on eth0. It decides who holds the VIP; havip only follows its
+//! gratuitous ARPs.
 
 use std::{fs, path::PathBuf, process::Command, time::Duration};
 
@@ -29,6 +31,11 @@ pub struct Options {
     /// sends its second burst of gratuitous ARPs, 0 for none; `None` leaves
     /// keepalived's default (5 s).
     pub garp_master_delay: Option<u32>,
+    /// keepalived's default configuration: no `unicast_src_ip` and no
+    /// `unicast_peer`, adverts to the VRRP group 224.0.0.18. In a `unicast`
+    /// subnet they reach nobody (both members become master); in a
+    /// `broadcast-domain` subnet havip delivers them (issue 11).
+    pub multicast: bool,
 }
 
 /// The RFC 5798 §7.3 virtual router MAC of the lab's VRRP instance.
@@ -133,6 +140,14 @@ fn config(guest: Guest, peer: Guest, priority: u8, opts: Options) -> String {
     if let Some(delay) = opts.garp_master_delay {
         extra += &format!("\n    garp_master_delay {delay}");
     }
+    let peers = if opts.multicast {
+        "\n    # keepalived's default: adverts to the VRRP group 224.0.0.18.".to_owned()
+    } else {
+        format!(
+            "\n    # A VPC carries no multicast: adverts go unicast to the peer.\n    unicast_src_ip {}\n    unicast_peer {{\n        {}\n    }}",
+            guest.ip, peer.ip
+        )
+    };
     format!(
         r#"global_defs {{
     router_id {name}
@@ -145,20 +160,13 @@ vrrp_instance VI_{VRID} {{
     interface {GUEST_IF}
     virtual_router_id {VRID}
     priority {priority}
-    advert_int {ADVERT_INT}{extra}
-    # A VPC carries no multicast: adverts go unicast to the peer.
-    unicast_src_ip {ip}
-    unicast_peer {{
-        {peer}
-    }}
+    advert_int {ADVERT_INT}{extra}{peers}
     virtual_ipaddress {{
         {VIP}/24{vip_dev}
     }}
 }}
 "#,
         name = guest.name,
-        ip = guest.ip,
-        peer = peer.ip,
     )
 }
 
@@ -172,6 +180,17 @@ mod tests {
         let c = config(VM_A, VM_B, 150, Options::default());
         assert!(c.contains("198.18.1.50/24 dev eth0\n"));
         assert!(!c.contains("use_vmac") && !c.contains("garp_master_delay"));
+    }
+
+    #[test]
+    fn unicast_peers_unless_multicast() {
+        let c = config(VM_A, VM_B, 150, Options::default());
+        assert!(
+            c.contains("\n    unicast_src_ip 198.18.1.11\n    unicast_peer {\n        198.18.1.12\n    }\n")
+        );
+        let m = config(VM_A, VM_B, 150, Options { multicast: true, ..Options::default() });
+        assert!(!m.contains("unicast"), "{m}");
+        assert!(m.contains("advert_int 0.1\n    # keepalived's default: adverts to the VRRP group 224.0.0.18.\n    virtual_ipaddress {"));
     }
 
     #[test]
