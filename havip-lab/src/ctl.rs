@@ -64,3 +64,33 @@ impl Ctl {
         serde_json::from_str(&text).with_context(|| format!("reading the JSON of havipctl {args:?}"))
     }
 }
+
+/// Counter `name` (`flooded`, `local_copies`, `remote_copies`,
+/// `storm_drops`, `received`, `local_only`, `too_big`) of the `broadcast`
+/// section of `havipctl --json subnet describe` (issue 11); 0 while the
+/// subnet shows none (unicast, or nothing counted on this host yet).
+pub fn broadcast_counter(view: &serde_json::Value, name: &str) -> Result<u64> {
+    match &view["broadcast"] {
+        serde_json::Value::Null => Ok(0),
+        b => b[name].as_u64().with_context(|| format!("no counter {name} in the subnet's broadcast section: {b}")),
+    }
+}
+
+/// The subnet's mode as `subnet describe` shows it.
+pub fn subnet_mode(view: &serde_json::Value) -> Result<&str> {
+    view["mode"].as_str().with_context(|| format!("subnet describe shows no mode: {view}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_counters_are_read_from_the_subnet_view() {
+        let v = serde_json::json!({"mode": "broadcast-domain", "broadcast": {"flooded": 7, "storm_drops": 2}});
+        assert_eq!(broadcast_counter(&v, "flooded").unwrap(), 7);
+        assert!(broadcast_counter(&v, "received").is_err());
+        assert_eq!(subnet_mode(&v).unwrap(), "broadcast-domain");
+        assert_eq!(broadcast_counter(&serde_json::json!({"mode": "unicast"}), "flooded").unwrap(), 0);
+    }
+}
