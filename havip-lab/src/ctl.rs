@@ -72,7 +72,9 @@ impl Ctl {
 pub fn broadcast_counter(view: &serde_json::Value, name: &str) -> Result<u64> {
     match &view["broadcast"] {
         serde_json::Value::Null => Ok(0),
-        b => b[name].as_u64().with_context(|| format!("no counter {name} in the subnet's broadcast section: {b}")),
+        b => b[name]
+            .as_u64()
+            .with_context(|| format!("no counter {name} in the subnet's broadcast section: {b}")),
     }
 }
 
@@ -87,7 +89,8 @@ mod tests {
 
     #[test]
     fn broadcast_counters_are_read_from_the_subnet_view() {
-        let v = serde_json::json!({"mode": "broadcast-domain", "broadcast": {"flooded": 7, "storm_drops": 2}});
+        let v =
+            serde_json::json!({"mode": "broadcast-domain", "broadcast": {"flooded": 7, "storm_drops": 2}});
         assert_eq!(broadcast_counter(&v, "flooded").unwrap(), 7);
         assert!(broadcast_counter(&v, "received").is_err());
         assert_eq!(subnet_mode(&v).unwrap(), "broadcast-domain");

@@ -149,7 +149,8 @@ fn ms(from_ns: u64, to_ns: u64) -> f64 {
 /// address on its eth0 and its gratuitous ARP, no VRRP.
 fn second_havip_on_vm_a(lab: &Lab) -> Result<()> {
     let vip2 = VIP2.to_string();
-    lab.ctl()?.ok(&["create", "--subnet", "vpc1", "--vip", &vip2, "--member", "vnic-a", "--member", "vnic-b"])?;
+    lab.ctl()?
+        .ok(&["create", "--subnet", "vpc1", "--vip", &vip2, "--member", "vnic-a", "--member", "vnic-b"])?;
     let ns = lab.topo.ns(VM_A);
     cmd::ip(&["-n", &ns, "addr", "add", &format!("{vip2}/32"), "dev", GUEST_IF])?;
     let pins = lab.pin_dir();
@@ -188,7 +189,10 @@ fn keepalived_multicast_splits_in_a_unicast_subnet() -> Result<()> {
         stay_masters(lab, &MEMBERS, || Ok(()))?;
         // Whichever gratuitous ARP came last holds the VIP.
         let (holder, _) = lab.holder()?.context("neither master's claim was taken")?;
-        eprintln!("FIGURES keepalived multicast, unicast subnet: both master for {SETTLE:?}; holder {}", holder.name);
+        eprintln!(
+            "FIGURES keepalived multicast, unicast subnet: both master for {SETTLE:?}; holder {}",
+            holder.name
+        );
         Ok(())
     })
 }
@@ -241,7 +245,10 @@ fn keepalived_one_master(lab: &mut Lab) -> Result<()> {
 
     let report = prober.finish();
     let (who, outage_ms, lost) = summary(&report);
-    ensure!(who == [VM_A.name, VM_B.name, VM_A.name], "vm-c was answered by {who:?}, expected vm-a, vm-b, vm-a");
+    ensure!(
+        who == [VM_A.name, VM_B.name, VM_A.name],
+        "vm-c was answered by {who:?}, expected vm-a, vm-b, vm-a"
+    );
     ensure!(outage_ms < 1000.0, "vm-c lost the VIP for {outage_ms:.1} ms");
     eprintln!(
         "FIGURES keepalived multicast, broadcast-domain subnet: {flooded} frames flooded while electing; \
@@ -320,7 +327,10 @@ fn ucarp_one_master(lab: &mut Lab) -> Result<()> {
 
     let report = prober.finish();
     let (who, outage_ms, lost) = summary(&report);
-    ensure!(who == [VM_A.name, VM_B.name, VM_A.name], "vm-c was answered by {who:?}, expected vm-a, vm-b, vm-a");
+    ensure!(
+        who == [VM_A.name, VM_B.name, VM_A.name],
+        "vm-c was answered by {who:?}, expected vm-a, vm-b, vm-a"
+    );
     eprintln!(
         "FIGURES ucarp, broadcast-domain subnet (advbase {} s, advskew {}/{}): failover: vm-b's claim {failover_ms:.0} ms \
          after vm-a's ucarp stopped (master-down {:?}); preempt-back: vm-a's claim {:.0} ms after its restart; \
@@ -395,6 +405,17 @@ fn storm(lab: &mut Lab) -> Result<()> {
     // Unicast: 1 s of the flood reaches no other guest.
     let baseline = flood::storm(&ns_b, SUBNET_BROADCAST, FLOOD_PPS, u64::from(FLOOD_PPS))?;
     ensure!(baseline.sent > 0, "the baseline flood sent nothing");
+    // A negative: the flood itself (1 s) is the observation window.
+    ensure!(
+        listener.received() == 0,
+        "{} datagrams of the unicast-mode flood reached vm-c",
+        listener.received()
+    );
+    eprintln!(
+        "FIGURES storm, unicast subnet: vm-b sent {} broadcast datagrams in {:.2} s, vm-c received none",
+        baseline.sent,
+        baseline.elapsed.as_secs_f64()
+    );
 
     let view = set_mode(lab, SubnetMode::BroadcastDomain, Some((STORM_PPS, STORM_BURST)))?;
     ensure!(
@@ -402,7 +423,6 @@ fn storm(lab: &mut Lab) -> Result<()> {
             && view["storm_burst"].as_u64() == Some(STORM_BURST.into()),
         "subnet describe does not show the storm control set: {view}"
     );
-    ensure!(listener.received() == 0, "{} datagrams of the unicast-mode flood reached vm-c", listener.received());
 
     let prober = Prober::start(&ns_c, VIP2, PROBE_INTERVAL, &lab.timeline)?;
     prober.wait_answered_by(VM_A.name, 400, FAILOVER_TIMEOUT).context("vm-c's traffic to the second VIP")?;
