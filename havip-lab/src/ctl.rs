@@ -10,7 +10,7 @@ use std::{
 use anyhow::{bail, ensure, Context, Result};
 use serde::de::DeserializeOwned;
 
-use crate::agent;
+use crate::{agent, topology::SubnetMode};
 
 /// `havipctl` (built next to `havip-agent`) aimed at one agent's API socket.
 #[derive(Clone, Debug)]
@@ -78,6 +78,14 @@ pub fn broadcast_counter(view: &serde_json::Value, name: &str) -> Result<u64> {
     }
 }
 
+/// Whether `subnet describe` (on one host) shows `mode` in force: the mode
+/// recorded, and this host's data plane replicating (`broadcast.programmed`)
+/// exactly when the mode is broadcast-domain.
+pub fn subnet_in_force(view: &serde_json::Value, mode: SubnetMode) -> Result<bool> {
+    let programmed = view["broadcast"]["programmed"].as_bool() == Some(true);
+    Ok(subnet_mode(view)? == mode.as_str() && programmed == (mode == SubnetMode::BroadcastDomain))
+}
+
 /// The subnet's mode as `subnet describe` shows it.
 pub fn subnet_mode(view: &serde_json::Value) -> Result<&str> {
     view["mode"].as_str().with_context(|| format!("subnet describe shows no mode: {view}"))
@@ -95,5 +103,9 @@ mod tests {
         assert!(broadcast_counter(&v, "received").is_err());
         assert_eq!(subnet_mode(&v).unwrap(), "broadcast-domain");
         assert_eq!(broadcast_counter(&serde_json::json!({"mode": "unicast"}), "flooded").unwrap(), 0);
+        assert!(!subnet_in_force(&v, SubnetMode::BroadcastDomain).unwrap(), "not programmed yet");
+        let on = serde_json::json!({"mode": "broadcast-domain", "broadcast": {"programmed": true}});
+        assert!(subnet_in_force(&on, SubnetMode::BroadcastDomain).unwrap());
+        assert!(subnet_in_force(&serde_json::json!({"mode": "unicast"}), SubnetMode::Unicast).unwrap());
     }
 }

@@ -26,7 +26,7 @@ use havip_agent::clock::monotonic_ns;
 use havip_api::view::HavipView;
 use havip_lab::{
     cmd,
-    ctl::{broadcast_counter, subnet_mode},
+    ctl::{broadcast_counter, subnet_in_force},
     flood, garp, keepalived,
     netns::LabId,
     probe::{Prober, Report},
@@ -114,12 +114,13 @@ fn stay_masters(lab: &Lab, expect: &[Guest], mut check: impl FnMut() -> Result<(
     Ok(())
 }
 
-/// `havipctl subnet mode`, then waits until `subnet describe` shows it.
+/// `havipctl subnet mode`, then waits until `subnet describe` shows it in
+/// force (the data plane replicating, or no longer).
 fn set_mode(lab: &Lab, mode: SubnetMode, storm: Option<(u32, u32)>) -> Result<serde_json::Value> {
     lab.set_subnet_mode(mode, storm)?;
-    wait::until(&format!("subnet describe to show {}", mode.as_str()), FAILOVER_TIMEOUT, || {
+    wait::until(&format!("the data plane to follow {}", mode.as_str()), FAILOVER_TIMEOUT, || {
         let v = lab.subnet_view()?;
-        Ok((subnet_mode(&v)? == mode.as_str()).then_some(v))
+        Ok(subnet_in_force(&v, mode)?.then_some(v))
     })
 }
 
