@@ -399,13 +399,15 @@ impl Lab {
         Ok(())
     }
 
-    /// keepalived in vm-a and vm-b, unicast peers across the underlay.
+    /// keepalived in vm-a and vm-b, unicast peers across the underlay (or
+    /// adverts to 224.0.0.18 with `keepalived_multicast`).
     pub fn start_keepalived(&mut self) -> Result<()> {
         let topo = &self.topo;
         let ka = scenario::start_keepalived(
             &self.dir.path,
             |g| topo.ns(g),
             self.opts.base.keepalived,
+            self.opts.base.keepalived_multicast,
             &self.timeline,
             self.attached,
         )?;

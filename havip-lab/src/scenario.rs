@@ -17,7 +17,7 @@ use crate::{
     agent::{self, Agent},
     cmd,
     ctl::Ctl,
-    keepalived::{self, Keepalived},
+    keepalived::{self, Keepalived, Vrrp},
     log::Timeline,
     netns::{self, LabId},
     probe::{Prober, Responder},
@@ -45,6 +45,9 @@ pub struct Options {
     /// `key = value` lines added to the HAVIP's `[[havips]]` table.
     pub havip_settings: String,
     pub keepalived: keepalived::Options,
+    /// keepalived's default configuration, adverts to 224.0.0.18
+    /// ([`keepalived::Vrrp::Multicast`]), instead of unicast to the peer.
+    pub keepalived_multicast: bool,
     /// The subnet's mode and storm control in the desired state.
     pub subnet: topology::SubnetOptions,
 }
@@ -94,7 +97,7 @@ impl Lab {
         let started = (|| {
             lab.start_agent_for(opts)?;
             lab.start_responders()?;
-            lab.start_keepalived_with(opts.keepalived)?;
+            lab.start_keepalived_as(opts.keepalived, opts.keepalived_multicast)?;
             lab.wait_holder(VM_A, FAILOVER_TIMEOUT)
         })();
         lab.on_error(started)?;
@@ -168,8 +171,21 @@ impl Lab {
 
     /// keepalived in both members with `opts`.
     pub fn start_keepalived_with(&mut self, opts: keepalived::Options) -> Result<()> {
+        self.start_keepalived_as(opts, false)
+    }
+
+    /// keepalived in both members with its default configuration: adverts
+    /// to 224.0.0.18, no unicast peers.
+    pub fn start_keepalived_multicast(&mut self) -> Result<()> {
+        self.start_keepalived_as(keepalived::Options::default(), true)
+    }
+
+    /// keepalived in both members with `opts`, adverts to 224.0.0.18 if
+    /// `multicast`, else unicast to the other member.
+    pub fn start_keepalived_as(&mut self, opts: keepalived::Options, multicast: bool) -> Result<()> {
         let topo = &self.topo;
-        let started = start_keepalived(&self.dir.path, |g| topo.ns(g), opts, &self.timeline, self.attached)?;
+        let (dir, tl) = (&self.dir.path, &self.timeline);
+        let started = start_keepalived(dir, |g| topo.ns(g), opts, multicast, tl, self.attached)?;
         self.keepalived.extend(started);
         Ok(())
     }
@@ -344,21 +360,24 @@ impl Services {
 }
 
 /// keepalived in both members (vm-a preferred, each the other's unicast
-/// peer) with `opts`, `ns_of(g)` being member `g`'s namespace, configs in
-/// `dir`; each start is a step on `timeline`, which an `attached` lab's
-/// keepalived also logs into.
+/// peer, or both to 224.0.0.18 if `multicast`) with `opts`, `ns_of(g)`
+/// being member `g`'s namespace, configs in `dir`; each start is a step on
+/// `timeline`, which an `attached` lab's keepalived also logs into.
 pub(crate) fn start_keepalived(
     dir: &Path,
     ns_of: impl Fn(Guest) -> String,
     opts: keepalived::Options,
+    multicast: bool,
     timeline: &Timeline,
     attached: bool,
 ) -> Result<Vec<Keepalived>> {
     let mut started = Vec::new();
     for (g, peer, prio) in [(VM_A, VM_B, PRIORITY_A), (VM_B, VM_A, PRIORITY_B)] {
-        timeline.step(&format!("starting keepalived in {} (priority {prio})", g.name));
+        let vrrp = if multicast { Vrrp::Multicast } else { Vrrp::UnicastTo(peer) };
+        let how = if multicast { ", adverts to 224.0.0.18" } else { "" };
+        timeline.step(&format!("starting keepalived in {} (priority {prio}{how})", g.name));
         let attach = attached.then_some(timeline);
-        started.push(Keepalived::start_with(dir, &ns_of(g), g, peer, prio, opts, attach)?);
+        started.push(Keepalived::start_vrrp(dir, &ns_of(g), g, vrrp, prio, opts, attach)?);
     }
     Ok(started)
 }

@@ -27,7 +27,7 @@ use havip_api::view::HavipView;
 use havip_lab::{
     cmd,
     ctl::{broadcast_counter, subnet_in_force},
-    flood, garp, keepalived,
+    flood, garp,
     netns::LabId,
     probe::{Prober, Report},
     scenario::{Lab, FAILOVER_TIMEOUT},
@@ -59,10 +59,6 @@ static ONE_LAB: Mutex<()> = Mutex::new(());
 /// not stop the others.
 fn turn() -> MutexGuard<'static, ()> {
     ONE_LAB.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn multicast() -> keepalived::Options {
-    keepalived::Options { multicast: true, ..keepalived::Options::default() }
 }
 
 /// A lab with the agent (the subnet unicast) and the members' responders,
@@ -163,7 +159,7 @@ fn second_havip_on_vm_a(lab: &Lab) -> Result<()> {
         }
         // A claim before the agent wrote the HAVIP's members is refused:
         // claim again every ~0.2 s until it counts.
-        if polls % 10 == 0 {
+        if polls.is_multiple_of(10) {
             garp::send(&ns, GUEST_IF, VIP2, VM_A.mac())?;
         }
         polls += 1;
@@ -185,7 +181,7 @@ fn held(lab: &Lab, vip: Ipv4Addr) -> Result<(u32, u64)> {
 fn keepalived_multicast_splits_in_a_unicast_subnet() -> Result<()> {
     let _turn = turn();
     bare_lab()?.run(|lab| {
-        lab.start_keepalived_with(multicast())?;
+        lab.start_keepalived_multicast()?;
         wait_masters(lab, &MEMBERS, FAILOVER_TIMEOUT).context("keepalived in a unicast subnet")?;
         stay_masters(lab, &MEMBERS, || Ok(()))?;
         // Whichever gratuitous ARP came last holds the VIP.
@@ -210,7 +206,7 @@ fn keepalived_multicast_elects_one_master_in_a_broadcast_domain() -> Result<()> 
 fn keepalived_one_master(lab: &mut Lab) -> Result<()> {
     let view = set_mode(lab, SubnetMode::BroadcastDomain, None)?;
     let flooded_before = broadcast_counter(&view, "flooded")?;
-    lab.start_keepalived_with(multicast())?;
+    lab.start_keepalived_multicast()?;
     wait_masters(lab, &[VM_A], FAILOVER_TIMEOUT).context("keepalived in a broadcast-domain subnet")?;
     lab.wait_holder(VM_A, FAILOVER_TIMEOUT)?;
     stay_masters(lab, &[VM_A], || {

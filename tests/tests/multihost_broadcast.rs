@@ -24,7 +24,6 @@ use anyhow::{ensure, Context, Result};
 use havip_agent::clock::monotonic_ns;
 use havip_lab::{
     ctl::{broadcast_counter, subnet_in_force},
-    keepalived,
     multihost::{Hv, Lab, Options, HOSTS, HV1, HV2, HV3},
     netns::LabId,
     probe::Report,
@@ -50,8 +49,7 @@ fn turn() -> MutexGuard<'static, ()> {
 /// `subnet` mode), the services and keepalived's default multicast
 /// configuration; no wait for a holder (a split may end on either member).
 fn lab_with(subnet: SubnetOptions) -> Result<Lab> {
-    let keepalived = keepalived::Options { multicast: true, ..keepalived::Options::default() };
-    let base = scenario::Options { keepalived, subnet, ..scenario::Options::default() };
+    let base = scenario::Options { keepalived_multicast: true, subnet, ..scenario::Options::default() };
     let mut lab = Lab::create(LabId::unique("test"), true, Options { base, ..Options::default() })?;
     let started = (|| {
         lab.start_agents()?;
