@@ -10,7 +10,7 @@ use std::{
 use anyhow::{bail, ensure, Context, Result};
 use serde::de::DeserializeOwned;
 
-use crate::agent;
+use crate::{agent, topology::SubnetMode};
 
 /// `havipctl` (built next to `havip-agent`) aimed at one agent's API socket.
 #[derive(Clone, Debug)]
@@ -62,5 +62,50 @@ impl Ctl {
     pub fn json<T: DeserializeOwned>(&self, args: &[&str]) -> Result<T> {
         let text = self.ok(&[&["--json"], args].concat())?;
         serde_json::from_str(&text).with_context(|| format!("reading the JSON of havipctl {args:?}"))
+    }
+}
+
+/// Counter `name` (`flooded`, `local_copies`, `remote_copies`,
+/// `storm_drops`, `received`, `local_only`, `too_big`) of the `broadcast`
+/// section of `havipctl --json subnet describe` (issue 11); 0 while the
+/// subnet shows none (unicast, or nothing counted on this host yet).
+pub fn broadcast_counter(view: &serde_json::Value, name: &str) -> Result<u64> {
+    match &view["broadcast"] {
+        serde_json::Value::Null => Ok(0),
+        b => b[name]
+            .as_u64()
+            .with_context(|| format!("no counter {name} in the subnet's broadcast section: {b}")),
+    }
+}
+
+/// Whether `subnet describe` (on one host) shows `mode` in force: the mode
+/// recorded, and this host's data plane replicating (`broadcast.programmed`)
+/// exactly when the mode is broadcast-domain.
+pub fn subnet_in_force(view: &serde_json::Value, mode: SubnetMode) -> Result<bool> {
+    let programmed = view["broadcast"]["programmed"].as_bool() == Some(true);
+    Ok(subnet_mode(view)? == mode.as_str() && programmed == (mode == SubnetMode::BroadcastDomain))
+}
+
+/// The subnet's mode as `subnet describe` shows it.
+pub fn subnet_mode(view: &serde_json::Value) -> Result<&str> {
+    view["mode"].as_str().with_context(|| format!("subnet describe shows no mode: {view}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_counters_are_read_from_the_subnet_view() {
+        let v =
+            serde_json::json!({"mode": "broadcast-domain", "broadcast": {"flooded": 7, "storm_drops": 2}});
+        assert_eq!(broadcast_counter(&v, "flooded").unwrap(), 7);
+        assert!(broadcast_counter(&v, "received").is_err());
+        assert_eq!(subnet_mode(&v).unwrap(), "broadcast-domain");
+        assert_eq!(broadcast_counter(&serde_json::json!({"mode": "unicast"}), "flooded").unwrap(), 0);
+        assert!(!subnet_in_force(&v, SubnetMode::BroadcastDomain).unwrap(), "not programmed yet");
+        let on = serde_json::json!({"mode": "broadcast-domain", "broadcast": {"programmed": true}});
+        assert!(subnet_in_force(&on, SubnetMode::BroadcastDomain).unwrap());
+        assert!(subnet_in_force(&serde_json::json!({"mode": "unicast"}), SubnetMode::Unicast).unwrap());
     }
 }

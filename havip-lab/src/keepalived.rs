@@ -1,6 +1,8 @@
 //! Real keepalived (the Debian package) in a guest namespace: VRRPv3 over
-//! unicast between the two members, a short advert interval, the VIP on eth0.
-//! It decides who holds the VIP; havip only follows its gratuitous ARPs.
+//! unicast between the two members (or, with [`Vrrp::Multicast`],
+//! keepalived's default: adverts to 224.0.0.18), a short advert interval,
+//! the VIP on eth0. It decides who holds the VIP; havip only follows its
+//! gratuitous ARPs.
 
 use std::{fs, path::PathBuf, process::Command, time::Duration};
 
@@ -29,6 +31,19 @@ pub struct Options {
     /// sends its second burst of gratuitous ARPs, 0 for none; `None` leaves
     /// keepalived's default (5 s).
     pub garp_master_delay: Option<u32>,
+}
+
+/// Where keepalived sends its adverts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vrrp {
+    /// `unicast_src_ip` and `unicast_peer`: to the other member (the lab's
+    /// default, what a VPC without multicast needs).
+    UnicastTo(Guest),
+    /// keepalived's default configuration: no `unicast_src_ip` and no
+    /// `unicast_peer`, adverts to the VRRP group 224.0.0.18. In a `unicast`
+    /// subnet they reach nobody (both members become master); in a
+    /// `broadcast-domain` subnet havip delivers them (issue 11).
+    Multicast,
 }
 
 /// The RFC 5798 §7.3 virtual router MAC of the lab's VRRP instance.
@@ -67,8 +82,21 @@ impl Keepalived {
         opts: Options,
         timeline: Option<&Timeline>,
     ) -> Result<Self> {
+        Self::start_vrrp(dir, ns, guest, Vrrp::UnicastTo(peer), priority, opts, timeline)
+    }
+
+    /// [`Keepalived::start_with`] with its adverts sent as `vrrp` says.
+    pub fn start_vrrp(
+        dir: &std::path::Path,
+        ns: &str,
+        guest: Guest,
+        vrrp: Vrrp,
+        priority: u8,
+        opts: Options,
+        timeline: Option<&Timeline>,
+    ) -> Result<Self> {
         let conf = dir.join(format!("keepalived-{}.conf", guest.name));
-        fs::write(&conf, config(guest, peer, priority, opts))
+        fs::write(&conf, config(guest, vrrp, priority, opts))
             .with_context(|| format!("writing {}", conf.display()))?;
         let mut ka = Self {
             guest,
@@ -119,7 +147,7 @@ impl Keepalived {
     }
 }
 
-fn config(guest: Guest, peer: Guest, priority: u8, opts: Options) -> String {
+fn config(guest: Guest, vrrp: Vrrp, priority: u8, opts: Options) -> String {
     // With use_vmac the VIP goes where keepalived puts it: on the macvlan.
     let (mut extra, vip_dev) = if opts.use_vmac {
         // Unicast adverts need the base interface; keepalived would set
@@ -133,6 +161,13 @@ fn config(guest: Guest, peer: Guest, priority: u8, opts: Options) -> String {
     if let Some(delay) = opts.garp_master_delay {
         extra += &format!("\n    garp_master_delay {delay}");
     }
+    let peers = match vrrp {
+        Vrrp::Multicast => "\n    # keepalived's default: adverts to the VRRP group 224.0.0.18.".to_owned(),
+        Vrrp::UnicastTo(peer) => format!(
+            "\n    # A VPC carries no multicast: adverts go unicast to the peer.\n    unicast_src_ip {}\n    unicast_peer {{\n        {}\n    }}",
+            guest.ip, peer.ip
+        ),
+    };
     format!(
         r#"global_defs {{
     router_id {name}
@@ -145,20 +180,13 @@ vrrp_instance VI_{VRID} {{
     interface {GUEST_IF}
     virtual_router_id {VRID}
     priority {priority}
-    advert_int {ADVERT_INT}{extra}
-    # A VPC carries no multicast: adverts go unicast to the peer.
-    unicast_src_ip {ip}
-    unicast_peer {{
-        {peer}
-    }}
+    advert_int {ADVERT_INT}{extra}{peers}
     virtual_ipaddress {{
         {VIP}/24{vip_dev}
     }}
 }}
 "#,
         name = guest.name,
-        ip = guest.ip,
-        peer = peer.ip,
     )
 }
 
@@ -169,20 +197,36 @@ mod tests {
 
     #[test]
     fn the_default_config_puts_the_vip_on_eth0_without_vmac() {
-        let c = config(VM_A, VM_B, 150, Options::default());
+        let c = config(VM_A, Vrrp::UnicastTo(VM_B), 150, Options::default());
         assert!(c.contains("198.18.1.50/24 dev eth0\n"));
         assert!(!c.contains("use_vmac") && !c.contains("garp_master_delay"));
     }
 
     #[test]
+    fn unicast_peers_unless_multicast() {
+        let c = config(VM_A, Vrrp::UnicastTo(VM_B), 150, Options::default());
+        assert!(
+            c.contains("\n    unicast_src_ip 198.18.1.11\n    unicast_peer {\n        198.18.1.12\n    }\n")
+        );
+        let m = config(VM_A, Vrrp::Multicast, 150, Options::default());
+        assert!(!m.contains("unicast"), "{m}");
+        assert!(m.contains("advert_int 0.1\n    # keepalived's default: adverts to the VRRP group 224.0.0.18.\n    virtual_ipaddress {"));
+    }
+
+    #[test]
     fn garp_master_delay_is_set_only_when_asked() {
-        let c = config(VM_A, VM_B, 100, Options { garp_master_delay: Some(0), ..Options::default() });
+        let c = config(
+            VM_A,
+            Vrrp::UnicastTo(VM_B),
+            100,
+            Options { garp_master_delay: Some(0), ..Options::default() },
+        );
         assert!(c.contains("advert_int 0.1\n    garp_master_delay 0\n"));
     }
 
     #[test]
     fn use_vmac_leaves_the_vip_to_the_macvlan() {
-        let c = config(VM_A, VM_B, 150, Options { use_vmac: true, ..Options::default() });
+        let c = config(VM_A, Vrrp::UnicastTo(VM_B), 150, Options { use_vmac: true, ..Options::default() });
         assert!(c.contains("\n    use_vmac\n    vmac_xmit_base\n"));
         assert!(c.contains("198.18.1.50/24\n"));
         assert!(!c.contains("dev eth0"));

@@ -44,7 +44,8 @@ use crate::{
     netns::{self, LabId, Netns},
     probe::{self, Prober},
     scenario::{self, RunDir, Services, FAILOVER_TIMEOUT},
-    topology::{self, Guest, EIP, GUESTS, INET, MEMBERS, VIP, VM_A, VM_B, VM_C},
+    topology::{self, Guest, SubnetMode, EIP, GUESTS, INET, MEMBERS, VIP, VM_A, VM_B, VM_C},
+    ucarp::{self, Ucarp},
     wait, web,
 };
 
@@ -236,6 +237,7 @@ pub struct Lab {
     opts: Options,
     services: Services,
     keepalived: Vec<Keepalived>,
+    ucarp: Vec<Ucarp>,
     /// An agent per host (by host index), once started.
     agents: Vec<Option<Agent>>,
     /// Agents SIGKILLed by [`Lab::kill_agent`] (by host index): their data
@@ -275,6 +277,7 @@ impl Lab {
             opts,
             services: Services::default(),
             keepalived: Vec::new(),
+            ucarp: Vec::new(),
             agents: HOSTS.iter().map(|_| None).collect(),
             killed: HOSTS.iter().map(|_| None).collect(),
             etcd,
@@ -381,7 +384,8 @@ impl Lab {
     /// HAVIP with the EIP) once, through hv1's agent: `havipctl apply -f`.
     pub fn apply_desired(&self) -> Result<()> {
         let file = self.dir.path.join("desired.toml");
-        let text = topology::desired_file(|g| Some(host_of(g).id), &self.opts.base.havip_settings);
+        let base = &self.opts.base;
+        let text = topology::desired_file_with(|g| Some(host_of(g).id), &base.havip_settings, base.subnet);
         fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
         self.timeline.step("applying the desired state through hv1's agent");
         let path = file.to_str().context("the desired file's path")?;
@@ -395,13 +399,15 @@ impl Lab {
         Ok(())
     }
 
-    /// keepalived in vm-a and vm-b, unicast peers across the underlay.
+    /// keepalived in vm-a and vm-b, unicast peers across the underlay (or
+    /// adverts to 224.0.0.18 with `keepalived_multicast`).
     pub fn start_keepalived(&mut self) -> Result<()> {
         let topo = &self.topo;
         let ka = scenario::start_keepalived(
             &self.dir.path,
             |g| topo.ns(g),
             self.opts.base.keepalived,
+            self.opts.base.keepalived_multicast,
             &self.timeline,
             self.attached,
         )?;
@@ -414,6 +420,40 @@ impl Lab {
         let i =
             MEMBERS.iter().position(|m| *m == g).with_context(|| format!("{} runs no keepalived", g.name))?;
         self.keepalived.get_mut(i).context("keepalived is not started")
+    }
+
+    /// ucarp in vm-a and vm-b ([`ucarp::MEMBERS`]: vm-a preferred), CARP
+    /// to 224.0.0.18 across the hosts.
+    pub fn start_ucarp(&mut self) -> Result<()> {
+        let topo = &self.topo;
+        let started = ucarp::start_members(&self.dir.path, |g| topo.ns(g), &self.timeline, self.attached)?;
+        self.ucarp.extend(started);
+        Ok(())
+    }
+
+    /// ucarp of member `g`.
+    pub fn ucarp(&mut self, g: Guest) -> Result<&mut Ucarp> {
+        let i = MEMBERS.iter().position(|m| *m == g).with_context(|| format!("{} runs no ucarp", g.name))?;
+        self.ucarp.get_mut(i).context("ucarp is not started")
+    }
+
+    /// `havipctl subnet mode vpc1 MODE [--storm-pps N --storm-burst N]`
+    /// through hv1's agent: the shared desired state, every host follows.
+    pub fn set_subnet_mode(&self, mode: SubnetMode, storm: Option<(u32, u32)>) -> Result<()> {
+        self.timeline.step(&format!("subnet vpc1 -> {} (through hv1)", mode.as_str()));
+        let args = scenario::subnet_mode_args(mode, storm);
+        self.ctl(HV1)?.ok(&args.iter().map(String::as_str).collect::<Vec<_>>()).map(drop)
+    }
+
+    /// Host `h`'s `havipctl --json subnet describe vpc1`: the mode, storm
+    /// control and `h`'s broadcast counters.
+    pub fn subnet_view(&self, h: Hv) -> Result<Value> {
+        self.ctl(h)?.json(&["subnet", "describe", scenario::SUBNET_NAME])
+    }
+
+    /// Whether guest `g` has the VIP on eth0 (its keepalived or ucarp is master).
+    pub fn vip_on(&self, g: Guest) -> Result<bool> {
+        topology::has_addr(&self.topo.ns(g), VIP)
     }
 
     /// SIGKILLs host `h`'s agent (a crash; the data plane stays).
@@ -553,6 +593,7 @@ impl Lab {
             bail!("only a detached lab can be left standing");
         }
         self.keepalived.iter_mut().for_each(Keepalived::keep);
+        self.ucarp.iter_mut().for_each(Ucarp::keep);
         self.services.keep();
         self.agents.iter_mut().flatten().for_each(Agent::keep);
         self.etcd.keep();

@@ -16,13 +16,15 @@ use havip_common::VipState;
 use crate::{
     agent::{self, Agent},
     cmd,
-    keepalived::{self, Keepalived},
+    ctl::Ctl,
+    keepalived::{self, Keepalived, Vrrp},
     log::Timeline,
     netns::{self, LabId},
     probe::{Prober, Responder},
     process::ChildProc,
     state,
-    topology::{self, Guest, Topology, EIP, MEMBERS, VIP, VM_A, VM_B, VM_C},
+    topology::{self, Guest, SubnetMode, Topology, EIP, MEMBERS, VIP, VM_A, VM_B, VM_C},
+    ucarp::{self, Ucarp},
     wait,
     web::{self, WebServer},
 };
@@ -43,6 +45,11 @@ pub struct Options {
     /// `key = value` lines added to the HAVIP's `[[havips]]` table.
     pub havip_settings: String,
     pub keepalived: keepalived::Options,
+    /// keepalived's default configuration, adverts to 224.0.0.18
+    /// ([`keepalived::Vrrp::Multicast`]), instead of unicast to the peer.
+    pub keepalived_multicast: bool,
+    /// The subnet's mode and storm control in the desired state.
+    pub subnet: topology::SubnetOptions,
 }
 
 pub struct Lab {
@@ -50,6 +57,7 @@ pub struct Lab {
     attached: bool,
     services: Services,
     keepalived: Vec<Keepalived>,
+    ucarp: Vec<Ucarp>,
     agent: Option<Agent>,
     pub topo: Topology,
     dir: RunDir,
@@ -70,6 +78,7 @@ impl Lab {
             attached,
             services: Services::default(),
             keepalived: Vec::new(),
+            ucarp: Vec::new(),
             agent: None,
             topo,
             dir,
@@ -86,9 +95,9 @@ impl Lab {
     pub fn start_with(id: LabId, attached: bool, opts: &Options) -> Result<Self> {
         let mut lab = Self::create(id, attached)?;
         let started = (|| {
-            lab.start_agent_with(&opts.havip_settings, &opts.agent_sections)?;
+            lab.start_agent_for(opts)?;
             lab.start_responders()?;
-            lab.start_keepalived_with(opts.keepalived)?;
+            lab.start_keepalived_as(opts.keepalived, opts.keepalived_multicast)?;
             lab.wait_holder(VM_A, FAILOVER_TIMEOUT)
         })();
         lab.on_error(started)?;
@@ -118,6 +127,18 @@ impl Lab {
     /// Starts the agent with `havip_settings` in the HAVIP's table and
     /// `sections` appended to its config (see [`Options`]).
     pub fn start_agent_with(&mut self, havip_settings: &str, sections: &str) -> Result<()> {
+        let opts = Options {
+            havip_settings: havip_settings.to_owned(),
+            agent_sections: sections.to_owned(),
+            ..Options::default()
+        };
+        self.start_agent_for(&opts)
+    }
+
+    /// Starts the agent with `opts`' HAVIP settings, subnet settings and
+    /// config sections (keepalived's options are not the agent's).
+    pub fn start_agent_for(&mut self, opts: &Options) -> Result<()> {
+        let (havip_settings, sections) = (&opts.havip_settings, &opts.agent_sections);
         let spec = agent::Spec {
             bin: agent::locate_binary()?,
             config: self.dir.path.join("havip.toml"),
@@ -125,7 +146,7 @@ impl Lab {
             pin_dir: self.topo.id.pin_dir(),
             dir: self.dir.path.clone(),
         };
-        let mut config = spec.agent_section() + &topology::agent_config_with(havip_settings);
+        let mut config = spec.agent_section() + &topology::agent_config_for(havip_settings, opts.subnet);
         if !sections.is_empty() {
             config = config + "\n" + sections.trim_end() + "\n";
         }
@@ -150,8 +171,21 @@ impl Lab {
 
     /// keepalived in both members with `opts`.
     pub fn start_keepalived_with(&mut self, opts: keepalived::Options) -> Result<()> {
+        self.start_keepalived_as(opts, false)
+    }
+
+    /// keepalived in both members with its default configuration: adverts
+    /// to 224.0.0.18, no unicast peers.
+    pub fn start_keepalived_multicast(&mut self) -> Result<()> {
+        self.start_keepalived_as(keepalived::Options::default(), true)
+    }
+
+    /// keepalived in both members with `opts`, adverts to 224.0.0.18 if
+    /// `multicast`, else unicast to the other member.
+    pub fn start_keepalived_as(&mut self, opts: keepalived::Options, multicast: bool) -> Result<()> {
         let topo = &self.topo;
-        let started = start_keepalived(&self.dir.path, |g| topo.ns(g), opts, &self.timeline, self.attached)?;
+        let (dir, tl) = (&self.dir.path, &self.timeline);
+        let started = start_keepalived(dir, |g| topo.ns(g), opts, multicast, tl, self.attached)?;
         self.keepalived.extend(started);
         Ok(())
     }
@@ -163,8 +197,47 @@ impl Lab {
         self.keepalived.get_mut(i).context("keepalived is not started")
     }
 
+    /// ucarp in both members ([`ucarp::MEMBERS`]: vm-a preferred).
+    pub fn start_ucarp(&mut self) -> Result<()> {
+        let topo = &self.topo;
+        let started = ucarp::start_members(&self.dir.path, |g| topo.ns(g), &self.timeline, self.attached)?;
+        self.ucarp.extend(started);
+        Ok(())
+    }
+
+    /// ucarp of member `g`.
+    pub fn ucarp(&mut self, g: Guest) -> Result<&mut Ucarp> {
+        let i = MEMBERS.iter().position(|m| *m == g).with_context(|| format!("{} runs no ucarp", g.name))?;
+        self.ucarp.get_mut(i).context("ucarp is not started")
+    }
+
     pub fn agent(&mut self) -> Result<&mut Agent> {
         self.agent.as_mut().context("the agent is not started")
+    }
+
+    /// `havipctl` aimed at the lab's agent.
+    pub fn ctl(&self) -> Result<Ctl> {
+        Ctl::at(self.agent.as_ref().context("the agent is not started")?.spec().api_socket())
+    }
+
+    /// `havipctl subnet mode vpc1 MODE [--storm-pps N --storm-burst N]`:
+    /// the subnet's mode at runtime (issue 11).
+    pub fn set_subnet_mode(&self, mode: SubnetMode, storm: Option<(u32, u32)>) -> Result<()> {
+        self.timeline.step(&format!("subnet vpc1 -> {}{}", mode.as_str(), storm_text(storm)));
+        self.ctl()?
+            .ok(&subnet_mode_args(mode, storm).iter().map(String::as_str).collect::<Vec<_>>())
+            .map(drop)
+    }
+
+    /// `havipctl --json subnet describe vpc1`: the subnet's mode, storm
+    /// control and, under `broadcast`, this host's counters.
+    pub fn subnet_view(&self) -> Result<serde_json::Value> {
+        self.ctl()?.json(&["subnet", "describe", SUBNET_NAME])
+    }
+
+    /// Whether guest `g` has the VIP on eth0 (its keepalived or ucarp is master).
+    pub fn vip_on(&self, g: Guest) -> Result<bool> {
+        topology::has_addr(&self.topo.ns(g), VIP)
     }
 
     /// The VIP's state in the data plane and the guest behind its holder vNIC.
@@ -223,12 +296,29 @@ impl Lab {
             bail!("only a detached lab can be left standing");
         }
         self.keepalived.iter_mut().for_each(Keepalived::keep);
+        self.ucarp.iter_mut().for_each(Ucarp::keep);
         self.services.keep();
         self.agent.iter_mut().for_each(Agent::keep);
         self.topo.keep();
         self.dir.armed = false;
         Ok(())
     }
+}
+
+/// The lab's subnet, as the desired state names it.
+pub const SUBNET_NAME: &str = "vpc1";
+
+/// `havipctl` arguments that set the subnet's mode (and storm control).
+pub fn subnet_mode_args(mode: SubnetMode, storm: Option<(u32, u32)>) -> Vec<String> {
+    let mut a = ["subnet", "mode", SUBNET_NAME, mode.as_str()].map(str::to_owned).to_vec();
+    if let Some((pps, burst)) = storm {
+        a.extend(["--storm-pps".to_owned(), pps.to_string(), "--storm-burst".to_owned(), burst.to_string()]);
+    }
+    a
+}
+
+fn storm_text(storm: Option<(u32, u32)>) -> String {
+    storm.map_or_else(String::new, |(pps, burst)| format!(" (storm control {pps} pps, burst {burst})"))
 }
 
 /// The members' services: a UDP echo responder and an HTTP server each,
@@ -270,21 +360,24 @@ impl Services {
 }
 
 /// keepalived in both members (vm-a preferred, each the other's unicast
-/// peer) with `opts`, `ns_of(g)` being member `g`'s namespace, configs in
-/// `dir`; each start is a step on `timeline`, which an `attached` lab's
-/// keepalived also logs into.
+/// peer, or both to 224.0.0.18 if `multicast`) with `opts`, `ns_of(g)`
+/// being member `g`'s namespace, configs in `dir`; each start is a step on
+/// `timeline`, which an `attached` lab's keepalived also logs into.
 pub(crate) fn start_keepalived(
     dir: &Path,
     ns_of: impl Fn(Guest) -> String,
     opts: keepalived::Options,
+    multicast: bool,
     timeline: &Timeline,
     attached: bool,
 ) -> Result<Vec<Keepalived>> {
     let mut started = Vec::new();
     for (g, peer, prio) in [(VM_A, VM_B, PRIORITY_A), (VM_B, VM_A, PRIORITY_B)] {
-        timeline.step(&format!("starting keepalived in {} (priority {prio})", g.name));
+        let vrrp = if multicast { Vrrp::Multicast } else { Vrrp::UnicastTo(peer) };
+        let how = if multicast { ", adverts to 224.0.0.18" } else { "" };
+        timeline.step(&format!("starting keepalived in {} (priority {prio}{how})", g.name));
         let attach = attached.then_some(timeline);
-        started.push(Keepalived::start_with(dir, &ns_of(g), g, peer, prio, opts, attach)?);
+        started.push(Keepalived::start_vrrp(dir, &ns_of(g), g, vrrp, prio, opts, attach)?);
     }
     Ok(started)
 }
@@ -345,5 +438,22 @@ impl Drop for RunDir {
                 eprintln!("havip-lab: cleanup: removing {}: {e}", self.path.display());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_subnet_mode_verb_is_the_contract_s() {
+        assert_eq!(
+            subnet_mode_args(SubnetMode::BroadcastDomain, None),
+            ["subnet", "mode", "vpc1", "broadcast-domain"]
+        );
+        assert_eq!(
+            subnet_mode_args(SubnetMode::Unicast, Some((200, 20))).join(" "),
+            "subnet mode vpc1 unicast --storm-pps 200 --storm-burst 20"
+        );
     }
 }

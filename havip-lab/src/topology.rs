@@ -29,6 +29,60 @@ pub const INET_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 /// Namespace role of the outside host.
 pub const INET: &str = "inet";
 
+/// How the lab's subnet `vpc1` carries a guest's broadcast and multicast
+/// (issue 11): `unicast` (the agent's default, ENS) or `broadcast-domain`
+/// (ZEC: delivered to the subnet's other vNICs, on every host).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SubnetMode {
+    #[default]
+    Unicast,
+    BroadcastDomain,
+}
+
+impl SubnetMode {
+    /// The name the agent's file, API and `havipctl` take.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unicast => "unicast",
+            Self::BroadcastDomain => "broadcast-domain",
+        }
+    }
+}
+
+/// The subnet's settings in the lab's desired state; each `None` is left
+/// out of the file (the agent's default: unicast, its storm control).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubnetOptions {
+    /// `mode = "..."` in `[[subnets]]`.
+    pub mode: Option<SubnetMode>,
+    /// `storm_pps`: broadcast frames per second replicated from one vNIC.
+    pub storm_pps: Option<u32>,
+    /// `storm_burst`: frames above the rate a vNIC may send at once.
+    pub storm_burst: Option<u32>,
+}
+
+impl SubnetOptions {
+    /// A broadcast-domain subnet with the agent's default storm control.
+    pub fn broadcast_domain() -> Self {
+        Self { mode: Some(SubnetMode::BroadcastDomain), ..Self::default() }
+    }
+
+    /// The `[[subnets]]` table's lines beyond name and CIDR.
+    fn lines(&self) -> String {
+        let mut s = String::new();
+        if let Some(m) = self.mode {
+            s += &format!("mode = \"{}\"\n", m.as_str());
+        }
+        if let Some(pps) = self.storm_pps {
+            s += &format!("storm_pps = {pps}\n");
+        }
+        if let Some(burst) = self.storm_burst {
+            s += &format!("storm_burst = {burst}\n");
+        }
+        s
+    }
+}
+
 /// One guest VM: its namespace role, its vNIC on the host, its address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Guest {
@@ -231,7 +285,12 @@ pub fn agent_config() -> String {
 /// [`agent_config`] with `havip_settings` (TOML `key = value` lines, e.g.
 /// `split_brain = "keep-holder"`) added to the HAVIP's `[[havips]]` table.
 pub fn agent_config_with(havip_settings: &str) -> String {
-    desired_file(|_| None, havip_settings) + &uplink_section()
+    agent_config_for(havip_settings, SubnetOptions::default())
+}
+
+/// [`agent_config_with`] with the subnet's settings.
+pub fn agent_config_for(havip_settings: &str, subnet: SubnetOptions) -> String {
+    desired_file_with(|_| None, havip_settings, subnet) + &uplink_section()
 }
 
 /// The lab's desired state as a file for `havipctl apply -f` (or an agent
@@ -240,7 +299,17 @@ pub fn agent_config_with(havip_settings: &str) -> String {
 /// (see [`agent_config_with`]) in its table. `host_of(g)`: the host `g`'s
 /// vNIC lives on, None for the applying agent's own.
 pub fn desired_file(host_of: impl Fn(Guest) -> Option<&'static str>, havip_settings: &str) -> String {
-    let mut cfg = format!("[[subnets]]\nname = \"vpc1\"\ncidr = \"{SUBNET}\"\n");
+    desired_file_with(host_of, havip_settings, SubnetOptions::default())
+}
+
+/// [`desired_file`] with the subnet's settings (`mode`, `storm_pps`,
+/// `storm_burst` in its `[[subnets]]` table).
+pub fn desired_file_with(
+    host_of: impl Fn(Guest) -> Option<&'static str>,
+    havip_settings: &str,
+    subnet: SubnetOptions,
+) -> String {
+    let mut cfg = format!("[[subnets]]\nname = \"vpc1\"\ncidr = \"{SUBNET}\"\n{}", subnet.lines());
     for g in GUESTS {
         let host = host_of(g).map(|h| format!("host = \"{h}\"\n")).unwrap_or_default();
         cfg += &format!(
@@ -261,6 +330,13 @@ pub fn desired_file(host_of: impl Fn(Guest) -> Option<&'static str>, havip_setti
         cfg += "\n";
     }
     cfg
+}
+
+/// Whether `ip` is an address of `GUEST_IF` in namespace `ns`: for a guest
+/// and the VIP, whether its keepalived or ucarp is master.
+pub fn has_addr(ns: &str, ip: Ipv4Addr) -> Result<bool> {
+    let out = cmd::ip(&["-n", ns, "-4", "-o", "addr", "show", "dev", GUEST_IF])?;
+    Ok(out.split_whitespace().any(|w| w.split('/').next() == Some(&ip.to_string())))
 }
 
 /// The agent config's `[uplink]` section for the host with the uplink.
@@ -287,6 +363,22 @@ mod tests {
             "eip = \"203.0.113.10\"\nsplit_brain = \"keep-holder\"\naccept_vrrp_vmac = false\n\n[uplink]"
         ));
         assert_eq!(agent_config_with(""), agent_config());
+    }
+
+    #[test]
+    fn the_subnet_mode_and_storm_control_are_written_only_when_set() {
+        assert!(agent_config().contains("cidr = \"198.18.1.0/24\"\n\n[[vnics]]"));
+        let bd = SubnetOptions {
+            storm_pps: Some(200),
+            storm_burst: Some(20),
+            ..SubnetOptions::broadcast_domain()
+        };
+        let file = desired_file_with(|_| None, "", bd);
+        assert!(file.starts_with(
+            "[[subnets]]\nname = \"vpc1\"\ncidr = \"198.18.1.0/24\"\nmode = \"broadcast-domain\"\nstorm_pps = 200\nstorm_burst = 20\n\n[[vnics]]"
+        ));
+        assert!(agent_config_for("", bd).ends_with(&uplink_section()));
+        assert_eq!(SubnetMode::Unicast.as_str(), "unicast");
     }
 
     #[test]

@@ -15,12 +15,14 @@ mod layers;
 
 /// What the build, the lab and the tests need from Debian (curl: for trying
 /// the EIP by hand in a lab left standing).
-const APT_PACKAGES: [&str; 13] = [
+const APT_PACKAGES: [&str; 14] = [
     "clang-19",
     "llvm-19",
     "libbpf-dev",
     "bpftool",
     "keepalived",
+    // CARP (multicast only): tests/broadcast_domain.rs, multihost_broadcast.rs.
+    "ucarp",
     "iproute2",
     "ethtool",
     "iputils-ping",
