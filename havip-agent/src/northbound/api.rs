@@ -321,9 +321,9 @@ pub fn counters(maps: &mut dyn Maps, vip: Ipv4Addr) -> BTreeMap<String, u64> {
 /// A broadcast-domain subnet's counters on this host, summed over CPUs: `None` while this host's
 /// data plane has no slot for it (none of its vNICs lives here, or the maps do not follow yet).
 pub fn subnet_counters(maps: &mut dyn Maps, subnet: &Subnet) -> Option<SubnetCounters> {
-    // Filled in with the datapath's read side (`Maps::subnet_slot`, `Maps::subnet_counters`).
-    let _ = (maps, subnet);
-    None
+    let slot = maps.subnet_slot(subnet.network, subnet.prefix)?;
+    // A slot whose counters cannot be read shows as not programmed rather than as zeros.
+    maps.subnet_counters(slot).ok()
 }
 
 /// The [`BroadcastView`] of `counters` (none: not programmed, all 0) and `hosts`.
@@ -1043,6 +1043,7 @@ mod tests {
         assert_eq!((view.mode, view.storm_pps, view.storm_burst), (SubnetMode::BroadcastDomain, 500, 50));
         let b = view.broadcast.expect("a broadcast domain has its section");
         assert_eq!(b.hosts, ["hv1", "hv2"], "the hosts with vNICs in it");
+        assert!(!b.programmed && b.flooded == 0, "no slot in the maps yet: {b:?}");
         assert_eq!(c.store.desired().revision, revision + 1);
         let state = c.store.desired().state;
         assert_eq!(state.subnet_settings.keys().collect::<Vec<_>>(), ["vpc1"]);
@@ -1098,5 +1099,47 @@ mod tests {
         // Export and apply carry the settings.
         let (_, desired) = call(&c, "GET", "/v1/desired", None).await;
         assert_eq!(desired["state"]["subnet_settings"]["vpc1"]["storm"]["pps"], 500);
+    }
+
+    #[tokio::test]
+    async fn a_broadcast_domain_shows_this_hosts_counters() {
+        let mut maps = FakeMaps::new(16);
+        // What the reconciler writes for vpc1 at slot 3, and what the programs counted.
+        maps.bcast_prefixes.insert(crate::datapath::maps::bcast_prefix("198.18.1.0".parse().unwrap(), 24), 3);
+        let mut counters = SubnetCounters::default();
+        for (i, c) in SubnetCounter::ALL.iter().enumerate() {
+            counters.c[*c as usize] = 10 * (i as u64 + 1);
+        }
+        maps.subnet_stats.insert(3, counters);
+        let c = context("counters", maps, &[("vnic-a", 7)]);
+        assert_eq!(
+            call(&c, "POST", "/v1/subnets", Some(json!({"name": "vpc1", "cidr": "198.18.1.0/24"}))).await.0,
+            200
+        );
+        // A unicast subnet has no broadcast section, whatever the maps hold.
+        assert!(call(&c, "GET", "/v1/subnets/vpc1", None).await.1.get("broadcast").is_none());
+        let (_, view) =
+            call(&c, "PUT", "/v1/subnets/vpc1/mode", Some(json!({"mode": "broadcast-domain"}))).await;
+        let view: SubnetView = serde_json::from_value(view).unwrap();
+        let b = view.broadcast.unwrap();
+        assert_eq!(
+            (
+                b.programmed,
+                b.flooded,
+                b.local_copies,
+                b.remote_copies,
+                b.storm_drops,
+                b.received,
+                b.local_only,
+                b.too_big
+            ),
+            (true, 10, 20, 30, 40, 50, 60, 70)
+        );
+        // Another subnet of the same network but another length is not vpc1's slot.
+        let mut other = FakeMaps::new(16);
+        other
+            .bcast_prefixes
+            .insert(crate::datapath::maps::bcast_prefix("198.18.1.0".parse().unwrap(), 25), 3);
+        assert!(subnet_counters(&mut other, &"198.18.1.0/24".parse().unwrap()).is_none());
     }
 }

@@ -409,4 +409,37 @@ mod tests {
         // No slot on this host for vpc2 (no vNIC of it here): no samples.
         assert!(!text.contains("havip_subnet_broadcast_frames_total{"), "{text}");
     }
+
+    #[tokio::test]
+    async fn a_broadcast_domain_served_here_has_its_frame_counters() {
+        let mut maps = FakeMaps::new(16);
+        maps.bcast_prefixes.insert(crate::datapath::maps::bcast_prefix("198.18.1.0".parse().unwrap(), 24), 3);
+        let mut counters = SubnetCounters::default();
+        for (i, c) in SubnetCounter::ALL.iter().enumerate() {
+            counters.c[*c as usize] = 10 * (i as u64 + 1);
+        }
+        maps.subnet_stats.insert(3, counters);
+        let c = context("metrics-frames", maps, &[]);
+        assert_eq!(
+            call(&c, "POST", "/v1/subnets", Some(json!({"name": "vpc1", "cidr": "198.18.1.0/24"}))).await.0,
+            200
+        );
+        assert!(!render(&c).contains("havip_subnet_broadcast_frames_total{"), "unicast: none");
+        let put = json!({"mode": "broadcast-domain"});
+        assert_eq!(call(&c, "PUT", "/v1/subnets/vpc1/mode", Some(put)).await.0, 200);
+        let text = render(&c);
+        for (name, v) in [
+            ("flooded", 10),
+            ("local_copies", 20),
+            ("remote_copies", 30),
+            ("storm_drops", 40),
+            ("received", 50),
+            ("local_only", 60),
+            ("too_big", 70),
+        ] {
+            let line =
+                format!("havip_subnet_broadcast_frames_total{{subnet=\"vpc1\",counter=\"{name}\"}} {v}\n");
+            assert!(text.contains(&line), "{line} in:\n{text}");
+        }
+    }
 }
