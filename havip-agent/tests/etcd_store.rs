@@ -23,9 +23,9 @@ use havip_agent::store::{
     Store, StoreError,
 };
 use havip_model::{
-    ops::{create_havip, HavipSpec},
+    ops::{create_havip, delete_subnet, put_subnet, set_subnet_mode, HavipSpec, SubnetModeSpec, SubnetSpec},
     rules::{refuse, Rule},
-    DesiredState, Holder, Observed,
+    DesiredState, Holder, Observed, StormControl, SubnetMode, SubnetSettings,
 };
 use tokio::sync::mpsc;
 
@@ -684,6 +684,61 @@ async fn desired_state_commits_refuses_retries_conflicts_and_is_watched() {
     one.record(&BTreeMap::from([(vip, o.clone()), ("198.18.1.99".parse().unwrap(), o)])).unwrap();
     assert_eq!(one.observed().keys().collect::<Vec<_>>(), [&vip]);
     assert!(two.observed().is_empty(), "observations are per agent");
+}
+
+/// Issue 11: a subnet's settings are keys of their own, committed in the same guarded transaction
+/// as the rest; state written before them (no such keys) reads as unicast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subnet_settings_are_committed_followed_and_dropped_with_their_subnet() {
+    let etcd = Etcd::start(false);
+    let s = etcd.settings();
+    let mut raw = etcd.raw().await;
+    let key = "/havip-test/v1/desired/subnet_settings/vpc1";
+    let one = EtcdStore::open(&s).unwrap();
+    let two = EtcdStore::open(&s).unwrap();
+    let before = one.update(&mut |s| one_havip(s, "198.18.1.50")).unwrap();
+    assert_eq!(before.state.subnet_settings("vpc1").mode, SubnetMode::Unicast, "no key: unicast");
+    assert!(raw.get(key, None).await.unwrap().kvs().is_empty(), "the default is not written");
+
+    // The mode and a new subnet with its own settings, in one commit.
+    let spec = SubnetModeSpec { mode: "broadcast-domain".into(), storm_pps: Some(400), storm_burst: None };
+    let snap = one
+        .update(&mut |s| {
+            set_subnet_mode(s, "vpc1", &spec)?;
+            let vpc2 = SubnetSpec {
+                name: "vpc2".into(),
+                cidr: "198.18.2.0/24".into(),
+                storm_burst: Some(5),
+                ..Default::default()
+            };
+            put_subnet(s, &vpc2)
+        })
+        .unwrap();
+    let bd =
+        SubnetSettings { mode: SubnetMode::BroadcastDomain, storm: StormControl { pps: 400, burst: 100 } };
+    assert_eq!(snap.state.subnet_settings("vpc1"), bd);
+    let stored = raw.get(key, None).await.unwrap();
+    let kv = &stored.kvs()[0];
+    assert_eq!(kv.mod_revision() as u64, snap.revision, "one transaction with the guard");
+    assert_eq!(serde_json::from_slice::<SubnetSettings>(kv.value()).unwrap(), bd);
+    until_sync("the second store to see the mode", || two.desired().revision == snap.revision).await;
+    assert_eq!(two.desired().state, snap.state);
+    assert_eq!(EtcdStore::open(&s).unwrap().desired().state, snap.state, "read again from etcd");
+
+    // Deleting the subnet deletes its settings.
+    let gone = two.update(&mut |s| delete_subnet(s, "vpc2")).unwrap();
+    assert!(!gone.state.subnet_settings.contains_key("vpc2"));
+    assert!(raw.get("/havip-test/v1/desired/subnet_settings/vpc2", None).await.unwrap().kvs().is_empty());
+
+    // Settings an older agent left behind when it deleted their subnet (it knows no such keys):
+    // not read as state, deleted by the next commit.
+    let orphan = "/havip-test/v1/desired/subnet_settings/vpc9";
+    raw.put(orphan, serde_json::to_vec(&bd).unwrap(), None).await.unwrap();
+    let three = EtcdStore::open(&s).unwrap();
+    assert!(!three.desired().state.subnet_settings.contains_key("vpc9"));
+    havip_model::rules::check(&three.desired().state, &Default::default()).unwrap();
+    three.update(&mut |s| one_havip(s, "198.18.1.51")).unwrap();
+    assert!(raw.get(orphan, None).await.unwrap().kvs().is_empty(), "deleted with the next commit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

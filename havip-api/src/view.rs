@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, fmt, net::Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
-use havip_model::{state::Claim, DesiredState, HavipSettings};
+use havip_model::{state::Claim, DesiredState, HavipSettings, StormControl, SubnetMode};
 
 /// The cloud's status words: Available (no members) / InUse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +66,10 @@ pub struct HavipView {
     pub vip: Ipv4Addr,
     /// Name of the subnet the VIP is in.
     pub subnet: String,
+    /// The subnet's mode: in a broadcast domain the members' VRRP multicast reaches each other.
+    /// Unicast from an agent that predates modes.
+    #[serde(default)]
+    pub subnet_mode: SubnetMode,
     /// `InUse` when it has members, else `Available`.
     pub status: Status,
     /// Its members, in the order they were associated.
@@ -183,7 +187,7 @@ pub struct VnicView {
     pub havips: Vec<Ipv4Addr>,
 }
 
-/// One subnet (`GET /v1/subnets`).
+/// One subnet (`GET /v1/subnets`, `GET /v1/subnets/{name}`, `PUT /v1/subnets/{name}/mode`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubnetView {
     /// Unique in the VPC.
@@ -194,6 +198,57 @@ pub struct SubnetView {
     pub vnics: usize,
     /// Number of HAVIPs in it.
     pub havips: usize,
+    /// `unicast` (ENS: "Only unicast is supported. Broadcast and multicast are not supported") or
+    /// `broadcast-domain` (ZEC: "A HAVIP works because it sits inside a single layer-2 broadcast
+    /// domain"); unicast from an agent that predates modes.
+    #[serde(default)]
+    pub mode: SubnetMode,
+    /// Storm control: broadcast and multicast frames per second each vNIC may have replicated
+    /// (applied in broadcast-domain mode, kept in unicast).
+    #[serde(default = "default_storm_pps")]
+    pub storm_pps: u32,
+    /// Storm control: frames a vNIC may send back to back above `storm_pps`.
+    #[serde(default = "default_storm_burst")]
+    pub storm_burst: u32,
+    /// A broadcast-domain subnet as this host's data plane serves it (`GET
+    /// /v1/subnets/{name}` and `PUT …/mode` only; absent for a unicast subnet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broadcast: Option<BroadcastView>,
+}
+
+fn default_storm_pps() -> u32 {
+    StormControl::default().pps
+}
+
+fn default_storm_burst() -> u32 {
+    StormControl::default().burst
+}
+
+/// A broadcast-domain subnet on the answering agent's host: its data plane's per-subnet
+/// counters (frames, summed over CPUs since the subnet was last given a slot on this host;
+/// `subnet_stats` in the ABI), and the hosts the subnet spans.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BroadcastView {
+    /// Whether this host's data plane replicates for the subnet now (it has a slot): false while
+    /// none of its vNICs lives here, or until the maps follow the change; the counters are 0 then.
+    pub programmed: bool,
+    /// Broadcast and multicast frames from this host's guests that were replicated.
+    pub flooded: u64,
+    /// Copies delivered to this host's vNICs of the subnet (from its guests and from other hosts).
+    pub local_copies: u64,
+    /// Copies sent to other hosts over the underlay: one per host per frame.
+    pub remote_copies: u64,
+    /// Frames over the sending vNIC's storm limit: dropped, not replicated.
+    pub storm_drops: u64,
+    /// Frames from other hosts, decapsulated and replicated to this host's vNICs.
+    pub received: u64,
+    /// Frames whose IPv4 source is outside the subnet: replicated on this host only.
+    pub local_only: u64,
+    /// Frames too big for the underlay MTU with the VXLAN header: not sent to other hosts.
+    pub too_big: u64,
+    /// The hosts that have vNICs in the subnet ([`Host::id`](havip_model::Host::id)), sorted:
+    /// the hosts a frame is replicated to.
+    pub hosts: Vec<String>,
 }
 
 /// The whole desired state and the revision that committed it.

@@ -7,8 +7,9 @@
 //! `havipctl`, `havip-agent` (store, data path, host, control, northbound,
 //! daemon); see `docs/architecture.md`.
 //!
-//! - [`state`]: subnets, hosts, vNICs, HAVIPs ([`DesiredState`]) and what
-//!   was observed of each HAVIP ([`Observed`], its [`Holder`]).
+//! - [`state`]: subnets (each unicast or a broadcast domain, [`SubnetSettings`]),
+//!   hosts, vNICs, HAVIPs ([`DesiredState`]) and what was observed of each
+//!   HAVIP ([`Observed`], its [`Holder`]).
 //! - [`rules`]: every rule a desired state must keep; a [`Refusal`] names the
 //!   rule it breaks.
 //! - [`ops`]: the operator's operations as edits of a desired state, and
@@ -24,6 +25,6 @@ pub mod state;
 pub use ops::DesiredFile;
 pub use rules::{Capacity, Limits, Refusal, Rule};
 pub use state::{
-    Claim, DesiredState, Havip, HavipSettings, Holder, Host, MacAddr, Observed, SplitBrainPolicy, Subnet,
-    Vnic,
+    Claim, DesiredState, Havip, HavipSettings, Holder, Host, MacAddr, Observed, SplitBrainPolicy,
+    StormControl, Subnet, SubnetMode, SubnetSettings, Vnic,
 };

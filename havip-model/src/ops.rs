@@ -13,17 +13,77 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     rules::{check_ifname, check_name, parse_cidr, parse_ipv4, parse_mac, refuse, Refusal, Rule},
-    state::{DesiredState, Havip, HavipSettings, MacAddr, SplitBrainPolicy, Vnic},
+    state::{
+        DesiredState, Havip, HavipSettings, MacAddr, SplitBrainPolicy, SubnetMode, SubnetSettings, Vnic,
+    },
 };
 
 /// A subnet as written by an operator.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+///
+/// The settings fields (`mode`, `storm_pps`, `storm_burst`), each on its own: in a file (and the
+/// config's `[[subnets]]`) one left out is the default, since a file makes every object exactly
+/// as written; in `POST /v1/subnets` ([`put_subnet`]) one left out keeps the subnet's current
+/// value (the default for a new subnet).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubnetSpec {
     /// Unique in the VPC: 1-63 bytes of letters, digits, '.', '_' and '-'.
     pub name: String,
     /// `network/prefix` text, host bits clear (e.g. `198.18.1.0/24`).
     pub cidr: String,
+    /// [`SubnetSettings::mode`] as text: `unicast` (ENS: no broadcast or multicast between
+    /// guests) or `broadcast-domain` (ZEC: a guest's broadcast and multicast reach the subnet's
+    /// other vNICs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// [`StormControl::pps`](crate::state::StormControl::pps): broadcast and multicast frames per second each vNIC may have
+    /// replicated, 1-1,000,000 ([`StormControl::PPS`](crate::state::StormControl::PPS); 1,000 by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm_pps: Option<u32>,
+    /// [`StormControl::burst`](crate::state::StormControl::burst): frames a vNIC may send back to back above the rate, 1-100,000
+    /// ([`StormControl::BURST`](crate::state::StormControl::BURST); 100 by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm_burst: Option<u32>,
+}
+
+/// A subnet's new mode and storm control (`PUT /v1/subnets/{name}/mode`, [`set_subnet_mode`]):
+/// a storm field left out keeps the subnet's current value.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubnetModeSpec {
+    /// `unicast` or `broadcast-domain` ([`SubnetMode`]).
+    pub mode: String,
+    /// [`StormControl::pps`](crate::state::StormControl::pps), frames per second per vNIC (1-1,000,000); kept when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm_pps: Option<u32>,
+    /// [`StormControl::burst`](crate::state::StormControl::burst), frames (1-100,000); kept when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm_burst: Option<u32>,
+}
+
+/// `base` with what is written over it: the mode parsed, storm control within its bounds.
+fn settings_over(
+    subnet: &str,
+    base: SubnetSettings,
+    mode: Option<&str>,
+    storm_pps: Option<u32>,
+    storm_burst: Option<u32>,
+) -> Result<SubnetSettings, Refusal> {
+    let mut settings = base;
+    if let Some(mode) = mode {
+        settings.mode = mode.parse::<SubnetMode>().map_err(|e| in_subnet(subnet, e))?;
+    }
+    settings.storm.pps = storm_pps.unwrap_or(settings.storm.pps);
+    settings.storm.burst = storm_burst.unwrap_or(settings.storm.burst);
+    settings.storm.check(subnet)?;
+    Ok(settings)
+}
+
+impl SubnetSpec {
+    /// The settings the spec writes over `base`.
+    fn settings(&self, base: SubnetSettings) -> Result<SubnetSettings, Refusal> {
+        settings_over(&self.name, base, self.mode.as_deref(), self.storm_pps, self.storm_burst)
+    }
 }
 
 /// A vNIC as written by an operator.
@@ -141,6 +201,8 @@ impl DesiredFile {
             if s.subnets.insert(sn.name.clone(), subnet).is_some() {
                 refuse(Rule::WellFormed, format!("subnet {} is written twice", sn.name))?;
             }
+            // Exactly as written: what the file leaves out is the default.
+            s.set_subnet_settings(&sn.name, sn.settings(SubnetSettings::default())?);
         }
         for v in &self.vnics {
             if s.vnics.insert(v.name.clone(), v.parse(local_host)?).is_some() {
@@ -177,7 +239,16 @@ impl From<&DesiredState> for DesiredFile {
             subnets: s
                 .subnets
                 .iter()
-                .map(|(name, sn)| SubnetSpec { name: name.clone(), cidr: sn.to_string() })
+                .map(|(name, sn)| {
+                    let (d, set) = (SubnetSettings::default(), s.subnet_settings(name));
+                    SubnetSpec {
+                        name: name.clone(),
+                        cidr: sn.to_string(),
+                        mode: (set.mode != d.mode).then(|| set.mode.to_string()),
+                        storm_pps: (set.storm.pps != d.storm.pps).then_some(set.storm.pps),
+                        storm_burst: (set.storm.burst != d.storm.burst).then_some(set.storm.burst),
+                    }
+                })
                 .collect(),
             vnics: s
                 .vnics
@@ -213,18 +284,44 @@ impl From<&DesiredState> for DesiredFile {
     }
 }
 
-/// Creates or updates every object of `file` in `s`.
+/// Creates or updates every object of `file` in `s`: a subnet of the file gets the file's
+/// settings too (the default ones where the file wrote none).
 pub fn apply(s: &mut DesiredState, file: DesiredState) {
+    for name in file.subnets.keys() {
+        s.set_subnet_settings(name, file.subnet_settings(name));
+    }
     s.subnets.extend(file.subnets);
     s.vnics.extend(file.vnics);
     s.havips.extend(file.havips);
 }
 
-/// Registers a subnet, or changes its CIDR.
+/// Registers a subnet, or changes its CIDR; the settings the spec writes are set, the others
+/// kept (an existing subnet's) or the default (a new one's).
 pub fn put_subnet(s: &mut DesiredState, spec: &SubnetSpec) -> Result<(), Refusal> {
     check_name("subnet", &spec.name)?;
-    s.subnets.insert(spec.name.clone(), parse_cidr(&spec.cidr).map_err(|e| in_subnet(&spec.name, e))?);
+    let subnet = parse_cidr(&spec.cidr).map_err(|e| in_subnet(&spec.name, e))?;
+    let settings = spec.settings(s.subnet_settings(&spec.name))?;
+    s.subnets.insert(spec.name.clone(), subnet);
+    s.set_subnet_settings(&spec.name, settings);
     Ok(())
+}
+
+/// Sets subnet `name`'s mode, and its storm control where `spec` writes it (kept where it does
+/// not, also while the subnet is unicast: switching back to a broadcast domain finds it again).
+/// Returns the subnet's settings now.
+pub fn set_subnet_mode(
+    s: &mut DesiredState,
+    name: &str,
+    spec: &SubnetModeSpec,
+) -> Result<SubnetSettings, Refusal> {
+    if !s.subnets.contains_key(name) {
+        check_name("subnet", name)?;
+        return refuse(Rule::UnknownSubnet, format!("subnet {name} does not exist"));
+    }
+    let settings =
+        settings_over(name, s.subnet_settings(name), Some(&spec.mode), spec.storm_pps, spec.storm_burst)?;
+    s.set_subnet_settings(name, settings);
+    Ok(settings)
 }
 
 /// Removes an unused subnet.
@@ -247,6 +344,7 @@ pub fn delete_subnet(s: &mut DesiredState, name: &str) -> Result<(), Refusal> {
         return refuse(Rule::SubnetInUse, format!("subnet {name} is used by {}", users.join(", ")));
     }
     s.subnets.remove(name);
+    s.subnet_settings.remove(name);
     Ok(())
 }
 
@@ -411,6 +509,7 @@ pub fn unbind_eip(s: &mut DesiredState, vip: Ipv4Addr) -> Result<(), Refusal> {
 mod tests {
     use super::*;
     use crate::rules::{check, Limits};
+    use crate::state::StormControl;
 
     fn lab() -> DesiredState {
         let file: DesiredFile = toml::from_str(
@@ -586,10 +685,13 @@ mod tests {
         for name in bad {
             let verb = {
                 let mut s = lab();
-                put_subnet(&mut s, &SubnetSpec { name: name.into(), cidr: "10.9.0.0/24".into() })
-                    .and_then(|()| check(&s, &Limits::default()))
-                    .unwrap_err()
-                    .rule
+                put_subnet(
+                    &mut s,
+                    &SubnetSpec { name: name.into(), cidr: "10.9.0.0/24".into(), ..Default::default() },
+                )
+                .and_then(|()| check(&s, &Limits::default()))
+                .unwrap_err()
+                .rule
             };
             let mut f = full_file();
             f.subnets[0].name = name.into();
@@ -624,8 +726,17 @@ mod tests {
         let limits = Limits::default();
         let cap = limits.capacity;
         let mut s = DesiredState::default();
-        put_subnet(&mut s, &SubnetSpec { name: "vpc1".into(), cidr: "10.0.0.0/16".into() }).unwrap();
-        put_subnet(&mut s, &SubnetSpec { name: "vpc2".into(), cidr: "10.1.0.0/16".into() }).unwrap();
+        let spec = |name: &str, cidr: &str| SubnetSpec {
+            name: name.into(),
+            cidr: cidr.into(),
+            ..Default::default()
+        };
+        put_subnet(&mut s, &spec("vpc1", "10.0.0.0/16")).unwrap();
+        put_subnet(
+            &mut s,
+            &SubnetSpec { mode: Some("broadcast-domain".into()), ..spec("vpc2", "10.1.0.0/16") },
+        )
+        .unwrap();
         // Every vNIC the maps hold, each its own instance, longest names.
         let vnic = |i: u32| format!("vnic-{i:04}-{}", "v".repeat(53));
         for i in 0..cap.max_vnics {
@@ -677,5 +788,204 @@ mod tests {
         check(&again, &limits).unwrap();
         assert_eq!(again, s);
         eprintln!("export at capacity: {} bytes of TOML", text.len());
+    }
+
+    // --- issue 11: a subnet's mode and storm control ------------------------
+
+    fn mode(m: &str, pps: Option<u32>, burst: Option<u32>) -> SubnetModeSpec {
+        SubnetModeSpec { mode: m.into(), storm_pps: pps, storm_burst: burst }
+    }
+
+    #[test]
+    fn a_subnet_is_unicast_until_set_and_only_what_differs_is_kept() {
+        let mut s = lab();
+        assert_eq!(s.subnet_settings("vpc1"), SubnetSettings::default());
+        assert_eq!(s.subnet_settings("vpc1").mode, SubnetMode::Unicast);
+        assert!(s.subnet_settings.is_empty());
+        let set = set_subnet_mode(&mut s, "vpc1", &mode("broadcast-domain", None, None)).unwrap();
+        assert_eq!(
+            (set.mode, set.storm),
+            (SubnetMode::BroadcastDomain, StormControl { pps: 1000, burst: 100 })
+        );
+        check(&s, &Limits::default()).unwrap();
+        // Storm fields each on their own; what is left out is kept.
+        set_subnet_mode(&mut s, "vpc1", &mode("broadcast-domain", Some(500), None)).unwrap();
+        let set = set_subnet_mode(&mut s, "vpc1", &mode("broadcast-domain", None, Some(50))).unwrap();
+        assert_eq!(set.storm, StormControl { pps: 500, burst: 50 });
+        // Unicast keeps the storm control for the next switch back.
+        let set = set_subnet_mode(&mut s, "vpc1", &mode("unicast", None, None)).unwrap();
+        assert_eq!((set.mode, set.storm.pps), (SubnetMode::Unicast, 500));
+        assert_eq!(s.subnet_settings.len(), 1, "not the default: kept");
+        // Back to the default: nothing recorded.
+        set_subnet_mode(&mut s, "vpc1", &mode("unicast", Some(1000), Some(100))).unwrap();
+        assert!(s.subnet_settings.is_empty());
+        assert_eq!(s, lab());
+    }
+
+    #[test]
+    fn bad_modes_and_storms_are_refused_by_name_and_change_nothing() {
+        let mut s = lab();
+        set_subnet_mode(&mut s, "vpc1", &mode("broadcast-domain", Some(700), Some(70))).unwrap();
+        let before = s.clone();
+        let cases = [
+            (
+                mode("multicast", None, None),
+                "refused by rule well-formed: subnet vpc1: subnet mode \"multicast\": must be unicast or \
+                 broadcast-domain",
+            ),
+            (
+                mode("broadcast-domain", Some(0), None),
+                "refused by rule storm-control: subnet vpc1: storm_pps 0 is outside 1-1000000 (frames per \
+                 second per vNIC)",
+            ),
+            (
+                mode("broadcast-domain", Some(1_000_001), None),
+                "refused by rule storm-control: subnet vpc1: storm_pps 1000001 is outside 1-1000000 (frames \
+                 per second per vNIC)",
+            ),
+            (
+                mode("broadcast-domain", None, Some(0)),
+                "refused by rule storm-control: subnet vpc1: storm_burst 0 is outside 1-100000 (frames per vNIC)",
+            ),
+            (
+                mode("broadcast-domain", Some(5), Some(100_001)),
+                "refused by rule storm-control: subnet vpc1: storm_burst 100001 is outside 1-100000 (frames \
+                 per vNIC)",
+            ),
+        ];
+        for (spec, text) in cases {
+            assert_eq!(set_subnet_mode(&mut s, "vpc1", &spec).unwrap_err().to_string(), text);
+            assert_eq!(s, before, "a refused call changes nothing");
+        }
+        // The bounds themselves are fine.
+        let mut edge = s.clone();
+        set_subnet_mode(&mut edge, "vpc1", &mode("broadcast-domain", Some(1), Some(100_000))).unwrap();
+        set_subnet_mode(&mut edge, "vpc1", &mode("broadcast-domain", Some(1_000_000), Some(1))).unwrap();
+        check(&edge, &Limits::default()).unwrap();
+        // Settings only for a subnet that exists.
+        let e = set_subnet_mode(&mut s, "vpc9", &mode("broadcast-domain", None, None)).unwrap_err();
+        assert_eq!((e.rule, e.rule.is_not_found()), (Rule::UnknownSubnet, true));
+        assert_eq!(
+            set_subnet_mode(&mut s, "a\nb", &mode("unicast", None, None)).unwrap_err().rule,
+            Rule::WellFormed
+        );
+        // The same bounds through put_subnet, and through the file.
+        let bad = SubnetSpec { storm_pps: Some(0), ..spec("vpc1", "198.18.1.0/29") };
+        assert_eq!(put_subnet(&mut s, &bad).unwrap_err().rule, Rule::StormControl);
+        let bad = SubnetSpec { mode: Some("Broadcast".into()), ..spec("vpc2", "198.18.2.0/24") };
+        assert_eq!(put_subnet(&mut s, &bad).unwrap_err().rule, Rule::WellFormed);
+        assert_eq!(s, before);
+        let f = DesiredFile {
+            subnets: vec![SubnetSpec { storm_burst: Some(0), ..spec("x", "10.0.0.0/24") }],
+            ..Default::default()
+        };
+        assert_eq!(f.parse("hv1").unwrap_err().rule, Rule::StormControl);
+        // And rules::check catches what got in otherwise.
+        let mut raw = before.clone();
+        raw.subnet_settings.get_mut("vpc1").unwrap().storm.pps = 0;
+        assert_eq!(check(&raw, &Limits::default()).unwrap_err().rule, Rule::StormControl);
+        let mut raw = before.clone();
+        raw.subnet_settings.insert(
+            "vpc9".into(),
+            SubnetSettings { mode: SubnetMode::BroadcastDomain, ..Default::default() },
+        );
+        let e = check(&raw, &Limits::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "refused by rule subnet-exists: settings of subnet vpc9: subnet vpc9 does not exist"
+        );
+    }
+
+    fn spec(name: &str, cidr: &str) -> SubnetSpec {
+        SubnetSpec { name: name.into(), cidr: cidr.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn put_subnet_keeps_what_it_does_not_write() {
+        let mut s = DesiredState::default();
+        let written = SubnetSpec {
+            mode: Some("broadcast-domain".into()),
+            storm_pps: Some(50),
+            ..spec("vpc1", "198.18.1.0/24")
+        };
+        put_subnet(&mut s, &written).unwrap();
+        let want =
+            SubnetSettings { mode: SubnetMode::BroadcastDomain, storm: StormControl { pps: 50, burst: 100 } };
+        assert_eq!(s.subnet_settings("vpc1"), want);
+        // A CIDR change alone keeps the settings.
+        put_subnet(&mut s, &spec("vpc1", "198.18.0.0/23")).unwrap();
+        assert_eq!(s.subnet_settings("vpc1"), want);
+        put_subnet(&mut s, &SubnetSpec { storm_burst: Some(9), ..spec("vpc1", "198.18.0.0/23") }).unwrap();
+        assert_eq!(s.subnet_settings("vpc1").storm, StormControl { pps: 50, burst: 9 });
+        // A new subnet starts from the default.
+        put_subnet(&mut s, &spec("vpc2", "198.18.2.0/24")).unwrap();
+        assert!(!s.subnet_settings.contains_key("vpc2"));
+        check(&s, &Limits::default()).unwrap();
+        // Deleting a subnet drops its settings: made again, it is unicast.
+        delete_subnet(&mut s, "vpc1").unwrap();
+        assert!(s.subnet_settings.is_empty());
+        put_subnet(&mut s, &spec("vpc1", "198.18.1.0/24")).unwrap();
+        assert_eq!(s.subnet_settings("vpc1"), SubnetSettings::default());
+    }
+
+    #[test]
+    fn the_file_writes_modes_and_takes_them_back() {
+        let mut s = lab();
+        put_subnet(&mut s, &spec("vpc2", "198.18.2.0/24")).unwrap();
+        put_subnet(&mut s, &spec("vpc3", "198.18.3.0/24")).unwrap();
+        set_subnet_mode(&mut s, "vpc1", &mode("broadcast-domain", Some(250), None)).unwrap();
+        set_subnet_mode(&mut s, "vpc3", &mode("unicast", None, Some(7))).unwrap();
+        let text = toml::to_string(&DesiredFile::from(&s)).unwrap();
+        assert!(text.contains("mode = \"broadcast-domain\"\nstorm_pps = 250\n"), "{text}");
+        assert_eq!(text.matches("mode =").count(), 1, "only what is not the default is written: {text}");
+        assert_eq!(text.matches("storm_burst = 7").count(), 1, "{text}");
+        let back: DesiredFile = toml::from_str(&text).unwrap();
+        assert_eq!(back.parse("elsewhere").unwrap(), s, "{text}");
+        // Applied, a file makes each of its subnets exactly as written: a subnet it writes
+        // without settings is unicast again; one it does not mention keeps its own.
+        let mut other = s.clone();
+        set_subnet_mode(&mut other, "vpc2", &mode("broadcast-domain", None, None)).unwrap();
+        let file: DesiredFile = toml::from_str(
+            "[[subnets]]\nname = \"vpc1\"\ncidr = \"198.18.1.0/29\"\n\
+             [[subnets]]\nname = \"vpc3\"\ncidr = \"198.18.3.0/24\"\nmode = \"broadcast-domain\"\n",
+        )
+        .unwrap();
+        apply(&mut other, file.parse("hv1").unwrap());
+        check(&other, &Limits::default()).unwrap();
+        assert_eq!(other.subnet_settings("vpc1"), SubnetSettings::default());
+        assert_eq!(other.subnet_settings("vpc2").mode, SubnetMode::BroadcastDomain);
+        assert_eq!(
+            other.subnet_settings("vpc3"),
+            SubnetSettings { mode: SubnetMode::BroadcastDomain, ..Default::default() }
+        );
+        // Unknown fields and modes in a file are refused.
+        assert!(toml::from_str::<DesiredFile>(
+            "[[subnets]]\nname = \"a\"\ncidr = \"10.0.0.0/24\"\nmodes = \"x\""
+        )
+        .is_err());
+        let f: DesiredFile =
+            toml::from_str("[[subnets]]\nname = \"a\"\ncidr = \"10.0.0.0/24\"\nmode = \"l2\"").unwrap();
+        assert_eq!(
+            f.parse("hv1").unwrap_err().to_string(),
+            "refused by rule well-formed: subnet a: subnet mode \"l2\": must be unicast or broadcast-domain"
+        );
+    }
+
+    #[test]
+    fn state_stored_before_modes_reads_as_unicast() {
+        let old = r#"{"subnets":{"vpc1":"198.18.1.0/24"},"vnics":{},"havips":{}}"#;
+        let s: DesiredState = serde_json::from_str(old).unwrap();
+        assert_eq!(s.subnet_settings("vpc1").mode, SubnetMode::Unicast);
+        assert_eq!(serde_json::to_string(&s).unwrap(), old, "no settings: written as before");
+        let mut s = s;
+        set_subnet_mode(&mut s, "vpc1", &mode("broadcast-domain", None, None)).unwrap();
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(
+            json.contains(
+                r#""subnet_settings":{"vpc1":{"mode":"broadcast-domain","storm":{"pps":1000,"burst":100}}}"#
+            ),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<DesiredState>(&json).unwrap(), s);
     }
 }

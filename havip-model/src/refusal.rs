@@ -68,6 +68,10 @@ pub enum Rule {
     SubnetInUse,
     /// The desired state would not fit the data plane's maps ([`Capacity`]).
     DataplaneCapacity,
+    /// A subnet's storm control is within its bounds
+    /// ([`StormControl::PPS`](crate::state::StormControl::PPS),
+    /// [`StormControl::BURST`](crate::state::StormControl::BURST)).
+    StormControl,
 }
 
 impl Rule {
@@ -104,6 +108,7 @@ impl Rule {
             Self::VnicInUse => "vnic-unused",
             Self::SubnetInUse => "subnet-unused",
             Self::DataplaneCapacity => "dataplane-capacity",
+            Self::StormControl => "storm-control",
         }
     }
 

@@ -77,6 +77,7 @@ impl Default for Limits {
 /// name or an address a verb would refuse.
 pub fn check(s: &DesiredState, limits: &Limits) -> Result<(), Refusal> {
     check_subnets(s)?;
+    check_subnet_settings(s)?;
     let mut vnic_by_ip: HashMap<Ipv4Addr, &str> = HashMap::new();
     let mut vnic_by_interface: HashMap<(&str, &str), &str> = HashMap::new();
     for (key, v) in &s.vnics {
@@ -296,6 +297,19 @@ fn check_subnets(s: &DesiredState) -> Result<(), Refusal> {
         if furthest.is_none_or(|(_, osn)| sn.broadcast() > osn.broadcast()) {
             furthest = Some((name, sn));
         }
+    }
+    Ok(())
+}
+
+/// Settings are recorded only for subnets that exist; storm control is within its bounds (the
+/// operations keep default settings out of the map, [`DesiredState::set_subnet_settings`]).
+fn check_subnet_settings(s: &DesiredState) -> Result<(), Refusal> {
+    for (name, settings) in &s.subnet_settings {
+        if !s.subnets.contains_key(name) {
+            check_name("subnet", name)?;
+            refuse(Rule::UnknownSubnet, format!("settings of subnet {name}: subnet {name} does not exist"))?;
+        }
+        settings.storm.check(name)?;
     }
     Ok(())
 }

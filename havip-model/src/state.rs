@@ -143,14 +143,49 @@ impl FromStr for SubnetMode {
 
 /// Storm control in a broadcast-domain subnet: how many broadcast and multicast frames each vNIC
 /// may have replicated (a token bucket in XDP, per vNIC), so one guest flooding cannot starve the
-/// others.
+/// others. Frames over the limit are dropped and counted (`storm_drops`); unicast traffic, VIP
+/// traffic included, never passes through the bucket.
+///
+/// The defaults leave VRRP and CARP far below the limit: an advert a second per router (RFC 5798
+/// §5.2.7, keepalived's `advert_int 1`) is 1 frame/s, and even hundreds of virtual routers in one
+/// subnet stay under 1,000 frames/s per vNIC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StormControl {
-    /// Frames per second, per vNIC (1-1,000,000; 1,000 by default).
+    /// Frames per second a vNIC may have replicated, sustained ([`StormControl::PPS`]; 1,000 by
+    /// default).
     pub pps: u32,
-    /// Frames a vNIC may send at once above the rate (1-100,000; 100 by default).
+    /// Frames a vNIC may send back to back above the rate before the limit bites
+    /// ([`StormControl::BURST`]; 100 by default).
     pub burst: u32,
+}
+
+impl StormControl {
+    /// The rates an operator may set, frames per second per vNIC.
+    pub const PPS: std::ops::RangeInclusive<u32> = 1..=1_000_000;
+    /// The bursts an operator may set, frames.
+    pub const BURST: std::ops::RangeInclusive<u32> = 1..=100_000;
+
+    /// [`Rule::StormControl`] unless the rate and burst are in [`StormControl::PPS`] and
+    /// [`StormControl::BURST`]; the refusal names subnet `subnet`.
+    pub fn check(&self, subnet: &str) -> Result<(), Refusal> {
+        for (field, v, range, unit) in [
+            ("storm_pps", self.pps, Self::PPS, "frames per second per vNIC"),
+            ("storm_burst", self.burst, Self::BURST, "frames per vNIC"),
+        ] {
+            if !range.contains(&v) {
+                refuse(
+                    Rule::StormControl,
+                    format!(
+                        "subnet {subnet}: {field} {v} is outside {}-{} ({unit})",
+                        range.start(),
+                        range.end()
+                    ),
+                )?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for StormControl {
@@ -317,6 +352,16 @@ impl DesiredState {
     /// Subnet `name`'s settings: the recorded ones, else the default (unicast).
     pub fn subnet_settings(&self, name: &str) -> SubnetSettings {
         self.subnet_settings.get(name).copied().unwrap_or_default()
+    }
+
+    /// Records subnet `name`'s settings: the default ones are not kept, so
+    /// [`DesiredState::subnet_settings`] (the map) holds only the subnets that differ.
+    pub fn set_subnet_settings(&mut self, name: &str, settings: SubnetSettings) {
+        if settings == SubnetSettings::default() {
+            self.subnet_settings.remove(name);
+        } else {
+            self.subnet_settings.insert(name.to_owned(), settings);
+        }
     }
 
     /// The vNICs that live on host `host`: the ones its agent attaches to.

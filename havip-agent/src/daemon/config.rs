@@ -3,7 +3,10 @@
 //! its API, its quotas and map capacities, the host's uplink and underlay
 //! (`[underlay]`: many hosts), and optionally
 //! desired state (`[[subnets]]`, `[[vnics]]`, `[[havips]]`) that is applied to
-//! the store at every start exactly like `havipctl apply -f`.
+//! the store at every start exactly like `havipctl apply -f` (a subnet's
+//! optional `mode`, `storm_pps`, `storm_burst` included: as in a file, one
+//! left out is the default, so the config's subnets are what it says after
+//! every start).
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -705,6 +708,27 @@ mod tests {
         assert!(Config::parse("[limits]\nmax_eips_per_havip = 2").is_err());
         let e = Config::parse("[[subnets]]\nname=\"s\"\ncidr=\"198.18.1.5/24\"").unwrap_err();
         assert!(format!("{e:#}").contains("well-formed"), "{e:#}");
+    }
+
+    #[test]
+    fn subnets_take_a_mode_and_storm_control() {
+        use havip_model::{StormControl, SubnetMode, SubnetSettings};
+        let with = |extra: &str| {
+            LAB.replace("cidr = \"198.18.1.0/24\"", &format!("cidr = \"198.18.1.0/24\"\n{extra}"))
+        };
+        let c =
+            Config::parse(&with("mode = \"broadcast-domain\"\nstorm_pps = 200\nstorm_burst = 20")).unwrap();
+        assert_eq!(
+            c.desired.subnet_settings("vpc1"),
+            SubnetSettings { mode: SubnetMode::BroadcastDomain, storm: StormControl { pps: 200, burst: 20 } }
+        );
+        assert_eq!(Config::parse(LAB).unwrap().desired.subnet_settings("vpc1").mode, SubnetMode::Unicast);
+        let e = format!("{:#}", Config::parse(&with("mode = \"multicast\"")).unwrap_err());
+        assert!(e.contains("well-formed: subnet vpc1: subnet mode \"multicast\""), "{e}");
+        let e = format!("{:#}", Config::parse(&with("storm_pps = 0")).unwrap_err());
+        assert!(e.contains("storm-control: subnet vpc1: storm_pps 0 is outside 1-1000000"), "{e}");
+        assert!(Config::parse(&with("storm_pps = -1")).is_err());
+        assert!(Config::parse(&with("storm = 5")).is_err(), "unknown keys are refused");
     }
 
     #[test]

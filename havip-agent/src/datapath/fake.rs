@@ -1,18 +1,23 @@
 //! [`Maps`] in memory: what the plan, the reconciler and the observer see in
 //! replay tests, without a kernel. It keeps the maps' contracts that the
 //! control plane relies on (`BPF_NOEXIST`, removing an absent key fails,
-//! array slots exist up to `max_vips`), and the tests may play the kernel
-//! by writing `vip_state` as a claim would.
+//! array slots exist up to `max_vips` (the `bcast_*` arrays' up to
+//! `max_subnets`), an inner devmap must exist before ports go in it), and the
+//! tests may play the kernel by writing `vip_state` as a claim would.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
 
 use anyhow::{bail, Context, Result};
 use havip_common::{
-    EipBinding, EipKey, GlobalCounter, MemberInfo, MemberKey, UnderlayPort, UplinkPort, VipConfig,
-    VipCounters, VipKey, VipNat, VipRef, VipState, VrrpSeen, VtepInfo, VtepKey,
+    BcastPrefix, BcastRemotes, BcastSubnet, BcastVnic, EipBinding, EipKey, GlobalCounter, MemberInfo,
+    MemberKey, SubnetCounters, UnderlayPort, UplinkPort, VipConfig, VipCounters, VipKey, VipNat, VipRef,
+    VipState, VrrpSeen, VtepInfo, VtepKey, DEFAULT_MAX_SUBNETS,
 };
 
-use super::maps::{table_accessors, HolderTarget, Maps, Table};
+use super::maps::{bcast_prefix, table_accessors, BcastDevmap, HolderTarget, Maps, Table};
 
 impl<K: Ord + Copy + Send + std::fmt::Debug, V: Copy + Send> Table<K, V> for BTreeMap<K, V> {
     fn entries(&self) -> Result<BTreeMap<K, V>> {
@@ -73,12 +78,28 @@ pub struct FakeMaps {
     pub vteps: BTreeMap<VtepKey, VtepInfo>,
     /// The array maps' size (`dataplane.max_vips`).
     pub max_vips: u32,
+    /// `bcast_vnics`: a vNIC's ifindex -> its subnet's slot and storm bucket.
+    pub bcast_vnics: BTreeMap<u32, BcastVnic>,
+    /// Slot -> subnet; a slot never written reads as all zero (free).
+    pub bcast_subnets: BTreeMap<u32, BcastSubnet>,
+    /// `bcast_prefixes`: exact prefix -> slot.
+    pub bcast_prefixes: BTreeMap<BcastPrefix, u32>,
+    /// Slot -> the other hosts' VTEPs; a slot never written reads as all zero.
+    pub bcast_remotes: BTreeMap<u32, BcastRemotes>,
+    /// `bcast_ports`: slot -> the ifindexes in its devmap.
+    pub bcast_ports: BTreeMap<u32, BTreeSet<u32>>,
+    /// `bcast_flood`: slot -> the ifindexes in its devmap.
+    pub bcast_flood: BTreeMap<u32, BTreeSet<u32>>,
+    /// Slot -> subnet counters (already summed over CPUs).
+    pub subnet_stats: BTreeMap<u32, SubnetCounters>,
+    /// The `bcast_*` arrays' size ([`DEFAULT_MAX_SUBNETS`] from [`FakeMaps::new`]).
+    pub max_subnets: u32,
 }
 
 impl FakeMaps {
-    /// Empty maps whose arrays hold `max_vips` slots.
+    /// Empty maps whose arrays hold `max_vips` slots (and [`DEFAULT_MAX_SUBNETS`] subnet slots).
     pub fn new(max_vips: u32) -> Self {
-        Self { max_vips, ..Self::default() }
+        Self { max_vips, max_subnets: DEFAULT_MAX_SUBNETS, ..Self::default() }
     }
 
     fn check_slot(&self, slot: u32) -> Result<()> {
@@ -86,6 +107,20 @@ impl FakeMaps {
             bail!("slot {slot} is beyond the array's {} entries", self.max_vips);
         }
         Ok(())
+    }
+
+    fn check_subnet_slot(&self, slot: u32) -> Result<()> {
+        if slot >= self.max_subnets {
+            bail!("subnet slot {slot} is beyond the array's {} entries", self.max_subnets);
+        }
+        Ok(())
+    }
+
+    fn devmaps(&mut self, kind: BcastDevmap) -> &mut BTreeMap<u32, BTreeSet<u32>> {
+        match kind {
+            BcastDevmap::Ports => &mut self.bcast_ports,
+            BcastDevmap::Flood => &mut self.bcast_flood,
+        }
     }
 }
 
@@ -178,5 +213,101 @@ impl Maps for FakeMaps {
 
     fn global_counter(&self, counter: GlobalCounter) -> Result<u64> {
         Ok(self.global_stats.get(&(counter as u32)).copied().unwrap_or(0))
+    }
+
+    fn bcast_subnet(&self, slot: u32) -> Result<BcastSubnet> {
+        self.check_subnet_slot(slot)?;
+        Ok(self.bcast_subnets.get(&slot).copied().unwrap_or_default())
+    }
+
+    fn set_bcast_subnet(&mut self, slot: u32, subnet: BcastSubnet) -> Result<()> {
+        self.check_subnet_slot(slot)?;
+        self.bcast_subnets.insert(slot, subnet);
+        Ok(())
+    }
+
+    fn bcast_remotes(&self, slot: u32) -> Result<BcastRemotes> {
+        self.check_subnet_slot(slot)?;
+        Ok(self.bcast_remotes.get(&slot).copied().unwrap_or_default())
+    }
+
+    fn set_bcast_remotes(&mut self, slot: u32, remotes: BcastRemotes) -> Result<()> {
+        self.check_subnet_slot(slot)?;
+        self.bcast_remotes.insert(slot, remotes);
+        Ok(())
+    }
+
+    fn bcast_prefixes(&self) -> Result<BTreeMap<BcastPrefix, u32>> {
+        Ok(self.bcast_prefixes.clone())
+    }
+
+    fn set_bcast_prefix(&mut self, prefix: BcastPrefix, slot: u32) -> Result<()> {
+        self.bcast_prefixes.insert(prefix, slot);
+        Ok(())
+    }
+
+    fn remove_bcast_prefix(&mut self, prefix: BcastPrefix) -> Result<()> {
+        self.bcast_prefixes
+            .remove(&prefix)
+            .map(drop)
+            .with_context(|| format!("removing bcast_prefixes {prefix:?}: absent"))
+    }
+
+    fn bcast_devmaps(&self, kind: BcastDevmap) -> Result<BTreeMap<u32, BTreeSet<u32>>> {
+        Ok(match kind {
+            BcastDevmap::Ports => self.bcast_ports.clone(),
+            BcastDevmap::Flood => self.bcast_flood.clone(),
+        })
+    }
+
+    fn add_bcast_devmap(&mut self, kind: BcastDevmap, slot: u32) -> Result<()> {
+        let maps = self.devmaps(kind);
+        if maps.contains_key(&slot) {
+            bail!("adding {}[{slot}]: it exists (BPF_NOEXIST)", kind.map_name());
+        }
+        maps.insert(slot, BTreeSet::new());
+        Ok(())
+    }
+
+    fn remove_bcast_devmap(&mut self, kind: BcastDevmap, slot: u32) -> Result<()> {
+        self.devmaps(kind)
+            .remove(&slot)
+            .map(drop)
+            .with_context(|| format!("removing {}[{slot}]: absent", kind.map_name()))
+    }
+
+    fn add_bcast_port(&mut self, kind: BcastDevmap, slot: u32, ifindex: u32) -> Result<()> {
+        let ports = self
+            .devmaps(kind)
+            .get_mut(&slot)
+            .with_context(|| format!("{}[{slot}]: no devmap", kind.map_name()))?;
+        ports.insert(ifindex);
+        Ok(())
+    }
+
+    fn remove_bcast_port(&mut self, kind: BcastDevmap, slot: u32, ifindex: u32) -> Result<()> {
+        let ports = self
+            .devmaps(kind)
+            .get_mut(&slot)
+            .with_context(|| format!("{}[{slot}]: no devmap", kind.map_name()))?;
+        if !ports.remove(&ifindex) {
+            bail!("removing ifindex {ifindex} from {}[{slot}]: absent", kind.map_name());
+        }
+        Ok(())
+    }
+
+    fn subnet_slot(&self, network: Ipv4Addr, prefix: u8) -> Option<u32> {
+        self.bcast_prefixes.get(&bcast_prefix(network, prefix)).copied()
+    }
+
+    fn subnet_counters(&self, slot: u32) -> Result<SubnetCounters> {
+        self.check_subnet_slot(slot)?;
+        Ok(self.subnet_stats.get(&slot).copied().unwrap_or_default())
+    }
+
+    fn reset_subnet_counters(&mut self, slot: u32) -> Result<()> {
+        self.check_subnet_slot(slot)?;
+        self.subnet_stats.insert(slot, SubnetCounters::default());
+        Ok(())
     }
 }

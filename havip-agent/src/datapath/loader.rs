@@ -365,6 +365,13 @@ impl Dataplane {
             underlay: take(maps::UNDERLAY)?.try_into()?,
             vteps: take(maps::VTEPS)?.try_into()?,
             holder_write,
+            bcast_vnics: take(maps::BCAST_VNICS)?.try_into()?,
+            bcast_subnets: take(maps::BCAST_SUBNETS)?.try_into()?,
+            bcast_prefixes: take(maps::BCAST_PREFIXES)?.try_into()?,
+            bcast_remotes: take(maps::BCAST_REMOTES)?.try_into()?,
+            bcast_ports: take(maps::BCAST_PORTS)?.try_into()?,
+            bcast_flood: take(maps::BCAST_FLOOD)?.try_into()?,
+            subnet_stats: take(maps::SUBNET_STATS)?.try_into()?,
         })
     }
 }

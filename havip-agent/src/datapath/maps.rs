@@ -13,13 +13,18 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use aya::{
-    maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{
+        lpm_trie::Key, Array, DevMapHash, HashMap, HashOfMaps, LpmTrie, Map, MapData, PerCpuArray,
+        PerCpuValues,
+    },
     programs::{TestRun, TestRunOptions, Xdp},
     Pod,
 };
+use aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_DEVMAP_HASH;
 use havip_common::{
-    EipBinding, EipKey, GlobalCounter, HolderWrite, MemberInfo, MemberKey, UnderlayPort, UplinkPort,
-    VipConfig, VipCounter, VipCounters, VipKey, VipNat, VipRef, VipState, VrrpSeen, VtepInfo, VtepKey,
+    BcastPrefix, BcastRemotes, BcastSubnet, BcastVnic, EipBinding, EipKey, GlobalCounter, HolderWrite,
+    MemberInfo, MemberKey, SubnetCounter, SubnetCounters, UnderlayPort, UplinkPort, VipConfig, VipCounter,
+    VipCounters, VipKey, VipNat, VipRef, VipState, VrrpSeen, VtepInfo, VtepKey, DEFAULT_MAX_VNICS,
     PROG_HOLDER_WRITE,
 };
 
@@ -73,6 +78,45 @@ impl HolderTarget {
     }
 }
 
+/// Which of a broadcast-domain subnet's two devmaps (`HASH_OF_MAPS` slot -> `DEVMAP_HASH` of
+/// ifindexes): what a redirect with `BPF_F_BROADCAST` sends a copy to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum BcastDevmap {
+    /// `bcast_ports[slot]`: the subnet's vNICs on this host; what comes from other hosts (and
+    /// what a guest sends when no other host has vNICs in the subnet) is replicated into it.
+    Ports,
+    /// `bcast_flood[slot]`: the same vNICs plus the replicator port when other hosts have vNICs
+    /// in the subnet; what a guest sends is replicated into it.
+    Flood,
+}
+
+impl BcastDevmap {
+    /// Both, in the order the plan lists them.
+    pub const ALL: [BcastDevmap; 2] = [Self::Ports, Self::Flood];
+
+    /// The outer map's name (`havip_common::maps`).
+    pub fn map_name(self) -> &'static str {
+        match self {
+            Self::Ports => havip_common::maps::BCAST_PORTS,
+            Self::Flood => havip_common::maps::BCAST_FLOOD,
+        }
+    }
+}
+
+/// The `bcast_prefixes` key of a subnet (`network` with its host bits clear, `prefix` bits).
+pub fn bcast_prefix(network: Ipv4Addr, prefix: u8) -> BcastPrefix {
+    BcastPrefix { prefixlen: u32::from(prefix), addr: network.octets() }
+}
+
+/// The `bcast_subnets` entry's network and netmask as a `bcast_prefixes` key (the prefix
+/// length counted from the mask); `None` for an all-zero (free) entry.
+pub fn prefix_of(subnet: &BcastSubnet) -> Option<BcastPrefix> {
+    (*subnet != BcastSubnet::default()).then(|| BcastPrefix {
+        prefixlen: u32::from_be_bytes(subnet.mask).leading_ones(),
+        addr: subnet.network,
+    })
+}
+
 /// One hash map of the data plane: key -> value.
 pub trait Table<K, V>: Send {
     /// Every entry, ordered by key.
@@ -105,6 +149,10 @@ pub trait Maps: Send {
     fn vrrp(&mut self) -> &mut dyn Table<MemberKey, VrrpSeen>;
     /// `vteps`: another host's VTEP -> the underlay next hop's MAC towards it.
     fn vteps(&mut self) -> &mut dyn Table<VtepKey, VtepInfo>;
+    /// `bcast_vnics`: a vNIC's ifindex -> its broadcast-domain subnet's slot and storm bucket.
+    /// Written whole with `lock` and `tat_ns` zero (a write restarts the bucket); the kernel
+    /// changes `tat_ns` on every replicated frame, so compare only `subnet`, `rate_pps`, `burst`.
+    fn bcast_vnics(&mut self) -> &mut dyn Table<u32, BcastVnic>;
 
     /// `tx_ports`: the ifindexes redirects may go to.
     fn tx_ports(&self) -> Result<BTreeSet<u32>>;
@@ -146,6 +194,44 @@ pub trait Maps: Send {
     /// `global_stats[counter]`, summed over CPUs.
     fn global_counter(&self, counter: GlobalCounter) -> Result<u64>;
 
+    /// `bcast_subnets[slot]`: the subnet at `slot` (all zero: a free slot).
+    fn bcast_subnet(&self, slot: u32) -> Result<BcastSubnet>;
+    /// Writes `bcast_subnets[slot]` (all zero frees it: an array's entries cannot be deleted).
+    fn set_bcast_subnet(&mut self, slot: u32, subnet: BcastSubnet) -> Result<()>;
+    /// `bcast_remotes[slot]`: the other hosts' VTEPs the subnet's frames are replicated to.
+    fn bcast_remotes(&self, slot: u32) -> Result<BcastRemotes>;
+    /// Writes `bcast_remotes[slot]` (all zero frees it).
+    fn set_bcast_remotes(&mut self, slot: u32, remotes: BcastRemotes) -> Result<()>;
+
+    /// Every `bcast_prefixes` entry: a subnet's prefix -> its slot.
+    fn bcast_prefixes(&self) -> Result<BTreeMap<BcastPrefix, u32>>;
+    /// Creates or replaces the exact entry `prefix` -> `slot`.
+    fn set_bcast_prefix(&mut self, prefix: BcastPrefix, slot: u32) -> Result<()>;
+    /// Removes the exact entry `prefix` (never a longest-prefix match); an absent one is an error.
+    fn remove_bcast_prefix(&mut self, prefix: BcastPrefix) -> Result<()>;
+
+    /// The slots that have a devmap of kind `kind`, each with the ifindexes in it.
+    fn bcast_devmaps(&self, kind: BcastDevmap) -> Result<BTreeMap<u32, BTreeSet<u32>>>;
+    /// Creates an empty devmap for `slot` and puts it in the outer map of `kind`; fails if the
+    /// slot has one (`BPF_NOEXIST`).
+    fn add_bcast_devmap(&mut self, kind: BcastDevmap, slot: u32) -> Result<()>;
+    /// Takes the slot's devmap out of the outer map of `kind` (the kernel frees it once no
+    /// program runs on it); an absent one is an error.
+    fn remove_bcast_devmap(&mut self, kind: BcastDevmap, slot: u32) -> Result<()>;
+    /// Adds `ifindex` (a vNIC, or the replicator port) to the slot's devmap of `kind`.
+    fn add_bcast_port(&mut self, kind: BcastDevmap, slot: u32, ifindex: u32) -> Result<()>;
+    /// Takes `ifindex` out of the slot's devmap of `kind`; an absent one is an error.
+    fn remove_bcast_port(&mut self, kind: BcastDevmap, slot: u32, ifindex: u32) -> Result<()>;
+
+    /// The slot of the broadcast-domain subnet `network`/`prefix` on this host: the exact
+    /// `bcast_prefixes` entry (a wider or narrower subnet's does not count); `None` when the
+    /// subnet is not a broadcast domain here (unicast, or no vNIC of it on this host).
+    fn subnet_slot(&self, network: Ipv4Addr, prefix: u8) -> Option<u32>;
+    /// `subnet_stats[slot]`, summed over CPUs (frames; see [`SubnetCounter`]).
+    fn subnet_counters(&self, slot: u32) -> Result<SubnetCounters>;
+    /// Zeroes `subnet_stats[slot]` on every CPU (a slot given to another subnet).
+    fn reset_subnet_counters(&mut self, slot: u32) -> Result<()>;
+
     /// `vips[vip]`: the VIP's slot, if the VIP is in the maps (a read that
     /// needs no `&mut`, unlike [`Maps::vips`]).
     fn vip_slot(&self, vip: &VipKey) -> Option<u32>;
@@ -184,6 +270,10 @@ macro_rules! table_accessors {
         fn vteps(&mut self) -> &mut dyn Table<VtepKey, VtepInfo> {
             &mut self.vteps
         }
+
+        fn bcast_vnics(&mut self) -> &mut dyn Table<u32, BcastVnic> {
+            &mut self.bcast_vnics
+        }
     };
 }
 pub(crate) use table_accessors;
@@ -193,6 +283,19 @@ fn sum_counters<'a>(per_cpu: impl IntoIterator<Item = &'a VipCounters>) -> VipCo
     let mut sum = VipCounters::default();
     for c in per_cpu {
         for i in VipCounter::ALL {
+            sum.c[i as usize] += c.get(i);
+        }
+    }
+    sum
+}
+
+/// Adds up per-CPU subnet counter records.
+pub(crate) fn sum_subnet_counters<'a>(
+    per_cpu: impl IntoIterator<Item = &'a SubnetCounters>,
+) -> SubnetCounters {
+    let mut sum = SubnetCounters::default();
+    for c in per_cpu {
+        for i in SubnetCounter::ALL {
             sum.c[i as usize] += c.get(i);
         }
     }
@@ -235,6 +338,65 @@ pub struct KernelMaps {
     pub vteps: HashMap<MapData, VtepKey, VtepInfo>,
     /// `xdp_holder_write`, run through BPF_PROG_TEST_RUN (`holder.h`).
     pub holder_write: Xdp,
+    /// `bcast_vnics`: a vNIC's ifindex -> its subnet's slot and storm bucket.
+    pub bcast_vnics: HashMap<MapData, u32, BcastVnic>,
+    /// `bcast_subnets`: slot -> the subnet (network, mask, local ports, remote hosts).
+    pub bcast_subnets: Array<MapData, BcastSubnet>,
+    /// `bcast_prefixes`: LPM trie, (prefix length, network) -> slot.
+    pub bcast_prefixes: LpmTrie<MapData, [u8; 4], u32>,
+    /// `bcast_remotes`: slot -> the other hosts' VTEPs.
+    pub bcast_remotes: Array<MapData, BcastRemotes>,
+    /// `bcast_ports`: slot -> devmap of the subnet's vNICs here.
+    pub bcast_ports: HashOfMaps<MapData, u32, DevMapHash<MapData>>,
+    /// `bcast_flood`: slot -> devmap of the subnet's vNICs here and the replicator port.
+    pub bcast_flood: HashOfMaps<MapData, u32, DevMapHash<MapData>>,
+    /// `subnet_stats`: slot -> counters, one copy per CPU.
+    pub subnet_stats: PerCpuArray<MapData, SubnetCounters>,
+}
+
+/// Capacity of every inner devmap of `bcast_ports`/`bcast_flood`, in ports: it must equal the
+/// template's in the object (`HAVIP_DEFAULT_MAX_VNICS`), or the kernel refuses the insert (an
+/// inner map must match the template's type, key and value size, flags and max_entries:
+/// `bpf_map_meta_equal`). A subnet's ports are its vNICs on this host plus the replicator.
+pub const BCAST_DEVMAP_ENTRIES: u32 = DEFAULT_MAX_VNICS;
+/// The inner devmaps' flags: none, as the template's.
+const BCAST_DEVMAP_FLAGS: u32 = 0;
+
+impl KernelMaps {
+    fn outer(&self, kind: BcastDevmap) -> &HashOfMaps<MapData, u32, DevMapHash<MapData>> {
+        match kind {
+            BcastDevmap::Ports => &self.bcast_ports,
+            BcastDevmap::Flood => &self.bcast_flood,
+        }
+    }
+
+    fn outer_mut(&mut self, kind: BcastDevmap) -> &mut HashOfMaps<MapData, u32, DevMapHash<MapData>> {
+        match kind {
+            BcastDevmap::Ports => &mut self.bcast_ports,
+            BcastDevmap::Flood => &mut self.bcast_flood,
+        }
+    }
+
+    /// The slot's inner devmap of `kind`, opened from its id (a new file descriptor each time,
+    /// closed when it is dropped).
+    fn inner(&self, kind: BcastDevmap, slot: u32) -> Result<DevMapHash<MapData>> {
+        self.outer(kind).get(&slot, 0).with_context(|| format!("opening {}[{slot}]", kind.map_name()))
+    }
+}
+
+/// A new, empty `DEVMAP_HASH` shaped as the `bcast_ports`/`bcast_flood` template: key ifindex
+/// (4 bytes), value `struct bpf_devmap_val` (8 bytes), [`BCAST_DEVMAP_ENTRIES`] entries, no
+/// flags. `name` is the kernel's name for it (at most 15 bytes).
+fn new_bcast_devmap(name: &str) -> Result<DevMapHash<MapData>> {
+    let obj = aya_obj::Map::new_from_params(
+        BPF_MAP_TYPE_DEVMAP_HASH as u32,
+        size_of::<u32>() as u32,
+        8,
+        BCAST_DEVMAP_ENTRIES,
+        BCAST_DEVMAP_FLAGS,
+    );
+    let data = MapData::create(obj, name, None).with_context(|| format!("creating devmap {name}"))?;
+    DevMapHash::try_from(Map::DevMapHash(data)).with_context(|| format!("devmap {name}"))
 }
 
 impl<K: Pod + Ord + Send + std::fmt::Debug, V: Pod + Send> Table<K, V> for HashMap<MapData, K, V> {
@@ -348,5 +510,123 @@ impl Maps for KernelMaps {
             .get(&(counter as u32), 0)
             .with_context(|| format!("reading global_stats[{counter:?}]"))?;
         Ok(per_cpu.iter().sum())
+    }
+
+    fn bcast_subnet(&self, slot: u32) -> Result<BcastSubnet> {
+        self.bcast_subnets.get(&slot, 0).with_context(|| format!("reading bcast_subnets[{slot}]"))
+    }
+
+    fn set_bcast_subnet(&mut self, slot: u32, subnet: BcastSubnet) -> Result<()> {
+        self.bcast_subnets.set(slot, subnet, 0).with_context(|| format!("writing bcast_subnets[{slot}]"))
+    }
+
+    fn bcast_remotes(&self, slot: u32) -> Result<BcastRemotes> {
+        self.bcast_remotes.get(&slot, 0).with_context(|| format!("reading bcast_remotes[{slot}]"))
+    }
+
+    fn set_bcast_remotes(&mut self, slot: u32, remotes: BcastRemotes) -> Result<()> {
+        self.bcast_remotes.set(slot, remotes, 0).with_context(|| format!("writing bcast_remotes[{slot}]"))
+    }
+
+    fn bcast_prefixes(&self) -> Result<BTreeMap<BcastPrefix, u32>> {
+        let mut all = BTreeMap::new();
+        for entry in self.bcast_prefixes.iter() {
+            let (key, slot) = entry.context("listing bcast_prefixes")?;
+            all.insert(BcastPrefix { prefixlen: key.prefix_len(), addr: key.data() }, slot);
+        }
+        Ok(all)
+    }
+
+    fn set_bcast_prefix(&mut self, prefix: BcastPrefix, slot: u32) -> Result<()> {
+        self.bcast_prefixes
+            .insert(&Key::new(prefix.prefixlen, prefix.addr), slot, 0)
+            .with_context(|| format!("setting bcast_prefixes {prefix:?} -> {slot}"))
+    }
+
+    fn remove_bcast_prefix(&mut self, prefix: BcastPrefix) -> Result<()> {
+        // Exact: an LPM trie's delete matches prefix length and address.
+        self.bcast_prefixes
+            .remove(&Key::new(prefix.prefixlen, prefix.addr))
+            .with_context(|| format!("removing bcast_prefixes {prefix:?}"))
+    }
+
+    fn bcast_devmaps(&self, kind: BcastDevmap) -> Result<BTreeMap<u32, BTreeSet<u32>>> {
+        let slots: Vec<u32> = self
+            .outer(kind)
+            .keys()
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("listing {}", kind.map_name()))?;
+        let mut all = BTreeMap::new();
+        for slot in slots {
+            let inner = match self.outer(kind).get(&slot, 0) {
+                Ok(inner) => inner,
+                // Removed between the listing and the lookup (never: only the agent writes).
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(e) => return Err(e).with_context(|| format!("opening {}[{slot}]", kind.map_name())),
+            };
+            let ports = inner
+                .keys()
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("listing {}[{slot}]", kind.map_name()))?;
+            all.insert(slot, ports);
+        }
+        Ok(all)
+    }
+
+    fn add_bcast_devmap(&mut self, kind: BcastDevmap, slot: u32) -> Result<()> {
+        let short = match kind {
+            BcastDevmap::Ports => "bc_ports",
+            BcastDevmap::Flood => "bc_flood",
+        };
+        let inner = new_bcast_devmap(&format!("{short}_{slot}"))?;
+        // The outer map holds its own reference: the inner map lives on once `inner` (our file
+        // descriptor) is dropped, and a restarted agent finds it through the pinned outer map.
+        self.outer_mut(kind).insert(slot, &inner, BPF_NOEXIST).with_context(|| {
+            format!(
+                "adding {}[{slot}] (an inner map must match the object's template: {BCAST_DEVMAP_ENTRIES} \
+                 entries, no flags)",
+                kind.map_name()
+            )
+        })
+    }
+
+    fn remove_bcast_devmap(&mut self, kind: BcastDevmap, slot: u32) -> Result<()> {
+        self.outer_mut(kind).remove(&slot).with_context(|| format!("removing {}[{slot}]", kind.map_name()))
+    }
+
+    fn add_bcast_port(&mut self, kind: BcastDevmap, slot: u32, ifindex: u32) -> Result<()> {
+        // The devmap's value is the egress ifindex: the key itself.
+        self.inner(kind, slot)?
+            .insert(ifindex, ifindex, None, 0)
+            .with_context(|| format!("adding ifindex {ifindex} to {}[{slot}]", kind.map_name()))
+    }
+
+    fn remove_bcast_port(&mut self, kind: BcastDevmap, slot: u32, ifindex: u32) -> Result<()> {
+        self.inner(kind, slot)?
+            .remove(ifindex)
+            .with_context(|| format!("removing ifindex {ifindex} from {}[{slot}]", kind.map_name()))
+    }
+
+    fn subnet_slot(&self, network: Ipv4Addr, prefix: u8) -> Option<u32> {
+        // The trie answers with the longest entry no longer than `prefix` that covers
+        // `network`: exact only if that slot's subnet is this one (`bcast_subnets` is written
+        // before the prefix and cleared after it).
+        let want = bcast_prefix(network, prefix);
+        let slot = self.bcast_prefixes.get(&Key::new(want.prefixlen, want.addr), 0).ok()?;
+        let subnet = self.bcast_subnet(slot).ok()?;
+        (prefix_of(&subnet) == Some(want)).then_some(slot)
+    }
+
+    fn subnet_counters(&self, slot: u32) -> Result<SubnetCounters> {
+        let per_cpu =
+            self.subnet_stats.get(&slot, 0).with_context(|| format!("reading subnet_stats[{slot}]"))?;
+        Ok(sum_subnet_counters(per_cpu.iter()))
+    }
+
+    fn reset_subnet_counters(&mut self, slot: u32) -> Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+        let zeros =
+            PerCpuValues::try_from(vec![SubnetCounters::default(); cpus]).context("per-CPU values")?;
+        self.subnet_stats.set(slot, zeros, 0).with_context(|| format!("zeroing subnet_stats[{slot}]"))
     }
 }

@@ -36,18 +36,18 @@ use axum::{
 use futures::{stream, Future, StreamExt};
 use havip_api::{
     view::{
-        AgentStatus, Applied, ClusterStatusView, Contested, ContestedMember, DesiredView, EipRequest,
-        ErrorBody, HavipView, LinkState, MemberView, PeerHostView, Status, StoreStatus, SubnetView,
-        SyncStatus, VerificationView, VnicView, VrrpView,
+        AgentStatus, Applied, BroadcastView, ClusterStatusView, Contested, ContestedMember, DesiredView,
+        EipRequest, ErrorBody, HavipView, LinkState, MemberView, PeerHostView, Status, StoreStatus,
+        SubnetView, SyncStatus, VerificationView, VnicView, VrrpView,
     },
     Event, EventKind,
 };
-use havip_common::{MemberKey, VipCounter, VipKey};
+use havip_common::{MemberKey, SubnetCounter, SubnetCounters, VipCounter, VipKey};
 use havip_model::{
-    ops::{self, DesiredFile, HavipSpec, SubnetSpec, VnicSpec},
+    ops::{self, DesiredFile, HavipSpec, SubnetModeSpec, SubnetSpec, VnicSpec},
     rules::{self, check_name, parse_ipv4},
     state::rfc3339,
-    DesiredState, Havip, Limits, MacAddr, Observed, Refusal, Rule, Vnic,
+    DesiredState, Havip, Limits, MacAddr, Observed, Refusal, Rule, Subnet, SubnetMode, Vnic,
 };
 use serde::Deserialize;
 use tokio::{
@@ -222,6 +222,7 @@ impl ApiContext {
         HavipView {
             vip: h.vip,
             subnet: h.subnet.clone(),
+            subnet_mode: state.subnet_settings(&h.subnet).mode,
             status: if h.members.is_empty() { Status::Available } else { Status::InUse },
             members: h
                 .members
@@ -264,6 +265,41 @@ impl ApiContext {
         }
     }
 
+    /// Subnet `name` (which exists in `state`); with its [`BroadcastView`] from this host's maps
+    /// when `counters` and it is a broadcast domain.
+    fn view_subnet(&self, state: &DesiredState, name: &str, sn: &Subnet, counters: bool) -> SubnetView {
+        let settings = state.subnet_settings(name);
+        let broadcast = (counters && settings.mode == SubnetMode::BroadcastDomain).then(|| {
+            let mut hosts: Vec<String> =
+                state.vnics.values().filter(|v| v.subnet == name).map(|v| v.host.clone()).collect();
+            hosts.sort();
+            hosts.dedup();
+            broadcast_view(subnet_counters(&mut *self.maps(), sn), hosts)
+        });
+        SubnetView {
+            name: name.to_owned(),
+            cidr: sn.to_string(),
+            vnics: state.vnics.values().filter(|v| v.subnet == name).count(),
+            havips: state.havips.values().filter(|h| h.subnet == name).count(),
+            mode: settings.mode,
+            storm_pps: settings.storm.pps,
+            storm_burst: settings.storm.burst,
+            broadcast,
+        }
+    }
+
+    /// Subnet `name` in detail: 404 if there is none.
+    fn describe_subnet(&self, name: &str) -> Result<SubnetView, ApiError> {
+        let state = self.store.desired().state;
+        match state.subnets.get(name) {
+            Some(sn) => Ok(self.view_subnet(&state, name, sn, true)),
+            None => {
+                Err(Refusal { rule: Rule::UnknownSubnet, message: format!("subnet {name} does not exist") }
+                    .into())
+            }
+        }
+    }
+
     fn describe_one(&self, vip: Ipv4Addr) -> Result<HavipView, ApiError> {
         match self.describe(|v| *v == vip).pop() {
             Some(v) => Ok(v),
@@ -282,6 +318,30 @@ pub fn counters(maps: &mut dyn Maps, vip: Ipv4Addr) -> BTreeMap<String, u64> {
     VipCounter::ALL.iter().map(|&c| (c.name().to_owned(), sum.get(c))).collect()
 }
 
+/// A broadcast-domain subnet's counters on this host, summed over CPUs: `None` while this host's
+/// data plane has no slot for it (none of its vNICs lives here, or the maps do not follow yet).
+pub fn subnet_counters(maps: &mut dyn Maps, subnet: &Subnet) -> Option<SubnetCounters> {
+    let slot = maps.subnet_slot(subnet.network, subnet.prefix)?;
+    // A slot whose counters cannot be read shows as not programmed rather than as zeros.
+    maps.subnet_counters(slot).ok()
+}
+
+/// The [`BroadcastView`] of `counters` (none: not programmed, all 0) and `hosts`.
+fn broadcast_view(counters: Option<SubnetCounters>, hosts: Vec<String>) -> BroadcastView {
+    let c = counters.unwrap_or_default();
+    BroadcastView {
+        programmed: counters.is_some(),
+        flooded: c.get(SubnetCounter::Flooded),
+        local_copies: c.get(SubnetCounter::LocalCopies),
+        remote_copies: c.get(SubnetCounter::RemoteCopies),
+        storm_drops: c.get(SubnetCounter::StormDrops),
+        received: c.get(SubnetCounter::Received),
+        local_only: c.get(SubnetCounter::LocalOnly),
+        too_big: c.get(SubnetCounter::TooBig),
+        hosts,
+    }
+}
+
 /// A refusal or failure as an HTTP answer.
 #[derive(Debug)]
 pub struct ApiError {
@@ -293,7 +353,8 @@ impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> Self {
         let status = match r.rule {
             rule if rule.is_not_found() => StatusCode::NOT_FOUND,
-            Rule::WellFormed | Rule::Ipv4Only => StatusCode::BAD_REQUEST,
+            // Text or a number no request may carry, whatever the state.
+            Rule::WellFormed | Rule::Ipv4Only | Rule::StormControl => StatusCode::BAD_REQUEST,
             _ => StatusCode::CONFLICT,
         };
         Self { status, body: ErrorBody { error: r.to_string(), rule: Some(r.rule.name().to_owned()) } }
@@ -442,23 +503,40 @@ async fn delete_vnic(State(c): Ctl, UrlPath(name): UrlPath<String>) -> Answer<()
 
 async fn list_subnets(State(c): Ctl) -> Answer<Vec<SubnetView>> {
     let state = c.store.desired().state;
-    let views = state
-        .subnets
-        .iter()
-        .map(|(name, sn)| SubnetView {
-            name: name.clone(),
-            cidr: sn.to_string(),
-            vnics: state.vnics.values().filter(|v| &v.subnet == name).count(),
-            havips: state.havips.values().filter(|h| &h.subnet == name).count(),
-        })
-        .collect();
-    Ok(Json(views))
+    Ok(Json(state.subnets.iter().map(|(name, sn)| c.view_subnet(&state, name, sn, false)).collect()))
+}
+
+async fn get_subnet(State(c): Ctl, UrlPath(name): UrlPath<String>) -> Answer<SubnetView> {
+    check_name("subnet", &name)?;
+    Ok(Json(c.describe_subnet(&name)?))
 }
 
 async fn put_subnet(State(c): Ctl, Json(spec): Json<SubnetSpec>) -> Answer<()> {
     let what = format!("subnet {} registered", spec.name);
     c.change((None, None), what, move |s| ops::put_subnet(s, &spec)).await?;
     Ok(Json(()))
+}
+
+/// `PUT /v1/subnets/{name}/mode`: the subnet's mode, and its storm control where the body
+/// writes it; answers the subnet as `GET` does.
+async fn set_subnet_mode(
+    State(c): Ctl,
+    UrlPath(name): UrlPath<String>,
+    Json(spec): Json<SubnetModeSpec>,
+) -> Answer<SubnetView> {
+    check_name("subnet", &name)?;
+    let subnet = name.clone();
+    let before = c.store.desired().revision;
+    // The event says what the subnet is now, which only the edit knows (storm fields it kept).
+    let (set, revision) = c.commit(move |s| ops::set_subnet_mode(s, &subnet, &spec)).await?;
+    if revision != before {
+        let what = format!(
+            "subnet {name} is {} (storm control {} frames/s per vNIC, burst {}) (revision {revision})",
+            set.mode, set.storm.pps, set.storm.burst
+        );
+        c.feed.publish(EventKind::Changed, None, None, what);
+    }
+    Ok(Json(c.describe_subnet(&name)?))
 }
 
 async fn delete_subnet(State(c): Ctl, UrlPath(name): UrlPath<String>) -> Answer<()> {
@@ -693,7 +771,8 @@ pub fn router(ctl: Arc<ApiContext>) -> Router {
         .route("/v1/vnics", get(list_vnics).post(put_vnic))
         .route("/v1/vnics/{name}", axum::routing::delete(delete_vnic))
         .route("/v1/subnets", get(list_subnets).post(put_subnet))
-        .route("/v1/subnets/{name}", axum::routing::delete(delete_subnet))
+        .route("/v1/subnets/{name}", get(get_subnet).delete(delete_subnet))
+        .route("/v1/subnets/{name}/mode", put(set_subnet_mode))
         .route("/v1/desired", get(get_desired))
         .route("/v1/apply", post(apply))
         .route("/v1/events", get(events))
@@ -802,4 +881,265 @@ pub fn bind(
     }
     let app = router(ctl);
     Ok(async move { serve(listener, app, limits()).await.context("serving the API") })
+}
+
+/// An [`ApiContext`] over a fresh redb store and [`FakeMaps`](crate::datapath::fake::FakeMaps),
+/// for the northbound tests (no kernel, no root).
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::{
+        control::latency::Latencies,
+        datapath::fake::FakeMaps,
+        host::links::{Link, Links},
+        store::redb::RedbStore,
+    };
+
+    /// The context of host `hv1`, its store in a directory named after `name`, its maps `maps`,
+    /// and `links` present on it.
+    pub fn context(name: &str, maps: FakeMaps, links: &[(&str, u32)]) -> Arc<ApiContext> {
+        let dir = std::env::temp_dir().join(format!("havip-api-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = RedbStore::open(&dir.join("state.redb")).expect("a store in the temp dir");
+        let links: Links = links
+            .iter()
+            .map(|(n, ifindex)| {
+                ((*n).to_owned(), Link { ifindex: *ifindex, mac: [2, 0, 0, 0, 0, 1], up: true })
+            })
+            .collect();
+        Arc::new(ApiContext {
+            host: "hv1".into(),
+            store: Arc::new(store),
+            limits: Limits::default(),
+            maps: Arc::new(Mutex::new(maps)),
+            feed: Arc::new(Feed::default()),
+            links: watch::channel(links).1,
+            reconciled: Arc::default(),
+            verdicts: Arc::default(),
+            latencies: Arc::new(Latencies::default()),
+            sync: Arc::default(),
+            started_ms: 0,
+            cluster: None,
+        })
+    }
+
+    /// One request through the router: (status, JSON body; null when there is none).
+    pub async fn call(
+        ctl: &Arc<ApiContext>,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        use tower::ServiceExt;
+        let mut req = Request::builder().method(method).uri(path);
+        if body.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+        let resp = router(ctl.clone()).oneshot(req.body(body).unwrap()).await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::testing::{call, context};
+    use super::*;
+    use crate::datapath::fake::FakeMaps;
+
+    /// vpc1 with vnic-a here (hv1) and vnic-b on hv2, vpc2 alone, and a HAVIP in vpc1.
+    async fn lab(name: &str) -> Arc<ApiContext> {
+        let c = context(name, FakeMaps::new(16), &[("vnic-a", 7)]);
+        for (sn, cidr) in [("vpc1", "198.18.1.0/24"), ("vpc2", "198.18.2.0/24")] {
+            assert_eq!(call(&c, "POST", "/v1/subnets", Some(json!({"name": sn, "cidr": cidr}))).await.0, 200);
+        }
+        for (v, host, ip) in [("vnic-a", "hv1", "198.18.1.11"), ("vnic-b", "hv2", "198.18.1.12")] {
+            let spec = json!({"name": v, "host": host, "instance": v, "subnet": "vpc1", "ip": ip,
+                              "mac": format!("02:00:00:00:00:{}", &ip[ip.len() - 2..])});
+            assert_eq!(call(&c, "POST", "/v1/vnics", Some(spec)).await.0, 200);
+        }
+        let h = json!({"vip": "198.18.1.50", "subnet": "vpc1", "members": ["vnic-a", "vnic-b"]});
+        assert_eq!(call(&c, "POST", "/v1/havips", Some(h)).await.0, 201);
+        c
+    }
+
+    #[tokio::test]
+    async fn a_subnet_mode_is_set_shown_and_refused_by_name() {
+        let c = lab("mode").await;
+        // Unicast by default, everywhere it shows.
+        let (status, one) = call(&c, "GET", "/v1/subnets/vpc1", None).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            (&one["mode"], &one["storm_pps"], &one["storm_burst"]),
+            (&json!("unicast"), &json!(1000), &json!(100))
+        );
+        assert!(one.get("broadcast").is_none(), "no broadcast section for a unicast subnet: {one}");
+        assert_eq!(call(&c, "GET", "/v1/havips/198.18.1.50", None).await.1["subnet_mode"], "unicast");
+
+        // Refused, by name, changing nothing.
+        let revision = c.store.desired().revision;
+        for (path, body, status, rule, text) in [
+            (
+                "/v1/subnets/vpc1/mode",
+                json!({"mode": "multicast"}),
+                400,
+                "well-formed",
+                "refused by rule well-formed: subnet vpc1: subnet mode \"multicast\": must be unicast or broadcast-domain",
+            ),
+            (
+                "/v1/subnets/vpc1/mode",
+                json!({"mode": "broadcast-domain", "storm_pps": 0}),
+                400,
+                "storm-control",
+                "refused by rule storm-control: subnet vpc1: storm_pps 0 is outside 1-1000000 (frames per second per vNIC)",
+            ),
+            (
+                "/v1/subnets/vpc1/mode",
+                json!({"mode": "broadcast-domain", "storm_burst": 100001}),
+                400,
+                "storm-control",
+                "refused by rule storm-control: subnet vpc1: storm_burst 100001 is outside 1-100000 (frames per vNIC)",
+            ),
+            (
+                "/v1/subnets/vpc9/mode",
+                json!({"mode": "broadcast-domain"}),
+                404,
+                "subnet-exists",
+                "refused by rule subnet-exists: subnet vpc9 does not exist",
+            ),
+        ] {
+            let (got, body) = call(&c, "PUT", path, Some(body)).await;
+            assert_eq!((got, body["rule"].as_str(), body["error"].as_str()), (status, Some(rule), Some(text)));
+        }
+        let (got, body) =
+            call(&c, "PUT", "/v1/subnets/vpc1/mode", Some(json!({"mode": "unicast", "pps": 1}))).await;
+        assert_eq!((got, &body["rule"]), (422, &json!(null)), "unknown fields: {body}");
+        let (got, body) = call(
+            &c,
+            "POST",
+            "/v1/subnets",
+            Some(json!({"name": "vpc3", "cidr": "198.18.3.0/24", "mode": "l2"})),
+        )
+        .await;
+        assert_eq!((got, body["rule"].as_str()), (400, Some("well-formed")), "{body}");
+        assert_eq!(c.store.desired().revision, revision, "nothing changed");
+        assert_eq!(call(&c, "GET", "/v1/subnets/vpc9", None).await.0, 404);
+        assert_eq!(call(&c, "GET", "/v1/subnets/a%20b", None).await.0, 400);
+
+        // Set: only that subnet changes; the answer is the subnet, with its broadcast section.
+        let (got, view) = call(
+            &c,
+            "PUT",
+            "/v1/subnets/vpc1/mode",
+            Some(json!({"mode": "broadcast-domain", "storm_pps": 500, "storm_burst": 50})),
+        )
+        .await;
+        assert_eq!(got, 200, "{view}");
+        let view: SubnetView = serde_json::from_value(view).unwrap();
+        assert_eq!((view.mode, view.storm_pps, view.storm_burst), (SubnetMode::BroadcastDomain, 500, 50));
+        let b = view.broadcast.expect("a broadcast domain has its section");
+        assert_eq!(b.hosts, ["hv1", "hv2"], "the hosts with vNICs in it");
+        assert!(!b.programmed && b.flooded == 0, "no slot in the maps yet: {b:?}");
+        assert_eq!(c.store.desired().revision, revision + 1);
+        let state = c.store.desired().state;
+        assert_eq!(state.subnet_settings.keys().collect::<Vec<_>>(), ["vpc1"]);
+        let event = c.feed.follow().0.pop().unwrap();
+        assert_eq!(event.kind, EventKind::Changed);
+        assert!(
+            event.detail.starts_with(
+                "subnet vpc1 is broadcast-domain (storm control 500 frames/s per vNIC, burst 50)"
+            ),
+            "{}",
+            event.detail
+        );
+        // Storm fields left out are kept; the same call again commits nothing.
+        let (_, again) =
+            call(&c, "PUT", "/v1/subnets/vpc1/mode", Some(json!({"mode": "broadcast-domain"}))).await;
+        assert_eq!((&again["storm_pps"], &again["storm_burst"]), (&json!(500), &json!(50)));
+        assert_eq!(c.store.desired().revision, revision + 1);
+
+        // Shown in the list and in a HAVIP of the subnet.
+        let (_, list) = call(&c, "GET", "/v1/subnets", None).await;
+        let modes: Vec<(&str, &str)> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["name"].as_str().unwrap(), s["mode"].as_str().unwrap()))
+            .collect();
+        assert_eq!(modes, [("vpc1", "broadcast-domain"), ("vpc2", "unicast")]);
+        assert_eq!(
+            call(&c, "GET", "/v1/havips/198.18.1.50", None).await.1["subnet_mode"],
+            "broadcast-domain"
+        );
+
+        // POST /v1/subnets keeps what it does not write; writes what it does.
+        let (got, _) =
+            call(&c, "POST", "/v1/subnets", Some(json!({"name": "vpc1", "cidr": "198.18.1.0/24"}))).await;
+        assert_eq!(got, 200);
+        assert_eq!(c.store.desired().state.subnet_settings("vpc1").storm.pps, 500);
+        let new =
+            json!({"name": "vpc3", "cidr": "198.18.3.0/24", "mode": "broadcast-domain", "storm_burst": 9});
+        assert_eq!(call(&c, "POST", "/v1/subnets", Some(new)).await.0, 200);
+        let (_, vpc3) = call(&c, "GET", "/v1/subnets/vpc3", None).await;
+        assert_eq!(
+            (&vpc3["mode"], &vpc3["storm_pps"], &vpc3["storm_burst"]),
+            (&json!("broadcast-domain"), &json!(1000), &json!(9))
+        );
+        assert_eq!(vpc3["broadcast"]["hosts"], json!([]), "no vNICs in it yet: {vpc3}");
+
+        // Back to unicast, and a deleted subnet takes its settings along.
+        let (_, back) = call(&c, "PUT", "/v1/subnets/vpc1/mode", Some(json!({"mode": "unicast"}))).await;
+        assert!(back.get("broadcast").is_none());
+        assert_eq!(call(&c, "DELETE", "/v1/subnets/vpc3", None).await.0, 200);
+        assert!(!c.store.desired().state.subnet_settings.contains_key("vpc3"));
+        // Export and apply carry the settings.
+        let (_, desired) = call(&c, "GET", "/v1/desired", None).await;
+        assert_eq!(desired["state"]["subnet_settings"]["vpc1"]["storm"]["pps"], 500);
+    }
+
+    #[tokio::test]
+    async fn a_broadcast_domain_shows_this_hosts_counters() {
+        let mut maps = FakeMaps::new(16);
+        // What the reconciler writes for vpc1 at slot 3, and what the programs counted.
+        maps.bcast_prefixes.insert(crate::datapath::maps::bcast_prefix("198.18.1.0".parse().unwrap(), 24), 3);
+        let mut counters = SubnetCounters::default();
+        for (i, c) in SubnetCounter::ALL.iter().enumerate() {
+            counters.c[*c as usize] = 10 * (i as u64 + 1);
+        }
+        maps.subnet_stats.insert(3, counters);
+        let c = context("counters", maps, &[("vnic-a", 7)]);
+        assert_eq!(
+            call(&c, "POST", "/v1/subnets", Some(json!({"name": "vpc1", "cidr": "198.18.1.0/24"}))).await.0,
+            200
+        );
+        // A unicast subnet has no broadcast section, whatever the maps hold.
+        assert!(call(&c, "GET", "/v1/subnets/vpc1", None).await.1.get("broadcast").is_none());
+        let (_, view) =
+            call(&c, "PUT", "/v1/subnets/vpc1/mode", Some(json!({"mode": "broadcast-domain"}))).await;
+        let view: SubnetView = serde_json::from_value(view).unwrap();
+        let b = view.broadcast.unwrap();
+        assert_eq!(
+            (
+                b.programmed,
+                b.flooded,
+                b.local_copies,
+                b.remote_copies,
+                b.storm_drops,
+                b.received,
+                b.local_only,
+                b.too_big
+            ),
+            (true, 10, 20, 30, 40, 50, 60, 70)
+        );
+        // Another subnet of the same network but another length is not vpc1's slot.
+        let mut other = FakeMaps::new(16);
+        other
+            .bcast_prefixes
+            .insert(crate::datapath::maps::bcast_prefix("198.18.1.0".parse().unwrap(), 25), 3);
+        assert!(subnet_counters(&mut other, &"198.18.1.0/24".parse().unwrap()).is_none());
+    }
 }

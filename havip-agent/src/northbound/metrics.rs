@@ -1,5 +1,6 @@
 //! Prometheus `/metrics` on a TCP address (`[agent] metrics`): per-VIP data
-//! plane counters, holder epoch and failovers, and the global counters.
+//! plane counters, holder epoch and failovers, the global counters, each
+//! subnet's mode and each broadcast-domain subnet's frame counters.
 //!
 //! Its own server, task and limits, apart from the API's: any local user
 //! can reach a loopback port, so a flood of it must never cost the API a
@@ -25,13 +26,13 @@ use axum::{
     BoxError, Router,
 };
 use futures::Future;
-use havip_common::GlobalCounter;
-use havip_model::Observed;
+use havip_common::{GlobalCounter, SubnetCounter, SubnetCounters};
+use havip_model::{Observed, SubnetMode};
 use tokio::{net::TcpListener, sync::Mutex as AsyncMutex};
 use tower::{limit::GlobalConcurrencyLimitLayer, timeout::TimeoutLayer, ServiceBuilder};
 
 use super::{
-    api::{counters, ApiContext},
+    api::{counters, subnet_counters, ApiContext},
     serve::{serve, ServerLimits},
 };
 use crate::{control::verifier::Verdict, sync::lock};
@@ -136,6 +137,13 @@ fn render(ctl: &ApiContext) -> String {
         state.havips.keys().map(|vip| (vip_label(vip), counters(&mut *maps, *vip))).collect();
     let globals: Vec<(GlobalCounter, u64)> =
         GlobalCounter::ALL.iter().map(|&g| (g, maps.global_counter(g).unwrap_or(0))).collect();
+    // The broadcast-domain subnets this host's data plane replicates for (those with a slot).
+    let per_subnet: Vec<(&String, SubnetCounters)> = state
+        .subnets
+        .iter()
+        .filter(|(name, _)| state.subnet_settings(name).mode == SubnetMode::BroadcastDomain)
+        .filter_map(|(name, sn)| Some((name, subnet_counters(&mut *maps, sn)?)))
+        .collect();
     // The API's `describe` waits on the maps: held for the reads only.
     drop(maps);
     for c in havip_common::VipCounter::ALL {
@@ -212,6 +220,37 @@ fn render(ctl: &ApiContext) -> String {
         );
     }
     family("havips", "gauge", "HAVIPs in the desired state.", &[(String::new(), state.havips.len() as u64)]);
+    let modes: Vec<(String, u64)> = state
+        .subnets
+        .keys()
+        .map(|name| {
+            let mode = state.subnet_settings(name).mode;
+            (format!("{{subnet=\"{}\",mode=\"{mode}\"}}", escape(name)), 1)
+        })
+        .collect();
+    family(
+        "subnet_mode",
+        "gauge",
+        "1 for each subnet, its mode as a label: unicast (ENS) or broadcast-domain (ZEC).",
+        &modes,
+    );
+    let frames: Vec<(String, u64)> = per_subnet
+        .iter()
+        .flat_map(|(name, c)| {
+            SubnetCounter::ALL.iter().map(move |&k| {
+                (format!("{{subnet=\"{}\",counter=\"{}\"}}", escape(name), k.name()), c.get(k))
+            })
+        })
+        .collect();
+    family(
+        "subnet_broadcast_frames_total",
+        "counter",
+        "Broadcast and multicast frames of a broadcast-domain subnet on this host, by counter: flooded \
+         (from guests, replicated), local_copies, remote_copies (one per other host), storm_drops (over \
+         a vNIC's storm limit), received (from other hosts), local_only (source outside the subnet), \
+         too_big (not sent: over the underlay MTU).",
+        &frames,
+    );
     if let Some(c) = ctl.cluster.as_deref().map(super::api::cluster_status) {
         family(
             "holder_revision",
@@ -342,4 +381,65 @@ fn render(ctl: &ApiContext) -> String {
 /// escaped.
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::{
+        datapath::fake::FakeMaps,
+        northbound::api::testing::{call, context},
+    };
+
+    #[tokio::test]
+    async fn every_subnet_has_its_mode() {
+        let c = context("metrics-mode", FakeMaps::new(16), &[]);
+        for (sn, cidr) in [("vpc1", "198.18.1.0/24"), ("vpc2", "198.18.2.0/24")] {
+            assert_eq!(call(&c, "POST", "/v1/subnets", Some(json!({"name": sn, "cidr": cidr}))).await.0, 200);
+        }
+        let put = json!({"mode": "broadcast-domain"});
+        assert_eq!(call(&c, "PUT", "/v1/subnets/vpc2/mode", Some(put)).await.0, 200);
+        let text = render(&c);
+        assert!(text.contains("# TYPE havip_subnet_mode gauge\n"), "{text}");
+        assert!(text.contains("havip_subnet_mode{subnet=\"vpc1\",mode=\"unicast\"} 1\n"), "{text}");
+        assert!(text.contains("havip_subnet_mode{subnet=\"vpc2\",mode=\"broadcast-domain\"} 1\n"), "{text}");
+        assert!(text.contains("# TYPE havip_subnet_broadcast_frames_total counter\n"), "{text}");
+        // No slot on this host for vpc2 (no vNIC of it here): no samples.
+        assert!(!text.contains("havip_subnet_broadcast_frames_total{"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_broadcast_domain_served_here_has_its_frame_counters() {
+        let mut maps = FakeMaps::new(16);
+        maps.bcast_prefixes.insert(crate::datapath::maps::bcast_prefix("198.18.1.0".parse().unwrap(), 24), 3);
+        let mut counters = SubnetCounters::default();
+        for (i, c) in SubnetCounter::ALL.iter().enumerate() {
+            counters.c[*c as usize] = 10 * (i as u64 + 1);
+        }
+        maps.subnet_stats.insert(3, counters);
+        let c = context("metrics-frames", maps, &[]);
+        assert_eq!(
+            call(&c, "POST", "/v1/subnets", Some(json!({"name": "vpc1", "cidr": "198.18.1.0/24"}))).await.0,
+            200
+        );
+        assert!(!render(&c).contains("havip_subnet_broadcast_frames_total{"), "unicast: none");
+        let put = json!({"mode": "broadcast-domain"});
+        assert_eq!(call(&c, "PUT", "/v1/subnets/vpc1/mode", Some(put)).await.0, 200);
+        let text = render(&c);
+        for (name, v) in [
+            ("flooded", 10),
+            ("local_copies", 20),
+            ("remote_copies", 30),
+            ("storm_drops", 40),
+            ("received", 50),
+            ("local_only", 60),
+            ("too_big", 70),
+        ] {
+            let line =
+                format!("havip_subnet_broadcast_frames_total{{subnet=\"vpc1\",counter=\"{name}\"}} {v}\n");
+            assert!(text.contains(&line), "{line} in:\n{text}");
+        }
+    }
 }

@@ -1,5 +1,7 @@
 //! The desired state on etcd, for many hosts: the [`Store`] trait over the
-//! keys `<p>/desired/subnets/<name>`, `<p>/desired/vnics/<name>` and
+//! keys `<p>/desired/subnets/<name>`, `<p>/desired/subnet_settings/<name>`
+//! (only for a subnet whose settings are not the default: none is unicast,
+//! as state written before them reads), `<p>/desired/vnics/<name>` and
 //! `<p>/desired/havips/<vip>` (JSON of the havip-model objects) and the guard
 //! key `<p>/desired/revision`, which every commit rewrites: its
 //! `mod_revision` is [`Snapshot::revision`].
@@ -94,6 +96,9 @@ struct Read {
     snap: Snapshot,
     /// The etcd revision of the read (the header's), to watch from.
     at: i64,
+    /// Keys of settings whose subnet does not exist (an older agent deleted the subnet): left
+    /// out of `snap`, deleted by the next commit.
+    orphans: Vec<String>,
 }
 
 /// The desired keys.
@@ -129,6 +134,9 @@ async fn read_desired(conn: &Conn) -> Result<Read, StoreError> {
             Some(("subnets", name)) => doc(kv.value()).map(|v| {
                 state.subnets.insert(name.to_owned(), v);
             }),
+            Some(("subnet_settings", name)) => doc(kv.value()).map(|v| {
+                state.subnet_settings.insert(name.to_owned(), v);
+            }),
             Some(("vnics", name)) => doc(kv.value()).map(|v| {
                 state.vnics.insert(name.to_owned(), v);
             }),
@@ -148,7 +156,16 @@ async fn read_desired(conn: &Conn) -> Result<Read, StoreError> {
             )
         })?;
     }
-    Ok(Read { snap: Snapshot { revision, state: Arc::new(state) }, at })
+    let mut orphans = Vec::new();
+    state.subnet_settings.retain(|name, _| {
+        let keep = state.subnets.contains_key(name);
+        if !keep {
+            warn!(subnet = %name, "etcd: settings of a subnet that does not exist: ignored, deleted by the next commit");
+            orphans.push(format!("{prefix}subnet_settings/{name}"));
+        }
+        keep
+    });
+    Ok(Read { snap: Snapshot { revision, state: Arc::new(state) }, at, orphans })
 }
 
 fn doc<T: DeserializeOwned>(value: &[u8]) -> anyhow::Result<T> {
@@ -280,7 +297,7 @@ impl EtcdStore {
     fn try_update(&self, change: &mut Edit<'_>) -> Result<Option<Snapshot>, StoreError> {
         let c = self.conn.clone();
         let read = self.block(async move { read_desired(&c).await })?;
-        let old = read.snap;
+        let old = read.snap.clone();
         self.shared.offer(old.clone());
         let mut new = (*old.state).clone();
         change(&mut new)?;
@@ -290,6 +307,13 @@ impl EtcdStore {
         let prefix = desired_prefix(&self.conn);
         let mut ops = Vec::new();
         diff_ops(&format!("{prefix}subnets/"), &old.state.subnets, &new.subnets, &mut ops)?;
+        diff_ops(
+            &format!("{prefix}subnet_settings/"),
+            &old.state.subnet_settings,
+            &new.subnet_settings,
+            &mut ops,
+        )?;
+        ops.extend(read.orphans.iter().map(|k| TxnOp::delete(k.as_str(), None)));
         diff_ops(&format!("{prefix}vnics/"), &old.state.vnics, &new.vnics, &mut ops)?;
         diff_ops(&format!("{prefix}havips/"), &old.state.havips, &new.havips, &mut ops)?;
         let guard = guard_key(&self.conn);

@@ -30,11 +30,17 @@ const SUBNETS: Docs = TableDefinition::new("subnets");
 const VNICS: Docs = TableDefinition::new("vnics");
 const HAVIPS: Docs = TableDefinition::new("havips");
 const OBSERVED: Docs = TableDefinition::new("observed");
+/// Subnet name → [`SubnetSettings`](havip_model::SubnetSettings) JSON, only for the subnets whose
+/// settings are not the default (unicast). A table of its own, added without a schema bump: a
+/// store written before it has none and reads as all unicast (the table is made empty at
+/// open), and the subnet documents stay what older agents read.
+const SUBNET_SETTINGS: Docs = TableDefinition::new("subnet_settings");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REVISION: &str = "revision";
 const SCHEMA: &str = "schema";
 /// Bump when a document changes incompatibly. 2: vNICs carry their host
-/// and interface name, holder records their host and MAC.
+/// and interface name, holder records their host and MAC. (A new table
+/// older agents ignore, such as `subnet_settings`, is no bump.)
 const SCHEMA_VERSION: u64 = 2;
 
 /// The embedded store: one redb file, with the committed state cached in
@@ -109,12 +115,33 @@ fn open_db(path: &Path) -> Result<Database> {
                 bail!("store {} has schema {v}; this agent reads {SCHEMA_VERSION}", path.display())
             }
         }
-        for t in [SUBNETS, VNICS, HAVIPS, OBSERVED] {
+        for t in [SUBNETS, VNICS, HAVIPS, OBSERVED, SUBNET_SETTINGS] {
             txn.open_table(t)?;
         }
+        drop_orphan_settings(&txn)?;
     }
     txn.commit().context("initialising the store")?;
     Ok(db)
+}
+
+/// Removes the settings of subnets that no longer exist: an older agent (rolled back to, then
+/// forward again) deletes a subnet without knowing its settings, which would otherwise come back
+/// with a subnet of the same name, and break the rule that settings name a subnet.
+fn drop_orphan_settings(txn: &WriteTransaction) -> Result<()> {
+    let subnets = txn.open_table(SUBNETS)?;
+    let mut settings = txn.open_table(SUBNET_SETTINGS)?;
+    let mut orphans = Vec::new();
+    for entry in settings.iter()? {
+        let name = entry?.0.value().to_owned();
+        if subnets.get(name.as_str())?.is_none() {
+            orphans.push(name);
+        }
+    }
+    for name in orphans {
+        warn!(subnet = %name, "the store has settings of a subnet that does not exist: removed");
+        settings.remove(name.as_str())?;
+    }
+    Ok(())
 }
 
 /// The committed desired state.
@@ -125,7 +152,7 @@ fn read_desired(db: &Database) -> Result<Snapshot> {
         subnets: read_docs(&read.open_table(SUBNETS)?)?,
         vnics: read_docs(&read.open_table(VNICS)?)?,
         havips: read_docs(&read.open_table(HAVIPS)?)?,
-        subnet_settings: Default::default(), // issue 11: stored by the model helper
+        subnet_settings: read_docs(&read.open_table(SUBNET_SETTINGS)?)?,
     };
     Ok(Snapshot { revision, state: Arc::new(state) })
 }
@@ -252,6 +279,11 @@ impl Store for RedbStore {
             .collect();
         self.commit(&mut cache, |cache, txn| {
             write_diff(&mut txn.open_table(SUBNETS)?, &old.state.subnets, &new.subnets)?;
+            write_diff(
+                &mut txn.open_table(SUBNET_SETTINGS)?,
+                &old.state.subnet_settings,
+                &new.subnet_settings,
+            )?;
             write_diff(&mut txn.open_table(VNICS)?, &old.state.vnics, &new.vnics)?;
             write_diff(&mut txn.open_table(HAVIPS)?, &old.state.havips, &new.havips)?;
             let mut observed = txn.open_table(OBSERVED)?;
@@ -374,10 +406,10 @@ fn write_diff<K: Display + Ord, V: Serialize + PartialEq>(
 mod tests {
     use super::*;
     use havip_model::{
-        ops::{create_havip, HavipSpec},
+        ops::{create_havip, delete_subnet, set_subnet_mode, HavipSpec, SubnetModeSpec},
         rules::{refuse, Rule},
         state::Claim,
-        Havip, Holder,
+        Havip, Holder, StormControl, SubnetMode, SubnetSettings,
     };
 
     fn temp_path(name: &str) -> std::path::PathBuf {
@@ -584,5 +616,97 @@ mod tests {
         let again = RedbStore::open(&path).unwrap();
         assert_eq!(again.observed()[&vip].epoch, 20, "the last observation landed on disk");
         assert_eq!(again.desired().revision, 2);
+    }
+
+    // --- issue 11: subnet settings ------------------------------------------
+
+    fn set_mode(store: &RedbStore, name: &str, mode: &str, pps: Option<u32>) -> Snapshot {
+        let spec = SubnetModeSpec { mode: mode.into(), storm_pps: pps, storm_burst: None };
+        store.update(&mut |s| set_subnet_mode(s, name, &spec).map(drop)).unwrap()
+    }
+
+    #[test]
+    fn subnet_settings_survive_reopening_and_go_with_their_subnet() {
+        let path = temp_path("settings");
+        let bd = SubnetSettings {
+            mode: SubnetMode::BroadcastDomain,
+            storm: StormControl { pps: 300, burst: 100 },
+        };
+        {
+            let store = RedbStore::open(&path).unwrap();
+            one_havip(&store, "198.18.1.50".parse().unwrap());
+            store
+                .update(&mut |s| {
+                    s.subnets.insert("vpc2".into(), "198.18.2.0/24".parse()?);
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(set_mode(&store, "vpc1", "broadcast-domain", Some(300)).revision, 3);
+            set_mode(&store, "vpc2", "broadcast-domain", None);
+            // Back to the default: the row goes.
+            set_mode(&store, "vpc2", "unicast", None);
+            assert_eq!(store.desired().state.subnet_settings.len(), 1);
+        }
+        let store = RedbStore::open(&path).unwrap();
+        let snap = store.desired();
+        assert_eq!(snap.revision, 5);
+        assert_eq!(snap.state.subnet_settings("vpc1"), bd);
+        assert_eq!(snap.state.subnet_settings("vpc2"), SubnetSettings::default());
+        assert_eq!(snap.state.subnet_settings.keys().collect::<Vec<_>>(), ["vpc1"]);
+        // Deleting the subnet deletes its settings, on disk too.
+        store
+            .update(&mut |s| {
+                s.havips.clear();
+                delete_subnet(s, "vpc1")
+            })
+            .unwrap();
+        drop(store);
+        let db = Database::open(&path).unwrap();
+        use redb::ReadableTableMetadata;
+        assert_eq!(db.begin_read().unwrap().open_table(SUBNET_SETTINGS).unwrap().len().unwrap(), 0);
+        drop(db);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_store_from_before_subnet_settings_reads_as_unicast() {
+        let path = temp_path("before-settings");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // What an agent before issue 11 wrote: schema 2, no subnet_settings table.
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut meta = txn.open_table(META).unwrap();
+                meta.insert(SCHEMA, 2).unwrap();
+                meta.insert(REVISION, 7).unwrap();
+                let mut subnets = txn.open_table(SUBNETS).unwrap();
+                subnets.insert("vpc1", br#""198.18.1.0/24""#.as_slice()).unwrap();
+                for t in [VNICS, HAVIPS, OBSERVED] {
+                    txn.open_table(t).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open(&path).unwrap();
+        let snap = store.desired();
+        assert_eq!(snap.revision, 7);
+        assert!(snap.state.subnet_settings.is_empty());
+        assert_eq!(snap.state.subnet_settings("vpc1").mode, SubnetMode::Unicast);
+        // And it takes settings from then on.
+        assert_eq!(set_mode(&store, "vpc1", "broadcast-domain", None).revision, 8);
+        drop(store);
+        // Settings left behind by an older agent that deleted their subnet are removed at open.
+        {
+            let db = Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(SUBNETS).unwrap().remove("vpc1").unwrap();
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open(&path).unwrap();
+        assert!(store.desired().state.subnet_settings.is_empty());
+        havip_model::rules::check(&store.desired().state, &Default::default()).unwrap();
+        drop(store);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }
