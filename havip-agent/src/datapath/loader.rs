@@ -399,9 +399,10 @@ impl Dataplane {
                     .with_context(|| format!("opening pinned link {}", pin.display()))?;
                 let link =
                     SchedClassifierLink::try_from(FdLink::from(pinned)).context("pinned link is not TCX")?;
-                self.replicate_program()?
-                    .attach_to_link(link)
-                    .context("swapping the program into the link")?;
+                let prog = self.replicate_program()?;
+                let id = prog.attach_to_link(link).context("swapping the program into the link")?;
+                // The pin holds the link (see swap).
+                drop(prog.take_link(id)?);
                 Ok(())
             })();
             match swapped {
@@ -486,7 +487,11 @@ impl Dataplane {
         let pinned =
             PinnedLink::from_pin(pin).with_context(|| format!("opening pinned link {}", pin.display()))?;
         let link = XdpLink::try_from(FdLink::from(pinned)).context("pinned link is not XDP")?;
-        self.named_program(prog_name)?.attach_to_link(link).context("swapping the program into the link")?;
+        let prog = self.named_program(prog_name)?;
+        let id = prog.attach_to_link(link).context("swapping the program into the link")?;
+        // The pin holds the link; were the program to keep this fd too,
+        // unpinning (detach) would not detach until the agent exits.
+        drop(prog.take_link(id)?);
         Ok(())
     }
 
