@@ -283,7 +283,7 @@ malformed:
 SEC("xdp")
 int xdp_replicator(struct xdp_md *ctx)
 {
-	return replicator_gate(ctx);
+	return replicator_gate((void *)(long)ctx->data_meta, (void *)(long)ctx->data);
 }
 
 /* TC ingress on the replicator peer: one VXLAN copy per other host of the
