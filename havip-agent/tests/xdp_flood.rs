@@ -260,11 +260,11 @@ fn live(prog: &Xdp, ingress: u32, frame: &[u8], repeat: u32) {
 }
 
 impl Bed {
-    fn from_vnic(&mut self, ingress: u32, frame: &[u8]) {
+    fn send_from_vnic(&mut self, ingress: u32, frame: &[u8]) {
         live(self.dp.program().unwrap(), ingress, frame, 1);
     }
 
-    fn from_underlay(&mut self, frame: &[u8]) {
+    fn send_from_underlay(&mut self, frame: &[u8]) {
         let ul = self.ul;
         live(self.dp.underlay_program().unwrap(), ul, frame, 1);
     }
@@ -298,6 +298,11 @@ fn vrrp_advert(src_mac: [u8; 6], src: [u8; 4]) -> Vec<u8> {
 
 fn udp_broadcast(src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
     ipv4(src_mac, BROADCAST, src, dst, IPPROTO_UDP, &udp(5000, 5000, b"who is there?"))
+}
+
+/// What arrives when `frame` arrives exactly once.
+fn once(frame: &[u8]) -> Vec<Vec<u8>> {
+    vec![frame.to_vec()]
 }
 
 fn be16(b: &[u8], at: usize) -> u16 {
@@ -334,7 +339,7 @@ fn the_flood_metadata_survives_the_devmap_clone_the_veth_and_reaches_tc() {
     // which drops (flood_unknown) anything without it.
     with_bed(|f| {
         let advert = vrrp_advert(MAC_A, IP_A);
-        f.from_vnic(f.a, &advert);
+        f.send_from_vnic(f.a, &advert);
         let out = f.arrived_n("ul", 2);
         assert_eq!(out.len(), 2, "one copy per other host: {out:02x?}");
         let (to2, to3): (Vec<_>, Vec<_>) = out.iter().partition(|o| o[30..34] == HV2);
@@ -345,8 +350,8 @@ fn the_flood_metadata_survives_the_devmap_clone_the_veth_and_reaches_tc() {
         assert_eq!(f.counter(SLOT1, SubnetCounter::RemoteCopies), 2);
         assert_eq!(f.global(GlobalCounter::FloodUnknown), 0, "the metadata was there");
         // And locally, through the same devmap.
-        assert_eq!(f.arrived("b"), [advert.clone()]);
-        assert_eq!(f.arrived("c"), [advert.clone()]);
+        assert_eq!(f.arrived("b"), once(&advert));
+        assert_eq!(f.arrived("c"), once(&advert));
     });
 }
 
@@ -359,9 +364,9 @@ fn multicast_and_broadcast_reach_each_other_vnic_of_the_subnet_exactly_once() {
             udp_broadcast(MAC_A, IP_A, DIRECTED),
         ];
         for (i, frame) in frames.iter().enumerate() {
-            f.from_vnic(f.a, frame);
-            assert_eq!(f.arrived("b"), [frame.clone()], "frame {i} at b, once, as sent");
-            assert_eq!(f.arrived("c"), [frame.clone()], "frame {i} at c, once, as sent");
+            f.send_from_vnic(f.a, frame);
+            assert_eq!(f.arrived("b"), once(frame), "frame {i} at b, once, as sent");
+            assert_eq!(f.arrived("c"), once(frame), "frame {i} at c, once, as sent");
             for never in ["a", "d", "u", "up"] {
                 assert_eq!(f.arrived(never), Vec::<Vec<u8>>::new(), "frame {i} never at {never}");
             }
@@ -377,7 +382,7 @@ fn multicast_and_broadcast_reach_each_other_vnic_of_the_subnet_exactly_once() {
         assert_eq!(f.counter(SLOT2, SubnetCounter::Flooded), 0, "nothing in another subnet");
 
         // From d, alone in S2: nobody else to get it, and never S1's vNICs.
-        f.from_vnic(f.d, &udp_broadcast(MAC_D, IP_D, LIMITED));
+        f.send_from_vnic(f.d, &udp_broadcast(MAC_D, IP_D, LIMITED));
         for never in ["a", "b", "c", "d", "u", "up", "ul"] {
             assert_eq!(f.arrived(never), Vec::<Vec<u8>>::new(), "S2's broadcast at {never}");
         }
@@ -409,10 +414,10 @@ fn a_unicast_subnets_multicast_and_other_group_frames_pass_untouched() {
 #[test]
 fn a_garp_for_a_vip_in_a_broadcast_domain_is_still_a_claim_and_not_replicated() {
     with_bed(|f| {
-        f.from_vnic(f.a, &garp(MAC_A, VIP));
+        f.send_from_vnic(f.a, &garp(MAC_A, VIP));
         let st = f.maps.vip(&VipKey { addr: VIP }).unwrap();
         assert_eq!((st.holder_ifindex, st.holder_mac), (f.a, MAC_A), "the holder moved");
-        f.from_vnic(f.b, &garp(MAC_B, VIP));
+        f.send_from_vnic(f.b, &garp(MAC_B, VIP));
         let st = f.maps.vip(&VipKey { addr: VIP }).unwrap();
         assert_eq!((st.holder_ifindex, st.holder_mac), (f.b, MAC_B), "and moves again at once");
         for never in ["a", "b", "c", "ul"] {
@@ -458,9 +463,9 @@ fn the_storm_limit_lets_the_burst_through_and_counts_the_rest() {
 fn a_source_outside_the_subnet_stays_on_this_host_without_metadata() {
     with_bed(|f| {
         let frame = vrrp_advert(MAC_A, [198, 51, 100, 7]);
-        f.from_vnic(f.a, &frame);
-        assert_eq!(f.arrived("b"), [frame.clone()]);
-        assert_eq!(f.arrived("c"), [frame.clone()]);
+        f.send_from_vnic(f.a, &frame);
+        assert_eq!(f.arrived("b"), once(&frame));
+        assert_eq!(f.arrived("c"), once(&frame));
         assert!(f.arrived("ul").is_empty(), "not sent to other hosts");
         assert_eq!(f.counter(SLOT1, SubnetCounter::LocalOnly), 1);
         assert_eq!(f.counter(SLOT1, SubnetCounter::Flooded), 1);
@@ -478,9 +483,9 @@ fn from_hv2(inner: &[u8]) -> Vec<u8> {
 fn vxlan_from_another_host_is_decapsulated_to_the_subnets_vnics_here_only() {
     with_bed(|f| {
         let advert = vrrp_advert(MAC_REMOTE, IP_REMOTE);
-        f.from_underlay(&from_hv2(&advert));
+        f.send_from_underlay(&from_hv2(&advert));
         for to in ["a", "b", "c"] {
-            assert_eq!(f.arrived(to), [advert.clone()], "at {to}: the inner frame, once, byte for byte");
+            assert_eq!(f.arrived(to), once(&advert), "at {to}: the inner frame, once, byte for byte");
         }
         for never in ["d", "u", "up", "ul"] {
             assert_eq!(f.arrived(never), Vec::<Vec<u8>>::new(), "never at {never}");
@@ -509,14 +514,14 @@ fn tc_replicate_skips_an_unknown_vtep_counted_and_drops_what_is_too_big() {
         // hv4 has no next hop in vteps: counted, the others still get theirs.
         set_remotes(&mut f.bcast, &[HV2, HV4, HV3]);
         let advert = vrrp_advert(MAC_A, IP_A);
-        f.from_vnic(f.a, &advert);
+        f.send_from_vnic(f.a, &advert);
         let out = f.arrived_n("ul", 2);
         let mut dsts: Vec<_> = out.iter().map(|o| [o[30], o[31], o[32], o[33]]).collect();
         dsts.sort();
         assert_eq!(dsts, [HV2, HV3]);
         assert_eq!(f.counter(SLOT1, SubnetCounter::NoVtep), 1);
         assert_eq!(f.counter(SLOT1, SubnetCounter::RemoteCopies), 2);
-        assert_eq!(f.arrived("b"), [advert.clone()], "delivered here all the same");
+        assert_eq!(f.arrived("b"), once(&advert), "delivered here all the same");
 
         // An underlay MTU of 1400: a 1365-byte frame (outer IPv4 1401) does
         // not fit; one of 1364 does.
@@ -529,11 +534,11 @@ fn tc_replicate_skips_an_unknown_vtep_counted_and_drops_what_is_too_big() {
             ipv4(MAC_A, BROADCAST, IP_A, LIMITED, IPPROTO_UDP, &udp(5000, 5000, &payload))
         };
         let (big, fits) = (sized(1365), sized(1364));
-        f.from_vnic(f.a, &big);
-        assert_eq!(f.arrived("b"), [big.clone()], "too big for the underlay, still delivered here");
+        f.send_from_vnic(f.a, &big);
+        assert_eq!(f.arrived("b"), once(&big), "too big for the underlay, still delivered here");
         assert!(f.arrived("ul").is_empty());
         assert_eq!(f.counter(SLOT1, SubnetCounter::TooBig), 1);
-        f.from_vnic(f.a, &fits);
+        f.send_from_vnic(f.a, &fits);
         let out = f.arrived_n("ul", 1);
         assert_eq!(out.len(), 1);
         assert_vxlan(&out[0], HV2_MAC, HV2, &fits);
@@ -569,13 +574,13 @@ fn the_replicator_reattaches_hitlessly_and_detaches() {
         assert_eq!(f.dp.attach_replicator(REPLICATOR_PEER).unwrap(), Attach::Swapped, "pinned links re-used");
         // Still working through the swapped links.
         let advert = vrrp_advert(MAC_A, IP_A);
-        f.from_vnic(f.a, &advert);
+        f.send_from_vnic(f.a, &advert);
         assert_eq!(f.arrived_n("ul", 2).len(), 2);
-        assert_eq!(f.arrived("b"), [advert.clone()]);
+        assert_eq!(f.arrived("b"), once(&advert));
         f.dp.detach_replicator().unwrap();
         assert_eq!(f.dp.replicator_attached().unwrap(), None);
-        f.from_vnic(f.a, &advert);
-        assert_eq!(f.arrived("b"), [advert.clone()], "local delivery goes on");
+        f.send_from_vnic(f.a, &advert);
+        assert_eq!(f.arrived("b"), once(&advert), "local delivery goes on");
         assert!(f.arrived("ul").is_empty(), "no replicator: nothing to other hosts");
     });
 }
