@@ -90,9 +90,11 @@ static __always_inline int storm_pass(struct bcast_vnic *bv, __u64 now)
 	return pass;
 }
 
-/* flood_decide's verdict "flood it": FLOOD_GO | FLOOD_REMOTE? | slot. */
+/* flood_decide's verdict "flood it": FLOOD_GO | FLOOD_REMOTE? |
+ * FLOOD_LOCAL_ONLY? | slot. */
 #define FLOOD_GO 0x40000000
-#define FLOOD_REMOTE 0x20000000
+#define FLOOD_REMOTE 0x20000000     /* to the other hosts too */
+#define FLOOD_LOCAL_ONLY 0x10000000 /* not to them: its source is outside the subnet */
 #define FLOOD_SLOT_MASK 0x000fffff
 
 /*
@@ -116,8 +118,8 @@ static __noinline int flood_decide(struct xdp_md *ctx, struct iphdr *iph)
 	__u32 ifindex = ctx->ingress_ifindex;
 	struct bcast_subnet *sn;
 	struct bcast_vnic *bv;
+	int remote, outside = 0;
 	__u32 slot;
-	int remote;
 
 	bv = bpf_map_lookup_elem(&bcast_vnics, &ifindex);
 	if (!bv)
@@ -136,7 +138,7 @@ static __noinline int flood_decide(struct xdp_md *ctx, struct iphdr *iph)
 		if ((iph->saddr & *(__u32 *)sn->mask) == *(__u32 *)sn->network)
 			remote = 1;
 		else
-			count_subnet(slot, SUBNET_CTR_LOCAL_ONLY, 1);
+			outside = FLOOD_LOCAL_ONLY; /* counted when sent */
 	}
 	/* The flood devmap not made yet: this host's vNICs only; neither:
 	 * as if the subnet were unicast. */
@@ -149,7 +151,7 @@ static __noinline int flood_decide(struct xdp_md *ctx, struct iphdr *iph)
 		count_subnet(slot, SUBNET_CTR_STORM_DROPS, 1);
 		return XDP_DROP;
 	}
-	return FLOOD_GO | (remote ? FLOOD_REMOTE : 0) | slot;
+	return FLOOD_GO | (remote ? FLOOD_REMOTE : 0) | outside | slot;
 }
 
 /*
@@ -186,6 +188,8 @@ static __noinline int flood_send(struct xdp_md *ctx, int go)
 	sn = bpf_map_lookup_elem(&bcast_subnets, &slot);
 	if (!ports || !sn)
 		return XDP_DROP; /* removed since flood_decide looked: a race */
+	if (go & FLOOD_LOCAL_ONLY)
+		count_subnet(slot, SUBNET_CTR_LOCAL_ONLY, 1);
 	count_subnet(slot, SUBNET_CTR_FLOODED, 1);
 	if (sn->local_ports) /* the sender is one of them and gets none */
 		count_subnet(slot, SUBNET_CTR_LOCAL_COPIES, sn->local_ports - 1);
