@@ -102,7 +102,8 @@ fn devmap(ports: &[u32]) -> DevMapHash<MapData> {
 }
 
 struct Bed {
-    dp: Dataplane,
+    /// An Option so a test can stop it and start another (an agent restart).
+    dp: Option<Dataplane>,
     maps: KernelMaps,
     bcast: Bcast,
     a: u32,
@@ -223,7 +224,7 @@ fn with_bed(body: impl FnOnce(&mut Bed) + Send + 'static) {
         }
         bcast.vnics.insert(d, bucket(SLOT2, 1000, 100), 0).unwrap();
 
-        body(&mut Bed { dp, maps, bcast, a, b, c, d, u, up, ul, rep0, rx, tx, _lab: lab });
+        body(&mut Bed { dp: Some(dp), maps, bcast, a, b, c, d, u, up, ul, rep0, rx, tx, _lab: lab });
     })
     .join();
     if let Err(e) = loader::teardown(&scratch.pin_dir()) {
@@ -261,12 +262,12 @@ fn live(prog: &Xdp, ingress: u32, frame: &[u8], repeat: u32) {
 
 impl Bed {
     fn send_from_vnic(&mut self, ingress: u32, frame: &[u8]) {
-        live(self.dp.program().unwrap(), ingress, frame, 1);
+        live(self.dp.as_mut().unwrap().program().unwrap(), ingress, frame, 1);
     }
 
     fn send_from_underlay(&mut self, frame: &[u8]) {
         let ul = self.ul;
-        live(self.dp.underlay_program().unwrap(), ul, frame, 1);
+        live(self.dp.as_mut().unwrap().underlay_program().unwrap(), ul, frame, 1);
     }
 
     /// What came in at `name`'s peer since the last look, fenced.
@@ -396,14 +397,14 @@ fn a_unicast_subnets_multicast_and_other_group_frames_pass_untouched() {
     with_bed(|f| {
         // u has no bcast_vnics entry: exactly as before the feature.
         for frame in [vrrp_advert(MAC_U, IP_U), udp_broadcast(MAC_U, IP_U, LIMITED)] {
-            let (verdict, out) = test_run(f.dp.program().unwrap(), f.u, &frame).unwrap();
+            let (verdict, out) = test_run(f.dp.as_mut().unwrap().program().unwrap(), f.u, &frame).unwrap();
             assert_eq!((verdict, out), (XDP_PASS, frame.clone()));
         }
         // a is in S1, but these are no flood destinations there.
         let other_subnet = udp_broadcast(MAC_A, IP_A, [198, 18, 2, 255]);
         let unicast_ip = ipv4(VRRP_MAC, MAC_A, IP_A, IP_B, IPPROTO_UDP, &udp(1, 2, b"x"));
         for frame in [other_subnet, unicast_ip] {
-            let (verdict, out) = test_run(f.dp.program().unwrap(), f.a, &frame).unwrap();
+            let (verdict, out) = test_run(f.dp.as_mut().unwrap().program().unwrap(), f.a, &frame).unwrap();
             assert_eq!((verdict, out), (XDP_PASS, frame.clone()));
         }
         assert_eq!(f.counter(SLOT1, SubnetCounter::Flooded), 0);
@@ -437,7 +438,7 @@ fn the_storm_limit_lets_the_burst_through_and_counts_the_rest() {
         f.bcast.subnets.set(SLOT1, s1, 0).unwrap();
         f.bcast.vnics.insert(f.a, bucket(SLOT1, 1, 5), 0).unwrap();
         let frame = udp_broadcast(MAC_A, IP_A, LIMITED);
-        let prog = f.dp.program().unwrap();
+        let prog = f.dp.as_mut().unwrap().program().unwrap();
         live(prog, f.a, &frame, 50);
         let passed = f.counter(SLOT1, SubnetCounter::Flooded);
         assert!((5..=6).contains(&passed), "{passed} passed");
@@ -448,11 +449,11 @@ fn the_storm_limit_lets_the_burst_through_and_counts_the_rest() {
         assert_eq!(f.arrived("c").len() as u64, passed);
         // b's bucket is its own: its burst is all there.
         f.bcast.vnics.insert(f.b, bucket(SLOT1, 1, 5), 0).unwrap();
-        live(f.dp.program().unwrap(), f.b, &udp_broadcast(MAC_B, IP_B, LIMITED), 5);
+        live(f.dp.as_mut().unwrap().program().unwrap(), f.b, &udp_broadcast(MAC_B, IP_B, LIMITED), 5);
         assert_eq!(f.counter(SLOT1, SubnetCounter::Flooded), passed + 5);
         // Rate 0: nothing is replicated from it.
         f.bcast.vnics.insert(f.c, bucket(SLOT1, 0, 5), 0).unwrap();
-        live(f.dp.program().unwrap(), f.c, &udp_broadcast(MAC_C, IP_C, LIMITED), 3);
+        live(f.dp.as_mut().unwrap().program().unwrap(), f.c, &udp_broadcast(MAC_C, IP_C, LIMITED), 3);
         assert_eq!(f.counter(SLOT1, SubnetCounter::StormDrops), 50 - passed + 3);
         assert_eq!(f.arrived("a").len(), 5, "b's five, none of c's");
         assert!(f.arrived("ul").is_empty(), "no other hosts: nothing on the underlay");
@@ -497,11 +498,13 @@ fn vxlan_from_another_host_is_decapsulated_to_the_subnets_vnics_here_only() {
 
         // A source in no broadcast-domain subnet here: dropped, counted.
         let stray = vrrp_advert(MAC_REMOTE, [198, 18, 9, 9]);
-        let (verdict, _) = test_run(f.dp.underlay_program().unwrap(), f.ul, &from_hv2(&stray)).unwrap();
+        let (verdict, _) =
+            test_run(f.dp.as_mut().unwrap().underlay_program().unwrap(), f.ul, &from_hv2(&stray)).unwrap();
         assert_eq!(verdict, XDP_DROP);
         // In S1, but no flood destination of it (S2's broadcast).
         let cross = udp_broadcast(MAC_REMOTE, IP_REMOTE, [198, 18, 2, 255]);
-        let (verdict, _) = test_run(f.dp.underlay_program().unwrap(), f.ul, &from_hv2(&cross)).unwrap();
+        let (verdict, _) =
+            test_run(f.dp.as_mut().unwrap().underlay_program().unwrap(), f.ul, &from_hv2(&cross)).unwrap();
         assert_eq!(verdict, XDP_DROP);
         assert_eq!(f.global(GlobalCounter::FloodUnknown), 2);
         assert_eq!(f.counter(SLOT1, SubnetCounter::Received), 1);
@@ -551,7 +554,8 @@ fn the_replicator_drops_what_comes_without_metadata() {
     with_bed(|f| {
         let frame = udp_broadcast(MAC_A, IP_A, LIMITED);
         let rep1 = ifindex(REPLICATOR_PEER);
-        let (verdict, _) = test_run(f.dp.replicator_program().unwrap(), rep1, &frame).unwrap();
+        let (verdict, _) =
+            test_run(f.dp.as_mut().unwrap().replicator_program().unwrap(), rep1, &frame).unwrap();
         assert_eq!(verdict, XDP_DROP);
         assert_eq!(f.global(GlobalCounter::FloodUnknown), 1);
         // The same from the host into havip-rep0, for real: never on the underlay.
@@ -568,17 +572,31 @@ fn the_replicator_drops_what_comes_without_metadata() {
 }
 
 #[test]
-fn the_replicator_reattaches_hitlessly_and_detaches() {
+fn the_replicator_reattaches_hitlessly_across_a_restart_and_detaches() {
     with_bed(|f| {
-        assert_eq!(f.dp.replicator_attached().unwrap().as_deref(), Some(REPLICATOR_PEER));
-        assert_eq!(f.dp.attach_replicator(REPLICATOR_PEER).unwrap(), Attach::Swapped, "pinned links re-used");
+        assert_eq!(f.dp.as_mut().unwrap().replicator_attached().unwrap().as_deref(), Some(REPLICATOR_PEER));
+        assert_eq!(
+            f.dp.as_mut().unwrap().attach_replicator(REPLICATOR_PEER).unwrap(),
+            Attach::Swapped,
+            "pinned links re-used"
+        );
         // Still working through the swapped links.
         let advert = vrrp_advert(MAC_A, IP_A);
         f.send_from_vnic(f.a, &advert);
         assert_eq!(f.arrived_n("ul", 2).len(), 2);
         assert_eq!(f.arrived("b"), once(&advert));
-        f.dp.detach_replicator().unwrap();
-        assert_eq!(f.dp.replicator_attached().unwrap(), None);
+        // An agent restart: the next one finds the maps and links pinned,
+        // checks the maps against its build and swaps its programs in.
+        let root = f.dp.as_mut().unwrap().dir().parent().unwrap().to_path_buf();
+        drop(f.dp.take());
+        let mut dp = Dataplane::open(&root, Capacity::default()).expect("reopening over the pins");
+        assert_eq!(dp.attach_replicator(REPLICATOR_PEER).unwrap(), Attach::Swapped);
+        f.dp = Some(dp);
+        f.send_from_vnic(f.a, &advert);
+        assert_eq!(f.arrived_n("ul", 2).len(), 2, "replicated by the new programs");
+        assert_eq!(f.arrived("b"), once(&advert));
+        f.dp.as_mut().unwrap().detach_replicator().unwrap();
+        assert_eq!(f.dp.as_mut().unwrap().replicator_attached().unwrap(), None);
         f.send_from_vnic(f.a, &advert);
         assert_eq!(f.arrived("b"), once(&advert), "local delivery goes on");
         assert!(f.arrived("ul").is_empty(), "no replicator: nothing to other hosts");
