@@ -26,6 +26,16 @@
  *                                       0.0.0.0) only if another vNIC holds it.
  *   IPv4 proto 112 (VRRP)            -> observed per VIP, then handled like
  *                                       any IPv4 packet below.
+ *   IPv4 to a VIP                    -> MACs rewritten, redirected to the
+ *                                       holder's vNIC; no holder, or sent by
+ *                                       the holder itself: dropped, counted.
+ *                                       Found by the slot in the virtual
+ *                                       MAC it was sent to, else by address.
+ *                                       Holder on another host: the same
+ *                                       MACs, VXLAN-encapsulated to its
+ *                                       host out of the underlay NIC; too
+ *                                       big for the underlay: ICMP
+ *                                       frag-needed (DF) or dropped.
  *   IPv4 to a group MAC, from a vNIC -> to 224.0.0.0/4, 255.255.255.255 or
  *   of a broadcast-domain subnet        the subnet's directed broadcast: over
  *   (bcast_vnics)                       the vNIC's storm limit dropped
@@ -41,16 +51,6 @@
  *                                       unicast subnet's vNIC: on below, as
  *                                       before. ARP is never flooded (a GARP
  *                                       stays a claim).
- *   IPv4 to a VIP                    -> MACs rewritten, redirected to the
- *                                       holder's vNIC; no holder, or sent by
- *                                       the holder itself: dropped, counted.
- *                                       Found by the slot in the virtual
- *                                       MAC it was sent to, else by address.
- *                                       Holder on another host: the same
- *                                       MACs, VXLAN-encapsulated to its
- *                                       host out of the underlay NIC; too
- *                                       big for the underlay: ICMP
- *                                       frag-needed (DF) or dropped.
  *   IPv4 from a VIP with an EIP, to  -> from the holder: SNAT to the EIP,
  *   outside the VPC subnet              redirected out of the uplink (no
  *                                       uplink here: encapsulated as it is
