@@ -31,7 +31,9 @@
  * the limit the frame is dropped and counted (STORM_DROPS).
  *
  * Everything here is off the VIP path: xdp_vnic tests the destination MAC's
- * group bit and calls in only when it is set.
+ * group bit only once the VIP lookup has missed (a VIP hit never gets there:
+ * 2 instructions more on it than before, register allocation, none for the
+ * test) and calls in only when it is set.
  */
 #ifndef HAVIP_FLOOD_H
 #define HAVIP_FLOOD_H
