@@ -13,7 +13,12 @@
 //! program and ingress (bits 0-1: xdp_vnic on a, b, c, or xdp_uplink), the
 //! holder before the frame (bits 2-3: none, a, b, or a under the VRRP virtual
 //! MAC 00:00:5e:00:01:07), whether the HAVIP accepts VRRP virtual MACs
-//! (bit 4), and (bit 5) xdp_underlay on the underlay NIC instead. The frame runs once; verdict, output bytes, holder and epoch, and
+//! (bit 4), and (bit 5) xdp_underlay on the underlay NIC instead. Bit 6 makes
+//! 198.18.1.0/24 a broadcast-domain subnet (slot 0: a, b, c its vNICs here,
+//! one other host hv2; its `bcast_vnics` entries and its `bcast_prefixes`
+//! entry present), so multicast and broadcast from a guest are flooded and
+//! such frames from the underlay decapsulated to it; off, it is unicast.
+//! Bit 7 runs xdp_replicator instead (no metadata: always dropped). The frame runs once; verdict, output bytes, holder and epoch, and
 //! every counter are compared with [`oracle`], the README's "How it works"
 //! written as code; any difference panics (a crash to libFuzzer).
 //!
@@ -29,12 +34,16 @@ use std::{
     sync::Mutex,
 };
 
+use aya::maps::{lpm_trie::Key, Array, DevMapHash, HashMap, HashOfMaps, LpmTrie, Map, MapData, PerCpuArray};
 use havip_agent::datapath::{
     loader::{self, Dataplane},
     maps::{HolderTarget, KernelMaps, Maps},
     plan::{reconcile, EipNat, MapTarget, UnderlayTarget, Uplink},
 };
-use havip_common::{vmac, GlobalCounter, VipConfig, VipCounter, VipCounters, VipKey, VIP_F_VRRP_VMAC};
+use havip_common::{
+    maps as names, vmac, BcastRemotes, BcastSubnet, BcastVnic, GlobalCounter, SubnetCounter, SubnetCounters,
+    VipConfig, VipCounter, VipCounters, VipKey, DEFAULT_MAX_VNICS, VIP_F_VRRP_VMAC,
+};
 use havip_lab::{cmd, netns};
 use havip_model::{rules::parse_cidr, Capacity};
 use libfuzzer_sys::fuzz_target;
@@ -63,9 +72,81 @@ const PROBE_PORT: u16 = 4790;
 /// VNI 1001 as the VXLAN header carries it (upper 24 bits, reserved 0).
 const VNI_WIRE: [u8; 4] = [0, 0x03, 0xe9, 0];
 
+/// The broadcast-domain maps, opened from their pins.
+struct Bcast {
+    vnics: HashMap<MapData, u32, BcastVnic>,
+    prefixes: LpmTrie<MapData, [u8; 4], u32>,
+    stats: PerCpuArray<MapData, SubnetCounters>,
+    /// Kept: the outer maps hold them, this is just tidy.
+    _inner: Vec<DevMapHash<MapData>>,
+}
+
+/// The subnet's slot, and a bucket that never runs dry at fuzzing rates.
+const BCAST_SLOT: u32 = 0;
+const BUCKET: BcastVnic =
+    BcastVnic { lock: 0, subnet: BCAST_SLOT, rate_pps: 1_000_000, burst: 100_000, tat_ns: 0 };
+const HV2: [u8; 4] = [198, 18, 0, 2];
+
+fn pinned<T: TryFrom<Map>>(dir: &std::path::Path, name: &str) -> T
+where
+    T::Error: std::fmt::Debug,
+{
+    let data = MapData::from_pin(dir.join(name)).unwrap_or_else(|e| panic!("pinned map {name}: {e}"));
+    Map::from_map_data(data).unwrap().try_into().unwrap()
+}
+
+/// An inner devmap as the agent makes one (the object's template).
+fn devmap(ports: &[u32]) -> DevMapHash<MapData> {
+    let obj = aya_obj::Map::new_from_params(
+        aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_DEVMAP_HASH as u32,
+        4,
+        8,
+        DEFAULT_MAX_VNICS,
+        0,
+    );
+    let data = MapData::create(obj, "bcast_inner", None).expect("an inner devmap");
+    let mut m: DevMapHash<MapData> = Map::from_map_data(data).unwrap().try_into().unwrap();
+    for &p in ports {
+        m.insert(p, p, None::<&aya::programs::ProgramFd>, 0).unwrap();
+    }
+    m
+}
+
+/// 198.18.1.0/24 as a broadcast-domain subnet in slot 0, its vNICs' and
+/// prefix entries left to `set_bcast`.
+fn bcast_setup(dir: &std::path::Path, a: u32, b: u32, c: u32) -> Bcast {
+    let mut ports: HashOfMaps<MapData, u32, DevMapHash<MapData>> = pinned(dir, names::BCAST_PORTS);
+    let mut flood: HashOfMaps<MapData, u32, DevMapHash<MapData>> = pinned(dir, names::BCAST_FLOOD);
+    let mut subnets: Array<MapData, BcastSubnet> = pinned(dir, names::BCAST_SUBNETS);
+    let mut remotes: Array<MapData, BcastRemotes> = pinned(dir, names::BCAST_REMOTES);
+    let (p, fl) = (devmap(&[a, b, c]), devmap(&[a, b, c]));
+    ports.insert(BCAST_SLOT, &p, 0).unwrap();
+    flood.insert(BCAST_SLOT, &fl, 0).unwrap();
+    let network = [SUBNET[0], SUBNET[1], SUBNET[2], 0];
+    subnets
+        .set(
+            BCAST_SLOT,
+            BcastSubnet { network, mask: [255, 255, 255, 0], local_ports: 3, remote_hosts: 1 },
+            0,
+        )
+        .unwrap();
+    let mut r = BcastRemotes { count: 1, ..Default::default() };
+    r.vteps[0] = HV2;
+    remotes.set(BCAST_SLOT, r, 0).unwrap();
+    Bcast {
+        vnics: pinned(dir, names::BCAST_VNICS),
+        prefixes: pinned(dir, names::BCAST_PREFIXES),
+        stats: pinned(dir, names::SUBNET_STATS),
+        _inner: vec![p, fl],
+    }
+}
+
 struct World {
     dp: Dataplane,
     maps: KernelMaps,
+    bcast: Bcast,
+    /// Whether the subnet is in broadcast-domain mode now.
+    bcast_on: bool,
     a: u32,
     b: u32,
     c: u32,
@@ -140,7 +221,8 @@ fn setup() -> World {
         "xdp_frames: data plane in {}, vNICs a={a} b={b} c={c}, uplink {up}, VIP slot {slot}",
         pins.display()
     );
-    World { dp, maps, a, b, c, up, ul, slot }
+    let bcast = bcast_setup(dp.dir(), a, b, c);
+    World { dp, maps, bcast, bcast_on: false, a, b, c, up, ul, slot }
 }
 
 /// The state a frame is judged against and may change.
@@ -166,6 +248,9 @@ struct Expect {
     /// Underlay probes answered, VXLAN of ours for nothing here (global counters).
     probes: u64,
     decap_unknown: u64,
+    flood_unknown: u64,
+    /// Exact increments of the broadcast-domain subnet's counters (all others: 0).
+    subnet: Vec<(SubnetCounter, u64)>,
     /// NAT: the header checksums to check incrementally (IP header offset).
     nat: Option<Nat>,
     /// The IPv4 header (offset) whose checksum is judged, not compared: valid
@@ -191,6 +276,8 @@ impl Expect {
             parse_errors: Some(0),
             probes: 0,
             decap_unknown: 0,
+            flood_unknown: 0,
+            subnet: vec![],
             nat: None,
             ip_csum: None,
         }
@@ -208,6 +295,10 @@ impl Expect {
         self.vip.push((c, n));
         self
     }
+    fn count_subnet(mut self, c: SubnetCounter, n: u64) -> Self {
+        self.subnet.push((c, n));
+        self
+    }
 }
 
 fn be16(f: &[u8], at: usize) -> u16 {
@@ -222,6 +313,7 @@ fn is_vrrp_vmac(m: &[u8]) -> bool {
 
 struct Ctx<'a> {
     w: &'a World,
+    bcast: bool,
     ingress: u32,
     holder: Holder,
     accept_vmac: bool,
@@ -364,6 +456,26 @@ fn ipv4_verdict(x: &Ctx, f: &[u8], off: usize, l4: usize, saddr: [u8; 4], daddr:
     if daddr == VIP {
         return to_holder(x, f, x.ingress);
     }
+    // "In a broadcast-domain subnet: an IPv4 frame whose Ethernet destination
+    // has the group bit set and whose IPv4 destination is multicast,
+    // 255.255.255.255 or the subnet's directed broadcast, arriving on a vNIC
+    // that has an entry in bcast_vnics -> ... bpf_redirect_map(...,
+    // BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS) ... bcast_flood[slot] when the
+    // subnet has other hosts AND the frame's IPv4 source is inside the subnet
+    // (then an 8-byte flood_meta {slot, ingress ifindex} in front);
+    // otherwise bcast_ports[slot] (LOCAL_ONLY)" (plan 11)
+    let ours = [x.w.a, x.w.b, x.w.c].contains(&x.ingress);
+    if x.bcast && ours && f[0] & 1 == 1 && flood_destination(daddr) {
+        let e = Expect::verdict(XDP_REDIRECT, None)
+            .count_subnet(SubnetCounter::Flooded, 1)
+            .count_subnet(SubnetCounter::LocalCopies, 2);
+        if saddr[..3] != SUBNET {
+            return Expect { out: Some(f.to_vec()), ..e.count_subnet(SubnetCounter::LocalOnly, 1) };
+        }
+        // BPF_PROG_TEST_RUN hands back the metadata in front of the frame.
+        let meta = [BCAST_SLOT.to_ne_bytes(), x.ingress.to_ne_bytes()].concat();
+        return Expect { out: Some([meta, f.to_vec()].concat()), ..e };
+    }
     if saddr == VIP {
         // "IPv4 from a VIP with a bound EIP, to outside the VPC subnet — from
         // the holder: SNAT to the EIP and redirected out of the uplink to its
@@ -396,6 +508,11 @@ fn ipv4_verdict(x: &Ctx, f: &[u8], off: usize, l4: usize, saddr: [u8; 4], daddr:
         .count(VipCounter::EipOutBytes, f.len() as u64);
     }
     Expect::untouched(f)
+}
+
+/// Multicast (224.0.0.0/4), the limited broadcast or 198.18.1.0/24's directed broadcast.
+fn flood_destination(d: [u8; 4]) -> bool {
+    d[0] & 0xf0 == 0xe0 || d == [255; 4] || d == [SUBNET[0], SUBNET[1], SUBNET[2], 255]
 }
 
 /// Whether the TCP/UDP header the NAT must fix is cut short (only in the
@@ -526,6 +643,20 @@ fn oracle_underlay(x: &Ctx, f: &[u8]) -> Expect {
     if n < ip + 20 || f[ip] >> 4 != 4 || f[ip] & 0xf < 5 {
         return Expect::malformed(f);
     }
+    // "VXLAN of our VNI to our VTEP whose inner frame is IPv4 with a group
+    // destination MAC -> the subnet by the inner IPv4 source in the LPM trie
+    // bcast_prefixes -> decapsulate -> bpf_redirect_map(bcast_ports[slot], 0,
+    // BPF_F_BROADCAST) ... RECEIVED, LOCAL_COPIES += local_ports. No subnet
+    // for the source -> dropped, GLB_CTR_FLOOD_UNKNOWN." (plan 11; also
+    // dropped: not a flood destination of that subnet)
+    if f[inner] & 1 == 1 {
+        if x.bcast && ip4(f, ip + 12)[..3] == SUBNET && flood_destination(ip4(f, ip + 16)) {
+            return Expect::verdict(XDP_REDIRECT, Some(f[inner..].to_vec()))
+                .count_subnet(SubnetCounter::Received, 1)
+                .count_subnet(SubnetCounter::LocalCopies, 3);
+        }
+        return Expect { flood_unknown: 1, ..Expect::verdict(XDP_DROP, None) };
+    }
     if ip4(f, ip + 16) == VIP {
         if x.holder.ifindex == 0 {
             return Expect::verdict(XDP_DROP, None).count(VipCounter::DecapNotLocal, 1);
@@ -595,6 +726,8 @@ struct Snapshot {
     parse_errors: u64,
     probes: u64,
     decap_unknown: u64,
+    flood_unknown: u64,
+    subnet: SubnetCounters,
 }
 
 fn snapshot(w: &World) -> Snapshot {
@@ -606,6 +739,17 @@ fn snapshot(w: &World) -> Snapshot {
         parse_errors: w.maps.global_counter(GlobalCounter::ParseErrors).expect("global_stats"),
         probes: w.maps.global_counter(GlobalCounter::UnderlayProbes).expect("global_stats"),
         decap_unknown: w.maps.global_counter(GlobalCounter::DecapUnknown).expect("global_stats"),
+        flood_unknown: w.maps.global_counter(GlobalCounter::FloodUnknown).expect("global_stats"),
+        subnet: {
+            let per_cpu = w.bcast.stats.get(&BCAST_SLOT, 0).expect("subnet_stats");
+            let mut sum = SubnetCounters::default();
+            for cpu in per_cpu.iter() {
+                for (s, c) in sum.c.iter_mut().zip(cpu.c) {
+                    *s += c;
+                }
+            }
+            sum
+        },
     }
 }
 
@@ -644,13 +788,36 @@ fuzz_target!(|data: &[u8]| {
     if w.maps.vip_config(w.slot).expect("vip_config").flags != flags {
         w.maps.set_vip_config(w.slot, VipConfig { flags }).expect("vip_config");
     }
+    // The subnet's mode (written only on change): its vNICs' entries and its prefix.
+    let bcast = control & 0x40 != 0;
+    if bcast != w.bcast_on {
+        let key = Key::new(24, [SUBNET[0], SUBNET[1], SUBNET[2], 0]);
+        for v in [w.a, w.b, w.c] {
+            if bcast {
+                w.bcast.vnics.insert(v, BUCKET, 0).expect("bcast_vnics");
+            } else {
+                w.bcast.vnics.remove(&v).expect("bcast_vnics");
+            }
+        }
+        if bcast {
+            w.bcast.prefixes.insert(&key, BCAST_SLOT, 0).expect("bcast_prefixes");
+        } else {
+            w.bcast.prefixes.remove(&key).expect("bcast_prefixes");
+        }
+        w.bcast_on = bcast;
+    }
+    let replicator = control & 0x80 != 0;
     let underlay = control & 0x20 != 0;
     let ingress = if underlay { w.ul } else { [w.a, w.b, w.c, w.up][(control & 3) as usize] };
     let uplink = !underlay && control & 3 == 3;
 
     let before = snapshot(w);
-    let x = Ctx { w, ingress, holder: before.holder, accept_vmac };
-    let mut want = if underlay {
+    let x = Ctx { w, bcast, ingress, holder: before.holder, accept_vmac };
+    let mut want = if replicator {
+        // "xdp_replicator (XDP: a frame with a valid flood_meta -> XDP_PASS;
+        // anything else -> dropped, GLB_CTR_FLOOD_UNKNOWN)": a test run has none.
+        Expect { flood_unknown: 1, ..Expect::verdict(XDP_DROP, None) }
+    } else if underlay {
         oracle_underlay(&x, frame)
     } else if uplink {
         oracle_uplink(&x, frame)
@@ -658,7 +825,9 @@ fuzz_target!(|data: &[u8]| {
         oracle_vnic(&x, frame)
     };
 
-    let prog = if underlay {
+    let prog = if replicator {
+        w.dp.replicator_program()
+    } else if underlay {
         w.dp.underlay_program()
     } else if uplink {
         w.dp.uplink_program()
@@ -671,8 +840,10 @@ fuzz_target!(|data: &[u8]| {
 
     assert_ne!(verdict, XDP_ABORTED, "the program never aborts");
     assert_eq!(verdict, want.verdict, "verdict (wanted {want:?})");
-    if !underlay {
-        assert_eq!(out.len(), frame.len(), "frames never change length (but by decapsulation)");
+    if !underlay && !replicator {
+        // The flood metadata comes back in front of the frame.
+        let meta = want.out.as_ref().map_or(0, |o| o.len().saturating_sub(frame.len()));
+        assert_eq!(out.len(), frame.len() + meta, "frames never change length (but by decapsulation)");
     }
     if let Some(expected) = want.out.as_mut() {
         if let Some(nat) = &want.nat {
@@ -708,6 +879,15 @@ fuzz_target!(|data: &[u8]| {
         want.decap_unknown,
         "global counter decap_unknown"
     );
+    assert_eq!(
+        after.flood_unknown - before.flood_unknown,
+        want.flood_unknown,
+        "global counter flood_unknown"
+    );
+    for c in SubnetCounter::ALL {
+        let want_n: u64 = want.subnet.iter().filter(|(k, _)| *k == c).map(|(_, n)| n).sum();
+        assert_eq!(after.subnet.get(c) - before.subnet.get(c), want_n, "subnet counter {c:?}");
+    }
     if let Some(p) = want.parse_errors {
         assert_eq!(after.parse_errors - before.parse_errors, p, "global counter parse_errors");
     }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use havip_common::{layouts, GlobalCounter, VipCounter};
+use havip_common::{layouts, GlobalCounter, SubnetCounter, VipCounter};
 use object::{Object, ObjectSection};
 
 const BTF_KIND_ARRAY: u32 = 3;
@@ -97,7 +97,8 @@ fn header_enum(name: &str) -> Vec<String> {
     body.lines()
         .skip(1)
         .filter_map(|l| {
-            l.trim().split([',', ' ', '=']).next().filter(|t| !t.is_empty() && !t.starts_with("/*"))
+            // A comment's continuation lines start with '*'.
+            l.trim().split([',', ' ', '=']).next().filter(|t| !t.is_empty() && !t.starts_with(['/', '*']))
         })
         .map(str::to_owned)
         .collect()
@@ -114,4 +115,23 @@ fn counter_enums_match_the_header_in_order() {
     let global: Vec<String> =
         GlobalCounter::ALL.iter().map(|c| format!("GLB_CTR_{}", c.name().to_uppercase())).collect();
     assert_eq!(header_enum("global_counter"), [global, vec!["GLB_CTR__MAX".into()]].concat());
+    let subnet: Vec<String> =
+        SubnetCounter::ALL.iter().map(|c| format!("SUBNET_CTR_{}", c.name().to_uppercase())).collect();
+    assert_eq!(header_enum("subnet_counter"), [subnet, vec!["SUBNET_CTR__MAX".into()]].concat());
+    for (i, c) in SubnetCounter::ALL.iter().enumerate() {
+        assert_eq!(*c as usize, i);
+    }
+}
+
+#[test]
+fn the_broadcast_domain_structs_are_in_the_btf() {
+    // layouts() lists them; this says so by name, so dropping one from
+    // layouts() (or the object losing one) is caught.
+    let btf = parse_btf(&object_btf());
+    let names: Vec<&str> = layouts().iter().map(|(n, _, _)| *n).collect();
+    for s in ["bcast_vnic", "bcast_subnet", "bcast_prefix", "bcast_remotes", "flood_meta", "subnet_counters"]
+    {
+        assert!(names.contains(&s), "layouts() covers struct {s}");
+        assert!(btf.contains_key(s), "struct {s} is in the object's BTF");
+    }
 }

@@ -641,11 +641,14 @@ pub enum SubnetCounter {
     LocalOnly,
     /// Would not fit the underlay: not sent to other hosts.
     TooBig,
+    /// Copies not sent to another host: no next hop for its VTEP (`vteps`), or the underlay NIC
+    /// refused the copy.
+    NoVtep,
 }
 
 impl SubnetCounter {
     /// Number of counters (`SUBNET_CTR__MAX`).
-    pub const MAX: usize = 7;
+    pub const MAX: usize = 8;
     /// Every counter, in index order.
     pub const ALL: [SubnetCounter; Self::MAX] = [
         Self::Flooded,
@@ -655,6 +658,7 @@ impl SubnetCounter {
         Self::Received,
         Self::LocalOnly,
         Self::TooBig,
+        Self::NoVtep,
     ];
 
     /// Metric-style name, as operators see it.
@@ -667,6 +671,7 @@ impl SubnetCounter {
             Self::Received => "received",
             Self::LocalOnly => "local_only",
             Self::TooBig => "too_big",
+            Self::NoVtep => "no_vtep",
         }
     }
 }

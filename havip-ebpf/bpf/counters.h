@@ -29,6 +29,15 @@ static __always_inline void count_vip(__u32 slot, __u32 idx, __u64 n)
 		c->c[idx] += n;
 }
 
+/* n frames of a broadcast-domain subnet's counter `idx` (flood.h). */
+static __always_inline void count_subnet(__u32 slot, __u32 idx, __u64 n)
+{
+	struct subnet_counters *c = bpf_map_lookup_elem(&subnet_stats, &slot);
+
+	if (c && idx < SUBNET_CTR__MAX)
+		c->c[idx] += n;
+}
+
 /* A forwarded packet and its bytes with one lookup: the hot paths' counters.
  * Each *_PACKETS counter is followed by its *_BYTES counter. */
 _Static_assert(VIP_CTR_REDIRECT_BYTES == VIP_CTR_REDIRECT_PACKETS + 1, "counter pairs");

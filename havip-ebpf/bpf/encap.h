@@ -184,22 +184,14 @@ static __always_inline __u16 flow_port(void *data, void *data_end)
 	return 49152 + (h & 0x3fff);
 }
 
-/* Puts the outer headers in front of the frame (`len` bytes, the inner
- * frame) for `vtep` reached through `next_hop`. 0, or -1 when the head
- * could not grow (nothing changed). */
-static __always_inline int vxlan_push(struct xdp_md *ctx, const struct underlay_port *ul,
-				      const __u8 *next_hop, __u32 vtep, __u64 len, __u16 sport)
+/* Writes the outer headers at `o` for an inner frame of `len` bytes to
+ * `vtep` (network order) through `next_hop`. The one definition of what
+ * havip puts on the underlay: XDP encapsulation (vxlan_push) and TC
+ * head-end replication (flood.h) both write through it. */
+static __always_inline void vxlan_outer_write(struct vxlan_outer *o, const struct underlay_port *ul,
+					      const __u8 *next_hop, __u32 vtep, __u64 len,
+					      __u16 sport)
 {
-	struct vxlan_outer *o;
-	void *data, *data_end;
-
-	if (bpf_xdp_adjust_head(ctx, -HAVIP_VXLAN_OVERHEAD))
-		return -1;
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	o = data;
-	if ((void *)(o + 1) > data_end)
-		return -1;
 	mac_copy(o->eth.h_dest, next_hop);
 	mac_copy(o->eth.h_source, ul->mac);
 	o->eth.h_proto = bpf_htons(ETH_P_IP);
@@ -223,6 +215,25 @@ static __always_inline int vxlan_push(struct xdp_md *ctx, const struct underlay_
 	/* Flags byte first, then 3 reserved bytes of 0. */
 	*(__u32 *)((void *)o + HAVIP_VXLAN_OVERHEAD - sizeof(struct vxlanhdr)) = VXLAN_FLAG_I;
 	o->vx.vni = bpf_htonl(ul->vni << 8);
+}
+
+/* Puts the outer headers in front of the frame (`len` bytes, the inner
+ * frame) for `vtep` reached through `next_hop`. 0, or -1 when the head
+ * could not grow (nothing changed). */
+static __always_inline int vxlan_push(struct xdp_md *ctx, const struct underlay_port *ul,
+				      const __u8 *next_hop, __u32 vtep, __u64 len, __u16 sport)
+{
+	struct vxlan_outer *o;
+	void *data, *data_end;
+
+	if (bpf_xdp_adjust_head(ctx, -HAVIP_VXLAN_OVERHEAD))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	o = data;
+	if ((void *)(o + 1) > data_end)
+		return -1;
+	vxlan_outer_write(o, ul, next_hop, vtep, len, sport);
 	return 0;
 }
 

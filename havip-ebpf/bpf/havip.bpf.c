@@ -11,6 +11,8 @@
  *   claim.h     ARP claims and answers, VRRP observation, claim events
  *   nat.h       EIP DNAT (uplink) and SNAT (vNIC, or at the gateway host)
  *   holder.h    the agent's holder writes, atomic with claims
+ *   flood.h     broadcast-domain subnets: multicast and broadcast to the
+ *               subnet's vNICs here and (head-end replication) elsewhere
  *
  * xdp_vnic: attached to the host end of every guest vNIC; sees what the guest
  * sends. Rules, in order:
@@ -34,6 +36,21 @@
  *                                       host out of the underlay NIC; too
  *                                       big for the underlay: ICMP
  *                                       frag-needed (DF) or dropped.
+ *   IPv4 to a group MAC, from a vNIC -> to 224.0.0.0/4, 255.255.255.255 or
+ *   of a broadcast-domain subnet        the subnet's directed broadcast: over
+ *   (bcast_vnics)                       the vNIC's storm limit dropped
+ *                                       (storm_drops); else broadcast to the
+ *                                       subnet's other vNICs here (never
+ *                                       back, never to another subnet or the
+ *                                       uplink) and, if it has other hosts
+ *                                       and the source is in the subnet,
+ *                                       with a flood_meta to the replicator
+ *                                       port (one copy per host, TC); source
+ *                                       outside: here only (local_only).
+ *                                       Any other group-MAC frame, or from a
+ *                                       unicast subnet's vNIC: on below, as
+ *                                       before. ARP is never flooded (a GARP
+ *                                       stays a claim).
  *   IPv4 from a VIP with an EIP, to  -> from the holder: SNAT to the EIP,
  *   outside the VPC subnet              redirected out of the uplink (no
  *                                       uplink here: encapsulated as it is
@@ -59,9 +76,28 @@
  *                                       the subnet, from the holder's host
  *                                       and MAC, uplink here: decapsulated,
  *                                       SNATed out of the uplink.
+ *                                       IPv4 to a group MAC: the subnet of
+ *                                       its source (bcast_prefixes), if it
+ *                                       is a flood destination there:
+ *                                       decapsulated, broadcast to the
+ *                                       subnet's vNICs here only (never the
+ *                                       replicator: not sent on); no such
+ *                                       subnet: dropped (flood_unknown).
  *                                       Anything else: dropped, counted.
  *   anything else                    -> XDP_PASS, untouched (VRRP and other
  *                                       guest traffic is the kernel's).
+ * xdp_replicator: on the replicator peer (havip-rep1).
+ *   a frame with its flood_meta      -> XDP_PASS, on to tc_replicate.
+ *   anything else                    -> dropped, counted (flood_unknown).
+ * tc_replicate (TC ingress, TCX): on the replicator peer, after it.
+ *   a frame with its flood_meta      -> too big for the underlay once
+ *                                       encapsulated: dropped (too_big);
+ *                                       else VXLAN pushed once and one copy
+ *                                       cloned out of the underlay NIC to
+ *                                       each other host of the subnet
+ *                                       (remote_copies; no next hop for a
+ *                                       host: no_vtep); the original dropped.
+ *   anything else                    -> dropped, counted (flood_unknown).
  * Malformed rule: a frame too short or inconsistent for the header we must
  * read is passed untouched (the kernel stack will judge it) and counted in
  * GLB_CTR_PARSE_ERRORS; it never changes any state. The one exception is a
@@ -83,6 +119,7 @@
 #include "claim.h"
 #include "nat.h"
 #include "holder.h"
+#include "flood.h"
 
 /*
  * Each entry point sends its own parse failures to one `malformed:` exit at
@@ -100,7 +137,7 @@ int xdp_vnic(struct xdp_md *ctx)
 	struct ethhdr *eth;
 	struct iphdr *iph;
 	__u16 vid;
-	int proto;
+	int proto, act;
 
 	proto = parse_ethhdr(&nh, data_end, &eth);
 	if (proto < 0)
@@ -134,6 +171,16 @@ ipv4:
 	if (vs)
 		return forward_to_holder(ctx, eth, data_end, vs, ctx->ingress_ifindex);
 
+	/* A group MAC: multicast or broadcast, maybe a broadcast domain's.
+	 * Tested after the VIP lookup, which such a frame never matches (a
+	 * flood destination is never a VIP, and a group MAC never a virtual
+	 * MAC), so the VIP path pays nothing for it; before the EIP SNAT, so
+	 * a multicast from a VIP stays in its broadcast domain. */
+	if (__builtin_expect(eth->h_dest[0] & 1, 0)) {
+		act = flood_decide(ctx, iph);
+		if (act != FLOOD_CONTINUE) /* FLOOD_CONTINUE (-1) has every bit */
+			return act & FLOOD_GO ? flood_send(ctx, act) : act;
+	}
 	nat = bpf_map_lookup_elem(&vip_nat, &iph->saddr);
 	if (nat)
 		return snat_to_uplink(ctx, &nh, data_end, eth, iph, nat);
@@ -216,6 +263,8 @@ int xdp_underlay(struct xdp_md *ctx)
 		goto unknown;
 	if (parse_iphdr(&nh, data_end, &inner) < 0)
 		goto malformed;
+	if (inner_eth->h_dest[0] & 1)
+		return flood_from_underlay(ctx, outer, inner);
 	vs = vip_lookup((__u8 *)&inner->daddr);
 	if (vs)
 		return decap_to_holder(ctx, outer, vs);
@@ -227,6 +276,23 @@ unknown:
 	return XDP_DROP;
 malformed:
 	return pass_malformed();
+}
+
+/* On the replicator peer: lets only frames xdp_vnic flooded with their
+ * flood_meta through to tc_replicate (flood.h). */
+SEC("xdp")
+int xdp_replicator(struct xdp_md *ctx)
+{
+	return replicator_gate((void *)(long)ctx->data_meta, (void *)(long)ctx->data);
+}
+
+/* TC ingress on the replicator peer: one VXLAN copy per other host of the
+ * subnet (flood.h). SEC("classifier"), the name aya 0.14 knows for a TC
+ * program (libbpf's "tc" it does not parse). */
+SEC("classifier")
+int tc_replicate(struct __sk_buff *skb)
+{
+	return replicate(skb);
 }
 
 /* Never attached: the agent runs it through BPF_PROG_TEST_RUN to change a

@@ -253,6 +253,8 @@ enum subnet_counter {
 	SUBNET_CTR_RECEIVED,      /* frames from other hosts, decapsulated and replicated here */
 	SUBNET_CTR_LOCAL_ONLY,    /* IPv4 source outside the subnet: not sent to other hosts */
 	SUBNET_CTR_TOO_BIG,       /* would not fit the underlay: not sent to other hosts */
+	SUBNET_CTR_NO_VTEP,       /* copies not sent to another host: no next hop for its VTEP
+				   * (vteps), or the underlay NIC refused the copy */
 	SUBNET_CTR__MAX,
 };
 

@@ -138,4 +138,94 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } events SEC(".maps");
 
+/*
+ * Broadcast domains (flood.h). Slots index bcast_subnets, bcast_remotes and
+ * subnet_stats and key bcast_ports and bcast_flood; the agent gives each
+ * broadcast-domain subnet with vNICs on this host one.
+ */
+
+/* A vNIC of a broadcast-domain subnet -> its slot and storm bucket. A vNIC
+ * without an entry is in a unicast subnet: its frames go on as before. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HAVIP_DEFAULT_MAX_VNICS);
+	__type(key, __u32);
+	__type(value, struct bcast_vnic);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bcast_vnics SEC(".maps");
+
+/* Slot -> the subnet's network, mask and how many ports it has here and
+ * hosts elsewhere. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, HAVIP_DEFAULT_MAX_SUBNETS);
+	__type(key, __u32);
+	__type(value, struct bcast_subnet);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bcast_subnets SEC(".maps");
+
+/* The subnet's prefix -> its slot: a frame from another host is placed in
+ * its subnet by its inner IPv4 source. An LPM trie must be created with
+ * BPF_F_NO_PREALLOC. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, HAVIP_DEFAULT_MAX_SUBNETS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct bcast_prefix);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bcast_prefixes SEC(".maps");
+
+/* Slot -> the VTEPs of the other hosts with vNICs in the subnet. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, HAVIP_DEFAULT_MAX_SUBNETS);
+	__type(key, __u32);
+	__type(value, struct bcast_remotes);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bcast_remotes SEC(".maps");
+
+/*
+ * The inner maps of bcast_ports and bcast_flood: one devmap per (subnet,
+ * kind), made by the agent. The kernel checks an inserted inner map against
+ * this template (bpf_map_meta_equal): the same type, key and value size,
+ * flags and max_entries (a devmap takes no BPF_F_INNER_MAP, so its size is
+ * fixed here, whatever the agent's --max-vnics). key_size/value_size rather
+ * than __type: the kernel has no BTF for devmap values.
+ */
+struct bcast_devmap {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, HAVIP_DEFAULT_MAX_VNICS);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct bpf_devmap_val));
+};
+
+/* Slot -> a devmap of the subnet's vNICs on this host: where a frame from
+ * another host, or one that stays on this host, is broadcast. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, HAVIP_DEFAULT_MAX_SUBNETS);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct bcast_devmap); /* last: a flexible array */
+} bcast_ports SEC(".maps");
+
+/* Slot -> the same vNICs plus the replicator port (REPLICATOR_PORT): where
+ * a guest's frame is broadcast when other hosts have vNICs in the subnet. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, HAVIP_DEFAULT_MAX_SUBNETS);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct bcast_devmap); /* last: a flexible array */
+} bcast_flood SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HAVIP_DEFAULT_MAX_SUBNETS);
+	__type(key, __u32);
+	__type(value, struct subnet_counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} subnet_stats SEC(".maps");
+
 #endif /* HAVIP_MAPS_H */

@@ -1,8 +1,9 @@
 //! The XDP data plane: load the embedded object, reuse or create the pinned
 //! maps under a versioned directory, and attach `xdp_vnic` to vNICs (and
-//! `xdp_uplink`, `xdp_underlay` to the uplink and underlay NICs) through
-//! pinned links, so the programs outlive the agent and a restart swaps the
-//! program in place without dropping a packet.
+//! `xdp_uplink`, `xdp_underlay` to the uplink and underlay NICs, and
+//! `xdp_replicator` + `tc_replicate` to the replicator peer) through pinned
+//! links, so the programs outlive the agent and a restart swaps the program
+//! in place without dropping a packet.
 
 use std::{
     fs,
@@ -14,16 +15,18 @@ use aya::{
     maps::{MapData, MapInfo, MapType, RingBuf},
     programs::{
         links::{FdLink, PinnedLink},
+        tc::{SchedClassifierLink, TcAttachOptions},
         xdp::XdpLink,
-        Xdp, XdpMode,
+        LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
     },
     Ebpf, EbpfLoader,
 };
 use aya_obj::programs::XdpAttachType;
 use havip_common::{
-    maps, EipBinding, EipKey, GlobalCounter, MemberInfo, MemberKey, UnderlayPort, UplinkPort, VipConfig,
-    VipCounters, VipKey, VipNat, VipRef, VipState, VrrpSeen, VtepInfo, VtepKey, ABI_VERSION,
-    DEFAULT_MAX_HOSTS, EVENTS_BYTES, PROG_HOLDER_WRITE, PROG_UNDERLAY, PROG_UPLINK, PROG_VNIC,
+    maps, BcastPrefix, BcastRemotes, BcastSubnet, BcastVnic, EipBinding, EipKey, GlobalCounter, MemberInfo,
+    MemberKey, SubnetCounters, UnderlayPort, UplinkPort, VipConfig, VipCounters, VipKey, VipNat, VipRef,
+    VipState, VrrpSeen, VtepInfo, VtepKey, ABI_VERSION, DEFAULT_MAX_HOSTS, DEFAULT_MAX_SUBNETS, EVENTS_BYTES,
+    PROG_HOLDER_WRITE, PROG_REPLICATE, PROG_REPLICATOR, PROG_UNDERLAY, PROG_UPLINK, PROG_VNIC,
 };
 use havip_model::Capacity;
 use tracing::{info, warn};
@@ -67,6 +70,21 @@ fn underlay_dir(dir: &Path) -> PathBuf {
     dir.join("links-underlay")
 }
 
+/// The replicator peer's XDP link (`xdp_replicator`).
+fn replicator_dir(dir: &Path) -> PathBuf {
+    dir.join("links-replicator")
+}
+
+/// The replicator peer's TCX ingress link (`tc_replicate`), apart from its XDP link.
+fn replicate_dir(dir: &Path) -> PathBuf {
+    dir.join("links-replicate")
+}
+
+/// Every directory of pinned links, one link per interface name in each.
+fn all_link_dirs(dir: &Path) -> [PathBuf; 5] {
+    [links_dir(dir), uplink_dir(dir), underlay_dir(dir), replicator_dir(dir), replicate_dir(dir)]
+}
+
 struct MapSpec {
     name: &'static str,
     ty: MapType,
@@ -77,7 +95,7 @@ struct MapSpec {
 
 /// What every pinned map must look like for this build (aya, unlike libbpf,
 /// reuses a pinned map without checking it).
-fn expected_maps(cap: Capacity) -> [MapSpec; 14] {
+fn expected_maps(cap: Capacity) -> [MapSpec; 21] {
     // struct bpf_devmap_val: egress ifindex + optional program fd/id.
     let devmap_val = 8;
     [
@@ -173,6 +191,56 @@ fn expected_maps(cap: Capacity) -> [MapSpec; 14] {
             value: size_of::<VtepInfo>(),
             max_entries: DEFAULT_MAX_HOSTS,
         },
+        MapSpec {
+            name: maps::BCAST_VNICS,
+            ty: MapType::Hash,
+            key: 4,
+            value: size_of::<BcastVnic>(),
+            max_entries: cap.max_vnics,
+        },
+        MapSpec {
+            name: maps::BCAST_SUBNETS,
+            ty: MapType::Array,
+            key: 4,
+            value: size_of::<BcastSubnet>(),
+            max_entries: DEFAULT_MAX_SUBNETS,
+        },
+        MapSpec {
+            name: maps::BCAST_PREFIXES,
+            ty: MapType::LpmTrie,
+            key: size_of::<BcastPrefix>(),
+            value: 4,
+            max_entries: DEFAULT_MAX_SUBNETS,
+        },
+        MapSpec {
+            name: maps::BCAST_REMOTES,
+            ty: MapType::Array,
+            key: 4,
+            value: size_of::<BcastRemotes>(),
+            max_entries: DEFAULT_MAX_SUBNETS,
+        },
+        // Hash of maps: the value is the inner map's id (the agent inserts an fd).
+        MapSpec {
+            name: maps::BCAST_PORTS,
+            ty: MapType::HashOfMaps,
+            key: 4,
+            value: 4,
+            max_entries: DEFAULT_MAX_SUBNETS,
+        },
+        MapSpec {
+            name: maps::BCAST_FLOOD,
+            ty: MapType::HashOfMaps,
+            key: 4,
+            value: 4,
+            max_entries: DEFAULT_MAX_SUBNETS,
+        },
+        MapSpec {
+            name: maps::SUBNET_STATS,
+            ty: MapType::PerCpuArray,
+            key: 4,
+            value: size_of::<SubnetCounters>(),
+            max_entries: DEFAULT_MAX_SUBNETS,
+        },
     ]
 }
 
@@ -222,9 +290,10 @@ impl Dataplane {
             .map_max_entries(maps::VIP_NAT, cap.max_vips)
             .map_max_entries(maps::MEMBERS, cap.max_members)
             .map_max_entries(maps::TX_PORTS, cap.max_vnics)
+            .map_max_entries(maps::BCAST_VNICS, cap.max_vnics)
             .load(havip_ebpf::HAVIP_OBJ)
             .context("loading the havip XDP object")?;
-        for name in [PROG_VNIC, PROG_UPLINK, PROG_UNDERLAY, PROG_HOLDER_WRITE] {
+        for name in [PROG_VNIC, PROG_UPLINK, PROG_UNDERLAY, PROG_REPLICATOR, PROG_HOLDER_WRITE] {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .with_context(|| format!("the object has no {name} program"))?
@@ -232,6 +301,12 @@ impl Dataplane {
                 .with_context(|| format!("{name} is not an XDP program"))?;
             prog.load().with_context(|| format!("verifying and loading {name}"))?;
         }
+        let tc: &mut SchedClassifier = ebpf
+            .program_mut(PROG_REPLICATE)
+            .with_context(|| format!("the object has no {PROG_REPLICATE} program"))?
+            .try_into()
+            .with_context(|| format!("{PROG_REPLICATE} is not a TC program"))?;
+        tc.load().with_context(|| format!("verifying and loading {PROG_REPLICATE}"))?;
         Ok(Self { ebpf, dir, _lock: lock })
     }
 
@@ -279,6 +354,103 @@ impl Dataplane {
         self.attach_single(PROG_UNDERLAY, &underlay_dir(&self.dir), ifname)
     }
 
+    /// The loaded `xdp_replicator`.
+    pub fn replicator_program(&mut self) -> Result<&mut Xdp> {
+        self.named_program(PROG_REPLICATOR)
+    }
+
+    /// The loaded `tc_replicate`.
+    pub fn replicate_program(&mut self) -> Result<&mut SchedClassifier> {
+        Ok(self
+            .ebpf
+            .program_mut(PROG_REPLICATE)
+            .with_context(|| format!("{PROG_REPLICATE} missing"))?
+            .try_into()?)
+    }
+
+    /// Attaches the head-end replicator to `peer_ifname`, the peer of the
+    /// replicator port (`havip-rep1`): `xdp_replicator` in XDP (pinned in
+    /// `links-replicator/`, like the underlay's), which passes only frames
+    /// with their flood metadata and makes the veth take XDP frames at all,
+    /// and `tc_replicate` on TC ingress through a TCX link (pinned in
+    /// `links-replicate/`), which sends one VXLAN copy per other host. Each
+    /// pinned link is re-used (the program swapped in, hitless) when there
+    /// is one; a link to another interface is detached. `Swapped` only if
+    /// both were swapped.
+    pub fn attach_replicator(&mut self, peer_ifname: &str) -> Result<Attach> {
+        let xdp = self.attach_single(PROG_REPLICATOR, &replicator_dir(&self.dir), peer_ifname)?;
+        let dir = replicate_dir(&self.dir);
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for stale in list_names(&dir)?.iter().filter(|n| n.as_str() != peer_ifname) {
+            unpin_link(&dir.join(stale))?;
+            info!(interface = %stale, program = PROG_REPLICATE, "detached: no longer its interface");
+        }
+        let tc = self.attach_tc(&dir.join(peer_ifname), peer_ifname)?;
+        Ok(if xdp == Attach::Swapped && tc == Attach::Swapped { Attach::Swapped } else { Attach::New })
+    }
+
+    /// `tc_replicate` on `ifname`'s TC ingress through a TCX link pinned at
+    /// `pin`: swapped into the pinned link if there is one, else attached
+    /// (last in the TCX order) and pinned.
+    fn attach_tc(&mut self, pin: &Path, ifname: &str) -> Result<Attach> {
+        if pin.exists() {
+            let swapped = (|| -> Result<()> {
+                let pinned = PinnedLink::from_pin(pin)
+                    .with_context(|| format!("opening pinned link {}", pin.display()))?;
+                let link =
+                    SchedClassifierLink::try_from(FdLink::from(pinned)).context("pinned link is not TCX")?;
+                let prog = self.replicate_program()?;
+                let id = prog.attach_to_link(link).context("swapping the program into the link")?;
+                // The pin holds the link (see swap).
+                drop(prog.take_link(id)?);
+                Ok(())
+            })();
+            match swapped {
+                Ok(()) => return Ok(Attach::Swapped),
+                // The interface was deleted and made again: its old link is defunct.
+                Err(e) => {
+                    warn!(interface = ifname, error = %format!("{e:#}"), "pinned TCX link is stale; attaching anew");
+                    unpin_link(pin)?;
+                }
+            }
+        }
+        let prog = self.replicate_program()?;
+        let id = prog
+            .attach_with_options(
+                ifname,
+                TcAttachType::Ingress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .with_context(|| format!("attaching {PROG_REPLICATE} to {ifname} (TCX ingress)"))?;
+        let link =
+            FdLink::try_from(prog.take_link(id)?).context("the TC link is not a bpf_link (no TCX?)")?;
+        link.pin(pin).with_context(|| format!("pinning link at {}", pin.display()))?;
+        Ok(Attach::New)
+    }
+
+    /// The interface the replicator is attached to (its XDP link's), if any.
+    pub fn replicator_attached(&self) -> Result<Option<String>> {
+        let dir = replicator_dir(&self.dir);
+        if !dir.exists() {
+            return Ok(None);
+        }
+        Ok(list_names(&dir)?.into_iter().next())
+    }
+
+    /// Detaches both replicator programs from whatever they are attached to.
+    pub fn detach_replicator(&mut self) -> Result<()> {
+        for dir in [replicator_dir(&self.dir), replicate_dir(&self.dir)] {
+            if !dir.exists() {
+                continue;
+            }
+            for name in list_names(&dir)? {
+                unpin_link(&dir.join(&name))?;
+                info!(interface = %name, "replicator detached");
+            }
+        }
+        Ok(())
+    }
+
     /// Attaches `prog_name` to the one interface `ifname` whose link is
     /// pinned in `dir`, detaching it from any other interface pinned there.
     fn attach_single(&mut self, prog_name: &str, dir: &Path, ifname: &str) -> Result<Attach> {
@@ -315,7 +487,11 @@ impl Dataplane {
         let pinned =
             PinnedLink::from_pin(pin).with_context(|| format!("opening pinned link {}", pin.display()))?;
         let link = XdpLink::try_from(FdLink::from(pinned)).context("pinned link is not XDP")?;
-        self.named_program(prog_name)?.attach_to_link(link).context("swapping the program into the link")?;
+        let prog = self.named_program(prog_name)?;
+        let id = prog.attach_to_link(link).context("swapping the program into the link")?;
+        // The pin holds the link; were the program to keep this fd too,
+        // unpinning (detach) would not detach until the agent exits.
+        drop(prog.take_link(id)?);
         Ok(())
     }
 
@@ -415,7 +591,7 @@ pub fn teardown_with(pin_root: &Path, force: bool) -> Result<()> {
         }
         Err(e) => return Err(e.context("refusing to tear down (--force to do it anyway)")),
     };
-    for links in [links_dir(&dir), uplink_dir(&dir), underlay_dir(&dir)] {
+    for links in all_link_dirs(&dir) {
         if !links.exists() {
             continue;
         }

@@ -3,6 +3,8 @@
 //! own loader; frames and checksums come from `havip_lab::frames`.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod capture;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use havip_agent::datapath::{
