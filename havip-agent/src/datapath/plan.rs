@@ -1378,7 +1378,8 @@ mod tests {
         t.bcast.insert(NET2, domain(&[8], &[]));
         reconcile(&mut maps, &t).unwrap();
         assert_eq!((maps.subnet_slot(NET1.0, 24), maps.subnet_slot(NET2.0, 24)), (Some(0), Some(1)));
-        maps.subnet_stats.insert(0, havip_common::SubnetCounters { c: [5; 7] });
+        maps.subnet_stats
+            .insert(0, havip_common::SubnetCounters { c: [5; havip_common::SubnetCounter::MAX] });
 
         // A restarted agent reads the same maps: nothing to do, nothing churned.
         let mut restarted = maps.clone();
