@@ -187,3 +187,53 @@ pub fn remove() -> Result<bool> {
     .join()
     .map_err(|_| anyhow::anyhow!("the thread removing the replicator pair panicked"))?
 }
+
+/// Needs CAP_NET_ADMIN/CAP_SYS_ADMIN (a namespace of its own, on a thread of
+/// its own): skipped, and says so, without them.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `body` on a thread in a new, empty network namespace; `false` if
+    /// one cannot be made here (not root).
+    fn in_new_netns(body: impl FnOnce() + Send + 'static) -> bool {
+        std::thread::spawn(move || {
+            // SAFETY: unshare(2) on this thread only; no memory is involved.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                eprintln!("skipped: no network namespace ({})", std::io::Error::last_os_error());
+                return false;
+            }
+            body();
+            true
+        })
+        .join()
+        .expect("the test thread")
+    }
+
+    #[test]
+    fn the_pair_is_made_once_quiet_up_at_its_mtu_and_removed() {
+        in_new_netns(|| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let (conn, handle, _) = rtnetlink::new_connection().unwrap();
+                tokio::spawn(conn);
+                let made = ensure(&handle).await.unwrap();
+                assert!(made.made);
+                let again = ensure(&handle).await.unwrap();
+                assert_eq!((again.port, again.peer, again.made), (made.port, made.peer, false), "idempotent");
+                for name in [REPLICATOR_PORT, REPLICATOR_PEER] {
+                    let e = end(&handle, name).await.unwrap().unwrap();
+                    assert!(e.veth && e.up && e.mtu == REPLICATOR_MTU, "{name}: {e:?}");
+                    let v6 = std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"));
+                    assert!(v6.map_or(true, |v| v.trim() == "1"), "{name}: IPv6 off");
+                }
+                // Half of it gone (the peer's name taken by nothing): made again.
+                delete(&handle, made.port).await.unwrap();
+                assert!(ensure(&handle).await.unwrap().made);
+            });
+            drop(rt);
+            assert!(remove().unwrap(), "removed");
+            assert!(!remove().unwrap(), "nothing left");
+        });
+    }
+}
