@@ -2,9 +2,18 @@
 //! attaches to this host's registered vNICs as they appear, leaves out the
 //! ones that are gone or down (so a holder on them is cleared at once), and
 //! hands what the maps then say to the [`Observer`].
+//!
+//! Broadcast domains: every subnet in `broadcast-domain` mode with vNICs
+//! registered on this host becomes a [`BcastTarget`] ([`bcast_domains`]):
+//! its attached, up vNICs with the subnet's storm control, and (many hosts)
+//! the VTEPs of the other hosts that have vNICs in it. With many hosts the
+//! reconciler also makes the replicator veth pair (host::replicator) and
+//! attaches the replicator programs to its peer before it lets the plan put
+//! the port in a subnet's `bcast_flood` devmap.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -14,8 +23,11 @@ use std::{
 
 use anyhow::{Context, Result};
 use havip_api::EventKind;
-use havip_common::{VipConfig, VipKey, VIP_F_VRRP_VMAC};
-use havip_model::DesiredState;
+use havip_common::{
+    VipConfig, VipKey, DEFAULT_MAX_SUBNETS, MAX_REMOTE_HOSTS, REPLICATOR_PEER, REPLICATOR_PORT,
+    VIP_F_VRRP_VMAC,
+};
+use havip_model::{state::SubnetMode, DesiredState, Vnic};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -28,10 +40,11 @@ use crate::{
     datapath::{
         loader::{Attach, Dataplane},
         maps::Maps,
-        plan::{reconcile, EipNat, MapTarget, Uplink},
+        plan::{reconcile, BcastTarget, EipNat, MapTarget, Storm, Uplink},
     },
     host::{
         links::{Link, Links},
+        replicator::{self, Replicator},
         vethpeer,
     },
     store::Store,
@@ -48,6 +61,15 @@ pub struct SyncHealth {
     pub failed_passes: u64,
     /// vNICs of this host present but not attached, and why.
     pub unattached: BTreeMap<String, String>,
+    /// Many hosts: why the replicator port (`havip-rep0`, its peer's
+    /// programs) is not ready, if it is not: broadcast-domain subnets then
+    /// reach this host's vNICs only (retried with backoff).
+    pub replicator: Option<String>,
+    /// Broadcast-domain subnets programmed only in part, by subnet name, and
+    /// why: more other hosts with vNICs in it than the kernel replicates to
+    /// (the first [`MAX_REMOTE_HOSTS`] by VTEP address get its frames), or
+    /// more such subnets on this host than it has slots for.
+    pub broadcast_limited: BTreeMap<String, String>,
 }
 
 /// Time between full passes even when nothing changed: a safety net for a
@@ -70,6 +92,9 @@ pub struct Reconciler {
     /// Whether a pass has read the holders at start ([`SyncMode::Start`]):
     /// until one succeeds, every pass does.
     started: bool,
+    /// Many hosts: the replicator pair this run made ready (programs
+    /// attached to its peer); `None` until then.
+    replicator: Option<Replicator>,
 }
 
 /// What a reconciler works with.
@@ -105,7 +130,14 @@ pub struct Inputs {
 impl Reconciler {
     /// A reconciler that has attached nothing yet and has seen no links.
     pub fn new(inputs: Inputs) -> Self {
-        Self { inputs, attached: BTreeMap::new(), seen: Links::new(), health: Arc::default(), started: false }
+        Self {
+            inputs,
+            attached: BTreeMap::new(),
+            seen: Links::new(),
+            health: Arc::default(),
+            started: false,
+            replicator: None,
+        }
     }
 
     /// What the last pass left diverging (shared: read by the API).
@@ -149,13 +181,24 @@ impl Reconciler {
         self.attach(&snap.state, &links)?;
         let mut target = self.target(&snap.state, &links);
         target.uplink = *self.inputs.uplink.borrow_and_update();
-        match &*self.inputs.underlay.borrow_and_update() {
+        let underlay = self.inputs.underlay.borrow_and_update().clone();
+        match &underlay {
             Some(u) => {
                 target.underlay = Some(u.target);
                 target.vteps = u.vteps.clone();
             }
             None => target.keep_underlay = self.inputs.many_hosts,
         }
+        let hosts = underlay.as_ref().map(|u| &u.hosts);
+        let (bcast, limited) = bcast_domains(
+            &snap.state,
+            &self.inputs.host,
+            |v| self.usable(v, &links).map(|l| l.ifindex),
+            hosts,
+        );
+        target.bcast = bcast;
+        target.replicator = self.replicator_port(&links);
+        self.report_limited(limited);
         let mut maps = lock(&self.inputs.maps);
         let applied = reconcile(&mut *maps, &target).context("reconciling the maps")?;
         if applied.ops > 0 {
@@ -182,8 +225,12 @@ impl Reconciler {
                 Ok(()) = self.inputs.underlay.changed() => {}
                 () = tokio::time::sleep_until(next) => {}
             }
+            self.ensure_replicator().await;
             let ok = match self.pass(SyncMode::Running) {
-                Ok(()) => lock(&self.health).unattached.is_empty(),
+                Ok(()) => {
+                    let health = lock(&self.health);
+                    health.unattached.is_empty() && health.replicator.is_none()
+                }
                 // The data plane keeps its last state; the retry comes with backoff.
                 Err(e) => {
                     warn!(error = %format!("{e:#}"), retry_in = ?retry, "reconcile pass failed");
@@ -283,13 +330,18 @@ impl Reconciler {
         Ok(())
     }
 
+    /// The link of `v` if it is this host's, this run attached to it and it is up.
+    fn usable<'a>(&self, v: &Vnic, links: &'a Links) -> Option<&'a Link> {
+        if v.host != self.inputs.host {
+            return None;
+        }
+        links.get(&v.ifname).filter(|l| l.up && self.attached.get(&v.ifname) == Some(&l.ifindex))
+    }
+
     /// What the maps should hold: only this host's vNICs that this run
     /// attached to and that are up count, as ports and as members.
     fn target(&self, state: &DesiredState, links: &Links) -> MapTarget {
-        let usable = |vnic: &str| -> Option<&Link> {
-            let v = state.vnics.get(vnic).filter(|v| v.host == self.inputs.host)?;
-            links.get(&v.ifname).filter(|l| l.up && self.attached.get(&v.ifname) == Some(&l.ifindex))
-        };
+        let usable = |vnic: &str| -> Option<&Link> { self.usable(state.vnics.get(vnic)?, links) };
         let ports =
             state.vnics_on(&self.inputs.host).filter_map(|v| usable(&v.name)).map(|l| l.ifindex).collect();
         let vips = state
@@ -322,6 +374,158 @@ impl Reconciler {
             .collect();
         MapTarget { ports, vips, configs, eips, ..MapTarget::default() }
     }
+
+    /// The replicator port's ifindex for the plan: only once this run made
+    /// the pair ready and the links show the same pair, the port up.
+    fn replicator_port(&self, links: &Links) -> Option<u32> {
+        let r = self.replicator?;
+        let port = links.get(REPLICATOR_PORT).filter(|l| l.ifindex == r.port && l.up)?;
+        links.get(REPLICATOR_PEER).filter(|l| l.ifindex == r.peer)?;
+        Some(port.ifindex)
+    }
+
+    /// Many hosts: makes the replicator pair if it is missing and attaches
+    /// `xdp_replicator`/`tc_replicate` to its peer (again when the pair was
+    /// made anew). Nothing to do while the links show the pair this run made
+    /// ready. A failure is reported once (`attach_failed`) and kept in
+    /// [`SyncHealth::replicator`]; passes go on (this host's own vNICs still
+    /// get their broadcast) and retry with backoff. One host: nothing.
+    pub async fn ensure_replicator(&mut self) {
+        if !self.inputs.many_hosts {
+            return;
+        }
+        if self.replicator_port(&self.inputs.links.borrow()).is_some() {
+            return;
+        }
+        let ready = match replicator::ensure(&self.inputs.rtnl).await {
+            Ok(r) if !r.made && self.replicator.is_some_and(|o| (o.port, o.peer) == (r.port, r.peer)) => {
+                Ok(r)
+            }
+            Ok(r) => match self.inputs.dp.attach_replicator(REPLICATOR_PEER) {
+                Ok(how) => {
+                    info!(
+                        port = REPLICATOR_PORT,
+                        ifindex = r.port,
+                        peer = REPLICATOR_PEER,
+                        made = r.made,
+                        hitless = how == Attach::Swapped,
+                        "replicator ready"
+                    );
+                    Ok(r)
+                }
+                Err(e) => Err(format!("attaching the replicator to {REPLICATOR_PEER}: {e:#}")),
+            },
+            Err(e) => Err(format!("{e:#}")),
+        };
+        let mut health = lock(&self.health);
+        match ready {
+            Ok(r) => {
+                self.replicator = Some(r);
+                if health.replicator.take().is_some() {
+                    info!("the replicator port is ready again");
+                }
+            }
+            Err(error) => {
+                self.replicator = None;
+                if health.replicator.as_ref() != Some(&error) {
+                    self.inputs.feed.publish(
+                        EventKind::AttachFailed,
+                        None,
+                        Some(REPLICATOR_PORT),
+                        format!(
+                            "the replicator port is not ready ({error}): broadcast-domain subnets reach this \
+                             host's vNICs only; retried with backoff"
+                        ),
+                    );
+                }
+                health.replicator = Some(error);
+            }
+        }
+    }
+
+    /// Keeps [`SyncHealth::broadcast_limited`] and logs what is new in it.
+    fn report_limited(&self, limited: BTreeMap<String, String>) {
+        let mut health = lock(&self.health);
+        for (subnet, why) in &limited {
+            if health.broadcast_limited.get(subnet) != Some(why) {
+                warn!(%subnet, "{why}");
+            }
+        }
+        health.broadcast_limited = limited;
+    }
+}
+
+/// The broadcast-domain subnets this host serves, by (network, prefix
+/// length): every subnet in `broadcast-domain` mode with vNICs registered on
+/// `host`, with its vNICs that `usable` gives an ifindex for (attached and
+/// up here) at the subnet's storm control, and the VTEPs of the other hosts
+/// (`Vnic::host`) that have vNICs in it, from `hosts` (host id -> VTEP, the
+/// registered hosts; `None` on one host or while not known: no remotes; a
+/// host with no record is left out until it registers). Also what is
+/// programmed only in part, by subnet name (see
+/// [`SyncHealth::broadcast_limited`]): more than [`MAX_REMOTE_HOSTS`] other
+/// hosts are truncated to the lowest VTEP addresses, not refused, so the
+/// frames reach those rather than none; beyond [`DEFAULT_MAX_SUBNETS`]
+/// subnets the ones without a slot yet get none.
+pub fn bcast_domains(
+    state: &DesiredState,
+    host: &str,
+    usable: impl Fn(&Vnic) -> Option<u32>,
+    hosts: Option<&BTreeMap<String, Ipv4Addr>>,
+) -> (BTreeMap<(Ipv4Addr, u8), BcastTarget>, BTreeMap<String, String>) {
+    let domains: BTreeSet<&str> = state
+        .subnets
+        .keys()
+        .filter(|name| state.subnet_settings(name).mode == SubnetMode::BroadcastDomain)
+        .map(String::as_str)
+        .collect();
+    // One walk over the vNICs: the local ones and the other hosts, per subnet.
+    let mut by_subnet: BTreeMap<&str, (Vec<&Vnic>, BTreeSet<&str>)> = BTreeMap::new();
+    for v in state.vnics.values().filter(|v| domains.contains(v.subnet.as_str())) {
+        let (local, others) = by_subnet.entry(v.subnet.as_str()).or_default();
+        if v.host == host {
+            local.push(v);
+        } else {
+            others.insert(v.host.as_str());
+        }
+    }
+    let (mut out, mut limited) = (BTreeMap::new(), BTreeMap::new());
+    for (name, (local, others)) in by_subnet.into_iter().filter(|(_, (local, _))| !local.is_empty()) {
+        let Some(subnet) = state.subnets.get(name) else { continue };
+        let storm = state.subnet_settings(name).storm;
+        let storm = Storm { rate_pps: storm.pps, burst: storm.burst };
+        let vnics = local.iter().filter_map(|v| usable(v)).map(|ifindex| (ifindex, storm)).collect();
+        let remotes: BTreeSet<Ipv4Addr> =
+            others.iter().filter_map(|h| hosts.and_then(|hosts| hosts.get(*h)).copied()).collect();
+        if remotes.len() > MAX_REMOTE_HOSTS {
+            let last = remotes.iter().nth(MAX_REMOTE_HOSTS - 1).copied().unwrap_or(Ipv4Addr::UNSPECIFIED);
+            limited.insert(
+                name.to_owned(),
+                format!(
+                    "broadcast-domain subnet {name}: {} other hosts have vNICs in it, frames are replicated \
+                     to the first {MAX_REMOTE_HOSTS} by VTEP address (up to {last}) only",
+                    remotes.len()
+                ),
+            );
+        }
+        out.insert((subnet.network, subnet.prefix), BcastTarget { vnics, remotes });
+    }
+    if out.len() > DEFAULT_MAX_SUBNETS as usize {
+        for ((net, len), _) in out.iter().skip(DEFAULT_MAX_SUBNETS as usize) {
+            let name =
+                state.subnets.iter().find(|(_, s)| (s.network, s.prefix) == (*net, *len)).map(|(n, _)| n);
+            if let Some(name) = name {
+                limited.insert(
+                    name.clone(),
+                    format!(
+                        "this host serves more than {DEFAULT_MAX_SUBNETS} broadcast-domain subnets: {name} may \
+                         get no slot, its broadcast then passes as in a unicast subnet"
+                    ),
+                );
+            }
+        }
+    }
+    (out, limited)
 }
 
 /// Looks at `ifname`'s veth peer in the background and, if what havip
@@ -340,4 +544,130 @@ pub fn report_veth_peer(rtnl: &rtnetlink::Handle, feed: &Arc<Feed>, what: &str, 
             Err(e) => warn!(interface = %ifname, error = %format!("{e:#}"), "looking at the peer"),
         }
     });
+}
+
+/// [`bcast_domains`]: the desired state in, the broadcast domains out.
+#[cfg(test)]
+mod tests {
+    use havip_model::state::{StormControl, SubnetSettings};
+
+    use super::*;
+
+    const VPC1: (Ipv4Addr, u8) = (Ipv4Addr::new(198, 18, 1, 0), 24);
+    const VPC2: (Ipv4Addr, u8) = (Ipv4Addr::new(198, 18, 2, 0), 24);
+
+    fn vnic(name: &str, host: &str, subnet: &str, last: u8) -> Vnic {
+        Vnic {
+            name: name.into(),
+            host: host.into(),
+            ifname: name.into(),
+            instance: format!("vm-{name}"),
+            subnet: subnet.into(),
+            ip: Ipv4Addr::new(198, 18, if subnet == "vpc1" { 1 } else { 2 }, last),
+            mac: [2, 0, 0, 0, 0, last],
+        }
+    }
+
+    /// vpc1 (broadcast domain, 500 pps burst 50): a, b on hv1, c on hv2, d on hv3;
+    /// vpc2 (unicast): e on hv1, f on hv2.
+    fn state() -> DesiredState {
+        let mut s = DesiredState::default();
+        s.subnets.insert("vpc1".into(), "198.18.1.0/24".parse().unwrap());
+        s.subnets.insert("vpc2".into(), "198.18.2.0/24".parse().unwrap());
+        s.subnet_settings.insert(
+            "vpc1".into(),
+            SubnetSettings { mode: SubnetMode::BroadcastDomain, storm: StormControl { pps: 500, burst: 50 } },
+        );
+        for v in [
+            vnic("a", "hv1", "vpc1", 11),
+            vnic("b", "hv1", "vpc1", 12),
+            vnic("c", "hv2", "vpc1", 13),
+            vnic("d", "hv3", "vpc1", 14),
+            vnic("e", "hv1", "vpc2", 15),
+            vnic("f", "hv2", "vpc2", 16),
+        ] {
+            s.vnics.insert(v.name.clone(), v);
+        }
+        s
+    }
+
+    /// a and e are attached and up (ifindex 11 and 15), b is down.
+    fn usable(v: &Vnic) -> Option<u32> {
+        matches!(v.name.as_str(), "a" | "e").then(|| u32::from(v.mac[5]))
+    }
+
+    fn hosts() -> BTreeMap<String, Ipv4Addr> {
+        BTreeMap::from([
+            ("hv2".into(), Ipv4Addr::new(198, 18, 0, 2)),
+            ("hv3".into(), Ipv4Addr::new(198, 18, 0, 3)),
+        ])
+    }
+
+    #[test]
+    fn only_broadcast_domain_subnets_with_vnics_here_with_their_storm_control_and_other_hosts() {
+        let (domains, limited) = bcast_domains(&state(), "hv1", usable, Some(&hosts()));
+        let storm = Storm { rate_pps: 500, burst: 50 };
+        assert_eq!(
+            domains,
+            BTreeMap::from([(
+                VPC1,
+                BcastTarget {
+                    vnics: BTreeMap::from([(11, storm)]),
+                    remotes: BTreeSet::from([Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 3)]),
+                },
+            )]),
+            "vpc2 is unicast; b is down, so not a port, but the subnet is served"
+        );
+        assert!(limited.is_empty());
+
+        // One host, or the underlay not known yet: no remotes.
+        let (domains, _) = bcast_domains(&state(), "hv1", usable, None);
+        assert_eq!(domains[&VPC1].remotes, BTreeSet::new());
+        // A host not registered (yet) is left out.
+        let only_hv2 = BTreeMap::from([("hv2".into(), Ipv4Addr::new(198, 18, 0, 2))]);
+        let (domains, _) = bcast_domains(&state(), "hv1", usable, Some(&only_hv2));
+        assert_eq!(domains[&VPC1].remotes, BTreeSet::from([Ipv4Addr::new(198, 18, 0, 2)]));
+    }
+
+    #[test]
+    fn a_host_without_vnics_in_the_subnet_serves_nothing_and_the_mode_flips_it() {
+        let mut s = state();
+        let (domains, _) = bcast_domains(&s, "hv4", usable, Some(&hosts()));
+        assert!(domains.is_empty(), "no vNIC of vpc1 on hv4");
+
+        s.subnet_settings.insert(
+            "vpc2".into(),
+            SubnetSettings { mode: SubnetMode::BroadcastDomain, ..Default::default() },
+        );
+        let (domains, _) = bcast_domains(&s, "hv1", usable, Some(&hosts()));
+        assert_eq!(domains.keys().copied().collect::<Vec<_>>(), [VPC1, VPC2]);
+        assert_eq!(
+            domains[&VPC2].vnics,
+            BTreeMap::from([(15, Storm { rate_pps: 1000, burst: 100 })]),
+            "defaults"
+        );
+        assert_eq!(domains[&VPC2].remotes, BTreeSet::from([Ipv4Addr::new(198, 18, 0, 2)]), "f is on hv2");
+
+        s.subnet_settings.clear();
+        assert!(bcast_domains(&s, "hv1", usable, Some(&hosts())).0.is_empty(), "all unicast");
+    }
+
+    #[test]
+    fn more_other_hosts_than_the_kernel_takes_are_named() {
+        let mut s = state();
+        let mut hosts = BTreeMap::new();
+        for i in 0..70u8 {
+            let host = format!("h{i:02}");
+            let v = vnic(&format!("x{i}"), &host, "vpc1", 100 + i);
+            s.vnics.insert(v.name.clone(), v);
+            hosts.insert(host, Ipv4Addr::new(198, 18, 0, 100 + i));
+        }
+        let (domains, limited) = bcast_domains(&s, "hv1", usable, Some(&hosts));
+        assert_eq!(domains[&VPC1].remotes.len(), 70, "the plan truncates; the reconciler says so");
+        let why = &limited["vpc1"];
+        assert!(
+            why.contains("70 other hosts") && why.contains("first 64") && why.contains("198.18.0.163"),
+            "{why}"
+        );
+    }
 }

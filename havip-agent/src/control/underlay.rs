@@ -2,7 +2,9 @@
 //! NIC (this host's VTEP), the VPC's VNI and ports, the gateway host's VTEP
 //! (where the holder's EIP traffic goes when the uplink is elsewhere), and
 //! the next hop's MAC towards every other host's VTEP (the neighbour
-//! table). The reconciler writes it into the `underlay` and `vteps` maps.
+//! table). The reconciler writes it into the `underlay` and `vteps` maps,
+//! and takes from it the VTEP of each host that has vNICs in a
+//! broadcast-domain subnet (`bcast_remotes`).
 
 use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
 
@@ -20,6 +22,10 @@ pub struct UnderlayPlan {
     pub target: UnderlayTarget,
     /// Every other host's VTEP whose next hop is resolved -> that MAC.
     pub vteps: BTreeMap<Ipv4Addr, [u8; 6]>,
+    /// Every other registered host's id ([`havip_model::Vnic::host`]) -> its
+    /// VTEP, resolved or not: where a broadcast-domain subnet's frames go
+    /// for the vNICs that host has in it.
+    pub hosts: BTreeMap<String, Ipv4Addr>,
 }
 
 /// The underlay settings of this host (`[underlay]`).
@@ -111,5 +117,6 @@ async fn resolve(
         probe_port: spec.probe_port,
         gateway_vtep,
     };
-    Ok(Some(UnderlayPlan { target, vteps }))
+    let others = hosts.values().filter(|h| h.id != spec.me).map(|h| (h.id.clone(), h.underlay)).collect();
+    Ok(Some(UnderlayPlan { target, vteps, hosts: others }))
 }

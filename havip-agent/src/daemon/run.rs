@@ -443,6 +443,9 @@ pub async fn run(config: &Path, pin_root: &Path) -> Result<()> {
         reconciled: reconciled.clone(),
         rtnl,
     });
+    // Many hosts: the replicator pair made and attached before the first
+    // pass, so a restart keeps it in the broadcast domains' devmaps.
+    reconciler.ensure_replicator().await;
     // At start the maps are the truth about holders: nothing is reset. A
     // first pass that fails is reported and retried, never fatal: the data
     // plane keeps forwarding on what it has.

@@ -11,6 +11,14 @@
 //! last, a new VIP's state before its address, so the kernel never finds a
 //! VIP half-made; a removed VIP is unreachable by address before its slot
 //! is freed.
+//!
+//! Broadcast domains (the `bcast_*` maps) are planned apart from the VIPs
+//! ([`MapTarget::bcast`]): they never add, change or remove an entry of
+//! `vips`, `members`, `vip_state`, `vip_config` or `tx_ports`, so turning a
+//! subnet's mode on or off never disturbs its unicast (VIP) traffic. A subnet
+//! is made ready before a guest's frame can reach it (slot, devmaps and their
+//! ports, then the prefix, then the vNICs' entries) and taken down the other
+//! way round (the vNICs' entries first).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -19,13 +27,14 @@ use std::{
 
 use anyhow::{Context, Result};
 use havip_common::{
-    vmac, EipBinding, EipKey, MemberInfo, MemberKey, UnderlayPort, UplinkPort, VipConfig, VipKey, VipNat,
-    VipRef, VipState, VtepInfo, VtepKey, VIP_F_VRRP_VMAC,
+    vmac, BcastPrefix, BcastRemotes, BcastSubnet, BcastVnic, EipBinding, EipKey, MemberInfo, MemberKey,
+    UnderlayPort, UplinkPort, VipConfig, VipKey, VipNat, VipRef, VipState, VtepInfo, VtepKey,
+    DEFAULT_MAX_SUBNETS, MAX_REMOTE_HOSTS, VIP_F_VRRP_VMAC,
 };
 use havip_model::Subnet;
 use tracing::info;
 
-use super::maps::{HolderTarget, Maps};
+use super::maps::{bcast_prefix, prefix_of, BcastDevmap, HolderTarget, Maps};
 
 /// What the maps should hold, in this host's terms (ifindexes).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -46,8 +55,50 @@ pub struct MapTarget {
     pub vteps: BTreeMap<Ipv4Addr, [u8; 6]>,
     /// The underlay and the VTEPs are not known yet (an agent starting on
     /// many hosts): `underlay` and `vteps` are ignored and what the maps
-    /// have stays, so traffic between hosts never stops for a restart.
+    /// have stays, so traffic between hosts never stops for a restart. The
+    /// same holds for the remote VTEPs of every broadcast-domain subnet that
+    /// already has a slot ([`BcastTarget::remotes`] is then ignored for it).
     pub keep_underlay: bool,
+    /// The broadcast-domain subnets this host serves (the subnet is in
+    /// `broadcast-domain` mode and has vNICs registered on this host), by
+    /// (network address, prefix length in bits). A subnet not here has no
+    /// `bcast_*` entry: its vNICs' broadcast and multicast pass as today.
+    /// At most [`DEFAULT_MAX_SUBNETS`] get a slot (the lowest keys first when
+    /// new); the reconciler says when there are more.
+    pub bcast: BTreeMap<(Ipv4Addr, u8), BcastTarget>,
+    /// The replicator port's ifindex (`havip-rep0`: the veth whose peer runs
+    /// `xdp_replicator` and `tc_replicate`), once it exists, is up and its
+    /// peer is attached; `None` (one host, or not ready): nothing is
+    /// replicated to other hosts (`remote_hosts` 0, the port in no devmap).
+    pub replicator: Option<u32>,
+}
+
+/// A vNIC's storm control: how many broadcast and multicast frames it may
+/// have replicated (GCRA in `bcast_vnics`, per vNIC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Storm {
+    /// Frames per second (the subnet's `storm.pps`); 0 replicates nothing.
+    pub rate_pps: u32,
+    /// Frames it may send at once above the rate (the subnet's `storm.burst`).
+    pub burst: u32,
+}
+
+/// One broadcast-domain subnet as this host serves it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BcastTarget {
+    /// Its vNICs on this host that are attached and up: ifindex -> storm
+    /// control. They are the subnet's `bcast_ports` devmap, its
+    /// `bcast_flood` devmap (with the replicator port) and its
+    /// `bcast_vnics` entries. Empty (every vNIC down): the subnet keeps its
+    /// slot and counters.
+    pub vnics: BTreeMap<u32, Storm>,
+    /// The VTEPs of the other hosts that have vNICs in the subnet: one copy
+    /// of each frame a guest here sends goes to each. The kernel takes at
+    /// most [`MAX_REMOTE_HOSTS`]: more are **truncated, not refused** — the
+    /// plan programs the first [`MAX_REMOTE_HOSTS`] by address (the set's
+    /// order), so frames still reach those hosts rather than none; the
+    /// reconciler logs a warning and reports it in `SyncHealth`.
+    pub remotes: BTreeSet<Ipv4Addr>,
 }
 
 /// The underlay NIC and the VXLAN settings of the VPC, in host terms.
@@ -133,6 +184,41 @@ pub struct Current {
     pub underlay: UnderlayPort,
     /// `vteps`: another host's VTEP -> the underlay next hop's MAC.
     pub vteps: BTreeMap<VtepKey, VtepInfo>,
+    /// `bcast_prefixes`: a broadcast-domain subnet's prefix -> its slot.
+    pub bcast_prefixes: BTreeMap<BcastPrefix, u32>,
+    /// Every subnet slot something names (a prefix, a devmap, a vNIC's
+    /// entry) -> what its maps hold. A slot not here is free.
+    pub bcast_slots: BTreeMap<u32, BcastSlot>,
+    /// `bcast_vnics`: a vNIC's ifindex -> its slot and storm settings.
+    pub bcast_vnics: BTreeMap<u32, BcastVnic>,
+}
+
+/// What the maps hold for one subnet slot.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BcastSlot {
+    /// `bcast_subnets[slot]` (all zero: freed, or never written).
+    pub subnet: BcastSubnet,
+    /// `bcast_remotes[slot]`.
+    pub remotes: BcastRemotes,
+    /// The ifindexes of `bcast_ports[slot]`; `None`: no devmap.
+    pub ports: Option<BTreeSet<u32>>,
+    /// The ifindexes of `bcast_flood[slot]`; `None`: no devmap.
+    pub flood: Option<BTreeSet<u32>>,
+}
+
+impl BcastSlot {
+    fn devmap(&self, kind: BcastDevmap) -> Option<&BTreeSet<u32>> {
+        match kind {
+            BcastDevmap::Ports => self.ports.as_ref(),
+            BcastDevmap::Flood => self.flood.as_ref(),
+        }
+    }
+
+    /// The VTEPs of `remotes`, in order.
+    fn remote_vteps(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        let count = (self.remotes.count as usize).min(MAX_REMOTE_HOSTS);
+        self.remotes.vteps[..count].iter().map(|v| Ipv4Addr::from(*v))
+    }
 }
 
 impl Current {
@@ -162,12 +248,45 @@ impl Current {
             uplink: maps.uplink()?,
             underlay: maps.underlay()?,
             vteps: maps.vteps().entries().context("listing vteps")?,
+            ..Self::read_bcast(maps)?
         })
+    }
+
+    /// The broadcast-domain part: the slots are recovered from what names
+    /// them, so a restarted agent keeps every subnet's slot.
+    fn read_bcast(maps: &mut dyn Maps) -> Result<Self> {
+        let bcast_prefixes = maps.bcast_prefixes()?;
+        let bcast_vnics = maps.bcast_vnics().entries().context("listing bcast_vnics")?;
+        let mut devmaps = BTreeMap::new();
+        for kind in BcastDevmap::ALL {
+            devmaps.insert(kind, maps.bcast_devmaps(kind)?);
+        }
+        let named: BTreeSet<u32> = bcast_prefixes
+            .values()
+            .copied()
+            .chain(devmaps.values().flat_map(|d| d.keys().copied()))
+            .chain(bcast_vnics.values().map(|v| v.subnet))
+            .collect();
+        let mut bcast_slots = BTreeMap::new();
+        for slot in named {
+            let mut s = BcastSlot {
+                ports: devmaps[&BcastDevmap::Ports].get(&slot).cloned(),
+                flood: devmaps[&BcastDevmap::Flood].get(&slot).cloned(),
+                ..BcastSlot::default()
+            };
+            // Beyond the arrays (only a corrupt entry names one): nothing to read there.
+            if slot < DEFAULT_MAX_SUBNETS {
+                s.subnet = maps.bcast_subnet(slot)?;
+                s.remotes = maps.bcast_remotes(slot)?;
+            }
+            bcast_slots.insert(slot, s);
+        }
+        Ok(Self { bcast_prefixes, bcast_slots, bcast_vnics, ..Self::default() })
     }
 }
 
 /// One change to the maps, in the order [`plan`] lists them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// Adds an ifindex (a vNIC's, the uplink's or the underlay's) to `tx_ports`.
     AddPort(u32),
@@ -231,6 +350,32 @@ pub enum Op {
     },
     /// Removes an ifindex (a vNIC's, the uplink's or the underlay's) from `tx_ports`.
     RemovePort(u32),
+
+    /// A subnet slot given to a subnet (free until now): `subnet_stats[slot]` zeroed on every CPU.
+    ResetSubnetCounters(u32),
+    /// Writes `bcast_subnets[slot]` (network, mask, local ports, remote hosts).
+    SetBcastSubnet(u32, BcastSubnet),
+    /// Writes `bcast_remotes[slot]` (boxed: 260 bytes).
+    SetBcastRemotes(u32, Box<BcastRemotes>),
+    /// Creates the slot's empty devmap of a kind and puts it in the outer map.
+    AddBcastDevmap(BcastDevmap, u32),
+    /// Adds an ifindex (a vNIC, or the replicator port) to the slot's devmap of a kind.
+    AddBcastPort(BcastDevmap, u32, u32),
+    /// Points the subnet's prefix at its slot (frames from other hosts find it).
+    SetBcastPrefix(BcastPrefix, u32),
+    /// Writes a vNIC's `bcast_vnics` entry (its slot and storm control; the
+    /// bucket restarts, so the vNIC may send a burst again at once).
+    SetBcastVnic(u32, BcastVnic),
+    /// Removes a vNIC's `bcast_vnics` entry: its broadcast passes as in a unicast subnet.
+    RemoveBcastVnic(u32),
+    /// Removes a subnet's prefix: frames from other hosts for it are dropped.
+    RemoveBcastPrefix(BcastPrefix),
+    /// Takes an ifindex out of the slot's devmap of a kind.
+    RemoveBcastPort(BcastDevmap, u32, u32),
+    /// Takes the slot's devmap of a kind out of the outer map.
+    RemoveBcastDevmap(BcastDevmap, u32),
+    /// The slot is freed: `bcast_subnets[slot]` and `bcast_remotes[slot]` zeroed.
+    FreeBcastSlot(u32),
 }
 
 /// The operations that bring `current` to `target`; none when they agree.
@@ -324,7 +469,172 @@ pub fn plan(target: &MapTarget, current: &Current) -> Vec<Op> {
             .map(|(k, r)| Op::RemoveVip { vip: *k, slot: r.slot }),
     );
     ops.extend(current.ports.difference(&want_ports).map(|&p| Op::RemovePort(p)));
+    let (add, remove) = plan_bcast(target, current);
+    // Independent of everything above: after the additions, the removals last.
+    let at = ops.iter().position(is_removal).unwrap_or(ops.len());
+    ops.splice(at..at, add);
+    ops.extend(remove);
     ops
+}
+
+/// Whether `op` is one of [`plan`]'s removals (they come after every addition).
+fn is_removal(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::RemoveMember(_)
+            | Op::RemoveEip(_)
+            | Op::RemoveVipNat(_)
+            | Op::RemoveVrrp(_)
+            | Op::RemoveVtep(_)
+            | Op::ClearHolder { .. }
+            | Op::RemoveVip { .. }
+            | Op::RemovePort(_)
+    )
+}
+
+/// The slot of every target subnet that gets one: the one its prefix
+/// names; else (a pass that stopped half-way) a slot whose `bcast_subnets`
+/// entry is that subnet and that no prefix names; else the lowest slot
+/// nothing names — not even what this plan removes, so a freed slot is
+/// reused only by a later pass, once its entries are gone. Subnets beyond
+/// [`DEFAULT_MAX_SUBNETS`] get none. The bool says the slot is new.
+fn bcast_slots(target: &MapTarget, current: &Current) -> BTreeMap<(Ipv4Addr, u8), (u32, bool)> {
+    let mut slots = BTreeMap::new();
+    let mut taken = BTreeSet::new();
+    for &(net, len) in target.bcast.keys() {
+        if let Some(&slot) = current.bcast_prefixes.get(&bcast_prefix(net, len)) {
+            if slot < DEFAULT_MAX_SUBNETS && taken.insert(slot) {
+                slots.insert((net, len), (slot, false));
+            }
+        }
+    }
+    let named: BTreeSet<u32> = current.bcast_prefixes.values().copied().collect();
+    let unplaced: Vec<_> = target.bcast.keys().filter(|k| !slots.contains_key(*k)).copied().collect();
+    for (net, len) in unplaced {
+        let want = Some(bcast_prefix(net, len));
+        let found = current.bcast_slots.iter().find(|(slot, s)| {
+            **slot < DEFAULT_MAX_SUBNETS
+                && !named.contains(slot)
+                && !taken.contains(*slot)
+                && prefix_of(&s.subnet) == want
+        });
+        if let Some((&slot, _)) = found {
+            taken.insert(slot);
+            slots.insert((net, len), (slot, false));
+        }
+    }
+    let mut free =
+        (0..DEFAULT_MAX_SUBNETS).filter(|s| !current.bcast_slots.contains_key(s) && !taken.contains(s));
+    let unplaced: Vec<_> = target.bcast.keys().filter(|k| !slots.contains_key(*k)).copied().collect();
+    for key in unplaced {
+        let Some(slot) = free.next() else { break };
+        slots.insert(key, (slot, true));
+    }
+    slots
+}
+
+/// The broadcast-domain operations: (additions, removals).
+fn plan_bcast(target: &MapTarget, current: &Current) -> (Vec<Op>, Vec<Op>) {
+    let slots = bcast_slots(target, current);
+    let (mut add, mut remove) = (Vec::new(), Vec::new());
+    let (mut ports_ops, mut prefix_ops) = (Vec::new(), Vec::new());
+    let mut want_vnics = BTreeMap::new();
+    let empty = BcastSlot::default();
+    for (&(net, len), &(slot, new)) in &slots {
+        let t = &target.bcast[&(net, len)];
+        let have = if new { &empty } else { current.bcast_slots.get(&slot).unwrap_or(&empty) };
+        let remotes: Vec<Ipv4Addr> = if target.keep_underlay && !new {
+            have.remote_vteps().collect()
+        } else {
+            t.remotes.iter().copied().take(MAX_REMOTE_HOSTS).collect()
+        };
+        let remote_hosts = if target.replicator.is_some() { remotes.len() as u32 } else { 0 };
+        let subnet = Subnet { network: net, prefix: len };
+        let want_subnet = BcastSubnet {
+            network: net.octets(),
+            mask: subnet.mask().to_be_bytes(),
+            local_ports: t.vnics.len() as u32,
+            remote_hosts,
+        };
+        let mut want_remotes = BcastRemotes { count: remotes.len() as u32, ..BcastRemotes::default() };
+        for (i, vtep) in remotes.iter().enumerate() {
+            want_remotes.vteps[i] = vtep.octets();
+        }
+        if new {
+            add.push(Op::ResetSubnetCounters(slot));
+        }
+        if have.subnet != want_subnet {
+            add.push(Op::SetBcastSubnet(slot, want_subnet));
+        }
+        if have.remotes != want_remotes {
+            add.push(Op::SetBcastRemotes(slot, Box::new(want_remotes)));
+        }
+        let local: BTreeSet<u32> = t.vnics.keys().copied().collect();
+        let mut flood = local.clone();
+        flood.extend(target.replicator.filter(|_| remote_hosts > 0));
+        for (kind, want) in [(BcastDevmap::Ports, &local), (BcastDevmap::Flood, &flood)] {
+            let have = have.devmap(kind);
+            if have.is_none() {
+                ports_ops.push(Op::AddBcastDevmap(kind, slot));
+            }
+            let have = have.cloned().unwrap_or_default();
+            ports_ops.extend(want.difference(&have).map(|&p| Op::AddBcastPort(kind, slot, p)));
+            remove.extend(have.difference(want).map(|&p| Op::RemoveBcastPort(kind, slot, p)));
+        }
+        let prefix = bcast_prefix(net, len);
+        if current.bcast_prefixes.get(&prefix) != Some(&slot) {
+            prefix_ops.push(Op::SetBcastPrefix(prefix, slot));
+        }
+        for (&ifindex, storm) in &t.vnics {
+            let entry = BcastVnic {
+                subnet: slot,
+                rate_pps: storm.rate_pps,
+                burst: storm.burst,
+                ..BcastVnic::default()
+            };
+            want_vnics.insert(ifindex, entry);
+        }
+    }
+    add.extend(ports_ops);
+    add.extend(prefix_ops);
+    let same =
+        |a: &BcastVnic, b: &BcastVnic| (a.subnet, a.rate_pps, a.burst) == (b.subnet, b.rate_pps, b.burst);
+    for (&ifindex, want) in &want_vnics {
+        if !current.bcast_vnics.get(&ifindex).is_some_and(|have| same(have, want)) {
+            add.push(Op::SetBcastVnic(ifindex, *want));
+        }
+    }
+
+    // Down the other way round: no guest frame reaches a subnet half-taken.
+    let mut down = Vec::new();
+    down.extend(
+        current.bcast_vnics.keys().filter(|i| !want_vnics.contains_key(i)).map(|&i| Op::RemoveBcastVnic(i)),
+    );
+    let want_prefixes: BTreeSet<BcastPrefix> =
+        slots.keys().map(|&(net, len)| bcast_prefix(net, len)).collect();
+    down.extend(
+        current
+            .bcast_prefixes
+            .keys()
+            .filter(|p| !want_prefixes.contains(p))
+            .map(|&p| Op::RemoveBcastPrefix(p)),
+    );
+    down.append(&mut remove);
+    let kept: BTreeSet<u32> = slots.values().map(|&(slot, _)| slot).collect();
+    for (&slot, have) in current.bcast_slots.iter().filter(|(s, _)| !kept.contains(s)) {
+        down.extend(
+            BcastDevmap::ALL
+                .into_iter()
+                .filter(|&k| have.devmap(k).is_some())
+                .map(|k| Op::RemoveBcastDevmap(k, slot)),
+        );
+        if slot < DEFAULT_MAX_SUBNETS
+            && (have.subnet != BcastSubnet::default() || have.remotes != BcastRemotes::default())
+        {
+            down.push(Op::FreeBcastSlot(slot));
+        }
+    }
+    (add, down)
 }
 
 /// Whether (`ifindex`, `mac`) may hold a VIP with these members and
@@ -389,7 +699,7 @@ pub struct ApplyReport {
 pub fn apply(maps: &mut dyn Maps, ops: &[Op]) -> Result<ApplyReport> {
     let mut done = ApplyReport::default();
     for op in ops {
-        match *op {
+        match op.clone() {
             Op::AddPort(p) => maps.add_tx_port(p)?,
             Op::AddVip { vip, slot } => {
                 maps.reset_vip_counters(slot)?;
@@ -425,6 +735,23 @@ pub fn apply(maps: &mut dyn Maps, ops: &[Op]) -> Result<ApplyReport> {
                     .with_context(|| format!("freeing the settings of slot {slot}"))?;
             }
             Op::RemovePort(p) => maps.remove_tx_port(p)?,
+            Op::ResetSubnetCounters(slot) => maps.reset_subnet_counters(slot)?,
+            Op::SetBcastSubnet(slot, subnet) => maps.set_bcast_subnet(slot, subnet)?,
+            Op::SetBcastRemotes(slot, remotes) => maps.set_bcast_remotes(slot, *remotes)?,
+            Op::AddBcastDevmap(kind, slot) => maps.add_bcast_devmap(kind, slot)?,
+            Op::AddBcastPort(kind, slot, ifindex) => maps.add_bcast_port(kind, slot, ifindex)?,
+            Op::SetBcastPrefix(prefix, slot) => maps.set_bcast_prefix(prefix, slot)?,
+            Op::SetBcastVnic(ifindex, entry) => {
+                maps.bcast_vnics().set(ifindex, entry).context("bcast_vnics")?
+            }
+            Op::RemoveBcastVnic(ifindex) => maps.bcast_vnics().remove(&ifindex).context("bcast_vnics")?,
+            Op::RemoveBcastPrefix(prefix) => maps.remove_bcast_prefix(prefix)?,
+            Op::RemoveBcastPort(kind, slot, ifindex) => maps.remove_bcast_port(kind, slot, ifindex)?,
+            Op::RemoveBcastDevmap(kind, slot) => maps.remove_bcast_devmap(kind, slot)?,
+            Op::FreeBcastSlot(slot) => {
+                maps.set_bcast_subnet(slot, BcastSubnet::default())?;
+                maps.set_bcast_remotes(slot, BcastRemotes::default())?;
+            }
         }
         done.ops += 1;
     }
@@ -801,5 +1128,319 @@ mod tests {
         reconcile(&mut maps, &t).unwrap();
         assert_eq!(maps.vip_state(slot).unwrap(), held);
         assert_eq!(HolderTarget::of(&held), remote);
+    }
+
+    // Broadcast domains.
+
+    const NET1: (Ipv4Addr, u8) = (Ipv4Addr::new(198, 18, 1, 0), 24);
+    const NET2: (Ipv4Addr, u8) = (Ipv4Addr::new(198, 18, 2, 0), 24);
+    const NET3: (Ipv4Addr, u8) = (Ipv4Addr::new(198, 18, 3, 0), 24);
+    const STORM: Storm = Storm { rate_pps: 1000, burst: 100 };
+    const REP: u32 = 50;
+
+    fn hv(n: u8) -> Ipv4Addr {
+        Ipv4Addr::new(198, 18, 0, n)
+    }
+
+    fn domain(vnics: &[u32], remotes: &[Ipv4Addr]) -> BcastTarget {
+        BcastTarget {
+            vnics: vnics.iter().map(|&i| (i, STORM)).collect(),
+            remotes: remotes.iter().copied().collect(),
+        }
+    }
+
+    fn prefix((net, len): (Ipv4Addr, u8)) -> BcastPrefix {
+        bcast_prefix(net, len)
+    }
+
+    fn bsubnet((net, len): (Ipv4Addr, u8), local_ports: u32, remote_hosts: u32) -> BcastSubnet {
+        let mask = Subnet { network: net, prefix: len }.mask().to_be_bytes();
+        BcastSubnet { network: net.octets(), mask, local_ports, remote_hosts }
+    }
+
+    fn bvnic(slot: u32, storm: Storm) -> BcastVnic {
+        BcastVnic { subnet: slot, rate_pps: storm.rate_pps, burst: storm.burst, ..BcastVnic::default() }
+    }
+
+    fn bremotes(vteps: &[Ipv4Addr]) -> Box<BcastRemotes> {
+        let mut r = BcastRemotes { count: vteps.len() as u32, ..BcastRemotes::default() };
+        for (i, v) in vteps.iter().enumerate() {
+            r.vteps[i] = v.octets();
+        }
+        Box::new(r)
+    }
+
+    /// The VIP side of the maps: what a broadcast-domain change must never touch.
+    fn vip_side(maps: &FakeMaps) -> impl PartialEq + std::fmt::Debug {
+        (
+            maps.vips.clone(),
+            maps.members.clone(),
+            maps.vip_state.clone(),
+            maps.vip_config.clone(),
+            maps.tx_ports.clone(),
+            maps.vip_nat.clone(),
+            maps.eips.clone(),
+            maps.vrrp.clone(),
+        )
+    }
+
+    /// A VIP with members 7 and 8 held by 7, programmed into fresh maps.
+    fn maps_with_a_held_vip() -> (FakeMaps, MapTarget) {
+        let v = vip(50);
+        let mut maps = FakeMaps::new(4);
+        let mut t = target(&[v]);
+        t.vips.insert(v, BTreeMap::from([(7, MAC_A), (8, MAC_B)]));
+        reconcile(&mut maps, &t).unwrap();
+        let mut st = maps.vip(&v).unwrap();
+        (st.holder_ifindex, st.holder_mac, st.epoch) = (7, MAC_A, 1);
+        maps.set_vip_state(st.slot, st).unwrap();
+        (maps, t)
+    }
+
+    #[test]
+    fn a_mode_flip_only_adds_and_removes_broadcast_entries_and_leaves_the_vips_alone() {
+        let (mut maps, mut t) = maps_with_a_held_vip();
+        let before = vip_side(&maps);
+
+        t.bcast.insert(NET1, domain(&[7, 8], &[]));
+        let ops = plan(&t, &Current::read(&mut maps).unwrap());
+        assert_eq!(
+            ops,
+            [
+                Op::ResetSubnetCounters(0),
+                Op::SetBcastSubnet(0, bsubnet(NET1, 2, 0)),
+                Op::AddBcastDevmap(BcastDevmap::Ports, 0),
+                Op::AddBcastPort(BcastDevmap::Ports, 0, 7),
+                Op::AddBcastPort(BcastDevmap::Ports, 0, 8),
+                Op::AddBcastDevmap(BcastDevmap::Flood, 0),
+                Op::AddBcastPort(BcastDevmap::Flood, 0, 7),
+                Op::AddBcastPort(BcastDevmap::Flood, 0, 8),
+                Op::SetBcastPrefix(prefix(NET1), 0),
+                Op::SetBcastVnic(7, bvnic(0, STORM)),
+                Op::SetBcastVnic(8, bvnic(0, STORM)),
+            ],
+            "the slot and its devmaps first, the prefix, the vNICs' entries last"
+        );
+        apply(&mut maps, &ops).unwrap();
+        assert_eq!(vip_side(&maps), before, "the VIP maps are untouched: unicast traffic is not dropped");
+        assert_eq!(maps.bcast_ports, BTreeMap::from([(0, BTreeSet::from([7, 8]))]));
+        assert_eq!(maps.bcast_flood, BTreeMap::from([(0, BTreeSet::from([7, 8]))]));
+        assert_eq!(maps.subnet_slot(NET1.0, NET1.1), Some(0));
+        assert_eq!(maps.subnet_slot(NET1.0, 16), None, "exact: a wider subnet is another subnet");
+        assert_eq!(plan(&t, &Current::read(&mut maps).unwrap()), [], "idempotent");
+
+        // Back to unicast: the vNICs' entries go first, then the prefix, the devmaps, the slot.
+        t.bcast.clear();
+        let ops = plan(&t, &Current::read(&mut maps).unwrap());
+        assert_eq!(
+            ops,
+            [
+                Op::RemoveBcastVnic(7),
+                Op::RemoveBcastVnic(8),
+                Op::RemoveBcastPrefix(prefix(NET1)),
+                Op::RemoveBcastDevmap(BcastDevmap::Ports, 0),
+                Op::RemoveBcastDevmap(BcastDevmap::Flood, 0),
+                Op::FreeBcastSlot(0),
+            ]
+        );
+        apply(&mut maps, &ops).unwrap();
+        assert_eq!(vip_side(&maps), before, "nor by turning it off");
+        assert!(maps.bcast_vnics.is_empty() && maps.bcast_prefixes.is_empty() && maps.bcast_ports.is_empty());
+        assert_eq!(maps.bcast_subnet(0).unwrap(), BcastSubnet::default());
+        assert_eq!(Current::read(&mut maps).unwrap().bcast_slots, BTreeMap::new(), "slot 0 is free");
+    }
+
+    #[test]
+    fn a_vnic_joins_and_leaves_its_subnets_devmaps() {
+        let mut maps = FakeMaps::new(4);
+        let mut t = target(&[]);
+        t.bcast.insert(NET1, domain(&[7, 8], &[]));
+        reconcile(&mut maps, &t).unwrap();
+
+        t.bcast.insert(NET1, domain(&[7, 8, 9], &[]));
+        assert_eq!(
+            plan(&t, &Current::read(&mut maps).unwrap()),
+            [
+                Op::SetBcastSubnet(0, bsubnet(NET1, 3, 0)),
+                Op::AddBcastPort(BcastDevmap::Ports, 0, 9),
+                Op::AddBcastPort(BcastDevmap::Flood, 0, 9),
+                Op::SetBcastVnic(9, bvnic(0, STORM)),
+            ],
+            "in both devmaps before its own entry"
+        );
+        reconcile(&mut maps, &t).unwrap();
+
+        t.bcast.insert(NET1, domain(&[8, 9], &[]));
+        assert_eq!(
+            plan(&t, &Current::read(&mut maps).unwrap()),
+            [
+                Op::SetBcastSubnet(0, bsubnet(NET1, 2, 0)),
+                Op::RemoveBcastVnic(7),
+                Op::RemoveBcastPort(BcastDevmap::Ports, 0, 7),
+                Op::RemoveBcastPort(BcastDevmap::Flood, 0, 7),
+            ],
+            "its own entry before the devmaps"
+        );
+        reconcile(&mut maps, &t).unwrap();
+
+        // Every vNIC down: the subnet keeps its slot (and counters), its devmaps are empty.
+        t.bcast.insert(NET1, domain(&[], &[]));
+        reconcile(&mut maps, &t).unwrap();
+        assert_eq!(maps.subnet_slot(NET1.0, NET1.1), Some(0));
+        assert_eq!(maps.bcast_ports[&0], BTreeSet::new());
+        assert!(maps.bcast_vnics.is_empty());
+    }
+
+    #[test]
+    fn remote_hosts_bring_the_replicator_into_the_flood_devmap_only() {
+        let mut maps = FakeMaps::new(4);
+        let mut t = target(&[]);
+        t.replicator = Some(REP);
+        t.bcast.insert(NET1, domain(&[7], &[]));
+        reconcile(&mut maps, &t).unwrap();
+        assert_eq!(maps.bcast_flood[&0], BTreeSet::from([7]), "no other host: no replicator");
+
+        t.bcast.insert(NET1, domain(&[7], &[hv(3), hv(2)]));
+        assert_eq!(
+            plan(&t, &Current::read(&mut maps).unwrap()),
+            [
+                Op::SetBcastSubnet(0, bsubnet(NET1, 1, 2)),
+                Op::SetBcastRemotes(0, bremotes(&[hv(2), hv(3)])),
+                Op::AddBcastPort(BcastDevmap::Flood, 0, REP),
+            ]
+        );
+        reconcile(&mut maps, &t).unwrap();
+        assert_eq!(maps.bcast_ports[&0], BTreeSet::from([7]), "what comes from other hosts never goes back");
+
+        // The replicator not ready (made again, not yet attached): nothing to other hosts.
+        t.replicator = None;
+        assert_eq!(
+            plan(&t, &Current::read(&mut maps).unwrap()),
+            [Op::SetBcastSubnet(0, bsubnet(NET1, 1, 0)), Op::RemoveBcastPort(BcastDevmap::Flood, 0, REP)]
+        );
+        t.replicator = Some(REP);
+
+        // hv2 leaves the subnet, then hv3.
+        t.bcast.insert(NET1, domain(&[7], &[hv(3)]));
+        assert_eq!(
+            plan(&t, &Current::read(&mut maps).unwrap()),
+            [Op::SetBcastSubnet(0, bsubnet(NET1, 1, 1)), Op::SetBcastRemotes(0, bremotes(&[hv(3)]))]
+        );
+        reconcile(&mut maps, &t).unwrap();
+        t.bcast.insert(NET1, domain(&[7], &[]));
+        assert_eq!(
+            plan(&t, &Current::read(&mut maps).unwrap()),
+            [
+                Op::SetBcastSubnet(0, bsubnet(NET1, 1, 0)),
+                Op::SetBcastRemotes(0, bremotes(&[])),
+                Op::RemoveBcastPort(BcastDevmap::Flood, 0, REP),
+            ]
+        );
+    }
+
+    #[test]
+    fn more_remote_hosts_than_the_kernel_takes_are_truncated_to_the_lowest_addresses() {
+        let mut maps = FakeMaps::new(4);
+        let mut t = target(&[]);
+        t.replicator = Some(REP);
+        let many: Vec<Ipv4Addr> = (0..70u32).map(|i| Ipv4Addr::from(u32::from(hv(10)) + 69 - i)).collect();
+        t.bcast.insert(NET1, domain(&[7], &many));
+        reconcile(&mut maps, &t).unwrap();
+        let r = maps.bcast_remotes(0).unwrap();
+        assert_eq!(r.count as usize, MAX_REMOTE_HOSTS);
+        assert_eq!((r.vteps[0], r.vteps[63]), (hv(10).octets(), hv(73).octets()));
+        assert_eq!(maps.bcast_subnet(0).unwrap().remote_hosts, MAX_REMOTE_HOSTS as u32);
+        assert_eq!(plan(&t, &Current::read(&mut maps).unwrap()), [], "stable");
+    }
+
+    #[test]
+    fn a_storm_change_rewrites_the_vnic_entry_and_the_kernels_bucket_is_not_a_change() {
+        let mut maps = FakeMaps::new(4);
+        let mut t = target(&[]);
+        t.bcast.insert(NET1, domain(&[7], &[]));
+        reconcile(&mut maps, &t).unwrap();
+        // The kernel moves the bucket with every frame it replicates.
+        maps.bcast_vnics.get_mut(&7).unwrap().tat_ns = 123_456_789;
+        assert_eq!(plan(&t, &Current::read(&mut maps).unwrap()), []);
+
+        let slow = Storm { rate_pps: 10, burst: 5 };
+        t.bcast.get_mut(&NET1).unwrap().vnics.insert(7, slow);
+        assert_eq!(plan(&t, &Current::read(&mut maps).unwrap()), [Op::SetBcastVnic(7, bvnic(0, slow))]);
+        reconcile(&mut maps, &t).unwrap();
+        assert_eq!(maps.bcast_vnics[&7].tat_ns, 0, "the bucket restarts");
+    }
+
+    #[test]
+    fn slots_are_stable_across_a_restart_and_a_freed_slot_is_reused_only_by_a_later_pass() {
+        let mut maps = FakeMaps::new(4);
+        let mut t = target(&[]);
+        t.bcast.insert(NET1, domain(&[7], &[]));
+        t.bcast.insert(NET2, domain(&[8], &[]));
+        reconcile(&mut maps, &t).unwrap();
+        assert_eq!((maps.subnet_slot(NET1.0, 24), maps.subnet_slot(NET2.0, 24)), (Some(0), Some(1)));
+        maps.subnet_stats
+            .insert(0, havip_common::SubnetCounters { c: [5; havip_common::SubnetCounter::MAX] });
+
+        // A restarted agent reads the same maps: nothing to do, nothing churned.
+        let mut restarted = maps.clone();
+        assert_eq!(plan(&t, &Current::read(&mut restarted).unwrap()), []);
+
+        // NET1 leaves and NET3 comes in one pass: NET3 does not take slot 0 yet.
+        t.bcast.remove(&NET1);
+        t.bcast.insert(NET3, domain(&[9], &[]));
+        let ops = plan(&t, &Current::read(&mut maps).unwrap());
+        assert!(ops.contains(&Op::ResetSubnetCounters(2)), "{ops:?}");
+        assert!(ops.contains(&Op::FreeBcastSlot(0)), "{ops:?}");
+        apply(&mut maps, &ops).unwrap();
+        assert_eq!(maps.subnet_slot(NET2.0, 24), Some(1), "NET2 keeps its slot");
+        assert_eq!(maps.subnet_slot(NET3.0, 24), Some(2));
+
+        // Slot 0's entries are gone: the next new subnet takes it, its counters zeroed.
+        t.bcast.insert(NET1, domain(&[7], &[]));
+        let ops = plan(&t, &Current::read(&mut maps).unwrap());
+        assert_eq!(ops[..2], [Op::ResetSubnetCounters(0), Op::SetBcastSubnet(0, bsubnet(NET1, 1, 0))]);
+        apply(&mut maps, &ops).unwrap();
+        assert_eq!(maps.subnet_counters(0).unwrap(), havip_common::SubnetCounters::default());
+    }
+
+    #[test]
+    fn a_slot_left_half_made_is_recovered_not_leaked() {
+        let mut maps = FakeMaps::new(4);
+        let mut t = target(&[]);
+        t.bcast.insert(NET1, domain(&[7], &[]));
+        maps.tx_ports = BTreeSet::from([7, 8]);
+        // A pass stopped after the devmaps, before the prefix, at slot 3.
+        maps.set_bcast_subnet(3, bsubnet(NET1, 1, 0)).unwrap();
+        maps.add_bcast_devmap(BcastDevmap::Ports, 3).unwrap();
+        maps.add_bcast_port(BcastDevmap::Ports, 3, 7).unwrap();
+        assert_eq!(
+            plan(&t, &Current::read(&mut maps).unwrap()),
+            [
+                Op::AddBcastDevmap(BcastDevmap::Flood, 3),
+                Op::AddBcastPort(BcastDevmap::Flood, 3, 7),
+                Op::SetBcastPrefix(prefix(NET1), 3),
+                Op::SetBcastVnic(7, bvnic(3, STORM)),
+            ]
+        );
+
+        // A stale devmap of a slot no subnet has any more: taken down.
+        maps.add_bcast_devmap(BcastDevmap::Flood, 5).unwrap();
+        reconcile(&mut maps, &t).unwrap();
+        assert_eq!(maps.bcast_flood.keys().copied().collect::<Vec<_>>(), [3]);
+    }
+
+    #[test]
+    fn an_agent_starting_without_the_underlay_keeps_the_remote_hosts() {
+        let mut maps = FakeMaps::new(4);
+        let mut t = target(&[]);
+        t.replicator = Some(REP);
+        t.bcast.insert(NET1, domain(&[7], &[hv(2)]));
+        reconcile(&mut maps, &t).unwrap();
+
+        let mut starting = target(&[]);
+        starting.keep_underlay = true;
+        starting.replicator = Some(REP);
+        starting.bcast.insert(NET1, domain(&[7], &[]));
+        assert_eq!(plan(&starting, &Current::read(&mut maps).unwrap()), [], "kept while not known");
     }
 }
