@@ -4,7 +4,12 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use havip_agent::{daemon::run, datapath::loader, host::netns};
+use havip_agent::{
+    daemon::run,
+    datapath::loader,
+    host::{netns, replicator},
+};
+use havip_common::{REPLICATOR_PEER, REPLICATOR_PORT};
 
 #[derive(Parser)]
 #[command(
@@ -85,7 +90,14 @@ fn main_inner(cli: Cli) -> Result<()> {
             .build()
             .context("starting the tokio runtime")?
             .block_on(run::run(config, &at.pin_dir)),
-        Cmd::Teardown { at, force } => loader::teardown_with(&at.pin_dir, *force),
+        Cmd::Teardown { at, force } => {
+            loader::teardown_with(&at.pin_dir, *force)?;
+            // The replicator pair serves the programs just removed.
+            if replicator::remove()? {
+                tracing::info!("removed the replicator pair {REPLICATOR_PORT}/{REPLICATOR_PEER}");
+            }
+            Ok(())
+        }
     }
 }
 

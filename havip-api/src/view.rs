@@ -375,6 +375,14 @@ pub struct SyncStatus {
     pub failed_passes: u64,
     /// vNICs of this host that are present but not attached, and why.
     pub unattached: BTreeMap<String, String>,
+    /// Many hosts: why the replicator port (`havip-rep0`, broadcast-domain subnets' frames to
+    /// other hosts) is not ready, if it is not; those subnets then reach this host's vNICs only.
+    #[serde(default)]
+    pub replicator: Option<String>,
+    /// Broadcast-domain subnets programmed only in part on this host, by name, and why (more than
+    /// 64 other hosts with vNICs in it, or no free slot).
+    #[serde(default)]
+    pub broadcast_limited: BTreeMap<String, String>,
 }
 
 /// What an apply did.

@@ -398,6 +398,12 @@ fn health_lines(s: &AgentStatus) -> String {
     for (vnic, why) in &s.sync.unattached {
         out += &format!("\n  not attached: {vnic}: {why}");
     }
+    if let Some(why) = &s.sync.replicator {
+        out += &format!("\n  replicator: NOT READY ({why}): broadcast domains reach this host's vNICs only");
+    }
+    for (subnet, why) in &s.sync.broadcast_limited {
+        out += &format!("\n  broadcast domain {subnet} in part: {why}");
+    }
     out
 }
 

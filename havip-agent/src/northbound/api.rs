@@ -600,7 +600,13 @@ async fn status(State(c): Ctl) -> Answer<AgentStatus> {
         store: store_status(&c.store.health().snapshot()),
         sync: {
             let h = lock(&c.sync).clone();
-            SyncStatus { last_error: h.last_error, failed_passes: h.failed_passes, unattached: h.unattached }
+            SyncStatus {
+                last_error: h.last_error,
+                failed_passes: h.failed_passes,
+                unattached: h.unattached,
+                replicator: h.replicator,
+                broadcast_limited: h.broadcast_limited,
+            }
         },
         cluster: c.cluster.as_deref().map(cluster_status),
     }))
