@@ -324,12 +324,19 @@ fn ucarp_one_master(lab: &mut Lab) -> Result<()> {
 
     let report = prober.finish();
     let (who, outage_ms, lost) = summary(&report);
+    // ucarp with -P takes over as soon as it starts, before it has heard
+    // vm-b: both are master until vm-b hears vm-a's first advert (ucarp's
+    // own preemption, as on any LAN), and a claim from vm-b in that window
+    // moves the VIP back for a moment. What must hold: vm-a, then vm-b,
+    // and vm-a at the end, where it stays (wait_masters above).
     ensure!(
-        who == [VM_A.name, VM_B.name, VM_A.name],
-        "vm-c was answered by {who:?}, expected vm-a, vm-b, vm-a"
+        who.len() >= 3
+            && who[..2] == [VM_A.name, VM_B.name]
+            && who.last().map(String::as_str) == Some(VM_A.name),
+        "vm-c was answered by {who:?}, expected vm-a, vm-b, then vm-a at the end"
     );
     eprintln!(
-        "FIGURES ucarp, broadcast-domain subnet (advbase {} s, advskew {}/{}): failover: vm-b's claim {failover_ms:.0} ms \
+        "FIGURES ucarp, broadcast-domain subnet: answered by {who:?}; (advbase {} s, advskew {}/{}): failover: vm-b's claim {failover_ms:.0} ms \
          after vm-a's ucarp stopped (master-down {:?}); preempt-back: vm-a's claim {:.0} ms after its restart; \
          vm-c probes every {PROBE_INTERVAL:?}: sent {}, lost {}, longest outage {outage_ms:.1} ms ({lost} probes)",
         a.advbase_s,
