@@ -29,7 +29,7 @@ use havip_agent::datapath::{
 };
 use havip_common::{
     maps as names, BcastRemotes, BcastSubnet, BcastVnic, GlobalCounter, SubnetCounter, SubnetCounters,
-    VipKey, DEFAULT_MAX_VNICS, REPLICATOR_PEER, REPLICATOR_PORT,
+    UnderlayPort, VipKey, DEFAULT_MAX_VNICS, REPLICATOR_PEER, REPLICATOR_PORT,
 };
 use havip_lab::{cmd, netns};
 use havip_model::Capacity;
@@ -111,7 +111,6 @@ struct Bed {
     c: u32,
     d: u32,
     u: u32,
-    up: u32,
     ul: u32,
     rep0: u32,
     /// Peers (what arrives) and host ends (where fences are sent from), by vNIC name.
@@ -224,7 +223,7 @@ fn with_bed(body: impl FnOnce(&mut Bed) + Send + 'static) {
         }
         bcast.vnics.insert(d, bucket(SLOT2, 1000, 100), 0).unwrap();
 
-        body(&mut Bed { dp: Some(dp), maps, bcast, a, b, c, d, u, up, ul, rep0, rx, tx, _lab: lab });
+        body(&mut Bed { dp: Some(dp), maps, bcast, a, b, c, d, u, ul, rep0, rx, tx, _lab: lab });
     })
     .join();
     if let Err(e) = loader::teardown(&scratch.pin_dir()) {
@@ -528,9 +527,10 @@ fn tc_replicate_skips_an_unknown_vtep_counted_and_drops_what_is_too_big() {
 
         // An underlay MTU of 1400: a 1365-byte frame (outer IPv4 1401) does
         // not fit; one of 1364 does.
-        let (a, b, ul, rep0) = (f.a, f.b, f.ul, f.rep0);
-        let ports = [f.a, f.b, f.c, f.d, f.u, f.up, f.ul, rep0];
-        reconcile(&mut f.maps, &target(&ports, ul, 1400, a, b)).unwrap();
+        // Written straight into `underlay`: a reconcile pass would take out
+        // the broadcast maps this bed writes itself.
+        let port = UnderlayPort { mtu: 1400, ..f.maps.underlay().unwrap() };
+        f.maps.set_underlay(port).unwrap();
         set_remotes(&mut f.bcast, &[HV2]);
         let sized = |len: usize| {
             let payload = vec![0x5a; len - 14 - 20 - 8];
