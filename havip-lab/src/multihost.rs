@@ -451,11 +451,6 @@ impl Lab {
         self.ctl(h)?.json(&["subnet", "describe", scenario::SUBNET_NAME])
     }
 
-    /// Whether guest `g` has the VIP on eth0 (its keepalived or ucarp is master).
-    pub fn vip_on(&self, g: Guest) -> Result<bool> {
-        topology::has_addr(&self.topo.ns(g), VIP)
-    }
-
     /// SIGKILLs host `h`'s agent (a crash; the data plane stays).
     pub fn kill_agent(&mut self, h: Hv) -> Result<()> {
         self.timeline.step(&format!("SIGKILL the agent on {}", h.id));
@@ -654,6 +649,12 @@ pub fn store_section(endpoints: &[String], tls: Option<&crate::etcd::TlsFiles>) 
         s += &format!("ca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n", p(&t.ca), p(&t.cert), p(&t.key));
     }
     s
+}
+
+impl topology::Masters for Lab {
+    fn vip_on(&self, g: Guest) -> Result<bool> {
+        topology::has_addr(&self.topo.ns(g), VIP)
+    }
 }
 
 #[cfg(test)]

@@ -235,11 +235,6 @@ impl Lab {
         self.ctl()?.json(&["subnet", "describe", SUBNET_NAME])
     }
 
-    /// Whether guest `g` has the VIP on eth0 (its keepalived or ucarp is master).
-    pub fn vip_on(&self, g: Guest) -> Result<bool> {
-        topology::has_addr(&self.topo.ns(g), VIP)
-    }
-
     /// The VIP's state in the data plane and the guest behind its holder vNIC.
     pub fn holder(&self) -> Result<Option<(Guest, VipState)>> {
         let Some(st) = state::vip_state(&self.topo.id.pin_dir(), VIP)? else { return Ok(None) };
@@ -438,6 +433,12 @@ impl Drop for RunDir {
                 eprintln!("havip-lab: cleanup: removing {}: {e}", self.path.display());
             }
         }
+    }
+}
+
+impl topology::Masters for Lab {
+    fn vip_on(&self, g: Guest) -> Result<bool> {
+        topology::has_addr(&self.topo.ns(g), VIP)
     }
 }
 

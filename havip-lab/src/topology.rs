@@ -5,9 +5,14 @@
 //! An `inet` namespace behind the host's uplink plays the Internet user of
 //! the EIP bound to the HAVIP.
 
-use std::{fs, net::Ipv4Addr, path::Path};
+use std::{
+    fs,
+    net::Ipv4Addr,
+    path::Path,
+    time::{Duration, Instant},
+};
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 
 use crate::{
     cmd,
@@ -337,6 +342,59 @@ pub fn desired_file_with(
 pub fn has_addr(ns: &str, ip: Ipv4Addr) -> Result<bool> {
     let out = cmd::ip(&["-n", ns, "-4", "-o", "addr", "show", "dev", GUEST_IF])?;
     Ok(out.split_whitespace().any(|w| w.split('/').next() == Some(&ip.to_string())))
+}
+
+/// A lab whose guests run failover software (keepalived, ucarp): who is master, told by who has
+/// the VIP on eth0 (their up scripts put it there).
+pub trait Masters {
+    /// Whether guest `g` has the VIP on eth0 (its keepalived or ucarp is master).
+    fn vip_on(&self, g: Guest) -> Result<bool>;
+
+    /// The guests of `members` that are master, in `members`' order.
+    fn masters(&self, members: &[Guest]) -> Result<Vec<Guest>> {
+        let mut m = Vec::new();
+        for &g in members {
+            if self.vip_on(g)? {
+                m.push(g);
+            }
+        }
+        Ok(m)
+    }
+
+    /// Waits until exactly `expect` of `members` are master.
+    fn wait_masters(&self, members: &[Guest], expect: &[Guest], timeout: Duration) -> Result<()> {
+        crate::wait::until(&format!("exactly {:?} to be master", names(expect)), timeout, || {
+            Ok((self.masters(members)? == expect).then_some(()))
+        })
+    }
+
+    /// Exactly `expect` of `members` stay master for `window` (a negative needs an observation
+    /// window: polled every 50 ms), `check` holding all along.
+    fn stay_masters(
+        &self,
+        members: &[Guest],
+        expect: &[Guest],
+        window: Duration,
+        mut check: impl FnMut() -> Result<()>,
+    ) -> Result<()> {
+        let end = Instant::now() + window;
+        while Instant::now() < end {
+            let now = self.masters(members)?;
+            ensure!(
+                now == expect,
+                "masters changed to {:?}, expected {:?} to stay",
+                names(&now),
+                names(expect)
+            );
+            check()?;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}
+
+fn names(gs: &[Guest]) -> Vec<&'static str> {
+    gs.iter().map(|g| g.name).collect()
 }
 
 /// The agent config's `[uplink]` section for the host with the uplink.

@@ -32,7 +32,7 @@ use havip_lab::{
     probe::{Prober, Report},
     scenario::{Lab, FAILOVER_TIMEOUT},
     state,
-    topology::{Guest, SubnetMode, GUEST_IF, MEMBERS, VIP, VM_A, VM_B, VM_C},
+    topology::{Guest, Masters, SubnetMode, GUEST_IF, MEMBERS, VIP, VM_A, VM_B, VM_C},
     ucarp, wait,
 };
 
@@ -74,41 +74,6 @@ fn bare_lab() -> Result<Lab> {
 }
 
 // ---------------------------------------------------------------- helpers
-
-/// The members that have the VIP on eth0: whose keepalived or ucarp is master.
-fn masters(lab: &Lab) -> Result<Vec<Guest>> {
-    let mut m = Vec::new();
-    for g in MEMBERS {
-        if lab.vip_on(g)? {
-            m.push(g);
-        }
-    }
-    Ok(m)
-}
-
-fn names(gs: &[Guest]) -> Vec<&'static str> {
-    gs.iter().map(|g| g.name).collect()
-}
-
-/// Waits until exactly `expect` are master.
-fn wait_masters(lab: &Lab, expect: &[Guest], timeout: Duration) -> Result<()> {
-    wait::until(&format!("exactly {:?} to be master", names(expect)), timeout, || {
-        Ok((masters(lab)? == expect).then_some(()))
-    })
-}
-
-/// Exactly `expect` stay master for [`SETTLE`] (a negative needs an
-/// observation window), `check` holding all along.
-fn stay_masters(lab: &Lab, expect: &[Guest], mut check: impl FnMut() -> Result<()>) -> Result<()> {
-    let end = Instant::now() + SETTLE;
-    while Instant::now() < end {
-        let now = masters(lab)?;
-        ensure!(now == expect, "masters changed to {:?}, expected {:?} to stay", names(&now), names(expect));
-        check()?;
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
 
 /// `havipctl subnet mode`, then waits until `subnet describe` shows it in
 /// force (the data plane replicating, or no longer).
@@ -182,8 +147,8 @@ fn keepalived_multicast_splits_in_a_unicast_subnet() -> Result<()> {
     let _turn = turn();
     bare_lab()?.run(|lab| {
         lab.start_keepalived_multicast()?;
-        wait_masters(lab, &MEMBERS, FAILOVER_TIMEOUT).context("keepalived in a unicast subnet")?;
-        stay_masters(lab, &MEMBERS, || Ok(()))?;
+        lab.wait_masters(&MEMBERS, &MEMBERS, FAILOVER_TIMEOUT).context("keepalived in a unicast subnet")?;
+        lab.stay_masters(&MEMBERS, &MEMBERS, SETTLE, || Ok(()))?;
         // Whichever gratuitous ARP came last holds the VIP.
         let (holder, _) = lab.holder()?.context("neither master's claim was taken")?;
         eprintln!(
@@ -207,9 +172,10 @@ fn keepalived_one_master(lab: &mut Lab) -> Result<()> {
     let view = set_mode(lab, SubnetMode::BroadcastDomain, None)?;
     let flooded_before = broadcast_counter(&view, "flooded")?;
     lab.start_keepalived_multicast()?;
-    wait_masters(lab, &[VM_A], FAILOVER_TIMEOUT).context("keepalived in a broadcast-domain subnet")?;
+    lab.wait_masters(&MEMBERS, &[VM_A], FAILOVER_TIMEOUT)
+        .context("keepalived in a broadcast-domain subnet")?;
     lab.wait_holder(VM_A, FAILOVER_TIMEOUT)?;
-    stay_masters(lab, &[VM_A], || {
+    lab.stay_masters(&MEMBERS, &[VM_A], SETTLE, || {
         ensure!(lab.holder()?.map(|(g, _)| g) == Some(VM_A), "the holder left vm-a");
         Ok(())
     })?;
@@ -227,7 +193,7 @@ fn keepalived_one_master(lab: &mut Lab) -> Result<()> {
     let stop_ns = monotonic_ns();
     lab.keepalived(VM_A)?.stop()?;
     let on_b = lab.wait_holder(VM_B, FAILOVER_TIMEOUT)?;
-    wait_masters(lab, &[VM_B], FAILOVER_TIMEOUT)?;
+    lab.wait_masters(&MEMBERS, &[VM_B], FAILOVER_TIMEOUT)?;
     wait_described(lab, VM_B)?;
     prober.wait_answered_by(VM_B.name, 5, FAILOVER_TIMEOUT).context("vm-c reaching the VIP on vm-b")?;
 
@@ -235,7 +201,7 @@ fn keepalived_one_master(lab: &mut Lab) -> Result<()> {
     let restart_ns = monotonic_ns();
     lab.keepalived(VM_A)?.restart()?;
     let back = lab.wait_holder(VM_A, FAILOVER_TIMEOUT)?;
-    wait_masters(lab, &[VM_A], FAILOVER_TIMEOUT)?;
+    lab.wait_masters(&MEMBERS, &[VM_A], FAILOVER_TIMEOUT)?;
     ensure!(back.epoch > on_b.epoch, "epoch did not grow on preempt-back: {} -> {}", on_b.epoch, back.epoch);
     wait_described(lab, VM_A)?;
     prober.wait_answered_by(VM_A.name, 5, FAILOVER_TIMEOUT).context("vm-c reaching the VIP on vm-a again")?;
@@ -267,8 +233,9 @@ fn ucarp_splits_in_a_unicast_subnet() -> Result<()> {
     bare_lab()?.run(|lab| {
         lab.start_ucarp()?;
         let slowest = ucarp::MEMBERS[1].1.master_down();
-        wait_masters(lab, &MEMBERS, slowest + FAILOVER_TIMEOUT).context("ucarp in a unicast subnet")?;
-        stay_masters(lab, &MEMBERS, || Ok(()))?;
+        lab.wait_masters(&MEMBERS, &MEMBERS, slowest + FAILOVER_TIMEOUT)
+            .context("ucarp in a unicast subnet")?;
+        lab.stay_masters(&MEMBERS, &MEMBERS, SETTLE, || Ok(()))?;
         let (holder, _) = lab.holder()?.context("neither master's claim was taken")?;
         eprintln!("FIGURES ucarp, unicast subnet: both master for {SETTLE:?}; holder {}", holder.name);
         Ok(())
@@ -290,9 +257,10 @@ fn ucarp_one_master(lab: &mut Lab) -> Result<()> {
     let (a, b) = (ucarp::MEMBERS[0].1, ucarp::MEMBERS[1].1);
     // ucarp waits a master-down time before its first election; both may
     // be master for a moment, until the first advert of the preferred one.
-    wait_masters(lab, &[VM_A], b.master_down() + FAILOVER_TIMEOUT).context("ucarp in a broadcast-domain")?;
+    lab.wait_masters(&MEMBERS, &[VM_A], b.master_down() + FAILOVER_TIMEOUT)
+        .context("ucarp in a broadcast-domain")?;
     lab.wait_holder(VM_A, FAILOVER_TIMEOUT)?;
-    stay_masters(lab, &[VM_A], || {
+    lab.stay_masters(&MEMBERS, &[VM_A], SETTLE, || {
         ensure!(lab.holder()?.map(|(g, _)| g) == Some(VM_A), "the holder left vm-a");
         Ok(())
     })?;
@@ -304,7 +272,7 @@ fn ucarp_one_master(lab: &mut Lab) -> Result<()> {
     let stop_ns = monotonic_ns();
     lab.ucarp(VM_A)?.stop()?;
     let on_b = lab.wait_holder(VM_B, b.master_down() + FAILOVER_TIMEOUT)?;
-    wait_masters(lab, &[VM_B], FAILOVER_TIMEOUT)?;
+    lab.wait_masters(&MEMBERS, &[VM_B], FAILOVER_TIMEOUT)?;
     wait_described(lab, VM_B)?;
     prober.wait_answered_by(VM_B.name, 5, FAILOVER_TIMEOUT).context("vm-c reaching the VIP on vm-b")?;
     let failover_ms = ms(stop_ns, on_b.since_ns);
@@ -318,7 +286,7 @@ fn ucarp_one_master(lab: &mut Lab) -> Result<()> {
     let restart_ns = monotonic_ns();
     lab.ucarp(VM_A)?.restart()?;
     let back = lab.wait_holder(VM_A, a.master_down() + FAILOVER_TIMEOUT)?;
-    wait_masters(lab, &[VM_A], FAILOVER_TIMEOUT)?;
+    lab.wait_masters(&MEMBERS, &[VM_A], FAILOVER_TIMEOUT)?;
     wait_described(lab, VM_A)?;
     prober.wait_answered_by(VM_A.name, 5, FAILOVER_TIMEOUT).context("vm-c reaching the VIP on vm-a again")?;
 

@@ -17,7 +17,7 @@
 
 use std::{
     sync::{Mutex, MutexGuard, PoisonError},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{ensure, Context, Result};
@@ -29,7 +29,7 @@ use havip_lab::{
     probe::Report,
     scenario::{self, FAILOVER_TIMEOUT},
     state,
-    topology::{Guest, SubnetOptions, MEMBERS, VIP, VM_A, VM_B},
+    topology::{Guest, Masters, SubnetOptions, MEMBERS, VIP, VM_A, VM_B},
     ucarp, wait,
 };
 
@@ -74,38 +74,6 @@ fn lab_with(subnet: SubnetOptions) -> Result<Lab> {
 
 // ---------------------------------------------------------------- helpers
 
-fn masters(lab: &Lab) -> Result<Vec<Guest>> {
-    let mut m = Vec::new();
-    for g in MEMBERS {
-        if lab.vip_on(g)? {
-            m.push(g);
-        }
-    }
-    Ok(m)
-}
-
-fn names(gs: &[Guest]) -> Vec<&'static str> {
-    gs.iter().map(|g| g.name).collect()
-}
-
-fn wait_masters(lab: &Lab, expect: &[Guest], timeout: Duration) -> Result<()> {
-    wait::until(&format!("exactly {:?} to be master", names(expect)), timeout, || {
-        Ok((masters(lab)? == expect).then_some(()))
-    })
-}
-
-/// Exactly `expect` stay master for [`SETTLE`], `check` holding all along.
-fn stay_masters(lab: &Lab, expect: &[Guest], mut check: impl FnMut() -> Result<()>) -> Result<()> {
-    let end = Instant::now() + SETTLE;
-    while Instant::now() < end {
-        let now = masters(lab)?;
-        ensure!(now == expect, "masters changed to {:?}, expected {:?} to stay", names(&now), names(expect));
-        check()?;
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
-}
-
 /// CLOCK_MONOTONIC of the write that pointed host `h`'s data plane at the
 /// VIP's current holder.
 fn since_ns(lab: &Lab, h: Hv) -> Result<u64> {
@@ -133,9 +101,9 @@ fn summary(report: &Report) -> (Vec<String>, f64, usize) {
 /// Every host follows `g` (describe), and `g` alone stays master while
 /// they keep following it.
 fn one_master_everywhere(lab: &Lab, g: Guest, timeout: Duration) -> Result<()> {
-    wait_masters(lab, &[g], timeout)?;
+    lab.wait_masters(&MEMBERS, &[g], timeout)?;
     lab.wait_holder_everywhere(g, FAILOVER_TIMEOUT)?;
-    stay_masters(lab, &[g], || {
+    lab.stay_masters(&MEMBERS, &[g], SETTLE, || {
         for h in HOSTS {
             let holder = lab.holder_on(h)?;
             ensure!(holder.as_deref() == Some(g.vnic), "{} follows {holder:?}, not {}", h.id, g.vnic);
@@ -152,8 +120,8 @@ fn one_master_everywhere(lab: &Lab, g: Guest, timeout: Duration) -> Result<()> {
 fn keepalived_multicast_splits_across_hosts_in_a_unicast_subnet() -> Result<()> {
     let _turn = turn();
     lab_with(SubnetOptions::default())?.run(|lab| {
-        wait_masters(lab, &MEMBERS, FAILOVER_TIMEOUT).context("keepalived in a unicast subnet, across hosts")?;
-        stay_masters(lab, &MEMBERS, || Ok(()))?;
+        lab.wait_masters(&MEMBERS, &MEMBERS, FAILOVER_TIMEOUT).context("keepalived in a unicast subnet, across hosts")?;
+        lab.stay_masters(&MEMBERS, &MEMBERS, SETTLE, || Ok(()))?;
         let holders: Vec<Option<String>> = HOSTS.iter().map(|&h| lab.holder_on(h)).collect::<Result<_>>()?;
         eprintln!(
             "FIGURES keepalived multicast across hosts, unicast subnet: both master for {SETTLE:?}; holder per host {holders:?}"
@@ -226,7 +194,7 @@ fn across_hosts(lab: &mut Lab) -> Result<()> {
     // ucarp instead of keepalived, in the same lab.
     lab.keepalived(VM_B)?.stop()?;
     lab.keepalived(VM_A)?.stop()?;
-    wait_masters(lab, &[], FAILOVER_TIMEOUT).context("keepalived gone")?;
+    lab.wait_masters(&MEMBERS, &[], FAILOVER_TIMEOUT).context("keepalived gone")?;
     lab.start_ucarp()?;
     let (a, b) = (ucarp::MEMBERS[0].1, ucarp::MEMBERS[1].1);
     one_master_everywhere(lab, VM_A, b.master_down() + FAILOVER_TIMEOUT)
