@@ -13,8 +13,8 @@ use std::{
 use anyhow::{bail, Context, Result};
 use havip_common::{
     BcastPrefix, BcastRemotes, BcastSubnet, BcastVnic, EipBinding, EipKey, GlobalCounter, MemberInfo,
-    MemberKey, SubnetCounters, UnderlayPort, UplinkPort, VipConfig, VipCounters, VipKey, VipNat, VipRef,
-    VipState, VrrpSeen, VtepInfo, VtepKey, DEFAULT_MAX_SUBNETS,
+    MemberKey, SubnetCounter, SubnetCounters, UnderlayPort, UplinkPort, VipConfig, VipCounters, VipKey,
+    VipNat, VipRef, VipState, VrrpSeen, VtepInfo, VtepKey, DEFAULT_MAX_SUBNETS,
 };
 
 use super::maps::{bcast_prefix, table_accessors, BcastDevmap, HolderTarget, Maps, Table};
@@ -100,6 +100,18 @@ impl FakeMaps {
     /// Empty maps whose arrays hold `max_vips` slots (and [`DEFAULT_MAX_SUBNETS`] subnet slots).
     pub fn new(max_vips: u32) -> Self {
         Self { max_vips, max_subnets: DEFAULT_MAX_SUBNETS, ..Self::default() }
+    }
+
+    /// For tests of the read side: subnet `network/prefix` has slot `slot` here, and counter `i`
+    /// of [`SubnetCounter::ALL`] reads `10 × (i + 1)` frames.
+    pub fn with_counted_subnet(mut self, network: Ipv4Addr, prefix: u8, slot: u32) -> Self {
+        self.bcast_prefixes.insert(bcast_prefix(network, prefix), slot);
+        let mut counters = SubnetCounters::default();
+        for (i, c) in SubnetCounter::ALL.iter().enumerate() {
+            counters.c[*c as usize] = 10 * (i as u64 + 1);
+        }
+        self.subnet_stats.insert(slot, counters);
+        self
     }
 
     fn check_slot(&self, slot: u32) -> Result<()> {

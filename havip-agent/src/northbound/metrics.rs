@@ -412,13 +412,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_broadcast_domain_served_here_has_its_frame_counters() {
-        let mut maps = FakeMaps::new(16);
-        maps.bcast_prefixes.insert(crate::datapath::maps::bcast_prefix("198.18.1.0".parse().unwrap(), 24), 3);
-        let mut counters = SubnetCounters::default();
-        for (i, c) in SubnetCounter::ALL.iter().enumerate() {
-            counters.c[*c as usize] = 10 * (i as u64 + 1);
-        }
-        maps.subnet_stats.insert(3, counters);
+        // What the reconciler writes for vpc1 at slot 3, and what the programs counted.
+        let maps = FakeMaps::new(16).with_counted_subnet("198.18.1.0".parse().unwrap(), 24, 3);
         let c = context("metrics-frames", maps, &[]);
         assert_eq!(
             call(&c, "POST", "/v1/subnets", Some(json!({"name": "vpc1", "cidr": "198.18.1.0/24"}))).await.0,
