@@ -105,7 +105,7 @@ impl Lab {
     }
 
     /// Runs `body` on the lab, printing the lab's logs first if it fails.
-    pub fn run(mut self, body: impl FnOnce(&mut Lab) -> Result<()>) -> Result<()> {
+    pub fn run<T>(mut self, body: impl FnOnce(&mut Lab) -> Result<T>) -> Result<T> {
         let result = body(&mut self);
         self.on_error(result)
     }
