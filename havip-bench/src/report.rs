@@ -458,12 +458,16 @@ pub fn goals(r: &Results) -> Vec<Goal> {
             r.cross_host.iter().find(|c| c.hints).and_then(|c| c.measured.as_ref()).map(|c| c.latency.p99_ns),
             |p99| (format!("{:.3} ms", p99 as f64 / 1e6), p99 < 1_000_000),
         ),
+        // The VIP hit never reads the bcast maps (the group-bit test comes
+        // after its return), so the two run the same instructions: the bound
+        // is the noise of paired live runs here, and catches the regression
+        // that matters (flood work, e.g. a bcast_vnics lookup, on every frame).
         judge(
             r,
-            "VIP hit, broadcast-domain subnet ≥ 0.97 × unicast",
+            "VIP hit, broadcast-domain subnet ≥ 0.95 × unicast",
             Part::Flood.title(),
             r.flood.as_ref().map(|f| f.vip_hit_ratios[0].value.median),
-            |x| (format!("{x:.3}"), x >= 0.97),
+            |x| (format!("{x:.3}"), x >= 0.95),
         ),
         judge(
             r,
@@ -781,7 +785,10 @@ fn print_flood(r: &Results) {
             .collect();
         println!("    {:<38} {} ns", "per extra copy, step by step", steps.join(", "));
     }
-    println!("Paired ratios (input rates) and differences (ns)");
+    println!(
+        "Paired ratios (input rates) and differences (ns; a broadcast into a DEVMAP_HASH walks all its buckets: \
+         the devmap's size is paid per flooded frame)"
+    );
     rows(&f.replication_ratios, 3);
     println!("VIP hit with the mode on, one core, live frames (Mpps; the throughput part's measurement)");
     rows(&f.vip_hit_mpps, 2);
