@@ -283,9 +283,11 @@ pub struct Flood {
     /// Paired within a round: input-rate ratios per copy count, then
     /// differences of the fitted fixed cost and cost per copy (ns).
     pub replication_ratios: Vec<Named>,
-    /// limit, havip unicast subnet, havip broadcast-domain subnet: Mpps.
+    /// limit, havip unicast subnet, havip broadcast-domain subnet, havip
+    /// unicast subnet again (an A/A control): Mpps.
     pub vip_hit_mpps: Vec<Named>,
-    /// broadcast-domain / unicast, unicast / limit, broadcast-domain / limit.
+    /// broadcast-domain / unicast, unicast again / unicast, unicast /
+    /// limit, broadcast-domain / limit.
     pub vip_hit_ratios: Vec<Named>,
     pub programs: Vec<ProgInfo>,
 }
