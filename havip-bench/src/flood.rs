@@ -273,7 +273,43 @@ pub struct Setup<'a> {
 pub struct Replication {
     pub programs: Vec<Replicator>,
     pub ratios: Vec<Named>,
+    pub program_ns: Vec<Named>,
     pub info: Vec<ProgInfo>,
+}
+
+/// Runs per plain test-run call.
+const PLAIN_REPEAT: u32 = 20_000;
+
+/// The programs alone (plain test runs: the verdict is not acted on, so a
+/// broadcast's bucket walk, clones and transmissions are not in it), ns per
+/// frame above the empty program timed right before, per round.
+fn program_ns(
+    progs_: &[(&str, &Xdp, &[u8])],
+    empty: &Xdp,
+    ingress: u32,
+    rounds: usize,
+) -> Result<Vec<Named>> {
+    let time = |prog: &Xdp, frame: &[u8]| -> Result<f64> {
+        let mut f: Frame = [0; frames::LEN];
+        f.copy_from_slice(frame);
+        let (verdict, ns) = progs::plain(prog, &f, ingress, PLAIN_REPEAT)?;
+        ensure!(
+            verdict == progs::XDP_REDIRECT || verdict == progs::XDP_PASS,
+            "plain test run: verdict {verdict}"
+        );
+        Ok(f64::from(ns))
+    };
+    let mut out = vec![Vec::with_capacity(rounds); progs_.len()];
+    for r in 0..rounds {
+        crate::stop::check()?;
+        for k in 0..progs_.len() {
+            let i = (r + k) % progs_.len();
+            let (_, prog, frame) = progs_[i];
+            let e = time(empty, frame)?;
+            out[i].push(time(prog, frame)? - e);
+        }
+    }
+    Ok(progs_.iter().zip(out).map(|(p, v)| Named { name: p.0.to_owned(), value: Spread::of(&v) }).collect())
 }
 
 /// Measures replication; the calling thread ends up in `back_to` (its
@@ -433,11 +469,24 @@ fn replicate(setup: &Setup, net: &Net, sink: &Sink) -> Result<Replication> {
             value: Spread::of(&fits.iter().map(|f| f[p].0 - f[q].0).collect::<Vec<_>>()),
         });
     }
+    let mut lab = Ebpf::load(havip_ebpf::LAB_OBJ).context("loading the lab object")?;
+    progs::load(&mut lab, Lab::EMPTY)?;
+    let limit1 = progs::xdp(&limits[0][0], "xdp_bcast_limit")?;
+    let program_ns = program_ns(
+        &[
+            ("limit (the redirect call)", limit1, &vrrp[0]),
+            ("havip, VRRP advert flooded", havip, &vrrp[0]),
+            ("havip, UDP multicast flooded", havip, &udp[0]),
+        ],
+        progs::xdp(&lab, Lab::EMPTY)?,
+        net.ingress[0].host_ifindex,
+        setup.rounds,
+    )?;
     let info = vec![
         crate::prog_info("xdp_vnic (havip, with flood.h)", havip)?,
         crate::prog_info("xdp_bcast_limit", progs::xdp(&limits[0][0], "xdp_bcast_limit")?)?,
     ];
-    Ok(Replication { programs: result, ratios, info })
+    Ok(Replication { programs: result, ratios, program_ns, info })
 }
 
 /// The throughput part's VIP hit with the client's vNIC in a unicast and
@@ -532,6 +581,7 @@ pub fn assemble(replication: Replication, vip_hit: (Vec<Named>, Vec<Named>), cop
         copies_per_run,
         replication: replication.programs,
         replication_ratios: replication.ratios,
+        program_ns: replication.program_ns,
         vip_hit_mpps: vip_hit.0,
         vip_hit_ratios: vip_hit.1,
         programs: replication.info,

@@ -283,6 +283,9 @@ pub struct Flood {
     /// Paired within a round: input-rate ratios per copy count, then
     /// differences of the fitted fixed cost and cost per copy (ns).
     pub replication_ratios: Vec<Named>,
+    /// The programs alone on a frame they flood (plain test runs, the
+    /// verdict not acted on): ns above the empty program.
+    pub program_ns: Vec<Named>,
     /// limit, havip unicast subnet, havip broadcast-domain subnet, havip
     /// unicast subnet again (an A/A control): Mpps.
     pub vip_hit_mpps: Vec<Named>,
@@ -792,6 +795,11 @@ fn print_flood(r: &Results) {
          the devmap's size is paid per flooded frame)"
     );
     rows(&f.replication_ratios, 3);
+    println!(
+        "The programs alone (plain test runs: no bucket walk, clone or transmission; ns per frame above the \
+         empty program, 1-copy subnet)"
+    );
+    rows(&f.program_ns, 1);
     println!("VIP hit with the mode on, one core, live frames (Mpps; the throughput part's measurement)");
     rows(&f.vip_hit_mpps, 2);
     println!("Paired ratios");
