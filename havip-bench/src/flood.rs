@@ -146,7 +146,12 @@ impl BcastMaps {
 
     /// Puts vNIC `ifindex` in subnet `slot`: from now on its multicast is flooded.
     pub fn join(&mut self, ifindex: u32, slot: u32) -> Result<()> {
-        let v = BcastVnic { subnet: slot, rate_pps: STORM_PPS, burst: STORM_BURST, ..Default::default() };
+        self.join_limited(ifindex, slot, STORM_PPS, STORM_BURST)
+    }
+
+    /// The same with a storm bucket of `rate_pps`, `burst`.
+    pub fn join_limited(&mut self, ifindex: u32, slot: u32, rate_pps: u32, burst: u32) -> Result<()> {
+        let v = BcastVnic { subnet: slot, rate_pps, burst, ..Default::default() };
         self.vnics.insert(ifindex, v, 0).context("bcast_vnics")
     }
 
@@ -283,7 +288,7 @@ const PLAIN_REPEAT: u32 = 20_000;
 /// The programs alone (plain test runs: the verdict is not acted on, so a
 /// broadcast's bucket walk, clones and transmissions are not in it), ns per
 /// frame above the empty program timed right before, per round.
-fn program_ns(
+fn program_ns_of(
     progs_: &[(&str, &Xdp, &[u8])],
     empty: &Xdp,
     ingress: u32,
@@ -294,7 +299,7 @@ fn program_ns(
         f.copy_from_slice(frame);
         let (verdict, ns) = progs::plain(prog, &f, ingress, PLAIN_REPEAT)?;
         ensure!(
-            verdict == progs::XDP_REDIRECT || verdict == progs::XDP_PASS,
+            [progs::XDP_REDIRECT, progs::XDP_PASS, progs::XDP_DROP].contains(&verdict),
             "plain test run: verdict {verdict}"
         );
         Ok(f64::from(ns))
@@ -472,16 +477,25 @@ fn replicate(setup: &Setup, net: &Net, sink: &Sink) -> Result<Replication> {
     let mut lab = Ebpf::load(havip_ebpf::LAB_OBJ).context("loading the lab object")?;
     progs::load(&mut lab, Lab::EMPTY)?;
     let limit1 = progs::xdp(&limits[0][0], "xdp_bcast_limit")?;
-    let program_ns = program_ns(
+    let (empty, fin1) = (progs::xdp(&lab, Lab::EMPTY)?, net.ingress[0].host_ifindex);
+    let mut program_ns = program_ns_of(
         &[
             ("limit (the redirect call)", limit1, &vrrp[0]),
             ("havip, VRRP advert flooded", havip, &vrrp[0]),
             ("havip, UDP multicast flooded", havip, &udp[0]),
         ],
-        progs::xdp(&lab, Lab::EMPTY)?,
-        net.ingress[0].host_ifindex,
+        empty,
+        fin1,
         setup.rounds,
     )?;
+    // What a guest flooding above its storm limit costs per frame: the
+    // decision up to the drop (1 frame/s, burst 1: all but the first dropped).
+    bc.join_limited(fin1, 0, 1, 1)?;
+    let drops = bc.counter(0, SubnetCounter::StormDrops)?;
+    let over = [("havip, UDP multicast over the storm limit (dropped)", havip, udp[0].as_slice())];
+    program_ns.extend(program_ns_of(&over, empty, fin1, setup.rounds)?);
+    ensure!(bc.counter(0, SubnetCounter::StormDrops)? > drops, "the storm bucket of 1 pps dropped nothing");
+    bc.join(fin1, 0)?;
     let info = vec![
         crate::prog_info("xdp_vnic (havip, with flood.h)", havip)?,
         crate::prog_info("xdp_bcast_limit", progs::xdp(&limits[0][0], "xdp_bcast_limit")?)?,
