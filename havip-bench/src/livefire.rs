@@ -36,16 +36,34 @@ impl Path<'_> {
 /// no path always runs first (cold) or right after the same neighbour.
 /// Returns packets/s as `[round][path]`.
 pub fn rounds(paths: &[Path], rounds: usize) -> Result<Vec<Vec<f64>>> {
-    for p in paths {
-        p.measure().with_context(|| format!("warm-up of {}", p.name))?;
+    rounds_of(paths.len(), rounds, |i, warm_up| {
+        let pps = paths[i].measure();
+        if warm_up {
+            pps.with_context(|| format!("warm-up of {}", paths[i].name))
+        } else {
+            pps
+        }
+    })
+}
+
+/// The same rotation over `n` measurements of any kind: `measure(i,
+/// warm_up)` gives measurement i's rate (one unmeasured warm-up of each
+/// first). Returns `[round][i]`.
+pub fn rounds_of(
+    n: usize,
+    rounds: usize,
+    mut measure: impl FnMut(usize, bool) -> Result<f64>,
+) -> Result<Vec<Vec<f64>>> {
+    for i in 0..n {
+        measure(i, true)?;
     }
     let mut out = Vec::with_capacity(rounds);
     for r in 0..rounds {
-        let mut pps = vec![0.0; paths.len()];
-        for k in 0..paths.len() {
+        let mut pps = vec![0.0; n];
+        for k in 0..n {
             stop::check()?;
-            let i = (r + k) % paths.len();
-            pps[i] = paths[i].measure()?;
+            let i = (r + k) % n;
+            pps[i] = measure(i, false)?;
         }
         out.push(pps);
     }

@@ -16,6 +16,7 @@ mod cscale;
 mod encap;
 mod failover;
 mod fill;
+mod flood;
 mod frames;
 mod livefire;
 mod plot;
@@ -81,6 +82,9 @@ struct Args {
     /// Claims committed per host count in the control-plane scale part.
     #[arg(long, default_value_t = 100)]
     scale_commits: usize,
+    /// Copies delivered per live run of the flood part (input frames: this ÷ copies per frame).
+    #[arg(long, default_value_t = 250_000)]
+    flood_copies: u32,
     /// Only these parts (comma-separated; default: all); the others are recorded as skipped.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Part>,
@@ -204,6 +208,7 @@ fn run() -> Result<Vec<String>> {
         encap: None,
         cross_host: Vec::new(),
         control_scale: None,
+        flood: None,
         programs: Vec::new(),
         goals: Vec::new(),
     };
@@ -360,6 +365,7 @@ impl Bench<'_> {
             parts.measure(Part::Repoint, &repoint_title(progs::LIVE_BATCH, true), || self.repoint_real())?;
         results.repoint.push(RepointRun { batch: progs::LIVE_BATCH, real_traffic: true, measured });
         results.encap = parts.measure(Part::Encap, Part::Encap.title(), || self.encap())?;
+        results.flood = parts.measure(Part::Flood, Part::Flood.title(), || self.flood())?;
         if let Some(Ok(bed)) = self.bed.take() {
             results.control = Some(bed.control);
             results.programs = bed.programs;
@@ -387,6 +393,30 @@ impl Bench<'_> {
             kernel_packets: self.args.kernel_packets,
         };
         encap::run(&setup, Some(self.topo.hv.name()))
+    }
+
+    /// Broadcast domains (flood.rs): the VIP hit with the client's vNIC in a
+    /// unicast and a broadcast-domain subnet (the shared plane), then
+    /// replication in namespaces of its own; the thread goes back to hv.
+    fn flood(&mut self) -> Result<report::Flood> {
+        let (args, topo, pins, cpu) = (self.args, self.topo, self.pins, self.bench_cpu);
+        let vip_hit = {
+            let bed = self.bed()?;
+            flood::vip_hit(&mut flood::VipHit {
+                lab: &bed.lab,
+                plane: &mut bed.prod,
+                sink: &bed.sink_a,
+                client: &topo.client,
+                others: [topo.a.host_ifindex, topo.b.host_ifindex],
+                to_vmac: bed.to_vmac,
+                vip_slot: bed.vip_slot,
+                rounds: args.rounds,
+                packets: args.packets,
+            })?
+        };
+        let setup = flood::Setup { pins, cpu, rounds: args.rounds, copies_per_run: args.flood_copies };
+        let replication = flood::replication(&setup, Some(topo.hv.name()))?;
+        Ok(flood::assemble(replication, vip_hit, args.flood_copies))
     }
 
     /// limit / havip / kernel as clients send to them, and havip on frames

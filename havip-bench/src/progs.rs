@@ -197,10 +197,19 @@ pub struct Sink {
 impl Sink {
     /// Attaches to `ifname` in the calling thread's namespace.
     pub fn attach(ifname: &str) -> Result<Self> {
+        Self::attach_all(&[ifname])
+    }
+
+    /// One sink on every one of `ifnames` (in the calling thread's
+    /// namespace): one count of what reached any of them.
+    pub fn attach_all(ifnames: &[&str]) -> Result<Self> {
         let mut ebpf = Ebpf::load(havip_ebpf::LAB_OBJ).context("loading the lab object")?;
         load(&mut ebpf, "xdp_sink_stamp")?;
         let p: &mut Xdp = ebpf.program_mut("xdp_sink_stamp").context("xdp_sink_stamp")?.try_into()?;
-        p.attach(ifname, XdpMode::default()).with_context(|| format!("attaching the sink to {ifname}"))?;
+        for ifname in ifnames {
+            p.attach(ifname, XdpMode::default())
+                .with_context(|| format!("attaching the sink to {ifname}"))?;
+        }
         Ok(Self { ebpf })
     }
 

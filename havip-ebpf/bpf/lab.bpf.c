@@ -40,6 +40,10 @@
  *   xdp_decap_limit  - the same for decapsulation: bpf_xdp_adjust_head(+50)
  *                      without reading the outer headers, xdp_limit's MAC
  *                      rewrite, devmap redirect.
+ *   xdp_bcast_limit  - the practical ceiling of replication: one
+ *                      bpf_redirect_map(bcast_limit_ports, 0, BPF_F_BROADCAST
+ *                      | BPF_F_EXCLUDE_INGRESS) and nothing else (the bench's
+ *                      flood part; it sizes the devmap).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -344,6 +348,22 @@ int xdp_decap_limit(struct xdp_md *ctx)
 	if (limit_macs((void *)(long)ctx->data, (void *)(long)ctx->data_end, cfg))
 		return XDP_ABORTED;
 	return bpf_redirect_map(&limit_ports, cfg->ifindex, XDP_DROP);
+}
+
+/* bcast_limit_ports: where xdp_bcast_limit sends a copy each (but the
+ * ingress). A broadcast over a DEVMAP_HASH walks all its buckets, so the
+ * bench loads it at havip's per-subnet devmap size and small. */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, 16);
+	__type(key, __u32);
+	__type(value, struct bpf_devmap_val);
+} bcast_limit_ports SEC(".maps");
+
+SEC("xdp")
+int xdp_bcast_limit(struct xdp_md *ctx)
+{
+	return bpf_redirect_map(&bcast_limit_ports, 0, BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS);
 }
 
 /* GPL v2 plus the Apache-2.0 alternative: see the end of havip.bpf.c. */
