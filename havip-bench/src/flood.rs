@@ -54,7 +54,7 @@ use crate::{
     frames::{self, Frame},
     livefire,
     progs::{self, Lab, Sink, Spray, LIVE_BATCH},
-    report::{Flood, Named, ProgInfo, ReplicationPoint, Replicator},
+    report::{copies_str, Flood, Named, ProgInfo, ReplicationPoint, Replicator},
     stats::Spread,
     topo::{self, Port, VIP},
 };
@@ -206,11 +206,6 @@ fn live_rate(
     let wall = progs::live(prog, frame, ingress, packets, LIVE_BATCH).with_context(|| name.to_owned())?;
     progs::check_delivered(name, sink, before, u64::from(packets) * u64::from(copies))?;
     Ok(f64::from(packets) / wall.as_secs_f64())
-}
-
-/// "1 copy", "2 copies".
-pub fn copies_str(n: u32) -> String {
-    format!("{n} cop{}", if n == 1 { "y" } else { "ies" })
 }
 
 /// One replicating program: one per copy count, and the frames sent to it.

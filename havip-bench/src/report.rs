@@ -770,7 +770,7 @@ fn print_flood(r: &Results) {
         for pt in &p.points {
             println!(
                 "    {:<38} in {}   copies {:.2} M/s   {:.1} ns/frame",
-                crate::flood::copies_str(pt.copies),
+                copies_str(pt.copies),
                 spread(&pt.input_mpps, 2),
                 pt.copies_mpps.median,
                 pt.ns_per_frame.median
@@ -823,4 +823,9 @@ pub fn write_json(dir: &Path, r: &Results, stamp: u64) -> Result<()> {
         fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// "1 copy", "2 copies".
+pub fn copies_str(n: u32) -> String {
+    format!("{n} cop{}", if n == 1 { "y" } else { "ies" })
 }

@@ -105,6 +105,10 @@ enum LabAction {
         /// With --hosts 3: the network, etcd and keepalived without agents.
         #[arg(long)]
         no_agents: bool,
+        /// vpc1 a broadcast domain, and keepalived in its default configuration (multicast
+        /// adverts to 224.0.0.18, no unicast_peer).
+        #[arg(long)]
+        broadcast_domain: bool,
     },
     /// Remove what `up` created.
     Down,
@@ -136,9 +140,10 @@ fn run_cmd(cmd: Cmd) -> Result<()> {
         Cmd::Lab { action } => {
             require_root("the lab creates network namespaces and attaches XDP")?;
             match action {
-                LabAction::Up { hosts, no_agents } => {
+                LabAction::Up { hosts, no_agents, broadcast_domain } => {
                     let mut args = vec!["up".to_owned(), format!("--hosts={hosts}")];
                     args.extend(no_agents.then(|| "--no-agents".to_owned()));
+                    args.extend(broadcast_domain.then(|| "--broadcast-domain".to_owned()));
                     lab(&args)
                 }
                 LabAction::Down => lab(&["down".to_owned()]),

@@ -14,9 +14,9 @@ use havip_lab::{
     netns::{self, LabId, RUN_DIR},
     probe::{Prober, Report, Responder},
     report::{self, ProbeView},
-    scenario::{Lab, FAILOVER_TIMEOUT},
+    scenario::{self, Lab, FAILOVER_TIMEOUT},
     state,
-    topology::{Guest, EIP, GUEST_IF, INET, VIP, VM_A, VM_B, VM_C},
+    topology::{self, Guest, EIP, GUEST_IF, INET, VIP, VM_A, VM_B, VM_C},
     wait,
     web::WebServer,
 };
@@ -50,6 +50,10 @@ enum Cmd {
         /// etcd, keepalived and the members' services only.
         #[arg(long)]
         no_agents: bool,
+        /// vpc1 a broadcast domain, and keepalived in its default
+        /// configuration: multicast adverts to 224.0.0.18, no unicast_peer.
+        #[arg(long)]
+        broadcast_domain: bool,
     },
     /// Remove what `up` created.
     Down,
@@ -69,9 +73,9 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Run { hosts: 1 } => run(),
         Cmd::Run { .. } => run_hosts(),
-        Cmd::Up { hosts: 1, no_agents: false } => up(),
-        Cmd::Up { hosts: 1, no_agents: true } => anyhow::bail!("--no-agents goes with --hosts 3"),
-        Cmd::Up { no_agents, .. } => up_hosts(no_agents),
+        Cmd::Up { hosts: 1, no_agents: false, broadcast_domain } => up(&broadcast(broadcast_domain)),
+        Cmd::Up { hosts: 1, no_agents: true, .. } => anyhow::bail!("--no-agents goes with --hosts 3"),
+        Cmd::Up { no_agents, broadcast_domain, .. } => up_hosts(no_agents, broadcast(broadcast_domain)),
         Cmd::Down => down(),
         Cmd::Serve { netns, name } => serve(&netns, &name),
     }
@@ -168,12 +172,25 @@ fn state_file() -> std::path::PathBuf {
     Path::new(RUN_DIR).join("up.json")
 }
 
-fn up() -> Result<()> {
+/// `--broadcast-domain`: vpc1 a broadcast domain and keepalived's default
+/// (multicast) configuration; else the lab's unicast subnet and peers.
+fn broadcast(on: bool) -> scenario::Options {
+    if !on {
+        return scenario::Options::default();
+    }
+    scenario::Options {
+        keepalived_multicast: true,
+        subnet: topology::SubnetOptions::broadcast_domain(),
+        ..scenario::Options::default()
+    }
+}
+
+fn up(opts: &scenario::Options) -> Result<()> {
     let state = state_file();
     if state.exists() {
         anyhow::bail!("a lab is up already ({}): `cargo xtask lab down` first", state.display());
     }
-    let mut lab = Lab::start(LabId::fixed("lab", UP_STEM), false)?;
+    let mut lab = Lab::start_with(LabId::fixed("lab", UP_STEM), false, opts)?;
     let spec = lab.agent()?.spec().clone();
     let id = &lab.topo.id;
     // `down` finds the processes through the namespaces; the rest is for people.
@@ -200,11 +217,13 @@ fn up() -> Result<()> {
          bpftool map dump pinned {pins}/v{abi}/eips\n  \
          {havipctl} --socket {}/api.sock describe\n  \
          {havipctl} --socket {}/api.sock trace {VIP}    # why the VIP is where it is\n  \
+         {havipctl} --socket {}/api.sock subnet describe vpc1    # unicast or broadcast-domain, its counters\n  \
          kill $(cat {}/keepalived-vm-a.pid)    # stop keepalived on vm-a: vm-b takes over\n  \
          tail -f {}/*.log\n\
          Remove it with `cargo xtask lab down`.",
         id.netns(VM_A.role),
         id.netns(VM_B.role),
+        spec.dir.display(),
         spec.dir.display(),
         spec.dir.display(),
         spec.dir.display(),
@@ -325,13 +344,13 @@ fn run_hosts() -> Result<()> {
 }
 
 /// `up --hosts 3`: the lab with many hosts left standing (see [`up`]).
-fn up_hosts(no_agents: bool) -> Result<()> {
+fn up_hosts(no_agents: bool, base: scenario::Options) -> Result<()> {
     let state = state_file();
     if state.exists() {
         anyhow::bail!("a lab is up already ({}): `cargo xtask lab down` first", state.display());
     }
     let id = LabId::fixed("lab", UP_STEM);
-    let opts = multihost::Options::default();
+    let opts = multihost::Options { base, ..multihost::Options::default() };
     let lab = if no_agents {
         let mut lab = multihost::Lab::create(id, false, opts)?;
         let started = (|| {
@@ -360,6 +379,7 @@ fn up_hosts(no_agents: bool) -> Result<()> {
          ip netns exec {fabric} etcdctl --endpoints={endpoints} endpoint status -w table\n  \
          ip netns exec {fabric} etcdctl --endpoints={endpoints} get --prefix {}\n  \
          {havipctl} --socket {dir}/hv2/api.sock describe {VIP}    # hv2's view\n  \
+         {havipctl} --socket {dir}/hv1/api.sock subnet describe vpc1    # unicast or broadcast-domain, its counters\n  \
          kill $(cat {dir}/keepalived-vm-a.pid)    # stop keepalived on vm-a: vm-b (hv2) takes over\n  \
          tail -f {dir}/*.log {dir}/*/*.log\n\
          Remove it with `cargo xtask lab down`.",
