@@ -39,6 +39,11 @@ const PER_VIP_FAMILIES: usize = havip_common::VipCounter::MAX + 4 + 4;
 /// store's health (failing, write failures, reopens, pending, config
 /// applied) and the maps' (reconcile failures, in sync, unattached vNICs).
 const GLOBAL_FAMILIES: usize = havip_common::GlobalCounter::MAX + 1 + 5 + 3;
+/// Per subnet: its mode, and its broadcast frame counters (declared always;
+/// samples only for a broadcast-domain subnet served here).
+const SUBNET_FAMILIES: usize = 2;
+/// Their samples in the lab: its one subnet is unicast, so its mode only.
+const SUBNET_SAMPLES: usize = 1;
 
 #[test]
 fn metrics_parse_and_count_the_traffic_sent() -> Result<()> {
@@ -284,14 +289,15 @@ impl Metrics {
             ensure!(c.labels.get("vip") == Some(VIP.to_string().as_str()), "a correction of another VIP");
             ensure!(c.labels.get("reason").is_some(), "a correction without a reason");
         }
-        let expected = PER_VIP_FAMILIES + GLOBAL_FAMILIES + 3 * HISTOGRAMS + 1 + corrections.count();
+        let expected =
+            PER_VIP_FAMILIES + GLOBAL_FAMILIES + SUBNET_SAMPLES + 3 * HISTOGRAMS + 1 + corrections.count();
         ensure!(
             scrape.samples.len() == expected,
             "{} samples, expected {expected}:\n{text}",
             scrape.samples.len()
         );
         ensure!(
-            types.len() == PER_VIP_FAMILIES + GLOBAL_FAMILIES + HISTOGRAMS + 2,
+            types.len() == PER_VIP_FAMILIES + GLOBAL_FAMILIES + SUBNET_FAMILIES + HISTOGRAMS + 2,
             "{} families:\n{text}",
             types.len()
         );
