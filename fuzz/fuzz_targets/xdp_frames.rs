@@ -214,6 +214,9 @@ fn setup() -> World {
         }),
         vteps: BTreeMap::new(),
         keep_underlay: false,
+        // The broadcast domain is written by bcast_setup below, toggled per input.
+        bcast: BTreeMap::new(),
+        replicator: None,
     };
     reconcile(&mut maps, &target).expect("reconcile");
     let slot = maps.vip_slot(&vip).expect("the VIP has a slot");
