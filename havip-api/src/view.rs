@@ -246,6 +246,10 @@ pub struct BroadcastView {
     pub local_only: u64,
     /// Frames too big for the underlay MTU with the VXLAN header: not sent to other hosts.
     pub too_big: u64,
+    /// Copies to another host not sent: no underlay next hop known for its VTEP yet (or the
+    /// underlay NIC refused the copy).
+    #[serde(default)]
+    pub no_vtep: u64,
     /// The hosts that have vNICs in the subnet ([`Host::id`](havip_model::Host::id)), sorted:
     /// the hosts a frame is replicated to.
     pub hosts: Vec<String>,

@@ -20,10 +20,12 @@ use crate::{
 
 /// A subnet as written by an operator.
 ///
-/// The settings fields (`mode`, `storm_pps`, `storm_burst`), each on its own: in a file (and the
-/// config's `[[subnets]]`) one left out is the default, since a file makes every object exactly
-/// as written; in `POST /v1/subnets` ([`put_subnet`]) one left out keeps the subnet's current
-/// value (the default for a new subnet).
+/// The settings fields (`mode`, `storm_pps`, `storm_burst`): in a file (and the config's
+/// `[[subnets]]`) an entry that writes none of them keeps the subnet's settings (the default for
+/// a new subnet), so applying a file written before a subnet became a broadcast domain never
+/// turns it off (that split keepalived pairs at once); an entry that writes any of them sets all
+/// three, the default where left out. In `POST /v1/subnets` ([`put_subnet`]) each one left out
+/// keeps the subnet's current value.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubnetSpec {
@@ -201,8 +203,12 @@ impl DesiredFile {
             if s.subnets.insert(sn.name.clone(), subnet).is_some() {
                 refuse(Rule::WellFormed, format!("subnet {} is written twice", sn.name))?;
             }
-            // Exactly as written: what the file leaves out is the default.
-            s.set_subnet_settings(&sn.name, sn.settings(SubnetSettings::default())?);
+            // Settings written (any field): all three, the default where left out, recorded
+            // even when they are the default, for `apply` to set; none written: none recorded,
+            // and `apply` keeps the subnet's own.
+            if sn.mode.is_some() || sn.storm_pps.is_some() || sn.storm_burst.is_some() {
+                s.subnet_settings.insert(sn.name.clone(), sn.settings(SubnetSettings::default())?);
+            }
         }
         for v in &self.vnics {
             if s.vnics.insert(v.name.clone(), v.parse(local_host)?).is_some() {
@@ -284,11 +290,11 @@ impl From<&DesiredState> for DesiredFile {
     }
 }
 
-/// Creates or updates every object of `file` in `s`: a subnet of the file gets the file's
-/// settings too (the default ones where the file wrote none).
+/// Creates or updates every object of `file` (from [`DesiredFile::parse`]) in `s`: a subnet
+/// whose entry wrote settings gets them; one whose entry wrote none keeps its own.
 pub fn apply(s: &mut DesiredState, file: DesiredState) {
-    for name in file.subnets.keys() {
-        s.set_subnet_settings(name, file.subnet_settings(name));
+    for (name, settings) in &file.subnet_settings {
+        s.set_subnet_settings(name, *settings);
     }
     s.subnets.extend(file.subnets);
     s.vnics.extend(file.vnics);
@@ -941,19 +947,24 @@ mod tests {
         assert_eq!(text.matches("storm_burst = 7").count(), 1, "{text}");
         let back: DesiredFile = toml::from_str(&text).unwrap();
         assert_eq!(back.parse("elsewhere").unwrap(), s, "{text}");
-        // Applied, a file makes each of its subnets exactly as written: a subnet it writes
-        // without settings is unicast again; one it does not mention keeps its own.
+        // Applied: a subnet the file writes without settings keeps its own (a file from before
+        // it became a broadcast domain does not turn that off); one written with settings gets
+        // all three (the default where left out), `mode = "unicast"` included.
         let mut other = s.clone();
         set_subnet_mode(&mut other, "vpc2", &mode("broadcast-domain", None, None)).unwrap();
         let file: DesiredFile = toml::from_str(
             "[[subnets]]\nname = \"vpc1\"\ncidr = \"198.18.1.0/29\"\n\
+             [[subnets]]\nname = \"vpc2\"\ncidr = \"198.18.2.0/24\"\nmode = \"unicast\"\n\
              [[subnets]]\nname = \"vpc3\"\ncidr = \"198.18.3.0/24\"\nmode = \"broadcast-domain\"\n",
         )
         .unwrap();
+        let kept = other.subnet_settings("vpc1");
         apply(&mut other, file.parse("hv1").unwrap());
         check(&other, &Limits::default()).unwrap();
-        assert_eq!(other.subnet_settings("vpc1"), SubnetSettings::default());
-        assert_eq!(other.subnet_settings("vpc2").mode, SubnetMode::BroadcastDomain);
+        assert_eq!(other.subnet_settings("vpc1"), kept);
+        assert_eq!(kept.mode, SubnetMode::BroadcastDomain);
+        assert_eq!(other.subnet_settings("vpc2"), SubnetSettings::default());
+        assert!(!other.subnet_settings.contains_key("vpc2"), "the default is not kept");
         assert_eq!(
             other.subnet_settings("vpc3"),
             SubnetSettings { mode: SubnetMode::BroadcastDomain, ..Default::default() }

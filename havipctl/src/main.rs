@@ -336,6 +336,7 @@ fn subnet_detail(s: &SubnetView) -> String {
             ("received", b.received),
             ("local_only", b.local_only),
             ("too_big", b.too_big),
+            ("no_vtep", b.no_vtep),
         ] {
             out += &format!("  {name:<20} {v}\n");
         }
@@ -823,6 +824,7 @@ mod tests {
             "  remote_copies        24\n",
             "  storm_drops          3\n",
             "  too_big              0\n",
+            "  no_vtep              0\n",
         ] {
             assert!(text.contains(line), "{line:?} in:\n{text}");
         }

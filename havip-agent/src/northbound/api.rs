@@ -101,6 +101,19 @@ pub struct ApiContext {
 }
 
 impl ApiContext {
+    /// Waits until the maps were brought to `revision` (or a later one), at most `within`;
+    /// whether they were.
+    async fn maps_follow(&self, revision: u64, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.reconciled.load(Ordering::Relaxed) < revision {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
     /// Runs `edit` on the desired state and commits it if every rule holds;
     /// tells the feed what changed.
     /// Returns the edit's result and the revision after it.
@@ -338,6 +351,7 @@ fn broadcast_view(counters: Option<SubnetCounters>, hosts: Vec<String>) -> Broad
         received: c.get(SubnetCounter::Received),
         local_only: c.get(SubnetCounter::LocalOnly),
         too_big: c.get(SubnetCounter::TooBig),
+        no_vtep: c.get(SubnetCounter::NoVtep),
         hosts,
     }
 }
@@ -536,8 +550,15 @@ async fn set_subnet_mode(
         );
         c.feed.publish(EventKind::Changed, None, None, what);
     }
+    // The answer shows the mode in force, not the maps of a moment before: the reconciler's
+    // pass follows the commit within milliseconds (bounded: a view that says the maps have not
+    // followed yet is still an answer).
+    c.maps_follow(revision, MAPS_FOLLOW).await;
     Ok(Json(c.describe_subnet(&name)?))
 }
+
+/// How long `PUT /v1/subnets/{name}/mode` waits for the maps to follow its commit.
+const MAPS_FOLLOW: Duration = Duration::from_secs(2);
 
 async fn delete_subnet(State(c): Ctl, UrlPath(name): UrlPath<String>) -> Answer<()> {
     check_name("subnet", &name)?;
@@ -920,7 +941,9 @@ pub(crate) mod testing {
             maps: Arc::new(Mutex::new(maps)),
             feed: Arc::new(Feed::default()),
             links: watch::channel(links).1,
-            reconciled: Arc::default(),
+            // No reconciler here: the FakeMaps hold what each test wrote, as if every revision
+            // had been followed.
+            reconciled: Arc::new(AtomicU64::new(u64::MAX)),
             verdicts: Arc::default(),
             latencies: Arc::new(Latencies::default()),
             sync: Arc::default(),
@@ -1131,9 +1154,10 @@ mod tests {
                 b.storm_drops,
                 b.received,
                 b.local_only,
-                b.too_big
+                b.too_big,
+                b.no_vtep
             ),
-            (true, 10, 20, 30, 40, 50, 60, 70)
+            (true, 10, 20, 30, 40, 50, 60, 70, 80)
         );
         // Another subnet of the same network but another length is not vpc1's slot.
         let mut other = FakeMaps::new(16);
