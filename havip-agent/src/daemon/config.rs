@@ -4,9 +4,9 @@
 //! (`[underlay]`: many hosts), and optionally
 //! desired state (`[[subnets]]`, `[[vnics]]`, `[[havips]]`) that is applied to
 //! the store at every start exactly like `havipctl apply -f` (a subnet's
-//! optional `mode`, `storm_pps`, `storm_burst` included: as in a file, one
-//! left out is the default, so the config's subnets are what it says after
-//! every start).
+//! optional `mode`, `storm_pps`, `storm_burst` included: as in a file, an
+//! entry that writes none of them keeps the subnet's settings, so a mode set
+//! through the API survives a restart; one that writes any sets all three).
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
