@@ -454,6 +454,9 @@ fn the_storm_limit_lets_the_burst_through_and_counts_the_rest() {
         f.bcast.vnics.insert(f.c, bucket(SLOT1, 0, 5), 0).unwrap();
         live(f.dp.as_mut().unwrap().program().unwrap(), f.c, &udp_broadcast(MAC_C, IP_C, LIMITED), 3);
         assert_eq!(f.counter(SLOT1, SubnetCounter::StormDrops), 50 - passed + 3);
+        // Each vNIC's entry names its own: who floods.
+        let drops = |v: u32| f.bcast.vnics.get(&v, 0).unwrap().storm_drops;
+        assert_eq!((drops(f.a), drops(f.b), drops(f.c)), (50 - passed, 0, 3));
         assert_eq!(f.arrived("a").len(), 5, "b's five, none of c's");
         assert!(f.arrived("ul").is_empty(), "no other hosts: nothing on the underlay");
     });

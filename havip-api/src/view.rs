@@ -250,6 +250,10 @@ pub struct BroadcastView {
     /// underlay NIC refused the copy).
     #[serde(default)]
     pub no_vtep: u64,
+    /// This host's vNICs that went over their storm limit, by vNIC name: frames dropped since
+    /// the vNIC's storm setting was last written (who floods).
+    #[serde(default)]
+    pub storm_drops_by_vnic: BTreeMap<String, u64>,
     /// The hosts that have vNICs in the subnet ([`Host::id`](havip_model::Host::id)), sorted:
     /// the hosts a frame is replicated to.
     pub hosts: Vec<String>,

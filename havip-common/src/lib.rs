@@ -569,6 +569,9 @@ pub struct BcastVnic {
     pub burst: u32,
     /// The bucket (theoretical arrival time, CLOCK_MONOTONIC ns); the kernel's, written 0.
     pub tat_ns: u64,
+    /// Its frames over the storm limit since the entry was written (who floods); the kernel's,
+    /// written 0.
+    pub storm_drops: u64,
 }
 
 /// The `bcast_subnets` value (`struct bcast_subnet`): a broadcast-domain subnet on this host.
@@ -901,7 +904,7 @@ pub fn layouts() -> Vec<Layout> {
         layout!("vtep_key", VtepKey, [addr]),
         layout!("vtep_info", VtepInfo, [next_hop_mac, _pad]),
         layout!("underlay_probe", UnderlayProbe, [magic, zero, nonce]),
-        layout!("bcast_vnic", BcastVnic, [lock, subnet, rate_pps, burst, tat_ns]),
+        layout!("bcast_vnic", BcastVnic, [lock, subnet, rate_pps, burst, tat_ns, storm_drops]),
         layout!("bcast_subnet", BcastSubnet, [network, mask, local_ports, remote_hosts]),
         layout!("bcast_prefix", BcastPrefix, [prefixlen, addr]),
         layout!("bcast_remotes", BcastRemotes, [count, vteps]),
@@ -938,7 +941,7 @@ const _: () = {
     assert!(size_of::<VtepKey>() == 4);
     assert!(size_of::<VtepInfo>() == 8);
     assert!(size_of::<UnderlayProbe>() == 16);
-    assert!(size_of::<BcastVnic>() == 24);
+    assert!(size_of::<BcastVnic>() == 32);
     assert!(size_of::<BcastSubnet>() == 16);
     assert!(size_of::<BcastPrefix>() == 8);
     assert!(size_of::<BcastRemotes>() == 4 + 4 * MAX_REMOTE_HOSTS);

@@ -70,7 +70,8 @@ static __always_inline int flood_destination(__u32 daddr, const struct bcast_sub
 /* The storm bucket (GCRA, one time per vNIC: the theoretical arrival time
  * `tat`). A frame costs T = 1e9 / rate_pps ns and passes if, with it, the
  * bucket is at most burst * T ahead of now: from idle, exactly `burst`
- * frames pass at once, then one every T. rate_pps 0: none passes. Under the
+ * frames pass at once, then one every T. rate_pps 0: none passes. A frame
+ * that does not pass is counted in the entry (storm_drops: who floods). Under the
  * entry's lock, so frames of one vNIC on two CPUs never both take the last
  * token; the clock is read before (no helper calls under a spin lock). */
 static __always_inline int storm_pass(struct bcast_vnic *bv, __u64 now)
@@ -88,6 +89,8 @@ static __always_inline int storm_pass(struct bcast_vnic *bv, __u64 now)
 			pass = 1;
 		}
 	}
+	if (!pass) /* under the lock already: the vNIC's own count */
+		bv->storm_drops++;
 	bpf_spin_unlock(&bv->lock);
 	return pass;
 }

@@ -213,6 +213,8 @@ struct bcast_vnic {
 	__u32 burst;    /* frames it may send at once above the rate */
 	__u64 tat_ns;   /* the bucket: theoretical arrival time, CLOCK_MONOTONIC;
 			 * the kernel's, written 0 by the agent */
+	__u64 storm_drops; /* its frames over the limit, since the entry was
+			    * written: who floods (the kernel's, written 0) */
 };
 
 /* bcast_subnets: array by slot; the subnet's facts the fast path reads. */
@@ -357,7 +359,7 @@ _Static_assert(sizeof(struct vtep_info) == 8, "vtep_info layout");
 _Static_assert(sizeof(struct underlay_probe) == 16, "underlay_probe layout");
 _Static_assert(sizeof(struct vip_counters) == 8 * VIP_CTR__MAX, "vip_counters layout");
 _Static_assert(sizeof(struct havip_event) == 40, "havip_event layout");
-_Static_assert(sizeof(struct bcast_vnic) == 24, "bcast_vnic layout");
+_Static_assert(sizeof(struct bcast_vnic) == 32, "bcast_vnic layout");
 _Static_assert(sizeof(struct bcast_subnet) == 16, "bcast_subnet layout");
 _Static_assert(sizeof(struct bcast_prefix) == 8, "bcast_prefix layout");
 _Static_assert(sizeof(struct bcast_remotes) == 4 + 4 * HAVIP_MAX_REMOTE_HOSTS, "bcast_remotes layout");

@@ -340,6 +340,9 @@ fn subnet_detail(s: &SubnetView) -> String {
         ] {
             out += &format!("  {name:<20} {v}\n");
         }
+        for (vnic, drops) in &b.storm_drops_by_vnic {
+            out += &format!("  storm drops of {vnic}: {drops}\n");
+        }
     }
     out
 }
@@ -812,6 +815,7 @@ mod tests {
             local_copies: 12,
             remote_copies: 24,
             storm_drops: 3,
+            storm_drops_by_vnic: std::collections::BTreeMap::from([("vnic-b".to_owned(), 3)]),
             hosts: vec!["hv1".into(), "hv2".into(), "hv3".into()],
             ..Default::default()
         };
@@ -825,6 +829,7 @@ mod tests {
             "  storm_drops          3\n",
             "  too_big              0\n",
             "  no_vtep              0\n",
+            "  storm drops of vnic-b: 3\n",
         ] {
             assert!(text.contains(line), "{line:?} in:\n{text}");
         }

@@ -497,6 +497,14 @@ fn storm(lab: &mut Lab) -> Result<()> {
         "storm_drops grew by {drops} only: {flooded} flooded of {} sent",
         storm.sent
     );
+    // Who floods is named: vm-b's vNIC alone, with every drop.
+    let view = lab.subnet_view()?;
+    let by_vnic = &view["broadcast"]["storm_drops_by_vnic"];
+    ensure!(
+        by_vnic.as_object().map(|m| m.len()) == Some(1) && by_vnic[VM_B.vnic].as_u64().unwrap_or(0) >= drops,
+        "storm drops by vNIC should name {} alone with at least {drops}: {by_vnic}",
+        VM_B.vnic
+    );
     ensure!(received <= flooded, "vm-c received {received} datagrams, more than the {flooded} replicated");
     ensure!(received as f64 >= 0.9 * flooded as f64, "vm-c received {received} of the {flooded} replicated");
     // The VIP's traffic keeps its rate: at most 0.5 % of its probes lost

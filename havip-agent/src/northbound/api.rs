@@ -287,7 +287,9 @@ impl ApiContext {
                 state.vnics.values().filter(|v| v.subnet == name).map(|v| v.host.clone()).collect();
             hosts.sort();
             hosts.dedup();
-            broadcast_view(subnet_counters(&mut *self.maps(), sn), hosts)
+            let mut view = broadcast_view(subnet_counters(&mut *self.maps(), sn), hosts);
+            view.storm_drops_by_vnic = self.storm_drops_by_vnic(state, name);
+            view
         });
         SubnetView {
             name: name.to_owned(),
@@ -299,6 +301,21 @@ impl ApiContext {
             storm_burst: settings.storm.burst,
             broadcast,
         }
+    }
+
+    /// This host's vNICs of subnet `name` that went over their storm limit, by vNIC name: the
+    /// frames each had dropped since its `bcast_vnics` entry was written.
+    fn storm_drops_by_vnic(&self, state: &DesiredState, name: &str) -> BTreeMap<String, u64> {
+        let links = self.links.borrow().clone();
+        let mut maps = self.maps();
+        state
+            .vnics_on(&self.host)
+            .filter(|v| v.subnet == name)
+            .filter_map(|v| {
+                let entry = maps.bcast_vnics().get(&links.get(&v.ifname)?.ifindex)?;
+                (entry.storm_drops > 0).then(|| (v.name.clone(), entry.storm_drops))
+            })
+            .collect()
     }
 
     /// Subnet `name` in detail: 404 if there is none.
@@ -352,6 +369,7 @@ fn broadcast_view(counters: Option<SubnetCounters>, hosts: Vec<String>) -> Broad
         local_only: c.get(SubnetCounter::LocalOnly),
         too_big: c.get(SubnetCounter::TooBig),
         no_vtep: c.get(SubnetCounter::NoVtep),
+        storm_drops_by_vnic: BTreeMap::new(),
         hosts,
     }
 }
@@ -1133,12 +1151,18 @@ mod tests {
     #[tokio::test]
     async fn a_broadcast_domain_shows_this_hosts_counters() {
         // What the reconciler writes for vpc1 at slot 3, and what the programs counted.
-        let maps = FakeMaps::new(16).with_counted_subnet("198.18.1.0".parse().unwrap(), 24, 3);
+        let mut maps = FakeMaps::new(16).with_counted_subnet("198.18.1.0".parse().unwrap(), 24, 3);
+        // vnic-a (ifindex 7) went over its storm limit 5 times.
+        let flooder = havip_common::BcastVnic { subnet: 3, storm_drops: 5, ..Default::default() };
+        maps.bcast_vnics.insert(7, flooder);
         let c = context("counters", maps, &[("vnic-a", 7)]);
         assert_eq!(
             call(&c, "POST", "/v1/subnets", Some(json!({"name": "vpc1", "cidr": "198.18.1.0/24"}))).await.0,
             200
         );
+        let spec = json!({"name": "vnic-a", "host": "hv1", "instance": "vm-a", "subnet": "vpc1",
+                          "ip": "198.18.1.11", "mac": "02:00:00:00:00:11"});
+        assert_eq!(call(&c, "POST", "/v1/vnics", Some(spec)).await.0, 200);
         // A unicast subnet has no broadcast section, whatever the maps hold.
         assert!(call(&c, "GET", "/v1/subnets/vpc1", None).await.1.get("broadcast").is_none());
         let (_, view) =
@@ -1159,6 +1183,7 @@ mod tests {
             ),
             (true, 10, 20, 30, 40, 50, 60, 70, 80)
         );
+        assert_eq!(b.storm_drops_by_vnic, BTreeMap::from([("vnic-a".to_owned(), 5)]), "who floods");
         // Another subnet of the same network but another length is not vpc1's slot.
         let mut other = FakeMaps::new(16);
         other
