@@ -84,7 +84,7 @@ struct Bcast {
 /// The subnet's slot, and a bucket that never runs dry at fuzzing rates.
 const BCAST_SLOT: u32 = 0;
 const BUCKET: BcastVnic =
-    BcastVnic { lock: 0, subnet: BCAST_SLOT, rate_pps: 1_000_000, burst: 100_000, tat_ns: 0 };
+    BcastVnic { lock: 0, subnet: BCAST_SLOT, rate_pps: 1_000_000, burst: 100_000, tat_ns: 0, storm_drops: 0 };
 const HV2: [u8; 4] = [198, 18, 0, 2];
 
 fn pinned<T: TryFrom<Map>>(dir: &std::path::Path, name: &str) -> T
