@@ -37,7 +37,7 @@ use std::{
 use aya::maps::{lpm_trie::Key, Array, DevMapHash, HashMap, HashOfMaps, LpmTrie, Map, MapData, PerCpuArray};
 use havip_agent::datapath::{
     loader::{self, Dataplane},
-    maps::{HolderTarget, KernelMaps, Maps},
+    maps::{new_bcast_devmap, HolderTarget, KernelMaps, Maps},
     plan::{reconcile, EipNat, MapTarget, UnderlayTarget, Uplink},
 };
 use havip_common::{
@@ -95,17 +95,9 @@ where
     Map::from_map_data(data).unwrap().try_into().unwrap()
 }
 
-/// An inner devmap as the agent makes one (the object's template).
+/// An inner devmap as the agent makes one, holding `ports`.
 fn devmap(ports: &[u32]) -> DevMapHash<MapData> {
-    let obj = aya_obj::Map::new_from_params(
-        aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_DEVMAP_HASH as u32,
-        4,
-        8,
-        DEFAULT_MAX_VNICS,
-        0,
-    );
-    let data = MapData::create(obj, "bcast_inner", None).expect("an inner devmap");
-    let mut m: DevMapHash<MapData> = Map::from_map_data(data).unwrap().try_into().unwrap();
+    let mut m = new_bcast_devmap("bcast_inner").expect("creating an inner devmap");
     for &p in ports {
         m.insert(p, p, None::<&aya::programs::ProgramFd>, 0).unwrap();
     }

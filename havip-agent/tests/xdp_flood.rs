@@ -24,12 +24,12 @@ use aya::{
 use common::{capture::Capture, *};
 use havip_agent::datapath::{
     loader::{self, Attach, Dataplane},
-    maps::{KernelMaps, Maps},
+    maps::{new_bcast_devmap, KernelMaps, Maps},
     plan::{reconcile, MapTarget, UnderlayTarget},
 };
 use havip_common::{
     maps as names, BcastRemotes, BcastSubnet, BcastVnic, GlobalCounter, SubnetCounter, SubnetCounters,
-    UnderlayPort, VipKey, DEFAULT_MAX_VNICS, REPLICATOR_PEER, REPLICATOR_PORT,
+    UnderlayPort, VipKey, REPLICATOR_PEER, REPLICATOR_PORT,
 };
 use havip_lab::{cmd, netns};
 use havip_model::Capacity;
@@ -83,18 +83,9 @@ where
     Map::from_map_data(data).unwrap().try_into().unwrap()
 }
 
-/// An inner devmap as the agent makes one: it must match the object's
-/// template (DEVMAP_HASH, key 4, value 8, HAVIP_DEFAULT_MAX_VNICS, no flags).
+/// An inner devmap as the agent makes one, holding `ports`.
 fn devmap(ports: &[u32]) -> DevMapHash<MapData> {
-    let obj = aya_obj::Map::new_from_params(
-        aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_DEVMAP_HASH as u32,
-        4,
-        8,
-        DEFAULT_MAX_VNICS,
-        0,
-    );
-    let data = MapData::create(obj, "bcast_inner", None).expect("creating an inner devmap");
-    let mut m: DevMapHash<MapData> = Map::from_map_data(data).unwrap().try_into().unwrap();
+    let mut m = new_bcast_devmap("bcast_inner").expect("creating an inner devmap");
     for &p in ports {
         m.insert(p, p, None::<&ProgramFd>, 0).unwrap();
     }

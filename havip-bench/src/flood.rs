@@ -42,7 +42,10 @@ use aya::{
     programs::{ProgramFd, Xdp},
     Ebpf, EbpfLoader,
 };
-use havip_agent::datapath::plan::{reconcile, MapTarget};
+use havip_agent::datapath::{
+    maps::new_bcast_devmap,
+    plan::{reconcile, MapTarget},
+};
 use havip_common::{
     maps as names, BcastSubnet, BcastVnic, SubnetCounter, SubnetCounters, VipKey, DEFAULT_MAX_VNICS,
 };
@@ -107,18 +110,9 @@ where
     Map::from_map_data(data)?.try_into().with_context(|| format!("pinned map {name}"))
 }
 
-/// A devmap as the agent makes a subnet's: it must match the object's inner
-/// map template (DEVMAP_HASH, key 4, value 8, HAVIP_DEFAULT_MAX_VNICS).
+/// A devmap as the agent makes a subnet's, holding `ports`.
 fn inner_devmap(ports: &[u32]) -> Result<DevMapHash<MapData>> {
-    let obj = aya_obj::Map::new_from_params(
-        aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_DEVMAP_HASH as u32,
-        4,
-        8,
-        DEFAULT_MAX_VNICS,
-        0,
-    );
-    let data = MapData::create(obj, "bcast_inner", None).context("creating a subnet devmap")?;
-    let mut m: DevMapHash<MapData> = Map::from_map_data(data)?.try_into()?;
+    let mut m = new_bcast_devmap("bcast_inner").context("creating a subnet devmap")?;
     for &p in ports {
         m.insert(p, p, None::<&ProgramFd>, 0).context("filling a subnet devmap")?;
     }

@@ -386,8 +386,9 @@ impl KernelMaps {
 
 /// A new, empty `DEVMAP_HASH` shaped as the `bcast_ports`/`bcast_flood` template: key ifindex
 /// (4 bytes), value `struct bpf_devmap_val` (8 bytes), [`BCAST_DEVMAP_ENTRIES`] entries, no
-/// flags. `name` is the kernel's name for it (at most 15 bytes).
-fn new_bcast_devmap(name: &str) -> Result<DevMapHash<MapData>> {
+/// flags. `name` is the kernel's name for it (at most 15 bytes). The one definition of that
+/// shape: the kernel tests, the fuzz target and the bench make theirs here too.
+pub fn new_bcast_devmap(name: &str) -> Result<DevMapHash<MapData>> {
     let obj = aya_obj::Map::new_from_params(
         BPF_MAP_TYPE_DEVMAP_HASH as u32,
         size_of::<u32>() as u32,
